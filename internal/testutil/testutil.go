@@ -1,0 +1,62 @@
+// Package testutil holds the capability gates shared by nubo's tests.
+//
+// A gate skips a test on a machine that cannot run it (a laptop without root,
+// a host without cgroup v2) but fails it when CI=true and this kind of machine
+// is expected to have the capability, so a missing feature in CI is never
+// mistaken for a pass.
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI (CI=true), where every gate
+// that this machine kind satisfies must pass rather than skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// skipOrFail skips the test, or fails it when CI expects the capability.
+func skipOrFail(t testing.TB, expectedInCI bool, why string) {
+	t.Helper()
+	if InCI() && expectedInCI {
+		t.Fatalf("required in CI but unavailable: %s", why)
+	}
+	t.Skip(why)
+}
+
+// RequiresRoot skips unless the test runs as root (CI always does).
+func RequiresRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, true, "needs root")
+	}
+}
+
+// RequiresCgroupV1 skips unless v1 controllers are mounted (CI machines are hybrid v1).
+func RequiresCgroupV1(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
+		skipOrFail(t, true, "needs cgroup v1 memory controller")
+	}
+}
+
+// RequiresCgroupV2 skips unless the unified hierarchy with controllers is mounted.
+// CI machines of this kind have none, so this never fails in CI.
+func RequiresCgroupV2(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+		skipOrFail(t, false, "needs a cgroup v2 host")
+	}
+}
+
+// RequiresBinary skips unless name is on PATH; CI installs every binary the
+// tests use, so there it fails instead.
+func RequiresBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		skipOrFail(t, true, "needs "+name+" on PATH")
+	}
+	return p
+}
