@@ -1,0 +1,118 @@
+// Command nubo runs AWS Lambda functions on your own machines: `nubo serve`
+// starts the platform; the other subcommands are its command-line client.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nubo-dev/nubo/internal/server"
+)
+
+const usage = `usage: nubo <command> [flags]
+
+commands:
+  serve     start the nubo platform (Lambda API, environments, state)
+  version   print the version
+
+Run 'nubo <command> -h' for a command's flags.
+`
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "version":
+		fmt.Fprintln(stdout, "nubo", version)
+		return 0
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "nubo: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg server.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9000", "address of the Lambda API")
+	fs.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for all state")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server or cluster instead of the embedded one")
+	fs.StringVar(&cfg.AccountsFile, "accounts", "", "JSON file declaring accounts and their access keys")
+	fs.BoolVar(&cfg.NoDevAccount, "no-dev-account", false, "do not enable the development account (000000000000, key test/test) on loopback")
+	fs.StringVar(&cfg.Region, "region", "us-east-1", "region named in every ARN")
+	fs.IntVar(&cfg.AccountConcurrency, "account-concurrency", 1000, "concurrent executions per account")
+	fs.DurationVar(&cfg.TransitionDelay, "state-transition-delay", 0, "hold new and updated functions in Pending/InProgress this long (testing waiters)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nubo serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "nubo serve: %v\n", err)
+		return 2
+	}
+	cfg.Logger = logger
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := server.Run(ctx, cfg); err != nil {
+		fmt.Fprintf(stderr, "nubo serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("NUBO_DATA_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/nubo"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return d + "/nubo"
+	}
+	return ".nubo"
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,431 @@
+// Package agent is the program that runs inside every execution environment
+// (PID 1 of a namespace sandbox, or a plain child process in development
+// mode). It serves the Runtime and Extensions APIs, starts the extensions
+// and the runtime, relays invocations and output to and from the host over
+// the agentproto connection, and enforces the function timeout.
+//
+// Lifecycle (one agent per environment):
+//
+//	Ready → (Start) → Init ─ok→ Idle ⇄ Invoking → … → (Shutdown) → Done
+//	                     └fail→ NeedsInit: the next Invoke runs init first,
+//	                            under the function timeout, as Lambda does
+//
+// A timeout, a runtime exit or a failed init kills the runtime's process
+// group and marks the runtime for a new init before the next invocation;
+// extensions and /tmp survive it.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/runtimeapi"
+)
+
+// Agent is one environment's agent.
+type Agent struct {
+	conn  *agentproto.Conn
+	log   *slog.Logger
+	start agentproto.Start
+	rapi  *runtimeapi.Server
+	reap  *reaper
+
+	rt       *proc
+	exts     []*proc
+	needInit bool
+
+	// outMu is held while a chunk of runtime output is being forwarded, so
+	// a flush can wait for in-flight chunks (see flushOutput).
+	outMu   sync.Mutex
+	outFDs  []int
+	outWG   sync.WaitGroup
+	outPipe [2]*os.File // stdout, stderr write ends shared by all children
+}
+
+// Run serves one environment over rw until Shutdown or until the host goes
+// away. It returns nil after a clean shutdown.
+func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
+	defer a.killAll()
+	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
+		return err
+	}
+	f, err := a.conn.Receive()
+	if err != nil {
+		return fmt.Errorf("agent: waiting for Start: %w", err)
+	}
+	if f.Type != agentproto.TStart {
+		return fmt.Errorf("agent: first frame is %s, want Start", f.Type)
+	}
+	if err := f.Decode(&a.start); err != nil {
+		return fmt.Errorf("agent: Start: %w", err)
+	}
+	if err := a.setup(); err != nil {
+		a.sendInitError("Runtime.Unknown", 0, err.Error())
+		return err
+	}
+	a.initPhase(context.Background(), time.Duration(a.start.InitTimeoutMs)*time.Millisecond, "")
+	for {
+		f, err := a.conn.Receive()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // host closed: the environment is being destroyed
+			}
+			return err
+		}
+		switch f.Type {
+		case agentproto.TInvoke:
+			var inv agentproto.Invoke
+			if err := f.Decode(&inv); err != nil {
+				return fmt.Errorf("agent: Invoke: %w", err)
+			}
+			a.invoke(&inv, f.Body)
+		case agentproto.TShutdown:
+			var sd agentproto.Shutdown
+			_ = f.Decode(&sd)
+			a.shutdown(&sd)
+			return a.conn.Send(agentproto.TShutdownDone, nil, nil)
+		default:
+			a.log.Warn("unexpected frame", "type", f.Type)
+		}
+	}
+}
+
+// setup starts the Runtime API and the output relays.
+func (a *Agent) setup() error {
+	exts, err := listExtensions(a.start.ExtensionsDir)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(exts))
+	for i, e := range exts {
+		names[i] = filepath.Base(e)
+	}
+	a.rapi = runtimeapi.New(runtimeapi.Options{
+		FunctionName: a.start.FunctionName, FunctionVersion: a.start.FunctionVersion,
+		Handler: a.start.Handler, AccountID: a.start.AccountID, Extensions: names, Logger: a.log,
+	})
+	ln, err := net.Listen("tcp", a.start.RuntimeAPI)
+	if err != nil {
+		return fmt.Errorf("runtime api: %w", err)
+	}
+	go a.rapi.Serve(context.Background(), ln)
+	for i, stream := range []string{"stdout", "stderr"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		a.outPipe[i] = w
+		a.outFDs = append(a.outFDs, int(r.Fd()))
+		a.outWG.Add(1)
+		go a.relay(r, stream)
+	}
+	for _, path := range exts {
+		p, err := a.reap.start(procSpec{name: filepath.Base(path), argv: []string{path}, env: a.start.Env,
+			dir: "/", uid: a.start.UID, gid: a.start.GID, stdout: a.outPipe[0], stderr: a.outPipe[1]})
+		if err != nil {
+			return fmt.Errorf("extension %s: %w", filepath.Base(path), err)
+		}
+		a.exts = append(a.exts, p)
+		go func(p *proc) {
+			<-p.done
+			a.rapi.ExtensionExited(p.name, p.reason)
+		}(p)
+	}
+	return nil
+}
+
+// listExtensions returns the executables in dir in lexical order (Lambda
+// starts extensions in parallel; order only matters for log readability).
+func listExtensions(dir string) ([]string, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// relay forwards one output stream to the host as Log frames.
+func (a *Agent) relay(r *os.File, stream string) {
+	defer a.outWG.Done()
+	buf := make([]byte, 64<<10)
+	hdr := &agentproto.Log{Stream: stream}
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			a.outMu.Lock()
+			_ = a.conn.Send(agentproto.TLog, hdr, buf[:n])
+			a.outMu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// flushOutput waits until everything the runtime wrote so far has reached
+// the host, so an invocation's log lines precede its Result. Output written
+// before the runtime posted its response is already in the pipe buffers;
+// once they read empty and no chunk is in flight, it has been sent.
+func (a *Agent) flushOutput() {
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		pending := 0
+		for _, fd := range a.outFDs {
+			// TIOCINQ is FIONREAD: the bytes unread in the pipe.
+			if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil {
+				pending += n
+			}
+		}
+		if pending == 0 {
+			break
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	a.outMu.Lock()
+	a.outMu.Unlock() //nolint:staticcheck // a barrier: waits for a chunk in flight
+}
+
+// startRuntime launches the runtime process.
+func (a *Agent) startRuntime() error {
+	s := a.start
+	p, err := a.reap.start(procSpec{name: "runtime", argv: s.Argv, env: s.Env, dir: s.Dir,
+		uid: s.UID, gid: s.GID, stdout: a.outPipe[0], stderr: a.outPipe[1]})
+	if err != nil {
+		return err
+	}
+	a.rt = p
+	go func() {
+		<-p.done
+		a.rapi.RuntimeExited(p.reason)
+	}()
+	return nil
+}
+
+// stopRuntime kills the runtime's process group and readies the Runtime API
+// for a new one.
+func (a *Agent) stopRuntime() {
+	if a.rt != nil {
+		a.rt.signal(syscall.SIGKILL)
+		select {
+		case <-a.rt.done:
+		case <-time.After(5 * time.Second):
+			a.log.Error("runtime did not die after SIGKILL", "pid", a.rt.pid)
+		}
+		a.rt = nil
+	}
+	a.rapi.ResetRuntime()
+	a.needInit = true
+}
+
+// initResult is the outcome of an init phase.
+type initResult struct {
+	errType  string
+	payload  []byte
+	duration time.Duration
+}
+
+// runInit starts the runtime and waits until it (and every extension) is
+// ready, or fails.
+func (a *Agent) runInit(ctx context.Context, requestID string) *initResult {
+	t0 := time.Now()
+	res := &initResult{}
+	if a.start.InitTimeoutMs > 0 && requestID == "" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(a.start.InitTimeoutMs)*time.Millisecond)
+		defer cancel()
+	}
+	err := a.rapi.WaitExtensionsRegistered(ctx)
+	if err == nil {
+		if err = a.startRuntime(); err != nil {
+			res.errType, res.payload = "Runtime.InvalidEntrypoint", platformError("Runtime.InvalidEntrypoint", requestID, err.Error())
+		} else {
+			err = a.rapi.WaitInit(ctx)
+		}
+	}
+	res.duration = time.Since(t0)
+	if err == nil || res.errType != "" {
+		if res.errType != "" {
+			a.stopRuntime()
+		} else {
+			a.needInit = false
+		}
+		return res
+	}
+	var ie *runtimeapi.InitError
+	var ee *runtimeapi.RuntimeExitError
+	switch {
+	case errors.As(err, &ie):
+		res.errType, res.payload = ie.Type, ie.Payload
+	case errors.As(err, &ee):
+		res.errType = "Runtime.ExitError"
+		res.payload = platformError(res.errType, requestID, ee.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		res.errType = "Sandbox.Timedout"
+		res.payload = platformError(res.errType, requestID, fmt.Sprintf("Task timed out after %.2f seconds", res.duration.Seconds()))
+	default:
+		res.errType = "Runtime.Unknown"
+		res.payload = platformError(res.errType, requestID, err.Error())
+	}
+	a.stopRuntime()
+	return res
+}
+
+// initPhase runs the first init and reports it to the host.
+func (a *Agent) initPhase(ctx context.Context, timeout time.Duration, requestID string) {
+	res := a.runInit(ctx, requestID)
+	ms := float64(res.duration.Microseconds()) / 1000
+	if res.errType == "" {
+		_ = a.conn.Send(agentproto.TInitDone, &agentproto.InitDone{DurationMs: ms}, nil)
+		return
+	}
+	_ = a.conn.Send(agentproto.TInitError, &agentproto.InitError{ErrorType: res.errType, DurationMs: ms}, res.payload)
+}
+
+func (a *Agent) sendInitError(errType string, d time.Duration, msg string) {
+	_ = a.conn.Send(agentproto.TInitError, &agentproto.InitError{ErrorType: errType, DurationMs: float64(d.Microseconds()) / 1000},
+		platformError(errType, "", msg))
+}
+
+// platformError is the payload of an error nubo produces on the runtime's
+// behalf, worded as AWS words it (LAMBDA-WIRE.md §1).
+func platformError(errType, requestID, msg string) []byte {
+	m := msg
+	if requestID != "" {
+		m = "RequestId: " + requestID + " Error: " + msg
+	}
+	b, _ := json.Marshal(struct {
+		ErrorType    string `json:"errorType"`
+		ErrorMessage string `json:"errorMessage"`
+	}{errType, m})
+	return b
+}
+
+// invoke runs one invocation and sends its Result.
+func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
+	deadline := time.UnixMilli(inv.DeadlineMs)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	res := &agentproto.Result{RequestID: inv.RequestID}
+	var body []byte
+	if a.needInit {
+		ir := a.runInit(ctx, inv.RequestID)
+		res.InitDurationMs = float64(ir.duration.Microseconds()) / 1000
+		if ir.errType != "" {
+			if ir.errType == "Sandbox.Timedout" {
+				ir.payload = timeoutPayload(inv)
+			}
+			res.FunctionError, res.ErrorType, res.Reset = true, ir.errType, true
+			a.flushOutput()
+			_ = a.conn.Send(agentproto.TResult, res, ir.payload)
+			_ = a.conn.Send(agentproto.TIdle, nil, nil)
+			return
+		}
+	}
+	out, err := a.rapi.Invoke(ctx, &runtimeapi.Invocation{
+		RequestID: inv.RequestID, Payload: payload, DeadlineMs: inv.DeadlineMs,
+		InvokedFunctionARN: inv.InvokedFunctionARN, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
+		CognitoIdentity: inv.CognitoIdentity, TenantID: inv.TenantID,
+	})
+	var ee *runtimeapi.RuntimeExitError
+	switch {
+	case err == nil:
+		body = out.Payload
+		res.FunctionError, res.ErrorType, res.ContentType = out.FunctionError, out.ErrorType, out.ContentType
+	case errors.Is(err, context.DeadlineExceeded):
+		a.stopRuntime()
+		body = timeoutPayload(inv)
+		res.FunctionError, res.ErrorType, res.Reset = true, "Sandbox.Timedout", true
+	case errors.As(err, &ee):
+		a.stopRuntime()
+		res.FunctionError, res.ErrorType, res.Reset = true, "Runtime.ExitError", true
+		body = platformError(res.ErrorType, inv.RequestID, ee.Error())
+	default:
+		a.stopRuntime()
+		res.FunctionError, res.ErrorType, res.Reset = true, "Sandbox.Failure", true
+		body = platformError(res.ErrorType, inv.RequestID, err.Error())
+	}
+	a.flushOutput()
+	_ = a.conn.Send(agentproto.TResult, res, body)
+	if err == nil {
+		// The invoke phase ends when extensions are done too.
+		_ = a.rapi.WaitIdle(ctx)
+	}
+	_ = a.conn.Send(agentproto.TIdle, nil, nil)
+}
+
+func timeoutPayload(inv *agentproto.Invoke) []byte {
+	return platformError("Sandbox.Timedout", inv.RequestID, fmt.Sprintf("Task timed out after %.2f seconds", float64(inv.TimeoutMs)/1000))
+}
+
+// shutdown runs Lambda's shutdown sequence: SHUTDOWN to extensions, then
+// SIGTERM to everything, then SIGKILL once the deadline passes.
+func (a *Agent) shutdown(sd *agentproto.Shutdown) {
+	deadline := time.UnixMilli(sd.DeadlineMs)
+	if sd.DeadlineMs == 0 {
+		deadline = time.Now().Add(2 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	reason := sd.Reason
+	if reason == "" {
+		reason = "spindown"
+	}
+	_ = a.rapi.Shutdown(ctx, reason, deadline)
+	procs := append([]*proc{}, a.exts...)
+	if a.rt != nil {
+		procs = append(procs, a.rt)
+	}
+	for _, p := range procs {
+		p.signal(syscall.SIGTERM)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		}
+	}
+	a.killAll()
+	a.flushOutput()
+}
+
+// killAll SIGKILLs every child still alive.
+func (a *Agent) killAll() {
+	if a.rt != nil {
+		a.rt.signal(syscall.SIGKILL)
+	}
+	for _, p := range a.exts {
+		p.signal(syscall.SIGKILL)
+	}
+}

@@ -1,0 +1,245 @@
+// Package agentproto is the framed protocol between the host (package env)
+// and the agent that runs inside every execution environment (package
+// agent). The same protocol runs over an inherited socketpair (namespace
+// sandbox, process backend) and over virtio-serial or vsock (microVM).
+//
+// A frame is
+//
+//	type:1 | headerLen:4 (big endian) | bodyLen:4 | header (JSON) | body (raw bytes)
+//
+// Payloads travel as the raw body so a 6 MB event is never base64-encoded or
+// copied into JSON. Frames are at most MaxHeader + MaxBody bytes; a peer that
+// sends more is broken and the connection is dropped.
+//
+// Conversation:
+//
+//	host → agent   Start (once), Invoke, Shutdown
+//	agent → host   Ready (agent up), InitDone | InitError (after Start and
+//	               after every runtime restart), Result (one per Invoke),
+//	               Idle (after a Result, once extensions are done),
+//	               Log (runtime output, any time), ShutdownDone
+package agentproto
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Type of a frame.
+type Type uint8
+
+// Frame types.
+const (
+	TStart Type = iota + 1
+	TInvoke
+	TShutdown
+	TReady
+	TInitDone
+	TInitError
+	TResult
+	TLog
+	TShutdownDone
+	// TIdle follows a Result once extensions have finished the invoke
+	// phase: the environment may be frozen.
+	TIdle
+)
+
+func (t Type) String() string {
+	switch t {
+	case TStart:
+		return "Start"
+	case TInvoke:
+		return "Invoke"
+	case TShutdown:
+		return "Shutdown"
+	case TReady:
+		return "Ready"
+	case TInitDone:
+		return "InitDone"
+	case TInitError:
+		return "InitError"
+	case TResult:
+		return "Result"
+	case TLog:
+		return "Log"
+	case TShutdownDone:
+		return "ShutdownDone"
+	case TIdle:
+		return "Idle"
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Limits of one frame.
+const (
+	MaxHeader = 1 << 20
+	// MaxBody covers a 6 MB payload plus slack; larger responses are cut by
+	// the Runtime API before they get here.
+	MaxBody = 7 << 20
+)
+
+// Start tells the agent how to run the function's runtime.
+type Start struct {
+	// Argv and Env start the runtime process; Dir is its working directory.
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+	// UID and GID the runtime and extensions run as (0 = agent's own).
+	UID int `json:"uid,omitempty"`
+	GID int `json:"gid,omitempty"`
+	// ExtensionsDir holds external extensions to start before the runtime.
+	ExtensionsDir string `json:"extensionsDir,omitempty"`
+	// RuntimeAPI is the address the Runtime API listens on (host:port).
+	RuntimeAPI string `json:"runtimeApi"`
+	// InitTimeoutMs bounds the init phase.
+	InitTimeoutMs int64 `json:"initTimeoutMs"`
+	// Function identity, reported to extensions on register.
+	FunctionName    string `json:"functionName"`
+	FunctionVersion string `json:"functionVersion"`
+	Handler         string `json:"handler"`
+	AccountID       string `json:"accountId"`
+	// Seccomp, when set, is a compiled BPF filter (sock_filter array in host
+	// byte order) the agent installs in the runtime right before exec.
+	Seccomp []byte `json:"seccomp,omitempty"`
+}
+
+// Invoke is one invocation; the payload is the frame body.
+type Invoke struct {
+	RequestID          string `json:"requestId"`
+	DeadlineMs         int64  `json:"deadlineMs"`
+	InvokedFunctionARN string `json:"invokedFunctionArn"`
+	TraceID            string `json:"traceId,omitempty"`
+	ClientContext      string `json:"clientContext,omitempty"`
+	CognitoIdentity    string `json:"cognitoIdentity,omitempty"`
+	TenantID           string `json:"tenantId,omitempty"`
+	// TimeoutMs is the function timeout, for the Sandbox.Timedout message.
+	TimeoutMs int64 `json:"timeoutMs"`
+}
+
+// Result answers one Invoke; the response payload is the frame body.
+type Result struct {
+	RequestID     string `json:"requestId"`
+	FunctionError bool   `json:"functionError,omitempty"`
+	ErrorType     string `json:"errorType,omitempty"`
+	ContentType   string `json:"contentType,omitempty"`
+	// Reset says the runtime was killed (timeout, exit, OOM) and will init
+	// again before the next invocation.
+	Reset bool `json:"reset,omitempty"`
+	// InitDurationMs is set when this invocation had to (re)run init first.
+	InitDurationMs float64 `json:"initDurationMs,omitempty"`
+}
+
+// InitDone reports a finished init phase.
+type InitDone struct {
+	DurationMs float64 `json:"durationMs"`
+}
+
+// InitError reports a failed init; the error payload is the frame body.
+type InitError struct {
+	ErrorType  string  `json:"errorType"`
+	DurationMs float64 `json:"durationMs"`
+}
+
+// Shutdown asks the agent to stop everything.
+type Shutdown struct {
+	Reason     string `json:"reason"` // spindown | timeout | failure
+	DeadlineMs int64  `json:"deadlineMs"`
+}
+
+// Log carries runtime output; the bytes are the frame body.
+type Log struct {
+	Stream string `json:"stream"` // stdout | stderr | platform
+}
+
+// Frame is one decoded frame.
+type Frame struct {
+	Type   Type
+	Header json.RawMessage
+	Body   []byte
+}
+
+// Decode unmarshals the frame header into v.
+func (f *Frame) Decode(v any) error {
+	if len(f.Header) == 0 {
+		return nil
+	}
+	return json.Unmarshal(f.Header, v)
+}
+
+// ErrFrameTooLarge is returned for a frame over the limits.
+var ErrFrameTooLarge = errors.New("agentproto: frame too large")
+
+// Conn sends and receives frames. Send is safe for concurrent use;
+// Receive must be called from one goroutine.
+type Conn struct {
+	r  *bufio.Reader
+	w  io.Writer
+	mu sync.Mutex
+	c  io.Closer
+}
+
+// NewConn wraps a bidirectional stream.
+func NewConn(rw io.ReadWriteCloser) *Conn {
+	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), w: rw, c: rw}
+}
+
+// Send writes one frame.
+func (c *Conn) Send(t Type, header any, body []byte) error {
+	var hb []byte
+	if header != nil {
+		var err error
+		if hb, err = json.Marshal(header); err != nil {
+			return err
+		}
+	}
+	if len(hb) > MaxHeader || len(body) > MaxBody {
+		return ErrFrameTooLarge
+	}
+	var pre [9]byte
+	pre[0] = byte(t)
+	binary.BigEndian.PutUint32(pre[1:5], uint32(len(hb)))
+	binary.BigEndian.PutUint32(pre[5:9], uint32(len(body)))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// One write for small frames keeps a frame in one packet on the socket.
+	if len(hb)+len(body) < 32<<10 {
+		buf := make([]byte, 0, 9+len(hb)+len(body))
+		buf = append(append(append(buf, pre[:]...), hb...), body...)
+		_, err := c.w.Write(buf)
+		return err
+	}
+	if _, err := c.w.Write(append(pre[:], hb...)); err != nil {
+		return err
+	}
+	_, err := c.w.Write(body)
+	return err
+}
+
+// Receive reads the next frame.
+func (c *Conn) Receive() (*Frame, error) {
+	var pre [9]byte
+	if _, err := io.ReadFull(c.r, pre[:]); err != nil {
+		return nil, err
+	}
+	hl := binary.BigEndian.Uint32(pre[1:5])
+	bl := binary.BigEndian.Uint32(pre[5:9])
+	if hl > MaxHeader || bl > MaxBody {
+		return nil, ErrFrameTooLarge
+	}
+	f := &Frame{Type: Type(pre[0])}
+	buf := make([]byte, int(hl)+int(bl))
+	if _, err := io.ReadFull(c.r, buf); err != nil {
+		return nil, fmt.Errorf("agentproto: truncated %s frame: %w", f.Type, err)
+	}
+	f.Header = buf[:hl:hl]
+	f.Body = buf[hl:]
+	return f, nil
+}
+
+// Close closes the underlying stream.
+func (c *Conn) Close() error { return c.c.Close() }

@@ -1,0 +1,608 @@
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/arn"
+	"github.com/nubo-dev/nubo/internal/codezip"
+	"github.com/nubo-dev/nubo/internal/errdefs"
+	"github.com/nubo-dev/nubo/internal/function"
+	"github.com/nubo-dev/nubo/internal/store"
+)
+
+// FunctionInfo is what GetFunction reports; the API edge turns CodeHex into
+// a signed download URL.
+type FunctionInfo struct {
+	Configuration *function.Config
+	CodeHex       string
+	Tags          map[string]string
+	Reserved      *int
+}
+
+// codeInfo is a checked deployment package.
+type codeInfo struct {
+	zip      []byte
+	sha64    string
+	unzipped int64
+}
+
+func inspectZip(zip []byte) (*codeInfo, error) {
+	info, err := codezip.Inspect(zip, codezip.Limits{MaxUnzipped: function.MaxUnzippedBytes})
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(zip)
+	return &codeInfo{zip: zip, sha64: base64.StdEncoding.EncodeToString(sum[:]), unzipped: info.UnzippedSize}, nil
+}
+
+// resolvedLayers are a function's layers looked up by ARN.
+type resolvedLayers struct {
+	refs     []function.LayerRef
+	hexes    []string
+	unzipped int64
+}
+
+func (s *Service) resolveLayers(ctx context.Context, acct string, arns []string) (*resolvedLayers, error) {
+	if len(arns) > function.MaxLayers {
+		return nil, errdefs.InvalidParameter("Cannot reference more than %d layers.", function.MaxLayers)
+	}
+	out := &resolvedLayers{}
+	for _, a := range arns {
+		lv, err := s.layerVersionByArn(ctx, acct, a)
+		if err != nil {
+			return nil, err
+		}
+		out.refs = append(out.refs, function.LayerRef{Arn: lv.LayerVersionArn, CodeSize: lv.Content.CodeSize})
+		out.hexes = append(out.hexes, lv.CodeHex)
+		out.unzipped += lv.Unzipped
+	}
+	return out, nil
+}
+
+func checkTotalSize(code, layers int64) error {
+	if total := code + layers; total > function.MaxUnzippedBytes {
+		return errdefs.InvalidParameter("Function code combined with layers exceeds the maximum allowed size of %d bytes. The actual size is %d bytes.", function.MaxUnzippedBytes, total)
+	}
+	return nil
+}
+
+// CreateFunction creates a function in state Pending and returns its
+// configuration (or version 1's, with Publish).
+func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.CreateInput) (*function.Config, error) {
+	r, err := arn.ParseFunction(in.FunctionName)
+	if err != nil {
+		return nil, err
+	}
+	if r.Qualifier != "" {
+		return nil, errdefs.InvalidParameter("Unsupported FunctionName: function names in CreateFunction cannot carry a qualifier")
+	}
+	if (r.AccountID != "" && r.AccountID != acct) || (r.Region != "" && r.Region != s.opts.Region) {
+		return nil, errdefs.InvalidParameter("The function ARN must name this account and region")
+	}
+	in.FunctionName = r.Name
+	if in.Code == nil {
+		return nil, errdefs.Validation("1 validation error detected: Value null at 'code' failed to satisfy constraint: Member must not be null")
+	}
+	cfg := function.NewConfig(in)
+	if err := function.Validate(cfg, len(in.Layers)); err != nil {
+		return nil, err
+	}
+	if err := checkTags(in.Tags); err != nil {
+		return nil, err
+	}
+	if err := function.CheckCodeSource(in.Code.ZipFile, in.Code.S3Bucket, in.Code.S3Key, in.Code.ImageUri); err != nil {
+		return nil, err
+	}
+	code, err := inspectZip(in.Code.ZipFile)
+	if err != nil {
+		return nil, err
+	}
+	layers, err := s.resolveLayers(ctx, acct, in.Layers)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTotalSize(code.unzipped, layers.unzipped); err != nil {
+		return nil, err
+	}
+	if _, _, err := s.load(ctx, acct, r.Name); err == nil {
+		return nil, errdefs.Conflict("Function already exist: %s", r.Name)
+	}
+	hex, err := s.st.PutCode(ctx, code.zip)
+	if err != nil {
+		return nil, err
+	}
+	cfg.FunctionArn = s.fnArn(acct, r.Name)
+	cfg.CodeSha256 = code.sha64
+	cfg.CodeSize = int64(len(code.zip))
+	cfg.Layers = layers.refs
+	cfg.LastModified = function.FormatTime(s.now())
+	cfg.RevisionId = newRevision()
+	cfg.State, cfg.StateReason, cfg.StateReasonCode = function.StatePending, "The function is being created.", "Creating"
+	cfg.LastUpdateStatus = function.UpdateSuccessful
+	rec := &record{
+		Latest: *cfg, CodeHex: hex, CodeUnzipped: code.unzipped, LayerHexes: layers.hexes,
+		Generation: newRevision(), Tags: in.Tags,
+	}
+	// Versions of an earlier function of the same name may survive a crash
+	// during its deletion; they must not leak into the new one.
+	if err := s.purgeVersions(ctx, acct, r.Name); err != nil {
+		return nil, err
+	}
+	if _, err := s.st.Create(ctx, fnKey(acct, r.Name), rec); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, errdefs.Conflict("Function already exist: %s", r.Name)
+		}
+		return nil, err
+	}
+	if s.opts.OnChange != nil {
+		s.opts.OnChange(acct, r.Name)
+	}
+	s.startTransition(acct, r.Name, rec.Generation)
+	if in.Publish {
+		v, err := s.publish(ctx, acct, r.Name, "", "", "", true)
+		if err != nil {
+			return nil, err
+		}
+		v.State, v.StateReason, v.StateReasonCode = cfg.State, cfg.StateReason, cfg.StateReasonCode
+		return v, nil
+	}
+	return cfg, nil
+}
+
+func (s *Service) purgeVersions(ctx context.Context, acct, name string) error {
+	keys, err := s.st.Keys(ctx, verKey(acct, name, "*"))
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := s.st.Delete(ctx, k, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// getVersion reads a published version.
+func (s *Service) getVersion(ctx context.Context, acct, name, n string) (*Version, error) {
+	var v Version
+	if _, err := s.st.Get(ctx, verKey(acct, name, n), &v); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, s.notFound(acct, name, n)
+		}
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Lookup returns the runnable version named by a qualifier: "" or $LATEST,
+// a version number, or an alias (its primary version; weighted routing is
+// the invoker's business, see Alias).
+func (s *Service) Lookup(ctx context.Context, acct, name, q string) (*Version, *function.Alias, error) {
+	rec, _, err := s.load(ctx, acct, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.lookupIn(ctx, rec, acct, name, q)
+}
+
+func (s *Service) lookupIn(ctx context.Context, rec *record, acct, name, q string) (*Version, *function.Alias, error) {
+	switch {
+	case q == "" || q == function.Latest:
+		return &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}, nil, nil
+	case isVersionNumber(q):
+		v, err := s.getVersion(ctx, acct, name, q)
+		return v, nil, err
+	}
+	al, ok := rec.Aliases[q]
+	if !ok {
+		return nil, nil, s.notFound(acct, name, q)
+	}
+	v, _, err := s.lookupIn(ctx, rec, acct, name, al.FunctionVersion)
+	return v, al, err
+}
+
+func isVersionNumber(q string) bool {
+	if q == "" || len(q) > 10 {
+		return false
+	}
+	for _, c := range q {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// ResolveName parses a FunctionName path value for the caller's account.
+func (s *Service) ResolveName(acct, fn, qualifier string) (name, q string, err error) {
+	return s.ref(acct, fn, qualifier)
+}
+
+// GetFunction implements GetFunction.
+func (s *Service) GetFunction(ctx context.Context, acct, fn, qualifier string) (*FunctionInfo, error) {
+	name, q, err := s.ref(acct, fn, qualifier)
+	if err != nil {
+		return nil, err
+	}
+	rec, _, err := s.load(ctx, acct, name)
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := s.lookupIn(ctx, rec, acct, name, q)
+	if err != nil {
+		return nil, err
+	}
+	cfg := v.Config
+	return &FunctionInfo{Configuration: &cfg, CodeHex: v.CodeHex, Tags: rec.Tags, Reserved: rec.Reserved}, nil
+}
+
+// GetFunctionConfiguration implements GetFunctionConfiguration.
+func (s *Service) GetFunctionConfiguration(ctx context.Context, acct, fn, qualifier string) (*function.Config, error) {
+	info, err := s.GetFunction(ctx, acct, fn, qualifier)
+	if err != nil {
+		return nil, err
+	}
+	return info.Configuration, nil
+}
+
+// UpdateFunctionCode implements UpdateFunctionCode.
+func (s *Service) UpdateFunctionCode(ctx context.Context, acct, fn string, in *function.UpdateCodeInput) (*function.Config, error) {
+	name, q, err := s.ref(acct, fn, "")
+	if err != nil {
+		return nil, err
+	}
+	if q != "" {
+		return nil, errdefs.InvalidParameter("Qualifiers are not supported by UpdateFunctionCode")
+	}
+	if err := function.CheckCodeSource(in.ZipFile, in.S3Bucket, in.S3Key, in.ImageUri); err != nil {
+		return nil, err
+	}
+	code, err := inspectZip(in.ZipFile)
+	if err != nil {
+		return nil, err
+	}
+	if len(in.Architectures) > 0 {
+		probe := function.Config{Role: "arn:aws:iam::000000000000:role/x", Runtime: "provided", Handler: "x",
+			MemorySize: function.MinMemory, Timeout: 1, EphemeralStorage: function.EphemeralStorage{Size: function.MinEphemeral},
+			PackageType: function.PackageZip, Architectures: in.Architectures}
+		if err := function.Validate(&probe, 0); err != nil {
+			return nil, err
+		}
+	}
+	if in.DryRun {
+		rec, _, err := s.load(ctx, acct, name)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkRevision(in.RevisionId, rec.Latest.RevisionId); err != nil {
+			return nil, err
+		}
+		c := rec.Latest
+		c.CodeSha256, c.CodeSize = code.sha64, int64(len(code.zip))
+		return &c, nil
+	}
+	var layerUnzipped int64
+	if rec, _, err := s.load(ctx, acct, name); err == nil {
+		layerUnzipped = s.layersUnzipped(ctx, acct, rec.Latest.Layers)
+	}
+	if err := checkTotalSize(code.unzipped, layerUnzipped); err != nil {
+		return nil, err
+	}
+	hex, err := s.st.PutCode(ctx, code.zip)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.mutate(ctx, acct, name, func(rec *record) error {
+		if err := s.busy(rec); err != nil {
+			return err
+		}
+		if err := checkRevision(in.RevisionId, rec.Latest.RevisionId); err != nil {
+			return err
+		}
+		c := &rec.Latest
+		c.CodeSha256, c.CodeSize = code.sha64, int64(len(code.zip))
+		if len(in.Architectures) > 0 {
+			c.Architectures = in.Architectures
+		}
+		rec.CodeHex, rec.CodeUnzipped = hex, code.unzipped
+		s.markUpdating(c)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.startTransition(acct, name, rec.Generation)
+	if in.Publish {
+		return s.publishAfterUpdate(ctx, acct, name)
+	}
+	return &rec.Latest, nil
+}
+
+func (s *Service) markUpdating(c *function.Config) {
+	c.LastModified = function.FormatTime(s.now())
+	c.RevisionId = newRevision()
+	c.LastUpdateStatus = function.UpdateInProgress
+	c.LastUpdateStatusReason = "The function is being created."
+	c.LastUpdateStatusReasonCode = "Creating"
+}
+
+func (s *Service) layersUnzipped(ctx context.Context, acct string, refs []function.LayerRef) int64 {
+	var n int64
+	for _, l := range refs {
+		if lv, err := s.layerVersionByArn(ctx, acct, l.Arn); err == nil {
+			n += lv.Unzipped
+		}
+	}
+	return n
+}
+
+// publishAfterUpdate waits for the update to settle, then publishes; used by
+// Publish=true on updates.
+func (s *Service) publishAfterUpdate(ctx context.Context, acct, name string) (*function.Config, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec, _, err := s.load(ctx, acct, name)
+		if err != nil {
+			return nil, err
+		}
+		if s.busy(rec) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, errdefs.Conflict("The operation cannot be performed at this time. An update is in progress for resource: %s", rec.Latest.FunctionArn)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return s.publish(ctx, acct, name, "", "", "", false)
+}
+
+// UpdateFunctionConfiguration implements UpdateFunctionConfiguration.
+func (s *Service) UpdateFunctionConfiguration(ctx context.Context, acct, fn string, in *function.UpdateConfigInput) (*function.Config, error) {
+	name, q, err := s.ref(acct, fn, "")
+	if err != nil {
+		return nil, err
+	}
+	if q != "" {
+		return nil, errdefs.InvalidParameter("Qualifiers are not supported by UpdateFunctionConfiguration")
+	}
+	var layers *resolvedLayers
+	if in.Layers != nil {
+		if layers, err = s.resolveLayers(ctx, acct, *in.Layers); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := s.mutate(ctx, acct, name, func(rec *record) error {
+		if err := s.busy(rec); err != nil {
+			return err
+		}
+		if err := checkRevision(in.RevisionId, rec.Latest.RevisionId); err != nil {
+			return err
+		}
+		n := in.Apply(&rec.Latest)
+		layerCount := len(n.Layers)
+		if layers != nil {
+			n.Layers, layerCount = layers.refs, len(layers.refs)
+			if err := checkTotalSize(rec.CodeUnzipped, layers.unzipped); err != nil {
+				return err
+			}
+		}
+		if err := function.Validate(n, layerCount); err != nil {
+			return err
+		}
+		s.markUpdating(n)
+		rec.Latest = *n
+		if layers != nil {
+			rec.LayerHexes = layers.hexes
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.startTransition(acct, name, rec.Generation)
+	return &rec.Latest, nil
+}
+
+// ListFunctions implements ListFunctions; all includes every published version.
+func (s *Service) ListFunctions(ctx context.Context, acct, marker string, maxItems int, all bool) ([]function.Config, string, error) {
+	keys, err := s.st.Keys(ctx, "fn."+acct+".*")
+	if err != nil {
+		return nil, "", err
+	}
+	sort.Strings(keys)
+	var items []function.Config
+	for _, k := range keys {
+		_, name := splitFnKey(k)
+		rec, _, err := s.load(ctx, acct, name)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		items = append(items, rec.Latest)
+		if all {
+			vs, err := s.versions(ctx, acct, name)
+			if err != nil {
+				return nil, "", err
+			}
+			for _, v := range vs {
+				items = append(items, v.Config)
+			}
+		}
+	}
+	return paginate(items, marker, maxItems, func(c function.Config) string { return c.FunctionName + ":" + c.Version })
+}
+
+// versions returns a function's published versions in ascending order.
+func (s *Service) versions(ctx context.Context, acct, name string) ([]*Version, error) {
+	keys, err := s.st.Keys(ctx, verKey(acct, name, "*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*Version
+	for _, k := range keys {
+		var v Version
+		if _, err := s.st.Get(ctx, k, &v); err == nil {
+			out = append(out, &v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := strconv.Atoi(out[i].Config.Version)
+		b, _ := strconv.Atoi(out[j].Config.Version)
+		return a < b
+	})
+	return out, nil
+}
+
+// paginate returns the page after marker. A marker is the opaque key of the
+// last item of the previous page.
+func paginate[T any](items []T, marker string, maxItems int, key func(T) string) ([]T, string, error) {
+	if maxItems == 0 {
+		maxItems = 50
+	}
+	start := 0
+	if marker != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(marker)
+		if err != nil {
+			return nil, "", errdefs.InvalidParameter("Invalid marker: %s", marker)
+		}
+		start = -1
+		for i, it := range items {
+			if key(it) == string(raw) {
+				start = i + 1
+				break
+			}
+		}
+		if start < 0 {
+			// The item was deleted meanwhile: continue after where it sorted.
+			start = sort.Search(len(items), func(i int) bool { return key(items[i]) > string(raw) })
+		}
+	}
+	end := min(start+maxItems, len(items))
+	page := items[start:end]
+	next := ""
+	if end < len(items) && len(page) > 0 {
+		next = base64.RawURLEncoding.EncodeToString([]byte(key(page[len(page)-1])))
+	}
+	if page == nil {
+		page = []T{}
+	}
+	return page, next, nil
+}
+
+// DeleteFunction deletes a function, or one published version of it.
+func (s *Service) DeleteFunction(ctx context.Context, acct, fn, qualifier string) error {
+	name, q, err := s.ref(acct, fn, qualifier)
+	if err != nil {
+		return err
+	}
+	switch {
+	case q == function.Latest:
+		return errdefs.InvalidParameter("$LATEST version cannot be deleted without deleting the function.")
+	case q != "" && !isVersionNumber(q):
+		return errdefs.InvalidParameter("Deletion of aliases is not supported")
+	case q != "":
+		return s.deleteVersion(ctx, acct, name, q)
+	}
+	for attempt := 0; ; attempt++ {
+		_, rev, err := s.load(ctx, acct, name)
+		if err != nil {
+			return err
+		}
+		err = s.st.Delete(ctx, fnKey(acct, name), rev)
+		if errors.Is(err, store.ErrRevision) && attempt < 50 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	if s.opts.OnChange != nil {
+		s.opts.OnChange(acct, name)
+	}
+	return s.purgeVersions(ctx, acct, name)
+}
+
+func (s *Service) deleteVersion(ctx context.Context, acct, name, n string) error {
+	if _, err := s.getVersion(ctx, acct, name, n); err != nil {
+		return err
+	}
+	_, err := s.mutate(ctx, acct, name, func(rec *record) error {
+		var users []string
+		for an, al := range rec.Aliases {
+			if al.FunctionVersion == n {
+				users = append(users, an)
+			} else if al.RoutingConfig != nil {
+				if _, ok := al.RoutingConfig.AdditionalVersionWeights[n]; ok {
+					users = append(users, an)
+				}
+			}
+		}
+		if len(users) > 0 {
+			sort.Strings(users)
+			return errdefs.Conflict("Unable to delete version because the following aliases reference it: [%s]", strings.Join(users, ", "))
+		}
+		delete(rec.VersionSizes, n)
+		delete(rec.Provisioned, n)
+		delete(rec.EventInvoke, n)
+		delete(rec.Policies, n)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.st.Delete(ctx, verKey(acct, name, n), 0)
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// Target is everything the invoker needs about a qualifier, read in one
+// record load: the version to run, the alias it came through, the
+// function's reserved concurrency.
+type Target struct {
+	Version  *Version
+	Alias    *function.Alias
+	Reserved *int
+	// Routed lists the alias's additional version and its weight, resolved.
+	Additional *Version
+	Weight     float64
+}
+
+// InvokeTarget resolves a function name and qualifier for an invocation.
+func (s *Service) InvokeTarget(ctx context.Context, acct, fn, qualifier string) (*Target, error) {
+	name, q, err := s.ref(acct, fn, qualifier)
+	if err != nil {
+		return nil, err
+	}
+	rec, _, err := s.load(ctx, acct, name)
+	if err != nil {
+		return nil, err
+	}
+	v, al, err := s.lookupIn(ctx, rec, acct, name, q)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{Version: v, Alias: al, Reserved: rec.Reserved}
+	if al != nil && al.RoutingConfig != nil {
+		for ver, w := range al.RoutingConfig.AdditionalVersionWeights {
+			if add, err := s.getVersion(ctx, acct, name, ver); err == nil {
+				t.Additional, t.Weight = add, w
+			}
+		}
+	}
+	return t, nil
+}

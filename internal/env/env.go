@@ -1,0 +1,496 @@
+// Package env is the host side of one execution environment: it starts a
+// sandbox, drives the agent inside it through the init and invoke phases,
+// writes the platform log lines (INIT_START, START, END, REPORT), keeps the
+// per-invocation log tail, and shuts the environment down.
+//
+// States (an Environment is used by one invocation at a time; the worker
+// guarantees it):
+//
+//	Starting → Idle ⇄ Busy → … → Stopping → Dead
+//	             └──────────────(sandbox died, OOM, watchdog)──→ Dead
+//
+// The host never trusts the agent to keep time: every wait on it has a
+// deadline of its own, after which the sandbox is destroyed.
+package env
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/sandbox"
+)
+
+// State of an environment.
+type State int32
+
+// States.
+const (
+	Starting State = iota
+	Idle
+	Busy
+	Stopping
+	Dead
+)
+
+func (s State) String() string {
+	return [...]string{"Starting", "Idle", "Busy", "Stopping", "Dead"}[s]
+}
+
+// LogSink receives an environment's log lines (each without its newline).
+type LogSink interface {
+	Append(line []byte, t time.Time)
+}
+
+// Config is what the agent needs to start the runtime, plus host limits.
+type Config struct {
+	Start       agentproto.Start
+	MemoryMB    int
+	InitTimeout time.Duration
+	// RuntimeVersion is shown in INIT_START.
+	RuntimeVersion string
+	// ExecutedVersion is shown in START ("$LATEST" or the number).
+	ExecutedVersion string
+	Logs            LogSink
+	Logger          *slog.Logger
+}
+
+// Environment is one execution environment.
+type Environment struct {
+	ID      string
+	cfg     Config
+	sb      sandbox.Sandbox
+	conn    *agentproto.Conn
+	log     *slog.Logger
+	state   atomic.Int32
+	created time.Time
+
+	initDone  chan initOutcome
+	results   chan *result
+	idle      chan struct{}
+	shutdown  chan struct{}
+	deadOnce  sync.Once
+	dead      chan struct{}
+	frozen    bool
+	coldInit  float64 // init duration to report on the first invoke, ms
+	lastUsed  atomic.Int64
+	uses      atomic.Int64
+	deadCause atomic.Value // string
+
+	logMu   sync.Mutex
+	partial [2][]byte     // unterminated output per stream
+	tail    *bytes.Buffer // current invocation's log, for Tail
+}
+
+type initOutcome struct {
+	ok         bool
+	errType    string
+	payload    []byte
+	durationMs float64
+}
+
+type result struct {
+	hdr  agentproto.Result
+	body []byte
+}
+
+// StartIn starts the agent in a fresh sandbox and runs the init phase. An
+// init failure is not an error here: as in Lambda, the environment stays
+// and the next invocation runs init again and reports its failure. On error
+// the sandbox is destroyed.
+func StartIn(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config) (*Environment, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Environment{
+		ID: id, cfg: cfg, sb: sb, conn: agentproto.NewConn(sb.Conn()), log: cfg.Logger.With("env", id),
+		created: time.Now(), initDone: make(chan initOutcome, 1), results: make(chan *result, 1),
+		idle: make(chan struct{}, 1), shutdown: make(chan struct{}, 1), dead: make(chan struct{}),
+	}
+	e.state.Store(int32(Starting))
+	e.lastUsed.Store(time.Now().UnixNano())
+	go e.readLoop()
+	go func() {
+		<-sb.Done()
+		e.markDead("sandbox exited")
+	}()
+	if err := e.init(ctx); err != nil {
+		e.Destroy()
+		return nil, err
+	}
+	e.state.Store(int32(Idle))
+	return e, nil
+}
+
+func (e *Environment) init(ctx context.Context) error {
+	wait := e.cfg.InitTimeout + 5*time.Second
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	if err := e.conn.Send(agentproto.TStart, &e.cfg.Start, nil); err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
+	e.platform(fmt.Sprintf("INIT_START Runtime Version: %s\tRuntime Version ARN: arn:aws:lambda:nubo::runtime:%s", e.cfg.RuntimeVersion, e.cfg.RuntimeVersion))
+	select {
+	case out := <-e.initDone:
+		e.coldInit = out.durationMs
+		if !out.ok {
+			e.platform(fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: error\tError Type: %s", out.durationMs, out.errType))
+		}
+		if err := e.sb.AfterInit(); err != nil {
+			return fmt.Errorf("after init: %w", err)
+		}
+		return nil
+	case <-e.dead:
+		return fmt.Errorf("environment died during init: %s", e.DeadCause())
+	case <-timer.C:
+		return fmt.Errorf("init did not finish within %s", wait)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readLoop dispatches the agent's frames.
+func (e *Environment) readLoop() {
+	for {
+		f, err := e.conn.Receive()
+		if err != nil {
+			e.markDead("agent connection closed")
+			return
+		}
+		switch f.Type {
+		case agentproto.TReady:
+		case agentproto.TLog:
+			var l agentproto.Log
+			_ = f.Decode(&l)
+			e.output(l.Stream, f.Body)
+		case agentproto.TInitDone:
+			var d agentproto.InitDone
+			_ = f.Decode(&d)
+			e.initDone <- initOutcome{ok: true, durationMs: d.DurationMs}
+		case agentproto.TInitError:
+			var ie agentproto.InitError
+			_ = f.Decode(&ie)
+			e.initDone <- initOutcome{errType: ie.ErrorType, payload: f.Body, durationMs: ie.DurationMs}
+		case agentproto.TResult:
+			r := &result{body: f.Body}
+			_ = f.Decode(&r.hdr)
+			select {
+			case e.results <- r:
+			default:
+				e.log.Warn("result without an invocation", "request_id", r.hdr.RequestID)
+			}
+		case agentproto.TIdle:
+			select {
+			case e.idle <- struct{}{}:
+			default:
+			}
+		case agentproto.TShutdownDone:
+			select {
+			case e.shutdown <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (e *Environment) markDead(cause string) {
+	e.deadOnce.Do(func() {
+		e.deadCause.Store(cause)
+		e.state.Store(int32(Dead))
+		close(e.dead)
+	})
+}
+
+// DeadCause says why the environment died ("" while alive).
+func (e *Environment) DeadCause() string { s, _ := e.deadCause.Load().(string); return s }
+
+// State returns the current state.
+func (e *Environment) State() State { return State(e.state.Load()) }
+
+// Dead is closed when the environment can serve no more invocations.
+func (e *Environment) Dead() <-chan struct{} { return e.dead }
+
+// Created is when the environment started.
+func (e *Environment) Created() time.Time { return e.created }
+
+// LastUsed is when the environment last finished an invocation.
+func (e *Environment) LastUsed() time.Time { return time.Unix(0, e.lastUsed.Load()) }
+
+// Uses counts finished invocations.
+func (e *Environment) Uses() int64 { return e.uses.Load() }
+
+// Request is one invocation.
+type Request struct {
+	RequestID          string
+	Payload            []byte
+	InvokedFunctionARN string
+	ClientContext      string
+	CognitoIdentity    string
+	TraceID            string
+	TenantID           string
+	Timeout            time.Duration
+	// Tail asks for the invocation's last 4 KB of log.
+	Tail bool
+}
+
+// Response is an invocation's outcome.
+type Response struct {
+	Payload       []byte
+	ContentType   string
+	FunctionError bool
+	ErrorType     string
+	// LogTail is the last 4 KB of the invocation's log when Tail was asked.
+	LogTail []byte
+	// Reset means the runtime was restarted (timeout, exit); Fatal means the
+	// environment is gone and must not be used again.
+	Reset, Fatal bool
+	Duration     time.Duration
+	InitDuration float64
+	MaxMemoryMB  uint64
+}
+
+// ErrDead is returned when invoking an environment that has died.
+var ErrDead = errors.New("env: environment is dead")
+
+// tailLimit is what X-Amz-Log-Result carries: the last 4 KB.
+const tailLimit = 4096
+
+// Invoke runs one invocation. The caller must not invoke concurrently.
+func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, error) {
+	if !e.state.CompareAndSwap(int32(Idle), int32(Busy)) {
+		return nil, ErrDead
+	}
+	// Drop a stale Idle signal from the previous invocation.
+	select {
+	case <-e.idle:
+	default:
+	}
+	if e.frozen {
+		if err := e.sb.Thaw(); err != nil {
+			e.markDead("thaw: " + err.Error())
+			return nil, ErrDead
+		}
+		e.frozen = false
+	}
+	_ = e.sb.ResetPeak()
+	start := time.Now()
+	deadline := start.Add(req.Timeout)
+	e.logMu.Lock()
+	e.tail = &bytes.Buffer{}
+	e.logMu.Unlock()
+	e.platform(fmt.Sprintf("START RequestId: %s Version: %s", req.RequestID, e.cfg.ExecutedVersion))
+	inv := &agentproto.Invoke{
+		RequestID: req.RequestID, DeadlineMs: deadline.UnixMilli(), InvokedFunctionARN: req.InvokedFunctionARN,
+		TraceID: req.TraceID, ClientContext: req.ClientContext, CognitoIdentity: req.CognitoIdentity,
+		TenantID: req.TenantID, TimeoutMs: req.Timeout.Milliseconds(),
+	}
+	if err := e.conn.Send(agentproto.TInvoke, inv, req.Payload); err != nil {
+		e.markDead("send invoke: " + err.Error())
+		return nil, ErrDead
+	}
+	// The agent enforces the deadline; the watchdog only catches an agent
+	// that cannot (frozen, wedged, killed).
+	watchdog := time.NewTimer(time.Until(deadline) + 3*time.Second)
+	defer watchdog.Stop()
+	resp := &Response{}
+	select {
+	case r := <-e.results:
+		resp.Payload, resp.ContentType = r.body, r.hdr.ContentType
+		resp.FunctionError, resp.ErrorType, resp.Reset = r.hdr.FunctionError, r.hdr.ErrorType, r.hdr.Reset
+		resp.InitDuration = r.hdr.InitDurationMs
+	case <-e.dead:
+		resp.Fatal = true
+		e.fatalPayload(resp, req)
+	case <-watchdog.C:
+		resp.Fatal = true
+		resp.FunctionError, resp.ErrorType = true, "Sandbox.Timedout"
+		resp.Payload = platformError("Sandbox.Timedout", req.RequestID, fmt.Sprintf("Task timed out after %.2f seconds", req.Timeout.Seconds()))
+		e.markDead("watchdog: no result after the deadline")
+	}
+	resp.Duration = time.Since(start)
+	if st, err := e.sb.Stats(); err == nil {
+		resp.MaxMemoryMB = st.MemoryPeak >> 20
+		if st.OOMKilled > 0 && resp.FunctionError && (resp.ErrorType == "Runtime.ExitError" || resp.Fatal) {
+			resp.ErrorType = "Runtime.OutOfMemory"
+			resp.Payload = platformError("Runtime.OutOfMemory", req.RequestID, "Runtime exited with error: signal: killed")
+			resp.Fatal = true // the environment is replaced after an OOM kill
+		}
+	}
+	e.finish(req, resp)
+	return resp, nil
+}
+
+// fatalPayload builds the error for an environment that died mid-invoke.
+func (e *Environment) fatalPayload(resp *Response, req *Request) {
+	resp.FunctionError, resp.ErrorType = true, "Runtime.ExitError"
+	resp.Payload = platformError("Runtime.ExitError", req.RequestID, "Runtime exited without providing a reason")
+}
+
+// finish writes END and REPORT, collects the tail and returns the
+// environment to Idle (or Dead).
+func (e *Environment) finish(req *Request, resp *Response) {
+	ms := float64(resp.Duration.Microseconds()) / 1000
+	e.platform("END RequestId: " + req.RequestID)
+	report := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB\t",
+		req.RequestID, ms, int64(math.Ceil(ms)), e.cfg.MemoryMB, max(resp.MaxMemoryMB, 1))
+	if e.coldInit > 0 {
+		report += fmt.Sprintf("Init Duration: %.2f ms\t", e.coldInit)
+		resp.InitDuration = e.coldInit
+		e.coldInit = 0
+	}
+	if resp.ErrorType == "Sandbox.Timedout" || resp.ErrorType == "Runtime.OutOfMemory" {
+		report += "Status: " + map[string]string{"Sandbox.Timedout": "timeout", "Runtime.OutOfMemory": "error"}[resp.ErrorType] + "\t"
+		if resp.ErrorType == "Runtime.OutOfMemory" {
+			report += "Error Type: Runtime.OutOfMemory\t"
+		}
+	}
+	e.platform(report)
+	e.logMu.Lock()
+	if req.Tail {
+		b := e.tail.Bytes()
+		if len(b) > tailLimit {
+			b = b[len(b)-tailLimit:]
+		}
+		resp.LogTail = append([]byte(nil), b...)
+	}
+	e.tail = nil
+	e.logMu.Unlock()
+	e.uses.Add(1)
+	e.lastUsed.Store(time.Now().UnixNano())
+	if resp.Fatal {
+		e.markDead("invocation left the environment unusable: " + resp.ErrorType)
+		return
+	}
+	e.state.Store(int32(Idle))
+}
+
+// Freeze stops the environment's processes between invocations. It waits
+// briefly for the agent's Idle (extensions done), then freezes.
+func (e *Environment) Freeze() {
+	if e.State() != Idle || e.frozen {
+		return
+	}
+	select {
+	case <-e.idle:
+	case <-time.After(100 * time.Millisecond):
+		return // extensions still working; stay thawed
+	case <-e.dead:
+		return
+	}
+	if err := e.sb.Freeze(); err == nil {
+		e.frozen = true
+	}
+}
+
+// Shutdown runs Lambda's shutdown sequence (SHUTDOWN event, SIGTERM,
+// SIGKILL) within grace, then destroys the sandbox.
+func (e *Environment) Shutdown(reason string, grace time.Duration) {
+	if State(e.state.Swap(int32(Stopping))) == Dead {
+		e.state.Store(int32(Dead))
+		e.Destroy()
+		return
+	}
+	if e.frozen {
+		_ = e.sb.Thaw()
+		e.frozen = false
+	}
+	deadline := time.Now().Add(grace)
+	if err := e.conn.Send(agentproto.TShutdown, &agentproto.Shutdown{Reason: reason, DeadlineMs: deadline.UnixMilli()}, nil); err == nil {
+		select {
+		case <-e.shutdown:
+		case <-e.dead:
+		case <-time.After(grace + time.Second):
+		}
+	}
+	e.Destroy()
+}
+
+// Destroy kills the sandbox immediately.
+func (e *Environment) Destroy() {
+	e.markDead("destroyed")
+	_ = e.sb.Destroy()
+	e.flushPartial()
+}
+
+// output splits runtime output into log lines.
+func (e *Environment) output(stream string, b []byte) {
+	i := 0
+	if stream == "stderr" {
+		i = 1
+	}
+	now := time.Now()
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	if e.tail != nil {
+		e.tail.Write(b)
+	}
+	buf := append(e.partial[i], b...)
+	for {
+		nl := bytes.IndexByte(buf, '\n')
+		if nl < 0 {
+			break
+		}
+		e.emit(buf[:nl], now)
+		buf = buf[nl+1:]
+	}
+	// A runaway line without newlines is cut at 256 KB, as CloudWatch does.
+	if len(buf) > 256<<10 {
+		e.emit(buf, now)
+		buf = nil
+	}
+	e.partial[i] = append([]byte(nil), buf...)
+}
+
+func (e *Environment) flushPartial() {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	for i, p := range e.partial {
+		if len(p) > 0 {
+			e.emit(p, time.Now())
+			e.partial[i] = nil
+		}
+	}
+}
+
+func (e *Environment) emit(line []byte, t time.Time) {
+	if e.cfg.Logs != nil {
+		e.cfg.Logs.Append(line, t)
+	}
+}
+
+// platform writes a line of nubo's own (START, END, REPORT, ...).
+func (e *Environment) platform(line string) {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	// Unterminated runtime output goes first so lines stay in order.
+	for i, p := range e.partial {
+		if len(p) > 0 {
+			e.emit(p, time.Now())
+			if e.tail != nil {
+				e.tail.WriteByte('\n')
+			}
+			e.partial[i] = nil
+		}
+	}
+	if e.tail != nil {
+		e.tail.WriteString(line)
+		e.tail.WriteByte('\n')
+	}
+	e.emit([]byte(line), time.Now())
+}
+
+func platformError(errType, requestID, msg string) []byte {
+	b, _ := json.Marshal(struct {
+		ErrorType    string `json:"errorType"`
+		ErrorMessage string `json:"errorMessage"`
+	}{errType, "RequestId: " + requestID + " Error: " + msg})
+	return b
+}

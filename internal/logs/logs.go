@@ -1,0 +1,193 @@
+// Package logs stores functions' log lines in JetStream, one log stream per
+// execution environment named as AWS names it (group /aws/lambda/<fn>,
+// stream YYYY/MM/DD/[<version>]<env id>), with an age limit, and reads them
+// back for `nubo logs`.
+//
+// Stream "nubo_logs", subject logs.<account>.<b64url(group)>.<b64url(stream)>.
+// A message is a batch: lines are buffered per environment and published
+// together (every 50 ms, at 64 KB, or when the environment ends) so a busy
+// function costs one store write per batch rather than per line. A message
+// body is JSON: [{"t": unix nanos, "m": "line"}, ...].
+package logs
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamName is the JetStream stream holding logs.
+const StreamName = "nubo_logs"
+
+// Event is one log line.
+type Event struct {
+	Time      time.Time
+	LogStream string
+	Message   string
+}
+
+type wireEvent struct {
+	T int64  `json:"t"`
+	M string `json:"m"`
+}
+
+// Store writes and reads logs.
+type Store struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// Open creates or updates the log stream with the given retention.
+func Open(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, retention time.Duration, replicas int, log *slog.Logger) (*Store, error) {
+	if retention <= 0 {
+		retention = 7 * 24 * time.Hour
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "function logs",
+		Subjects:    []string{"logs.>"},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      retention,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("log stream: %w", err)
+	}
+	return &Store{nc: nc, js: js, log: log}, nil
+}
+
+func token(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func subject(acct, group, stream string) string {
+	return "logs." + acct + "." + token(group) + "." + token(stream)
+}
+
+// Sink buffers one environment's lines and publishes them in batches.
+type Sink struct {
+	st      *Store
+	subject string
+	mu      sync.Mutex
+	buf     []wireEvent
+	size    int
+	timer   *time.Timer
+}
+
+// Sink returns the writer for one log stream.
+func (s *Store) Sink(acct, group, stream string) *Sink {
+	return &Sink{st: s, subject: subject(acct, group, stream)}
+}
+
+// Append implements env.LogSink.
+func (k *Sink) Append(line []byte, t time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.buf = append(k.buf, wireEvent{T: t.UnixNano(), M: string(line)})
+	k.size += len(line) + 32
+	if k.size >= 64<<10 {
+		k.flushLocked()
+		return
+	}
+	if k.timer == nil {
+		k.timer = time.AfterFunc(50*time.Millisecond, k.Flush)
+	}
+}
+
+// Flush publishes what is buffered.
+func (k *Sink) Flush() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.flushLocked()
+}
+
+func (k *Sink) flushLocked() {
+	if k.timer != nil {
+		k.timer.Stop()
+		k.timer = nil
+	}
+	if len(k.buf) == 0 {
+		return
+	}
+	b, _ := json.Marshal(k.buf)
+	k.buf, k.size = nil, 0
+	// Core publish: the stream captures it; waiting for the store's ack
+	// would put a disk sync on the invocation's path.
+	if err := k.st.nc.Publish(k.subject, b); err != nil && k.st.log != nil {
+		k.st.log.Warn("log publish", "err", err)
+	}
+}
+
+// Query selects log events.
+type Query struct {
+	Account  string
+	LogGroup string
+	Since    time.Time
+	Follow   bool
+}
+
+// Read calls fn for each event matching q in order; with Follow it keeps
+// waiting for new events until ctx ends.
+func (s *Store) Read(ctx context.Context, q Query, fn func(Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"logs." + q.Account + "." + token(q.LogGroup) + ".*"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if !q.Since.IsZero() {
+		// A batch is stamped when published, up to 50 ms after its lines;
+		// start a little earlier and filter by line time.
+		t := q.Since.Add(-time.Second)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return err
+	}
+	for {
+		var wait time.Duration = 200 * time.Millisecond
+		msg, err := cons.Next(jetstream.FetchMaxWait(wait))
+		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+			if !q.Follow {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		parts := strings.SplitN(msg.Subject(), ".", 4)
+		stream := ""
+		if len(parts) == 4 {
+			if b, err := base64.RawURLEncoding.DecodeString(parts[3]); err == nil {
+				stream = string(b)
+			}
+		}
+		var evs []wireEvent
+		if json.Unmarshal(msg.Data(), &evs) != nil {
+			continue
+		}
+		for _, e := range evs {
+			t := time.Unix(0, e.T)
+			if !q.Since.IsZero() && t.Before(q.Since) {
+				continue
+			}
+			if err := fn(Event{Time: t, LogStream: stream, Message: e.M}); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,275 @@
+package runtimeapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+const (
+	hdrErrorType    = "Lambda-Runtime-Function-Error-Type"
+	hdrErrorBody    = "Lambda-Runtime-Function-Error-Body"
+	hdrResponseMode = "Lambda-Runtime-Function-Response-Mode"
+
+	// errorWithCauseType is the Content-Type of an /error body that carries
+	// an X-Ray errorCause next to the error; the cause is stripped before the
+	// error reaches the caller.
+	errorWithCauseType = "application/vnd.aws.lambda.error.cause+json"
+)
+
+// runtimeNext serves GET /runtime/invocation/next.
+func (s *Server) runtimeNext(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	s.mu.Lock()
+	switch s.rt {
+	case rtInitError, rtRunning, rtAnswering, rtExited:
+		// A /next while an invocation is in flight would either deliver it a
+		// second time (the RIE re-renders it) or lose it; refuse instead.
+		from := s.rt
+		s.mu.Unlock()
+		renderRuntimeTransition(w, from.String(), rtReady.String(), transitionNotAllowed)
+		return
+	case rtStarted, rtResponded:
+		s.rt = rtReady
+		s.rtNexted = true
+	}
+	s.supersedeRuntimeLocked("superseded by a newer /runtime/invocation/next request")
+	wt := newWaiter()
+	s.rtWaiter = wt
+	s.broadcastLocked()
+	for {
+		if wt.superseded != "" {
+			s.mu.Unlock()
+			renderRuntimeTransition(w, rtReady.String(), rtReady.String(), wt.superseded)
+			return
+		}
+		// A request whose client is gone must not claim the invocation: the
+		// runtime would never see it.
+		if c := s.queued; c != nil && ctx.Err() == nil {
+			s.queued, s.current, s.rtWaiter = nil, c, nil
+			s.rt = rtRunning
+			s.broadcastLocked()
+			s.mu.Unlock()
+			writeInvocation(w, c)
+			return
+		}
+		s.mu.Unlock()
+		select {
+		case <-wt.wake:
+		case <-ctx.Done():
+			s.mu.Lock()
+			if s.rtWaiter == wt {
+				s.rtWaiter = nil
+				s.broadcastLocked()
+			}
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Lock()
+	}
+}
+
+// runtimeAnswer serves POST /runtime/invocation/{id}/response and /error.
+func (s *Server) runtimeAnswer(w http.ResponseWriter, r *http.Request, id string, isError bool) {
+	target := "InvocationResponse"
+	if isError {
+		target = "InvocationErrorResponse"
+	}
+	s.mu.Lock()
+	switch s.rt {
+	case rtStarted, rtInitError, rtExited:
+		from := s.rt
+		s.mu.Unlock()
+		renderRuntimeTransition(w, from.String(), target, transitionNotAllowed)
+		return
+	case rtRunning:
+		if s.current != nil && s.current.inv.RequestID == id {
+			break
+		}
+		fallthrough
+	default:
+		// Not the invocation in flight: unknown, already answered, or being
+		// answered by a concurrent request.
+		s.mu.Unlock()
+		renderInvalidRequestID(w)
+		return
+	}
+	c, gen := s.current, s.gen
+	s.rt = rtAnswering
+	s.mu.Unlock()
+
+	res, status, errType, msg := s.readAnswer(r, isError)
+
+	s.mu.Lock()
+	if s.gen != gen || s.current != c {
+		// The runtime was reset or died while its answer was being read.
+		s.mu.Unlock()
+		renderInvalidRequestID(w)
+		return
+	}
+	s.current = nil
+	s.rt = rtResponded
+	s.finishLocked(c, res, nil)
+	s.broadcastLocked()
+	s.mu.Unlock()
+
+	if status == http.StatusAccepted {
+		renderAccepted(w)
+		return
+	}
+	s.log.Warn("runtime answer rejected", "requestId", id, "errorType", errType, "error", msg)
+	renderError(w, status, errType, "%s", msg)
+}
+
+// readAnswer reads a /response or /error body and turns it into the caller's
+// Result. A body the server refuses (too large, truncated, bad response mode)
+// still ends the invocation, with a platform error payload for the caller,
+// and the runtime gets the returned non-202 status.
+func (s *Server) readAnswer(r *http.Request, isError bool) (res *Result, status int, errType, msg string) {
+	if !isError {
+		if mode := r.Header.Get(hdrResponseMode); mode != "" && mode != "streaming" {
+			// Streaming responses are buffered like any other for now: the
+			// caller still gets the whole body, only later.
+			return &Result{
+				Payload:       platformError(typeInvalidResponseMode, "Invalid function response mode"),
+				ContentType:   "application/json",
+				FunctionError: true,
+				ErrorType:     typeInvalidResponseMode,
+			}, http.StatusBadRequest, errTypeInvalidResponseMode, "Invalid function response mode"
+		}
+	}
+	body, err := readLimited(r.Body, s.maxBody)
+	switch {
+	case errors.Is(err, errTooLarge):
+		m := "Exceeded maximum allowed payload size (" + strconv.Itoa(s.maxBody) + " bytes)."
+		return oversizedResult(s.maxBody), http.StatusRequestEntityTooLarge, errTypeTooLarge, m
+	case err != nil:
+		return &Result{
+			Payload:       platformError(typeTruncatedResponse, "Runtime response was truncated: "+err.Error()),
+			ContentType:   "application/json",
+			FunctionError: true,
+			ErrorType:     typeTruncatedResponse,
+		}, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
+	}
+	ct := r.Header.Get("Content-Type")
+	if isError {
+		if ct == errorWithCauseType {
+			body, ct = stripErrorCause(body)
+		}
+		return &Result{
+			Payload:       body,
+			ContentType:   ct,
+			FunctionError: true,
+			ErrorType:     errorTypeOf(r.Header.Get(hdrErrorType), body),
+		}, http.StatusAccepted, "", ""
+	}
+	// aws-lambda-go declares these trailers on every response and fills them
+	// when reading the handler's io.Reader fails midway; the body sent so far
+	// is then incomplete and the trailers carry the real outcome.
+	if t := r.Trailer.Get(hdrErrorType); t != "" {
+		payload, derr := base64.StdEncoding.DecodeString(r.Trailer.Get(hdrErrorBody))
+		if derr != nil || !json.Valid(payload) {
+			payload = platformError(t, "Invalid error body")
+		}
+		return &Result{Payload: payload, ContentType: "application/json", FunctionError: true, ErrorType: t},
+			http.StatusAccepted, "", ""
+	}
+	return &Result{Payload: body, ContentType: ct}, http.StatusAccepted, "", ""
+}
+
+func oversizedResult(limit int) *Result {
+	return &Result{
+		Payload: platformError(typeOversizedResponse,
+			"Response payload size exceeded maximum allowed payload size ("+strconv.Itoa(limit)+" bytes)."),
+		ContentType:   "application/json",
+		FunctionError: true,
+		ErrorType:     typeOversizedResponse,
+	}
+}
+
+// stripErrorCause keeps errorMessage, errorType and stackTrace of an
+// error-with-cause body, as Lambda does; an unparseable one becomes the JSON
+// string "Invalid error body".
+func stripErrorCause(body []byte) ([]byte, string) {
+	var doc struct {
+		ErrorMessage string   `json:"errorMessage"`
+		ErrorType    string   `json:"errorType"`
+		StackTrace   []string `json:"stackTrace,omitempty"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return []byte(`"Invalid error body"`), "application/octet-stream"
+	}
+	out, _ := json.Marshal(doc)
+	return out, "application/json"
+}
+
+// runtimeInitError serves POST /runtime/init/error.
+func (s *Server) runtimeInitError(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if s.rt != rtStarted {
+		from := s.rt
+		s.mu.Unlock()
+		renderRuntimeTransition(w, from.String(), rtInitError.String(), transitionNotAllowed)
+		return
+	}
+	gen := s.gen
+	s.mu.Unlock()
+
+	body, err := readLimited(r.Body, s.maxBody)
+	if errors.Is(err, errTooLarge) {
+		// The state is left alone: the runtime may report a shorter error,
+		// or exits and the agent sees Runtime.ExitError.
+		renderError(w, http.StatusRequestEntityTooLarge, errTypeTooLarge,
+			"Exceeded maximum allowed payload size (%d bytes).", s.maxBody)
+		return
+	}
+	if err != nil {
+		renderError(w, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated")
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+		if json.Valid(body) {
+			ct = "application/json"
+		}
+	}
+
+	s.mu.Lock()
+	if s.gen != gen || s.rt != rtStarted {
+		from := s.rt
+		s.mu.Unlock()
+		renderRuntimeTransition(w, from.String(), rtInitError.String(), transitionNotAllowed)
+		return
+	}
+	s.rt = rtInitError
+	s.rtInitErr = &InitError{Type: errorTypeOf(r.Header.Get(hdrErrorType), body), Payload: body, ContentType: ct}
+	if c := s.queued; c != nil {
+		// An invocation waiting for this runtime's init fails with it.
+		s.queued = nil
+		s.finishLocked(c, nil, s.rtInitErr)
+	}
+	s.broadcastLocked()
+	s.mu.Unlock()
+	renderAccepted(w)
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readLimited reads at most limit bytes of body; one byte more is
+// errTooLarge, and the rest is left unread.
+func readLimited(body io.Reader, limit int) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(body, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > int64(limit) {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,575 @@
+// nubo's runtime interface client for Node.js Lambda functions.
+//
+// Started by the execution environment as `node bootstrap.js`. It loads the
+// handler named by _HANDLER from LAMBDA_TASK_ROOT, then serves invocations
+// from the Runtime API at AWS_LAMBDA_RUNTIME_API one at a time, forever: the
+// host stops the process. It follows the conventions of AWS's managed Node.js
+// runtimes so that unmodified functions behave as they do on Lambda:
+//
+//   - Handler "dir/file.a.b": file is looked up under LAMBDA_TASK_ROOT/dir as
+//     file, file.js (CommonJS, or ESM under a package.json "type": "module"),
+//     file.mjs, file.cjs, then through Node's resolution; a.b is a property
+//     path into the module's exports.
+//   - Async handlers (returning a promise) complete when it settles.
+//   - Callback handlers complete when callback(err, result) is called; with
+//     context.callbackWaitsForEmptyEventLoop true (the default) the result is
+//     posted only once the event loop has drained (Node's 'beforeExit'),
+//     at once otherwise. context.succeed/fail/done post at once.
+//   - A non-async handler that neither calls back nor returns a promise
+//     answers null once the event loop drains; an async one whose promise
+//     never settles fails with Runtime.NodeJsExit.
+//   - An uncaught exception or unhandled rejection fails the current
+//     invocation (or init) and exits the process; the host restarts it.
+//   - console.* lines are prefixed "<ISO time>\t<request id>\t<LEVEL>\t".
+//
+// CommonJS, node: builtins only; runs on Node.js 18 and later.
+'use strict';
+
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const url = require('node:url');
+const util = require('node:util');
+const Module = require('node:module');
+
+const API_PREFIX = '/2018-06-01/runtime';
+const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
+
+// --- errors ---------------------------------------------------------------
+
+function runtimeErrorClass(name) {
+  const C = class extends Error {};
+  Object.defineProperty(C.prototype, 'name', {
+    value: 'Runtime.' + name,
+    writable: true,
+    configurable: true,
+  });
+  return C;
+}
+
+const HandlerNotFound = runtimeErrorClass('HandlerNotFound');
+const MalformedHandlerName = runtimeErrorClass('MalformedHandlerName');
+const NodeJsExit = runtimeErrorClass('NodeJsExit');
+
+// The wrapped error's text, "Error: Cannot find module ...", becomes the
+// message, as in AWS's runtime.
+class ImportModuleError extends Error {
+  constructor(cause) {
+    super(String(cause));
+  }
+}
+Object.defineProperty(ImportModuleError.prototype, 'name', {
+  value: 'Runtime.ImportModuleError',
+  writable: true,
+  configurable: true,
+});
+
+class UserCodeSyntaxError extends Error {
+  constructor(cause) {
+    super(String(cause));
+    // The original stack points at the offending source line.
+    if (typeof cause.stack === 'string') this.stack = cause.stack;
+  }
+}
+Object.defineProperty(UserCodeSyntaxError.prototype, 'name', {
+  value: 'Runtime.UserCodeSyntaxError',
+  writable: true,
+  configurable: true,
+});
+
+class UnhandledPromiseRejection extends Error {
+  constructor(reason, promise) {
+    super(reason);
+    this.reason = reason;
+    this.promise = promise;
+  }
+}
+Object.defineProperty(UnhandledPromiseRejection.prototype, 'name', {
+  value: 'Runtime.UnhandledPromiseRejection',
+  writable: true,
+  configurable: true,
+});
+
+function looksLikeError(v) {
+  return (
+    v &&
+    typeof v.name === 'string' &&
+    v.name &&
+    typeof v.message === 'string' &&
+    v.message &&
+    typeof v.stack === 'string' &&
+    v.stack
+  );
+}
+
+// errorPayload builds the document posted to /error. Anything can be thrown
+// or passed to a callback: non-errors are reported by their type.
+function errorPayload(err) {
+  try {
+    if (util.types.isNativeError(err) || looksLikeError(err)) {
+      return {
+        errorType: err.name,
+        errorMessage: err.message,
+        trace: err.stack.split('\n'),
+      };
+    }
+    return { errorType: typeof err, errorMessage: String(err), trace: [] };
+  } catch (_) {
+    return {
+      errorType: 'handled',
+      errorMessage:
+        'callback called with Error argument, but there was a problem while retrieving one or more of its message, name, and stack',
+    };
+  }
+}
+
+function intoError(err) {
+  return err instanceof Error ? err : new Error(err);
+}
+
+// formatForLog renders an error as AWS's "\t{json}" log suffix, keeping the
+// non-enumerable name, message and stack.
+function formatForLog(err) {
+  const replacer = (_k, v) => {
+    if (!(v instanceof Error)) return v;
+    const out = Object.assign(
+      { errorType: v.name, errorMessage: v.message, code: v.code },
+      v,
+    );
+    if (typeof v.stack === 'string') out.stack = v.stack.split('\n');
+    return out;
+  };
+  try {
+    return '\t' + JSON.stringify(err, replacer);
+  } catch (_) {
+    return '\t' + JSON.stringify(errorPayload(err));
+  }
+}
+
+// --- logging --------------------------------------------------------------
+
+let currentRequestId;
+let currentTenantId;
+
+const LEVELS = { TRACE: 1, DEBUG: 2, INFO: 3, WARN: 4, ERROR: 5, FATAL: 6 };
+const jsonLogs = (process.env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
+
+function jsonLine(time, level, params) {
+  const doc = { timestamp: time, level, requestId: currentRequestId };
+  if (currentTenantId !== undefined) doc.tenantId = currentTenantId;
+  const errorReplacer = (_k, v) => {
+    if (!(v instanceof Error)) return v;
+    return Object.assign(
+      {
+        errorType: (v.constructor && v.constructor.name) || 'UnknownError',
+        errorMessage: v.message,
+        stackTrace: typeof v.stack === 'string' ? v.stack.split('\n') : v.stack,
+      },
+      v,
+    );
+  };
+  if (params.length === 1) {
+    doc.message = params[0];
+    try {
+      return JSON.stringify(doc, errorReplacer);
+    } catch (_) {
+      doc.message = util.format(params[0]);
+      return JSON.stringify(doc);
+    }
+  }
+  doc.message = util.format(...params);
+  const err = params.find((p) => p instanceof Error);
+  if (err) {
+    doc.errorType = (err.constructor && err.constructor.name) || 'UnknownError';
+    doc.errorMessage = err.message;
+    doc.stackTrace = typeof err.stack === 'string' ? err.stack.split('\n') : [];
+  }
+  return JSON.stringify(doc);
+}
+
+function writeLog(level, params) {
+  const time = new Date().toISOString();
+  const line = jsonLogs
+    ? jsonLine(time, level, params)
+    : `${time}\t${currentRequestId}\t${level}\t${util.format(...params)}`;
+  // One line per call: a collector splitting on LF keeps a multi-line
+  // message in one event, as on Lambda.
+  process.stdout.write(line.replace(/\n/g, '\r') + '\n');
+}
+
+function patchConsole() {
+  const threshold =
+    LEVELS[(process.env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] || LEVELS.TRACE;
+  const make = (level) =>
+    LEVELS[level] >= threshold ? (...params) => writeLog(level, params) : () => {};
+  console.trace = make('TRACE');
+  console.debug = make('DEBUG');
+  console.info = make('INFO');
+  console.log = console.info;
+  console.warn = make('WARN');
+  console.error = make('ERROR');
+  console.fatal = make('FATAL');
+}
+
+function logError(what, err) {
+  if (jsonLogs) {
+    console.error(intoError(err));
+  } else {
+    console.error(what, formatForLog(intoError(err)));
+  }
+}
+
+// --- Runtime API ----------------------------------------------------------
+
+const [apiHost, apiPort] = (() => {
+  const addr = process.env.AWS_LAMBDA_RUNTIME_API || '';
+  const i = addr.lastIndexOf(':');
+  return i < 0 ? [addr, 80] : [addr.slice(0, i), parseInt(addr.slice(i + 1), 10)];
+})();
+
+// call makes one request on a fresh connection (agent: false): the
+// environment is frozen between invocations for an unbounded time, and an
+// idle kept-alive socket could be dropped by the server meanwhile.
+function call(method, p, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: apiHost,
+        port: apiPort,
+        method,
+        path: API_PREFIX + p,
+        headers: headers || {},
+        agent: false,
+      },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function post(p, bodyString, extraHeaders) {
+  const body = Buffer.from(bodyString, 'utf8');
+  const res = await call(
+    'POST',
+    p,
+    body,
+    Object.assign({ 'Content-Type': 'application/json', 'Content-Length': body.length }, extraHeaders),
+  );
+  if (res.status !== 202) {
+    process.stderr.write(`Runtime API ${p} answered ${res.status}: ${res.body.toString().slice(0, 200)}\n`);
+  }
+}
+
+function errorTypeHeader(payload) {
+  const t = payload.errorType;
+  return typeof t === 'string' && /^[\x21-\x7e]+$/.test(t) ? { [ERROR_TYPE_HEADER]: t } : {};
+}
+
+// Like AWS's runtime, only an init error carries the error type header.
+function postInvocationError(id, err) {
+  return post(`/invocation/${encodeURIComponent(id)}/error`, JSON.stringify(errorPayload(err)));
+}
+
+function postInitError(err) {
+  const payload = errorPayload(err);
+  return post('/init/error', JSON.stringify(payload), errorTypeHeader(payload));
+}
+
+async function nextInvocation() {
+  const res = await call('GET', '/invocation/next');
+  if (res.status !== 200) {
+    throw new Error(`Runtime API /next answered ${res.status}: ${res.body.toString().slice(0, 200)}`);
+  }
+  return res;
+}
+
+// --- handler loading --------------------------------------------------------
+
+// A "type": "module" in the nearest package.json makes .js files ESM; the
+// search stops at node_modules and at the root.
+function packageIsModule(dir) {
+  for (;;) {
+    if (dir.endsWith('/node_modules')) return false;
+    const pj = path.join(dir, 'package.json');
+    if (fs.existsSync(pj)) {
+      try {
+        return JSON.parse(fs.readFileSync(pj, 'utf8')).type === 'module';
+      } catch (e) {
+        console.warn(`${pj} cannot be read, it will be ignored for ES module detection purposes.`, e);
+        return false;
+      }
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return false;
+    dir = parent;
+  }
+}
+
+function importFile(file) {
+  return import(url.pathToFileURL(file).href);
+}
+
+async function loadModule(taskRoot, moduleRoot, name) {
+  const base = path.resolve(taskRoot, moduleRoot, name);
+  if (fs.existsSync(base)) return require(base);
+  const esm = packageIsModule(path.dirname(base));
+  if (fs.existsSync(base + '.js')) return esm ? importFile(base + '.js') : require(base + '.js');
+  if (fs.existsSync(base + '.mjs')) return importFile(base + '.mjs');
+  if (fs.existsSync(base + '.cjs')) return require(base + '.cjs');
+  // Node's own resolution (node_modules, NODE_PATH) as a last resort; its
+  // "Cannot find module" error is what AWS reports when nothing matches.
+  return require(require.resolve(name, { paths: [taskRoot, moduleRoot] }));
+}
+
+async function loadHandler(taskRoot, spec) {
+  if (spec.includes('..')) {
+    throw new MalformedHandlerName(
+      `'${spec}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`,
+    );
+  }
+  const base = path.basename(spec);
+  const moduleRoot = spec.substring(0, spec.indexOf(base));
+  const m = /^([^.]*)\.(.*)$/.exec(base);
+  if (!m) throw new MalformedHandlerName('Bad handler');
+  const [, moduleName, propertyPath] = m;
+
+  let app;
+  try {
+    app = await loadModule(taskRoot, moduleRoot, moduleName);
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new UserCodeSyntaxError(e);
+    if (e && e.code === 'MODULE_NOT_FOUND') throw new ImportModuleError(e);
+    throw e;
+  }
+  const fn = propertyPath.split('.').reduce((o, k) => o && o[k], app);
+  if (!fn) throw new HandlerNotFound(`${spec} is undefined or not exported`);
+  if (typeof fn !== 'function') throw new HandlerNotFound(`${spec} is not a function`);
+  return fn;
+}
+
+// Layers put packages in /opt/nodejs; Lambda's NODE_PATH lists them for
+// require(). Node reads NODE_PATH once at start, hence _initPaths. Unlike
+// Lambda's, the runtime directory itself is left out: it holds this file,
+// which require('bootstrap') must not find.
+function setDefaultNodePath(taskRoot) {
+  if (process.env.NODE_PATH) return;
+  const major = process.versions.node.split('.')[0];
+  const runtimeDir = process.env.LAMBDA_RUNTIME_DIR || __dirname;
+  process.env.NODE_PATH = [
+    `/opt/nodejs/node${major}/node_modules`,
+    '/opt/nodejs/node_modules',
+    `${runtimeDir}/node_modules`,
+    taskRoot,
+  ].join(':');
+  if (typeof Module._initPaths === 'function') Module._initPaths();
+}
+
+// --- invocation -------------------------------------------------------------
+
+// Node calls 'beforeExit' each time the event loop drains; the listener
+// decides what a drained loop means for the current invocation.
+let beforeExit = () => {};
+
+// fatal is what an uncaught exception or unhandled rejection does: fail
+// init, or the current invocation once one runs, then exit.
+let fatal = (err, code) => {
+  postInitError(err).finally(() => process.exit(code));
+};
+
+function parseJsonHeader(value, name) {
+  if (value === undefined) return undefined;
+  try {
+    return JSON.parse(value);
+  } catch (err) {
+    throw new Error(`Cannot parse ${name} as json: ${err.toString()}`);
+  }
+}
+
+function contextFrom(headers, callbackContext) {
+  const deadline = parseInt(headers['lambda-runtime-deadline-ms'], 10);
+  return Object.assign(callbackContext, {
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    // A string, as in AWS's runtime.
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: parseJsonHeader(headers['lambda-runtime-client-context'], 'ClientContext'),
+    identity: parseJsonHeader(headers['lambda-runtime-cognito-identity'], 'CognitoIdentity'),
+    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    awsRequestId: headers['lambda-runtime-aws-request-id'],
+    tenantId: headers['lambda-runtime-aws-tenant-id'],
+    getRemainingTimeInMillis() {
+      return deadline - Date.now();
+    },
+  });
+}
+
+// callbackContext builds the callback and context.succeed/fail/done of one
+// invocation. Only the first completion counts.
+function callbackContext(id, scheduleNext) {
+  let reported = false;
+  let waitForEmptyEventLoop = true;
+
+  const postError = (err) => {
+    logError('Invoke Error', err);
+    postInvocationError(id, err).then(scheduleNext, crash);
+  };
+  const complete = (result) => {
+    if (reported) {
+      console.error('Invocation has already been reported as done. Cannot call complete more than once per invocation.');
+      return;
+    }
+    reported = true;
+    let body;
+    try {
+      body = JSON.stringify(result === undefined ? null : result);
+    } catch (_) {
+      postError(new Error('Unable to stringify response body'));
+      return;
+    }
+    if (body === undefined) body = 'null';
+    post(`/invocation/${encodeURIComponent(id)}/response`, body).then(scheduleNext, crash);
+  };
+
+  const callback = (err, result) => {
+    beforeExit = () => {};
+    if (err !== undefined && err !== null) {
+      postError(err);
+    } else if (!waitForEmptyEventLoop) {
+      complete(result);
+    } else {
+      beforeExit = () => {
+        beforeExit = () => {};
+        setImmediate(() => complete(result));
+      };
+    }
+  };
+  const done = (err, result) => {
+    beforeExit = () => {};
+    if (err !== undefined && err !== null) postError(err);
+    else complete(result);
+  };
+
+  let finished = false;
+  const once = (f) =>
+    function () {
+      if (finished) return;
+      finished = true;
+      f.apply(null, arguments);
+    };
+
+  const context = {
+    get callbackWaitsForEmptyEventLoop() {
+      return waitForEmptyEventLoop;
+    },
+    set callbackWaitsForEmptyEventLoop(v) {
+      waitForEmptyEventLoop = v;
+    },
+    succeed: once((result) => done(null, result)),
+    fail: once((err) => (err === undefined || err === null ? done('handled') : done(err, null))),
+    done: once(done),
+  };
+  const markReported = () => {
+    reported = true;
+  };
+  return [once(callback), context, markReported, postError];
+}
+
+function crash(err) {
+  process.stderr.write(`nubo runtime: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+}
+
+function isPromise(v) {
+  return v && typeof v.then === 'function';
+}
+
+async function invokeOnce(handler, isAsync, scheduleNext) {
+  const res = await nextInvocation();
+  const headers = res.headers;
+  const id = headers['lambda-runtime-aws-request-id'] || '';
+  currentRequestId = id;
+  currentTenantId = headers['lambda-runtime-aws-tenant-id'];
+  if (headers['lambda-runtime-trace-id']) {
+    process.env._X_AMZN_TRACE_ID = headers['lambda-runtime-trace-id'];
+  } else {
+    delete process.env._X_AMZN_TRACE_ID;
+  }
+
+  const [callback, ctx, markReported, postError] = callbackContext(id, scheduleNext);
+
+  fatal = (err, code) => {
+    postInvocationError(id, err).finally(() => process.exit(code));
+  };
+  beforeExit = () => {
+    beforeExit = () => {};
+    markReported();
+    if (isAsync) {
+      postError(
+        new NodeJsExit(
+          'The Lambda runtime client detected an unexpected Node.js exit code. This is most commonly caused by a Promise that was never settled. For more information, see https://nodejs.org/docs/latest/api/process.html#exit-codes',
+        ),
+      );
+    } else {
+      post(`/invocation/${encodeURIComponent(id)}/response`, 'null').then(scheduleNext, crash);
+    }
+  };
+
+  try {
+    const context = contextFrom(headers, ctx);
+    const event = JSON.parse(res.body.toString('utf8'));
+    const result = handler(event, context, callback);
+    if (isPromise(result)) {
+      result.then(ctx.succeed, ctx.fail);
+    }
+  } catch (err) {
+    callback(err);
+  }
+}
+
+async function main() {
+  if (!process.env.AWS_LAMBDA_RUNTIME_API) {
+    process.stderr.write('AWS_LAMBDA_RUNTIME_API is not set\n');
+    process.exit(1);
+  }
+  const taskRoot = process.env.LAMBDA_TASK_ROOT || '/var/task';
+  patchConsole();
+  setDefaultNodePath(taskRoot);
+
+  process.on('uncaughtException', (err) => {
+    logError('Uncaught Exception', err);
+    fatal(err, 129);
+  });
+  process.on('unhandledRejection', (reason, promise) => {
+    const err = new UnhandledPromiseRejection(reason, promise);
+    logError('Unhandled Promise Rejection', err);
+    fatal(err, 128);
+  });
+  process.on('beforeExit', () => beforeExit());
+
+  let handler;
+  try {
+    handler = await loadHandler(taskRoot, process.env._HANDLER || '');
+  } catch (err) {
+    logError('Uncaught Exception', err);
+    fatal(err, 129);
+    return;
+  }
+  const isAsync = handler.constructor && handler.constructor.name === 'AsyncFunction';
+
+  const scheduleNext = () => {
+    setImmediate(() => invokeOnce(handler, isAsync, scheduleNext).catch(crash));
+  };
+  scheduleNext();
+}
+
+main().catch(crash);

@@ -1,0 +1,550 @@
+"""nubo's runtime interface client for Python Lambda functions.
+
+Started by the execution environment as `python3 -u bootstrap.py`. It imports
+the handler named by _HANDLER from LAMBDA_TASK_ROOT, then serves invocations
+from the Runtime API at AWS_LAMBDA_RUNTIME_API one at a time, forever: the
+host stops the process. It follows the conventions of AWS's managed Python
+runtimes (handler resolution, the context object, error documents and log
+lines) so that unmodified functions behave as they do on Lambda.
+
+Standard library only; runs on Python 3.8 and later.
+"""
+
+import decimal
+import http.client
+import importlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+
+API_PREFIX = "/2018-06-01/runtime"
+ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+
+# AWS joins the lines of an error report with CR so that a log collector
+# splitting on LF keeps the whole report in one event, and indents with
+# NO-BREAK SPACE so that the indentation survives collectors that trim.
+LOG_LINE_JOIN = "\r"
+LOG_INDENT = "\u00a0"
+
+THIS_FILE = os.path.abspath(__file__)
+
+_request_id = None
+_tenant_id = None
+
+
+class Fault(Exception):
+    """A failure the runtime reports with one of Lambda's Runtime.* types."""
+
+    def __init__(self, error_type, message, trace=None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.trace = trace
+
+
+# --- Runtime API ---------------------------------------------------------
+
+
+class Invocation(object):
+    def __init__(self, headers, body):
+        self.body = body
+        self.request_id = headers.get("Lambda-Runtime-Aws-Request-Id") or ""
+        self.deadline_ms = headers.get("Lambda-Runtime-Deadline-Ms")
+        self.function_arn = headers.get("Lambda-Runtime-Invoked-Function-Arn")
+        self.trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        self.client_context = headers.get("Lambda-Runtime-Client-Context")
+        self.cognito_identity = headers.get("Lambda-Runtime-Cognito-Identity")
+        self.tenant_id = headers.get("Lambda-Runtime-Aws-Tenant-Id")
+        self.content_type = headers.get("Content-Type")
+
+
+class RuntimeAPI(object):
+    """A client of the Runtime API.
+
+    Every call opens its own connection: the environment is frozen between
+    invocations for an unbounded time, and a kept-alive connection may have
+    been dropped by the server meanwhile.
+    """
+
+    def __init__(self, address):
+        self.address = address
+
+    def _call(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection(self.address)
+        try:
+            conn.request(method, API_PREFIX + path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.headers, data
+        finally:
+            conn.close()
+
+    def next(self):
+        status, headers, body = self._call("GET", "/invocation/next")
+        if status != 200:
+            raise RuntimeError(
+                "Runtime API /next answered {}: {!r}".format(status, body[:200])
+            )
+        return Invocation(headers, body)
+
+    def _post(self, path, body, content_type, error_type=None):
+        headers = {"Content-Type": content_type}
+        if error_type and _header_safe(error_type):
+            headers[ERROR_TYPE_HEADER] = error_type
+        status, _, data = self._call("POST", path, body, headers)
+        if status != 202:
+            _stderr("Runtime API {} answered {}: {!r}\n".format(path, status, data[:200]))
+
+    def post_response(self, request_id, body, content_type):
+        self._post("/invocation/{}/response".format(request_id), body, content_type)
+
+    # Like AWS's runtime, only an init error carries the error type header.
+    def post_error(self, request_id, error):
+        self._post(
+            "/invocation/{}/error".format(request_id),
+            to_json(error).encode("utf-8"),
+            "application/json",
+        )
+
+    def post_init_error(self, error):
+        self._post(
+            "/init/error",
+            to_json(error).encode("utf-8"),
+            "application/json",
+            error.get("errorType"),
+        )
+
+
+def _header_safe(value):
+    return all(0x21 <= ord(c) <= 0x7E for c in value)
+
+
+def _stderr(msg):
+    try:
+        sys.stderr.write(msg)
+    except Exception:
+        pass
+
+
+# --- JSON ----------------------------------------------------------------
+
+
+class _Encoder(json.JSONEncoder):
+    # AWS serialises Decimal (common in DynamoDB results). The standard
+    # library cannot emit a raw number, so integral values become int (exact)
+    # and the others float.
+    def default(self, o):
+        if isinstance(o, decimal.Decimal):
+            if o.is_nan():
+                return math.nan
+            if o == o.to_integral_value():
+                return int(o)
+            return float(o)
+        return super().default(o)
+
+
+# Python 3.12 and later runtimes stop escaping non-ASCII characters.
+_ENSURE_ASCII = sys.version_info < (3, 12)
+
+
+def to_json(obj):
+    return _Encoder(ensure_ascii=_ENSURE_ASCII).encode(obj)
+
+
+def unmarshal_event(body, content_type):
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media not in ("", "application/json"):
+        return body
+    try:
+        return json.loads(body)
+    except Exception as e:
+        raise Fault("Runtime.UnmarshalError", "Unable to unmarshal input: {}".format(e))
+
+
+def marshal_result(result):
+    if isinstance(result, (bytes, bytearray)):
+        return bytes(result), "application/unknown"
+    try:
+        return to_json(result).encode("utf-8"), "application/json"
+    except Exception as e:
+        raise Fault("Runtime.MarshalError", "Unable to marshal response: {}".format(e))
+
+
+# --- context -------------------------------------------------------------
+
+
+def _fill(obj, source):
+    for name in obj.__slots__:
+        setattr(obj, name, source.get(name) if isinstance(source, dict) else None)
+    return obj
+
+
+class CognitoIdentity(object):
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
+
+    def __repr__(self):
+        return "CognitoIdentity([cognito_identity_id={},cognito_identity_pool_id={}])".format(
+            self.cognito_identity_id, self.cognito_identity_pool_id
+        )
+
+
+class Client(object):
+    __slots__ = [
+        "installation_id",
+        "app_title",
+        "app_version_name",
+        "app_version_code",
+        "app_package_name",
+    ]
+
+    def __repr__(self):
+        return "Client([{}])".format(
+            ",".join("{}={}".format(n, getattr(self, n)) for n in self.__slots__)
+        )
+
+
+class ClientContext(object):
+    __slots__ = ["custom", "env", "client"]
+
+    def __repr__(self):
+        return "ClientContext([custom={},env={},client={}])".format(
+            self.custom, self.env, self.client
+        )
+
+
+def _parse_header_json(value, name):
+    try:
+        return json.loads(value)
+    except Exception as e:
+        raise Fault(
+            "Runtime.LambdaContextUnmarshalError",
+            "Unable to parse {} JSON: {}".format(name, e),
+        )
+
+
+class LambdaContext(object):
+    """The second argument of a handler, with AWS's attribute names."""
+
+    def __init__(self, inv):
+        self.aws_request_id = inv.request_id
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        # A string, as in AWS's runtime: it is read from the environment as is.
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.invoked_function_arn = inv.function_arn
+        self.tenant_id = inv.tenant_id
+
+        self.client_context = None
+        if inv.client_context:
+            raw = _parse_header_json(inv.client_context, "Client Context")
+            cc = _fill(ClientContext(), raw)
+            if cc.client is not None:
+                cc.client = _fill(Client(), cc.client)
+            self.client_context = cc
+
+        self.identity = _fill(CognitoIdentity(), {})
+        if inv.cognito_identity:
+            raw = _parse_header_json(inv.cognito_identity, "Cognito Identity")
+            if isinstance(raw, dict):
+                self.identity.cognito_identity_id = raw.get("cognitoIdentityId")
+                self.identity.cognito_identity_pool_id = raw.get("cognitoIdentityPoolId")
+
+        try:
+            self._deadline_ms = int(inv.deadline_ms)
+        except (TypeError, ValueError):
+            self._deadline_ms = 0
+
+    def get_remaining_time_in_millis(self):
+        left = self._deadline_ms - int(time.time() * 1000)
+        return left if left > 0 else 0
+
+    def log(self, msg):
+        sys.stdout.write(str(msg))
+
+    def __repr__(self):
+        return (
+            "LambdaContext([aws_request_id={},log_group_name={},log_stream_name={},"
+            "function_name={},memory_limit_in_mb={},function_version={},"
+            "invoked_function_arn={},client_context={},identity={},tenant_id={}])"
+        ).format(
+            self.aws_request_id,
+            self.log_group_name,
+            self.log_stream_name,
+            self.function_name,
+            self.memory_limit_in_mb,
+            self.function_version,
+            self.invoked_function_arn,
+            self.client_context,
+            self.identity,
+            self.tenant_id,
+        )
+
+
+# --- errors and logs -----------------------------------------------------
+
+
+def error_document(message, error_type, stack_trace, request_id=None):
+    return {
+        "errorMessage": message or "",
+        "errorType": error_type or "",
+        "requestId": request_id if request_id is not None else "",
+        "stackTrace": stack_trace or [],
+    }
+
+
+def _user_frames(tb):
+    """Formats the frames of tb, leaving out the runtime's own leading frames."""
+    frames = [
+        (f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)
+    ]
+    for i, frame in enumerate(frames):
+        if os.path.abspath(frame[0]) != THIS_FILE:
+            frames = frames[i:]
+            break
+    # Plain tuples rather than FrameSummary objects: Python 3.11+ would add
+    # caret lines that AWS's runtime does not show.
+    return traceback.format_list(frames)
+
+
+def error_from_exception(exc, request_id=None):
+    return error_document(
+        str(exc), type(exc).__name__, _user_frames(exc.__traceback__), request_id
+    )
+
+
+def _json_logs():
+    return (os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
+
+
+def _utc_timestamp(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (
+        int(t * 1000) % 1000
+    )
+
+
+def log_error(error):
+    """Writes AWS's one-event report of a failed init or invocation."""
+    if _json_logs():
+        doc = {"timestamp": _utc_timestamp(time.time()), "level": "ERROR"}
+        doc.update(error)
+        sys.stdout.write(to_json(doc) + "\n")
+        return
+    head = "[ERROR]"
+    if error.get("errorType"):
+        head += " " + error["errorType"]
+    if error.get("errorMessage"):
+        if error.get("errorType"):
+            head += ":"
+        head += " " + error["errorMessage"]
+    lines = [head, "Traceback (most recent call last):"]
+    for entry in error.get("stackTrace") or []:
+        if entry == "":
+            lines.append("")
+            continue
+        for line in entry.splitlines():
+            stripped = line.lstrip(" ")
+            lines.append(LOG_INDENT * (len(line) - len(stripped)) + stripped)
+    sys.stdout.write(LOG_LINE_JOIN.join(lines) + "\n")
+
+
+class _LambdaLogHandler(logging.Handler):
+    def emit(self, record):
+        try:
+            sys.stdout.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record):
+        record.aws_request_id = _request_id or ""
+        record.tenant_id = _tenant_id
+        return True
+
+
+class _TextFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def __init__(self):
+        super().__init__(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+            "%Y-%m-%dT%H:%M:%S",
+        )
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record):
+        doc = {
+            "timestamp": _utc_timestamp(record.created),
+            "level": logging.getLevelName(min(50, max(0, record.levelno)) // 10 * 10),
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": getattr(record, "aws_request_id", None) or None,
+        }
+        if record.exc_info:
+            doc["errorType"] = record.exc_info[0].__name__
+            doc["errorMessage"] = str(record.exc_info[1])
+            doc["stackTrace"] = traceback.format_tb(record.exc_info[2])
+            doc["location"] = "{}:{}:{}".format(
+                record.pathname, record.funcName, record.lineno
+            )
+        if getattr(record, "tenant_id", None) is not None:
+            doc["tenantId"] = record.tenant_id
+        doc = {k: v for k, v in doc.items() if v is not None}
+        try:
+            return json.dumps(doc, ensure_ascii=False, default=str) + "\n"
+        except Exception:
+            return json.dumps({"level": doc["level"], "message": str(doc["message"])}) + "\n"
+
+
+def setup_logging():
+    handler = _LambdaLogHandler()
+    handler.setFormatter(_JsonFormatter() if _json_logs() else _TextFormatter())
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = (os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "").upper()
+    if level == "TRACE":
+        level = "DEBUG"
+    if level and isinstance(logging.getLevelName(level), int):
+        root.setLevel(level)
+
+
+class _Unbuffered(object):
+    """Flushes after every write, for interpreters started without -u."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, data):
+        n = self._stream.write(data)
+        self._stream.flush()
+        return n
+
+    def writelines(self, lines):
+        self._stream.writelines(lines)
+        self._stream.flush()
+
+
+# --- handler -------------------------------------------------------------
+
+
+def setup_sys_path(task_root):
+    """Puts the function's code first and the layers next, as Lambda does."""
+    here = os.path.dirname(THIS_FILE)
+    version = "python{}.{}".format(sys.version_info[0], sys.version_info[1])
+    front = [task_root, "/opt/python/lib/{}/site-packages".format(version), "/opt/python"]
+    # The runtime's own directory goes last so that a function module named
+    # like a file of the runtime is the one imported.
+    rest = [p for p in sys.path if p not in front and p not in ("", here)]
+    sys.path[:] = front + rest + [here]
+
+
+def load_handler(spec):
+    try:
+        module_name, function_name = spec.rsplit(".", 1)
+    except ValueError as e:
+        raise Fault("Runtime.MalformedHandlerName", "Bad handler '{}': {}".format(spec, e))
+    try:
+        if module_name.split(".")[0] in sys.builtin_module_names:
+            raise Fault(
+                "Runtime.BuiltInModuleConflict",
+                "Cannot use built-in module {} as a handler module".format(module_name),
+            )
+        module = importlib.import_module(module_name.replace("/", "."))
+    except ImportError as e:
+        raise Fault(
+            "Runtime.ImportModuleError",
+            "Unable to import module '{}': {}".format(module_name, e),
+        )
+    except SyntaxError as e:
+        raise Fault(
+            "Runtime.UserCodeSyntaxError",
+            "Syntax error in module '{}': {}".format(module_name, e),
+            ['  File "%s" Line %s\n    %s' % (e.filename, e.lineno, e.text)],
+        )
+    try:
+        return getattr(module, function_name)
+    except AttributeError:
+        raise Fault(
+            "Runtime.HandlerNotFound",
+            "Handler '{}' missing on module '{}'".format(function_name, module_name),
+        )
+
+
+def set_trace_id(trace_id):
+    if trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+
+
+def handle(api, handler, inv):
+    error = None
+    try:
+        context = LambdaContext(inv)
+        event = unmarshal_event(inv.body, inv.content_type)
+        result = handler(event, context)
+        payload, content_type = marshal_result(result)
+    except Fault as f:
+        error = error_document(f.message, f.error_type, f.trace, inv.request_id)
+    except Exception as e:
+        error = error_from_exception(e, inv.request_id)
+    if error is not None:
+        log_error(error)
+        api.post_error(inv.request_id, error)
+    else:
+        api.post_response(inv.request_id, payload, content_type)
+
+
+def main():
+    global _request_id, _tenant_id
+
+    # python3 -u makes the text streams write through; wrap them otherwise.
+    if not getattr(sys.stdout, "write_through", False):
+        sys.stdout = _Unbuffered(sys.stdout)
+        sys.stderr = _Unbuffered(sys.stderr)
+
+    address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    if not address:
+        _stderr("AWS_LAMBDA_RUNTIME_API is not set\n")
+        sys.exit(1)
+    api = RuntimeAPI(address)
+
+    setup_sys_path(os.environ.get("LAMBDA_TASK_ROOT") or "/var/task")
+    setup_logging()
+
+    try:
+        handler = load_handler(os.environ.get("_HANDLER") or "")
+    except Fault as f:
+        error = error_document(f.message, f.error_type, f.trace)
+    except Exception as e:
+        error = error_from_exception(e)
+    else:
+        error = None
+    if error is not None:
+        log_error(error)
+        try:
+            api.post_init_error(error)
+        finally:
+            sys.exit(1)
+
+    while True:
+        inv = api.next()
+        _request_id = inv.request_id
+        _tenant_id = inv.tenant_id
+        set_trace_id(inv.trace_id)
+        handle(api, handler, inv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+// Package runtimes owns the Lambda runtimes nubo can run: the catalogue of
+// runtime identifiers AWS accepts, the detection of the ones a userland can
+// actually execute, and nubo's own runtime interface clients (RICs) for
+// Python and Node.js, embedded in the binary.
+//
+// A managed runtime (python3.x, nodejsNN.x) is the userland's interpreter
+// running the embedded RIC, which speaks the Runtime API and follows AWS's
+// handler conventions, context object and error documents. A provided
+// runtime is the function's own bootstrap executable. Invariants:
+//
+//   - A runtime is offered only when its interpreter exists in the userland,
+//     and it is named after the interpreter's real version (a host with
+//     Python 3.11 offers python3.11, never python3.12).
+//   - The RIC sources are the exact bytes under python/ and node/; the
+//     execution environment places them (typically in /var/runtime) and
+//     starts them with Command.
+//   - Known is AWS's list, independent of the host: a function may name a
+//     runtime this host cannot run.
+package runtimes
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Runtime families.
+const (
+	FamilyProvided = "provided"
+	FamilyPython   = "python"
+	FamilyNodejs   = "nodejs"
+)
+
+// Runtime is one runtime this host can run.
+type Runtime struct {
+	ID           string // "provided.al2023", "provided.al2", "provided", "python3.11", "nodejs20.x"
+	Family       string // FamilyProvided, FamilyPython or FamilyNodejs
+	Interpreter  string // absolute path in the userland, "" for provided
+	ExecutionEnv string // AWS_EXECUTION_ENV, e.g. "AWS_Lambda_python3.11"; "" for provided
+}
+
+//go:embed python/bootstrap.py
+var pythonRIC []byte
+
+//go:embed node/bootstrap.js
+var nodeRIC []byte
+
+// Bootstrap returns the embedded RIC source for a family ("python" →
+// bootstrap.py, "nodejs" → bootstrap.js) and its file name. Provided
+// runtimes have none.
+func Bootstrap(family string) (name string, src []byte, ok bool) {
+	switch family {
+	case FamilyPython:
+		return "bootstrap.py", bytes.Clone(pythonRIC), true
+	case FamilyNodejs:
+		return "bootstrap.js", bytes.Clone(nodeRIC), true
+	}
+	return "", nil, false
+}
+
+// ProvidedBootstraps are the entry points of a provided runtime, in the
+// order Lambda tries them: the function's own, a layer's, then the image's.
+var ProvidedBootstraps = []string{"/var/task/bootstrap", "/opt/bootstrap", "/var/runtime/bootstrap"}
+
+// Command returns the argv that starts rt inside the execution environment,
+// given where the RIC file was placed there (e.g. /var/runtime/bootstrap.py).
+// For a provided runtime it is the first existing of ProvidedBootstraps as
+// seen by the caller, which must therefore run inside the environment's
+// mount namespace; when none exists it is the first, so that the exec
+// failure names the path Lambda would have used.
+func Command(rt Runtime, ricPath string) []string {
+	return command(rt, ricPath, func(p string) bool {
+		_, err := os.Stat(p)
+		return err == nil
+	})
+}
+
+func command(rt Runtime, ricPath string, exists func(string) bool) []string {
+	switch rt.Family {
+	case FamilyPython:
+		// -u: stdout and stderr are the function's logs; an unflushed
+		// buffer would lose lines when the environment is frozen or killed.
+		return []string{rt.Interpreter, "-u", ricPath}
+	case FamilyNodejs:
+		return []string{rt.Interpreter, ricPath}
+	}
+	for _, p := range ProvidedBootstraps {
+		if exists(p) {
+			return []string{p}
+		}
+	}
+	return []string{ProvidedBootstraps[0]}
+}
+
+// known is AWS's Runtime enum (service model 2015-03-31) minus the
+// identifiers AWS no longer accepts for creating or updating a function.
+var known = map[string]bool{
+	"nodejs18.x": true, "nodejs20.x": true, "nodejs22.x": true, "nodejs24.x": true, "nodejs26.x": true,
+	"python3.9": true, "python3.10": true, "python3.11": true, "python3.12": true,
+	"python3.13": true, "python3.14": true, "python3.15": true,
+	"java8.al2": true, "java11": true, "java17": true, "java21": true, "java25": true,
+	"java8.al2023": true, "java11.al2023": true, "java17.al2023": true,
+	"dotnet8": true, "dotnet10": true,
+	"ruby3.2": true, "ruby3.3": true, "ruby3.4": true, "ruby4.0": true,
+	"provided": true, "provided.al2": true, "provided.al2023": true,
+}
+
+// Known reports whether id is a runtime identifier AWS accepts for
+// CreateFunction, whether or not this host can run it.
+func Known(id string) bool { return known[id] }
+
+// Oldest interpreter versions the embedded RICs support.
+const (
+	minPythonMinor = 8
+	minNodeMajor   = 18
+)
+
+var (
+	pythonBinDirs  = []string{"/var/lang/bin", "/usr/local/bin", "/usr/bin", "/bin"}
+	nodeCandidates = []string{"/var/lang/bin/node", "/usr/local/bin/node", "/usr/bin/node", "/usr/bin/nodejs", "/bin/node"}
+
+	pythonName    = regexp.MustCompile(`^python3(?:\.(\d+))?$`)
+	pythonVersion = regexp.MustCompile(`^Python 3\.(\d+)\b`)
+	nodeVersion   = regexp.MustCompile(`^v(\d+)\.`)
+)
+
+// versionTimeout bounds one `--version` run; a wedged interpreter must not
+// hold up the daemon's start.
+const versionTimeout = 10 * time.Second
+
+// Detect inspects the userland rooted at root ("/" for the host userland)
+// and returns the runtimes it can run: the provided runtimes always, and a
+// python3.N or nodejsNN.x runtime per interpreter version found in the
+// usual bin directories. Python's version is read from the interpreter's
+// file name where it carries one, otherwise both interpreters are run with
+// --version. It runs a few processes at most: call it once at start.
+func Detect(root string) ([]Runtime, error) {
+	if fi, err := os.Stat(root); err != nil {
+		return nil, fmt.Errorf("userland %q: %w", root, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("userland %q: not a directory", root)
+	}
+	out := []Runtime{
+		{ID: "provided.al2023", Family: FamilyProvided},
+		{ID: "provided.al2", Family: FamilyProvided},
+		{ID: "provided", Family: FamilyProvided},
+	}
+	seen := map[string]bool{}
+	add := func(id, family, interp string) {
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		out = append(out, Runtime{ID: id, Family: family, Interpreter: interp, ExecutionEnv: "AWS_Lambda_" + id})
+	}
+
+	for _, dir := range pythonBinDirs {
+		for _, interp := range pythonInterpreters(root, dir) {
+			if minor, ok := pythonMinor(root, interp); ok && minor >= minPythonMinor {
+				add("python3."+strconv.Itoa(minor), FamilyPython, interp)
+			}
+		}
+	}
+
+	for _, interp := range nodeCandidates {
+		host, ok := executableIn(root, interp)
+		if !ok {
+			continue
+		}
+		m := nodeVersion.FindStringSubmatch(runVersion(host))
+		if m == nil {
+			continue
+		}
+		major, _ := strconv.Atoi(m[1])
+		if major >= minNodeMajor {
+			add("nodejs"+m[1]+".x", FamilyNodejs, interp)
+		}
+	}
+	return out, nil
+}
+
+// pythonInterpreters lists the executables named python3 or python3.N in
+// dir of the userland, python3 first so that the plain name is preferred.
+func pythonInterpreters(root, dir string) []string {
+	entries, err := os.ReadDir(filepath.Join(root, dir))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range entries {
+		if pythonName.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	var out []string
+	for _, n := range names {
+		p := path.Join(dir, n)
+		if _, ok := executableIn(root, p); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// pythonMinor returns N of the Python 3.N at interp (a path in the userland).
+func pythonMinor(root, interp string) (int, bool) {
+	// python3 is usually a symlink chain ending at python3.N.
+	if real, err := resolveIn(root, interp); err == nil {
+		if m := pythonName.FindStringSubmatch(path.Base(real)); m != nil && m[1] != "" {
+			n, err := strconv.Atoi(m[1])
+			return n, err == nil
+		}
+	}
+	host, ok := executableIn(root, interp)
+	if !ok {
+		return 0, false
+	}
+	m := pythonVersion.FindStringSubmatch(runVersion(host))
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[1])
+	return n, err == nil
+}
+
+// runVersion runs `bin --version` with an empty environment (NODE_OPTIONS
+// or PYTHONSTARTUP of the daemon must not leak in) and returns its first
+// line of output, or "" on failure.
+func runVersion(bin string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), versionTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--version")
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	outb, err := cmd.CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(outb)), "\n")
+	return strings.TrimSpace(line)
+}
+
+// executableIn reports whether p (a path in the userland at root) resolves
+// to an executable regular file, and returns that file's path on the host.
+func executableIn(root, p string) (string, bool) {
+	real, err := resolveIn(root, p)
+	if err != nil {
+		return "", false
+	}
+	host := filepath.Join(root, real)
+	fi, err := os.Stat(host)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", false
+	}
+	return host, true
+}
+
+const maxSymlinks = 40
+
+var errTooManyLinks = errors.New("too many levels of symbolic links")
+
+// resolveIn resolves every symlink of p as the userland rooted at root
+// would see it: an absolute link target is relative to root, and ".."
+// never climbs above it. Plain filepath.EvalSymlinks would follow an
+// absolute link to the host's file of the same name. It returns the
+// resolved path within root.
+func resolveIn(root, p string) (string, error) {
+	resolved := "/"
+	rest := strings.Split(p, "/")
+	links := 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			resolved = path.Dir(resolved)
+			continue
+		}
+		next := path.Join(resolved, c)
+		host := filepath.Join(root, next)
+		fi, err := os.Lstat(host)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		if links++; links > maxSymlinks {
+			return "", &fs.PathError{Op: "resolve", Path: p, Err: errTooManyLinks}
+		}
+		target, err := os.Readlink(host)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(target) {
+			resolved = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return resolved, nil
+}

@@ -1,0 +1,37 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/nubo-dev/nubo/internal/agent"
+)
+
+// agentEnv marks a re-executed nubo (or test) binary as an environment's
+// agent; the host end of its connection is file descriptor 3.
+const agentEnv = "NUBO_AGENT"
+
+// init turns this process into an agent when it was started as one. Any
+// binary that links this package (nubo itself, and tests of packages that
+// start sandboxes) can therefore be re-executed as the agent, the way runc
+// re-executes itself as the container's init.
+func init() {
+	if os.Getenv(agentEnv) != "1" {
+		return
+	}
+	os.Unsetenv(agentEnv)
+	conn := os.NewFile(3, "agent-conn")
+	var log *slog.Logger
+	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := agent.Run(conn, log); err != nil {
+		fmt.Fprintln(os.Stderr, "nubo agent:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}

@@ -1,0 +1,83 @@
+// Package sandbox defines the execution backend interface — what an
+// environment runs in — and its development implementation, the process
+// backend. The namespace sandbox (package nsbox) and the microVM backend
+// implement the same interface.
+//
+// A sandbox runs nubo's agent (package agent) as its first process and
+// hands the host one end of a socket connected to it; everything else
+// (runtime, extensions, Runtime API) is the agent's business. The agent is
+// nubo's own binary re-executed with NUBO_AGENT=1 (see reexec.go), so test
+// binaries that import this package can act as agents too.
+package sandbox
+
+import (
+	"context"
+	"io"
+)
+
+// Spec describes the sandbox one execution environment needs.
+type Spec struct {
+	// ID is unique per environment; it names cgroups, directories, links.
+	ID      string
+	Account string
+	// MemoryMB is the function's MemorySize; EphemeralMB its /tmp size.
+	MemoryMB    int
+	EphemeralMB int
+	// CodeDir holds the unpacked function code (mounted at /var/task);
+	// LayersDir the merged layers (/opt), RuntimeDir nubo's runtime
+	// interface clients (/var/runtime). All are read-only inside.
+	CodeDir    string
+	LayersDir  string
+	RuntimeDir string
+	// NoNetwork gives the sandbox no network at all.
+	NoNetwork bool
+}
+
+// Paths say where the sandbox's processes see things.
+type Paths struct {
+	TaskRoot   string // /var/task
+	OptDir     string // /opt
+	RuntimeDir string // /var/runtime
+	TmpDir     string // /tmp
+	// RuntimeAPI is the host:port the agent serves the Runtime API on.
+	RuntimeAPI string
+	// UID and GID the runtime runs as; 0 keeps the agent's.
+	UID, GID int
+	// HostTaskRoot and HostOptDir are the same directories as the host sees them.
+	HostTaskRoot, HostOptDir string
+}
+
+// Stats are resource figures of a sandbox.
+type Stats struct {
+	// MemoryPeak is the high-water mark of memory use since the last ResetPeak.
+	MemoryPeak uint64
+	// OOMKilled counts kernel OOM kills inside the sandbox.
+	OOMKilled uint64
+}
+
+// Sandbox is one running sandbox.
+type Sandbox interface {
+	// Conn is the connection to the agent.
+	Conn() io.ReadWriteCloser
+	Paths() Paths
+	// Freeze stops every process of the sandbox; Thaw resumes them.
+	Freeze() error
+	Thaw() error
+	// AfterInit applies what Lambda applies only once init is over (the CPU
+	// quota: init runs unthrottled).
+	AfterInit() error
+	Stats() (Stats, error)
+	ResetPeak() error
+	// Done is closed when the sandbox's agent has exited.
+	Done() <-chan struct{}
+	// Destroy kills everything in the sandbox and removes all it created.
+	Destroy() error
+}
+
+// Backend creates sandboxes.
+type Backend interface {
+	Name() string
+	Create(ctx context.Context, spec Spec) (Sandbox, error)
+	// Close destroys every sandbox still alive and what the backend made.
+	Close() error
+}

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nubo-dev/nubo/internal/codecache"
+	"github.com/nubo-dev/nubo/internal/control"
+	"github.com/nubo-dev/nubo/internal/env"
+	"github.com/nubo-dev/nubo/internal/invoke"
+	"github.com/nubo-dev/nubo/internal/logs"
+	"github.com/nubo-dev/nubo/internal/runtimes"
+	"github.com/nubo-dev/nubo/internal/sandbox"
+	"github.com/nubo-dev/nubo/internal/store"
+	"github.com/nubo-dev/nubo/internal/worker"
+)
+
+// execution is the part of the server that runs functions.
+type execution struct {
+	backend sandbox.Backend
+	pool    *worker.Pool
+	invoker *invoke.Invoker
+	ctl     *control.Service
+}
+
+func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *control.Service, lg *logs.Store) (*execution, error) {
+	log := cfg.Logger.With("component", "worker")
+	var backend sandbox.Backend
+	var err error
+	switch cfg.Isolation {
+	case "process", "":
+		log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
+		backend, err = sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
+	default:
+		return nil, fmt.Errorf("--isolation %q: want process or none", cfg.Isolation)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cache, err := codecache.New(filepath.Join(cfg.DataDir, "code"), st)
+	if err != nil {
+		backend.Close()
+		return nil, err
+	}
+	rts, err := runtimes.Detect("/")
+	if err != nil {
+		backend.Close()
+		return nil, err
+	}
+	files := map[string][]byte{}
+	var ids []string
+	for _, rt := range rts {
+		ids = append(ids, rt.ID)
+		if name, src, ok := runtimes.Bootstrap(rt.Family); ok {
+			files[name] = src
+		}
+	}
+	rtDir, err := cache.Runtime(files)
+	if err != nil {
+		backend.Close()
+		return nil, err
+	}
+	capacity := cfg.CapacityMB
+	if capacity == 0 {
+		capacity = memTotalMB() * 3 / 4
+	}
+	pool := worker.New(worker.Config{
+		Backend: backend, Code: cache, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
+		AccountConcurrency: cfg.AccountConcurrency, CapacityMB: capacity,
+		IdleTimeout: cfg.IdleTimeout, MaxLifetime: cfg.MaxLifetime,
+		Logs:   func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
+		Logger: log,
+	})
+	ex := &execution{backend: backend, pool: pool, ctl: ctl, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
+	ctl.SetOnChange(func(acct, name string) { go ex.invalidate(acct, name) })
+	log.Info("execution ready", "backend", backend.Name(), "runtimes", strings.Join(ids, ","), "capacity_mb", capacity)
+	return ex, nil
+}
+
+// invalidate retires environments whose function changed.
+func (ex *execution) invalidate(acct, name string) {
+	current := map[string]bool{}
+	for _, k := range ex.pool.Keys(acct, name) {
+		current[k] = true
+	}
+	// A key stays current if $LATEST or a published version still has it.
+	keep := map[string]bool{}
+	if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ""); err == nil {
+		keep[worker.Key(v)] = true
+	}
+	for k := range current {
+		if keep[k] {
+			continue
+		}
+		// Published versions are immutable: their key only goes with them.
+		if ver := versionOfKey(k); ver != "$LATEST" {
+			if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ver); err == nil && worker.Key(v) == k {
+				keep[k] = true
+			}
+		}
+	}
+	ex.pool.Invalidate(acct, name, keep)
+}
+
+// versionOfKey extracts the version from a pool key (see worker.key).
+func versionOfKey(k string) string {
+	parts := strings.Split(k, "/")
+	if len(parts) < 5 {
+		return ""
+	}
+	return parts[3]
+}
+
+func (ex *execution) close() {
+	ex.pool.Close()
+	ex.backend.Close()
+}
+
+func memTotalMB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 4096
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return kb / 1024
+		}
+	}
+	return 4096
+}

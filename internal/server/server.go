@@ -1,0 +1,220 @@
+// Package server assembles a single-node nubo: state store, control plane,
+// execution and the HTTP API, started in that order and stopped in reverse
+// under one root context (SIGINT/SIGTERM cancel it).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/nubo-dev/nubo/internal/api"
+	"github.com/nubo-dev/nubo/internal/control"
+	"github.com/nubo-dev/nubo/internal/logs"
+	"github.com/nubo-dev/nubo/internal/store"
+)
+
+// Config is everything `nubo serve` takes from its flags.
+type Config struct {
+	Listen       string
+	DataDir      string
+	NATSURL      string
+	AccountsFile string
+	NoDevAccount bool
+	Region       string
+	// AccountConcurrency is the per-account concurrency limit.
+	AccountConcurrency int
+	// TransitionDelay holds functions in Pending/InProgress (for tests).
+	TransitionDelay time.Duration
+	// Isolation names the execution backend: "process" (development, no
+	// isolation) or "none" (no execution at all: a control plane only).
+	Isolation string
+	// IdleTimeout reaps idle environments; MaxLifetime retires every one.
+	IdleTimeout time.Duration
+	MaxLifetime time.Duration
+	// CapacityMB bounds the memory of live environments (0: 75% of RAM).
+	CapacityMB int
+	// LogRetention is how long function logs are kept.
+	LogRetention time.Duration
+	Logger       *slog.Logger
+}
+
+// Server is a running nubo.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	ln    net.Listener
+	st    *store.Store
+	ctl   *control.Service
+	http  *http.Server
+	accts *account.Registry
+	exec  *execution
+	logs  *logs.Store
+}
+
+// IsLoopback reports whether a listen address binds loopback only.
+func IsLoopback(listen string) (bool, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false, fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false, fmt.Errorf("--listen %q: host must be an IP address or localhost", listen)
+	}
+	return ip.IsLoopback(), nil
+}
+
+// Accounts builds the account registry the flags describe: the accounts file,
+// plus the development account while listening on loopback only.
+func Accounts(cfg Config) (*account.Registry, bool, error) {
+	loop, err := IsLoopback(cfg.Listen)
+	if err != nil {
+		return nil, false, err
+	}
+	var accts []account.Account
+	if cfg.AccountsFile != "" {
+		if accts, err = account.Load(cfg.AccountsFile); err != nil {
+			return nil, false, err
+		}
+	} else if !loop {
+		return nil, false, fmt.Errorf("refusing to listen on non-loopback address %s without --accounts: the development account is only for loopback", cfg.Listen)
+	}
+	dev := loop && !cfg.NoDevAccount
+	if dev {
+		accts = append(accts, account.Dev())
+	}
+	if len(accts) == 0 {
+		return nil, false, errors.New("no accounts: give --accounts FILE or drop --no-dev-account")
+	}
+	reg, err := account.NewRegistry(accts)
+	return reg, dev, err
+}
+
+// Start opens everything and begins serving. Stop with Close.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	reg, dev, err := Accounts(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.accts = reg
+	// Listen before opening state: a busy port should fail fast and leave
+	// the data dir untouched.
+	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if s.st, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Logger: cfg.Logger}); err != nil {
+		s.ln.Close()
+		return nil, err
+	}
+	key, err := urlKey(ctx, s.st)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.ctl = control.New(s.st, control.Options{
+		Region:             cfg.Region,
+		AccountConcurrency: cfg.AccountConcurrency,
+		TransitionDelay:    cfg.TransitionDelay,
+		Logger:             cfg.Logger.With("component", "control"),
+	})
+	if err := s.ctl.Recover(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	if s.logs, err = logs.Open(ctx, s.st.NC, s.st.JS, cfg.LogRetention, 1, cfg.Logger); err != nil {
+		s.Close()
+		return nil, err
+	}
+	var invoker api.Invoker
+	if cfg.Isolation != "none" {
+		if s.exec, err = startExecution(ctx, cfg, s.st, s.ctl, s.logs); err != nil {
+			s.Close()
+			return nil, err
+		}
+		invoker = s.exec.invoker
+	}
+	h := api.New(api.Config{Control: s.ctl, Accounts: reg, URLKey: key, Code: s.st, Invoker: invoker, Logs: s.logs,
+		Logger: cfg.Logger.With("component", "api")})
+	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server", "err", err)
+		}
+	}()
+	state := "embedded"
+	if cfg.NATSURL != "" {
+		state = cfg.NATSURL
+	}
+	s.log.Info("nubo serving", "listen", s.ln.Addr().String(), "data_dir", cfg.DataDir, "nats", state, "dev_account", dev, "region", s.ctl.Region())
+	return s, nil
+}
+
+// Addr is the address the API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Control exposes the control plane (tests, CLI helpers).
+func (s *Server) Control() *control.Service { return s.ctl }
+
+// Close stops serving and releases everything, in reverse start order.
+func (s *Server) Close() error {
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s.http.Shutdown(ctx)
+		cancel()
+	}
+	if s.exec != nil {
+		s.exec.close()
+	}
+	if s.ctl != nil {
+		s.ctl.Close()
+	}
+	if s.st != nil {
+		s.st.Close()
+	}
+	return nil
+}
+
+// urlKey returns the server's secret for signed code URLs, created once and
+// kept in the store so URLs survive a restart.
+func urlKey(ctx context.Context, st *store.Store) ([]byte, error) {
+	var k []byte
+	if _, err := st.Get(ctx, "server.urlkey", &k); err == nil && len(k) == 32 {
+		return k, nil
+	}
+	k = make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if _, err := st.Create(ctx, "server.urlkey", k); errors.Is(err, store.ErrExists) {
+		_, err = st.Get(ctx, "server.urlkey", &k)
+		return k, err
+	} else if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Run serves until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down")
+	return s.Close()
+}

@@ -1,0 +1,475 @@
+// Package worker keeps the pools of execution environments on this node and
+// places every invocation in one: a warm idle environment of the same
+// function version and configuration when there is one (most recently used
+// first), a new one otherwise.
+//
+// Invariants:
+//   - an environment serves one invocation at a time, and only invocations
+//     of the account, function version and configuration it was made for
+//     (its pool key, see key);
+//   - admission is checked before an environment is taken or made: the
+//     account's concurrency limit, the function's reserved concurrency, and
+//     the node's memory capacity (idle environments of other functions are
+//     evicted, least recently used first, before refusing);
+//   - idle environments are reaped after IdleTimeout, every environment is
+//     retired after MaxLifetime, and environments of a configuration that is
+//     no longer current retire once their invocation ends.
+//
+// Lock order: Pool.mu, then nothing (environments are driven outside it).
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/codecache"
+	"github.com/nubo-dev/nubo/internal/control"
+	"github.com/nubo-dev/nubo/internal/env"
+	"github.com/nubo-dev/nubo/internal/errdefs"
+	"github.com/nubo-dev/nubo/internal/runtimes"
+	"github.com/nubo-dev/nubo/internal/sandbox"
+)
+
+// LogOpener returns where an environment's log lines go.
+type LogOpener func(account, logGroup, logStream string) env.LogSink
+
+// Config configures a Pool.
+type Config struct {
+	Backend  sandbox.Backend
+	Code     *codecache.Cache
+	Runtimes []runtimes.Runtime
+	// RuntimeDir holds nubo's runtime interface clients on the host.
+	RuntimeDir string
+	Region     string
+
+	AccountConcurrency int
+	// CapacityMB bounds the sum of MemorySize over live environments.
+	CapacityMB  int
+	IdleTimeout time.Duration
+	MaxLifetime time.Duration
+	InitTimeout time.Duration
+	// ShutdownGrace is how long the runtime gets after SIGTERM.
+	ShutdownGrace time.Duration
+	Logs          LogOpener
+	Logger        *slog.Logger
+}
+
+// Pool is the node's environments.
+type Pool struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	groups   map[string]*group
+	byFunc   map[string]int // account/name → busy environments
+	byAcct   map[string]int // account → busy environments
+	liveMB   int
+	closed   bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	shutdown sync.WaitGroup
+}
+
+// group is the environments of one pool key.
+type group struct {
+	key     string
+	acct    string
+	name    string
+	memMB   int
+	idle    []*env.Environment // most recently used last
+	busy    int
+	retired bool
+}
+
+// New starts a pool and its reaper.
+func New(cfg Config) *Pool {
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = 2 * time.Hour
+	}
+	if cfg.InitTimeout == 0 {
+		cfg.InitTimeout = 10 * time.Second
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = 2 * time.Second
+	}
+	if cfg.AccountConcurrency == 0 {
+		cfg.AccountConcurrency = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Pool{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, byFunc: map[string]int{},
+		byAcct: map[string]int{}, stop: make(chan struct{})}
+	p.wg.Add(1)
+	go p.reaper()
+	return p
+}
+
+// key identifies environments that may serve each other's invocations:
+// same account, function incarnation, version, code and configuration.
+func key(v *control.Version) string {
+	return v.Account + "/" + v.Config.FunctionName + "/" + v.Generation + "/" + v.Config.Version + "/" + v.Config.Digest()
+}
+
+// Invocation is what the invoker asks the pool to run.
+type Invocation struct {
+	Version  *control.Version
+	Reserved *int
+	Request  *env.Request
+}
+
+// Invoke runs one invocation in a warm or new environment.
+func (p *Pool) Invoke(ctx context.Context, inv *Invocation) (*env.Response, error) {
+	v := inv.Version
+	k := key(v)
+	fk := v.Account + "/" + v.Config.FunctionName
+	e, g, err := p.acquire(k, fk, v, inv.Reserved)
+	if err != nil {
+		return nil, err
+	}
+	// A closure: e may be replaced below and release must see the last one.
+	defer func() { p.release(g, fk, e) }()
+	if e == nil {
+		if e, err = p.create(ctx, v, g); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := e.Invoke(ctx, inv.Request)
+	if err == env.ErrDead {
+		// Died while idle (frozen and killed, OOM): one more try on a fresh one.
+		if e, err = p.create(ctx, v, g); err != nil {
+			return nil, err
+		}
+		resp, err = e.Invoke(ctx, inv.Request)
+	}
+	return resp, err
+}
+
+// acquire admits the invocation and takes an idle environment (nil means
+// "make a new one"; capacity for it is reserved).
+func (p *Pool) acquire(k, fk string, v *control.Version, reserved *int) (*env.Environment, *group, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil, errdefs.New(errdefs.KindServiceUnavailable, "nubo is shutting down")
+	}
+	if reserved != nil && p.byFunc[fk] >= *reserved {
+		return nil, nil, errdefs.Throttled("ReservedFunctionConcurrentInvocationLimitExceeded", "Rate Exceeded.")
+	}
+	if p.byAcct[v.Account] >= p.cfg.AccountConcurrency {
+		return nil, nil, errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
+	}
+	g := p.groups[k]
+	if g == nil {
+		g = &group{key: k, acct: v.Account, name: v.Config.FunctionName, memMB: v.Config.MemorySize}
+		p.groups[k] = g
+	}
+	var e *env.Environment
+	for len(g.idle) > 0 && e == nil {
+		cand := g.idle[len(g.idle)-1]
+		g.idle = g.idle[:len(g.idle)-1]
+		if cand.State() == env.Idle {
+			e = cand
+		} else {
+			p.liveMB -= g.memMB
+			p.shutdownAsync(cand, "failure")
+		}
+	}
+	if e == nil {
+		if p.cfg.CapacityMB > 0 && p.liveMB+g.memMB > p.cfg.CapacityMB && !p.evictLocked(g.memMB) {
+			return nil, nil, errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
+		}
+		p.liveMB += g.memMB
+	}
+	g.busy++
+	p.byFunc[fk]++
+	p.byAcct[v.Account]++
+	return e, g, nil
+}
+
+// evictLocked shuts down idle environments, least recently used first,
+// until need MB fit.
+func (p *Pool) evictLocked(need int) bool {
+	type cand struct {
+		g *group
+		e *env.Environment
+	}
+	var all []cand
+	for _, g := range p.groups {
+		for _, e := range g.idle {
+			all = append(all, cand{g, e})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].e.LastUsed().Before(all[j].e.LastUsed()) })
+	for _, c := range all {
+		if p.liveMB+need <= p.cfg.CapacityMB {
+			break
+		}
+		p.removeIdleLocked(c.g, c.e)
+		p.shutdownAsync(c.e, "spindown")
+	}
+	return p.liveMB+need <= p.cfg.CapacityMB
+}
+
+func (p *Pool) removeIdleLocked(g *group, e *env.Environment) {
+	for i, x := range g.idle {
+		if x == e {
+			g.idle = append(g.idle[:i], g.idle[i+1:]...)
+			p.liveMB -= g.memMB
+			return
+		}
+	}
+}
+
+func (p *Pool) shutdownAsync(e *env.Environment, reason string) {
+	p.shutdown.Add(1)
+	go func() {
+		defer p.shutdown.Done()
+		e.Shutdown(reason, p.cfg.ShutdownGrace)
+	}()
+}
+
+// release returns an environment to its group, or retires it.
+func (p *Pool) release(g *group, fk string, e *env.Environment) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g.busy--
+	p.byFunc[fk]--
+	if p.byFunc[fk] == 0 {
+		delete(p.byFunc, fk)
+	}
+	p.byAcct[g.acct]--
+	if p.byAcct[g.acct] == 0 {
+		delete(p.byAcct, g.acct)
+	}
+	switch {
+	case e == nil || e.State() == env.Dead:
+		p.liveMB -= g.memMB
+		if e != nil {
+			p.shutdownAsync(e, "failure")
+		}
+	case g.retired || p.closed || time.Since(e.Created()) > p.cfg.MaxLifetime:
+		p.liveMB -= g.memMB
+		p.shutdownAsync(e, "spindown")
+	default:
+		g.idle = append(g.idle, e)
+		go e.Freeze()
+	}
+	p.dropEmptyLocked(g)
+}
+
+func (p *Pool) dropEmptyLocked(g *group) {
+	if g.busy == 0 && len(g.idle) == 0 && p.groups[g.key] == g {
+		delete(p.groups, g.key)
+	}
+}
+
+// newID makes an environment id: 32 hex digits, like the suffix of AWS's
+// log stream names.
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (p *Pool) runtime(id string) (runtimes.Runtime, bool) {
+	for _, r := range p.cfg.Runtimes {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	if strings.HasPrefix(id, "provided") {
+		return runtimes.Runtime{ID: id, Family: runtimes.FamilyProvided}, true
+	}
+	return runtimes.Runtime{}, false
+}
+
+// create starts a new environment for v.
+func (p *Pool) create(ctx context.Context, v *control.Version, g *group) (*env.Environment, error) {
+	c := &v.Config
+	rt, ok := p.runtime(c.Runtime)
+	if !ok {
+		return nil, errdefs.InvalidParameter("The runtime parameter of %s is not supported on this nubo node; it offers: %s", c.Runtime, p.offered())
+	}
+	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
+	if err != nil {
+		return nil, fmt.Errorf("unpack code: %w", err)
+	}
+	optDir, err := p.cfg.Code.Opt(ctx, v.LayerHexes)
+	if err != nil {
+		return nil, fmt.Errorf("unpack layers: %w", err)
+	}
+	id := newID()
+	spec := sandbox.Spec{ID: "nubo-" + id[:12], Account: v.Account, MemoryMB: c.MemorySize, EphemeralMB: c.EphemeralStorage.Size,
+		CodeDir: codeDir, LayersDir: optDir, RuntimeDir: p.cfg.RuntimeDir, NoNetwork: c.NuboNetwork == "none"}
+	t0 := time.Now()
+	sb, err := p.cfg.Backend.Create(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	paths := sb.Paths()
+	stream := time.Now().UTC().Format("2006/01/02") + "/[" + c.Version + "]" + id
+	group := c.LoggingConfig.LogGroup
+	if group == "" {
+		group = "/aws/lambda/" + c.FunctionName
+	}
+	start := agentproto.Start{
+		Argv: p.command(rt, paths), Env: Environment(v, rt, paths, p.cfg.Region, group, stream), Dir: paths.TaskRoot,
+		UID: paths.UID, GID: paths.GID, ExtensionsDir: joinOpt(paths.OptDir, "extensions"), RuntimeAPI: paths.RuntimeAPI,
+		InitTimeoutMs: p.cfg.InitTimeout.Milliseconds(), FunctionName: c.FunctionName, FunctionVersion: c.Version,
+		Handler: c.Handler, AccountID: v.Account,
+	}
+	var sink env.LogSink
+	if p.cfg.Logs != nil {
+		sink = p.cfg.Logs(v.Account, group, stream)
+	}
+	e, err := env.StartIn(ctx, sb, spec.ID, env.Config{
+		Start: start, MemoryMB: c.MemorySize, InitTimeout: p.cfg.InitTimeout, RuntimeVersion: rt.ID,
+		ExecutedVersion: c.Version, Logs: sink, Logger: p.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start environment: %w", err)
+	}
+	p.log.Debug("environment started", "env", spec.ID, "function", c.FunctionArn, "took", time.Since(t0))
+	return e, nil
+}
+
+func joinOpt(opt, sub string) string {
+	if opt == "" {
+		return ""
+	}
+	return opt + "/" + sub
+}
+
+func (p *Pool) offered() string {
+	ids := []string{"provided", "provided.al2", "provided.al2023"}
+	for _, r := range p.cfg.Runtimes {
+		if r.Family != runtimes.FamilyProvided {
+			ids = append(ids, r.ID)
+		}
+	}
+	return strings.Join(ids, ", ")
+}
+
+// command is the runtime's argv as seen inside the sandbox.
+func (p *Pool) command(rt runtimes.Runtime, paths sandbox.Paths) []string {
+	if rt.Family != runtimes.FamilyProvided {
+		name, _, _ := runtimes.Bootstrap(rt.Family)
+		return runtimes.Command(rt, paths.RuntimeDir+"/"+name)
+	}
+	return []string{providedBootstrap(paths)}
+}
+
+// Invalidate retires environments of a function whose configuration is no
+// longer current; current is the set of keys still valid (nil: none).
+func (p *Pool) Invalidate(acct, name string, current map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, g := range p.groups {
+		if g.acct != acct || g.name != name || current[k] {
+			continue
+		}
+		g.retired = true
+		for _, e := range g.idle {
+			p.liveMB -= g.memMB
+			p.shutdownAsync(e, "spindown")
+		}
+		g.idle = nil
+		p.dropEmptyLocked(g)
+	}
+}
+
+// Keys lists the pool keys of a function's live groups.
+func (p *Pool) Keys(acct, name string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for k, g := range p.groups {
+		if g.acct == acct && g.name == name {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Key exposes a version's pool key.
+func Key(v *control.Version) string { return key(v) }
+
+// reaper retires idle and old environments.
+func (p *Pool) reaper() {
+	defer p.wg.Done()
+	tick := min(p.cfg.IdleTimeout/4, 5*time.Second)
+	t := time.NewTicker(max(tick, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		p.mu.Lock()
+		for _, g := range p.groups {
+			kept := g.idle[:0]
+			for _, e := range g.idle {
+				if now.Sub(e.LastUsed()) > p.cfg.IdleTimeout || now.Sub(e.Created()) > p.cfg.MaxLifetime || e.State() == env.Dead {
+					p.liveMB -= g.memMB
+					p.shutdownAsync(e, "spindown")
+					continue
+				}
+				kept = append(kept, e)
+			}
+			g.idle = kept
+			p.dropEmptyLocked(g)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Stats is a snapshot for metrics and the CLI.
+type Stats struct {
+	Idle, Busy, LiveMB int
+}
+
+// Stats returns the pool's current figures.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Stats{LiveMB: p.liveMB}
+	for _, g := range p.groups {
+		s.Idle += len(g.idle)
+		s.Busy += g.busy
+	}
+	return s
+}
+
+// Close shuts every environment down and waits for them.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.stop)
+	for _, g := range p.groups {
+		for _, e := range g.idle {
+			p.shutdownAsync(e, "spindown")
+		}
+		g.idle = nil
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.shutdown.Wait()
+}
