@@ -10,5 +10,8 @@ import (
  _ "github.com/google/uuid"
  _ "golang.org/x/sys/unix"
  _ "github.com/prometheus/client_golang/prometheus"
+ _ "github.com/google/nftables"
+ _ "github.com/vishvananda/netlink"
+ _ "github.com/vishvananda/netns"
 )
 func main(){}
