@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nubo-dev/nubo/internal/server"
 )
@@ -52,7 +53,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func serve(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A mistyped flag gets one line, not the whole flag list: the list is
+	// for -h, and the error must stay readable in a service log.
+	fs.SetOutput(io.Discard)
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9000", "address of the Lambda API")
 	fs.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for all state")
@@ -62,12 +65,20 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Region, "region", "us-east-1", "region named in every ARN")
 	fs.IntVar(&cfg.AccountConcurrency, "account-concurrency", 1000, "concurrent executions per account")
 	fs.DurationVar(&cfg.TransitionDelay, "state-transition-delay", 0, "hold new and updated functions in Pending/InProgress this long (testing waiters)")
+	fs.StringVar(&cfg.Isolation, "isolation", "namespace", "execution backend: namespace (default, isolated sandboxes), process (development only: NO isolation) or none (control plane only)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "reap environments idle this long")
+	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", 2*time.Hour, "retire every environment after this long")
+	fs.IntVar(&cfg.CapacityMB, "capacity-mb", 0, "memory for environments on this node, in MB (0: 75% of RAM)")
+	fs.DurationVar(&cfg.LogRetention, "log-retention", 7*24*time.Hour, "how long function logs are kept")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return 0
 		}
+		fmt.Fprintf(stderr, "nubo serve: %v (see 'nubo serve -h')\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {

@@ -8,11 +8,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/codecache"
 	"github.com/nubo-dev/nubo/internal/control"
 	"github.com/nubo-dev/nubo/internal/env"
 	"github.com/nubo-dev/nubo/internal/invoke"
 	"github.com/nubo-dev/nubo/internal/logs"
+	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/runtimes"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 	"github.com/nubo-dev/nubo/internal/store"
@@ -25,18 +27,33 @@ type execution struct {
 	pool    *worker.Pool
 	invoker *invoke.Invoker
 	ctl     *control.Service
+	cgroups cgroup.Manager
 }
 
 func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *control.Service, lg *logs.Store) (*execution, error) {
 	log := cfg.Logger.With("component", "worker")
 	var backend sandbox.Backend
 	var err error
+	var cgm cgroup.Manager
 	switch cfg.Isolation {
-	case "process", "":
+	case "process":
 		log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
 		backend, err = sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
+	case "namespace", "":
+		if cgm, err = cgroup.New(cgroup.Options{}); err != nil {
+			return nil, fmt.Errorf("cgroups: %w", err)
+		}
+		if err := cgm.CleanupStale(); err != nil {
+			log.Warn("removing cgroups of an earlier run", "err", err)
+		}
+		// Sandboxes run as unprivileged host ids that must traverse the
+		// data dir to reach their code.
+		if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
+			return nil, err
+		}
+		backend, err = nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm, Logger: log})
 	default:
-		return nil, fmt.Errorf("--isolation %q: want process or none", cfg.Isolation)
+		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
 	}
 	if err != nil {
 		return nil, err
@@ -75,7 +92,7 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		Logs:   func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
 		Logger: log,
 	})
-	ex := &execution{backend: backend, pool: pool, ctl: ctl, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
+	ex := &execution{backend: backend, pool: pool, ctl: ctl, cgroups: cgm, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
 	ctl.SetOnChange(func(acct, name string) { go ex.invalidate(acct, name) })
 	log.Info("execution ready", "backend", backend.Name(), "runtimes", strings.Join(ids, ","), "capacity_mb", capacity)
 	return ex, nil
@@ -118,6 +135,9 @@ func versionOfKey(k string) string {
 func (ex *execution) close() {
 	ex.pool.Close()
 	ex.backend.Close()
+	if ex.cgroups != nil {
+		ex.cgroups.Close()
+	}
 }
 
 func memTotalMB() int {

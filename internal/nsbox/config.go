@@ -1,0 +1,39 @@
+package nsbox
+
+// initConfig is what the host tells the init stage, as JSON on fd 4.
+type initConfig struct {
+	// Root is an empty host directory; the sandbox's root tmpfs is mounted on it.
+	Root string `json:"root"`
+	// Userland lists the top-level entries of the root taken from the host:
+	// a symlink (Link) or a directory bound read-only (Bind).
+	Userland []userlandEntry `json:"userland"`
+	// Etc is the generated /etc; Certs is bound on /etc/ssl/certs.
+	Etc   string `json:"etc"`
+	Certs string `json:"certs,omitempty"`
+	// Task, Opt and Runtime are bound read-only on /var/task, /opt, /var/runtime.
+	Task    string `json:"task"`
+	Opt     string `json:"opt,omitempty"`
+	Runtime string `json:"runtime,omitempty"`
+	// Tmp is the mounted /tmp volume.
+	Tmp      string `json:"tmp"`
+	Hostname string `json:"hostname"`
+	UID      int    `json:"uid"`
+	GID      int    `json:"gid"`
+	// Seccomp is the compiled filter (see package seccomp); empty sets only
+	// no_new_privs.
+	Seccomp []byte `json:"seccomp,omitempty"`
+}
+
+type userlandEntry struct {
+	Name string `json:"name"`
+	Link string `json:"link,omitempty"`
+	Bind string `json:"bind,omitempty"`
+}
+
+// Identities inside every sandbox, as Lambda has them.
+const (
+	SandboxUID = 993
+	SandboxGID = 990
+	// idRange is how many ids each sandbox's user namespace maps.
+	idRange = 1000
+)

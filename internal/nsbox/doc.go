@@ -1,0 +1,33 @@
+// Package nsbox is nubo's default execution backend: every environment runs
+// in a sandbox built from Linux namespaces by nubo itself, pure Go, without
+// Docker or any container runtime (DESIGN.md §4, §7).
+//
+// How a sandbox is made (the runc pattern, without cgo):
+//
+//  1. The host prepares: a directory per environment, a /tmp volume (an ext4
+//     image on a loop device, capped at EphemeralStorage, disk-backed so it
+//     is not charged to the function's memory), and the environment's cgroup
+//     (package cgroup).
+//  2. The host re-executes its own binary with NUBO_NSBOX_INIT=1 in new
+//     user, mount, pid, net, uts and ipc namespaces. The user namespace maps
+//     the sandbox's ids 0–999 onto a host range owned by no one and unique to
+//     the environment (see slots).
+//  3. The child — the init stage — blocks reading its configuration from a
+//     pipe. The host meanwhile places it in its cgroup (v1; on v2 it was
+//     cloned straight into it) and wires its network (package netenv), then
+//     writes the configuration: that write is the go signal.
+//  4. The init stage enters a new cgroup namespace rooted at its cgroup,
+//     builds the root file system on a tmpfs (the host userland bound
+//     read-only, a generated /etc, /var/task, /opt and /var/runtime
+//     read-only, the /tmp volume, a masked /proc, a minimal /dev), pivots
+//     into it, brings up lo, sets the hostname, drops to uid/gid 993 with no
+//     capabilities (bounding set cleared), sets no_new_privs, loads the
+//     seccomp filter the host compiled, and execs nubo again as the agent
+//     (package agent), which becomes PID 1 of the pid namespace.
+//
+// Everything of a sandbox dies with its PID 1: killing it kills the pid
+// namespace, and with it the mount and network namespaces and the veth
+// peer. The host then removes the cgroup, the veth, the /tmp volume and the
+// directory. After a crash, New finds and removes what the previous run
+// left (Cleanup).
+package nsbox

@@ -1,0 +1,397 @@
+package nsbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/cgroup"
+	"github.com/nubo-dev/nubo/internal/sandbox"
+)
+
+// Network wires a sandbox's network namespace to the host (package netenv).
+type Network interface {
+	// Attach connects the network namespace of process pid.
+	Attach(pid int, id string) (detach func() error, err error)
+}
+
+// Config configures the backend.
+type Config struct {
+	// Dir holds per-environment directories and the generated /etc.
+	Dir string
+	// Cgroups creates each environment's cgroup; nil runs without (tests).
+	Cgroups cgroup.Manager
+	// Network attaches environments; nil leaves them with loopback only.
+	Network Network
+	// Seccomp is the compiled filter handed to every init stage.
+	Seccomp []byte
+	// UIDBase is the first host id mapped into sandboxes; sandbox n maps
+	// ids 0–999 onto UIDBase+n*1000 ….
+	UIDBase int
+	// Slots bounds concurrent sandboxes (and the host id ranges used).
+	Slots  int
+	Logger *slog.Logger
+}
+
+// Backend is the namespace sandbox backend.
+type Backend struct {
+	cfg  Config
+	log  *slog.Logger
+	etc  string
+	land []userlandEntry
+
+	mu    sync.Mutex
+	slots []bool
+	live  map[*box]struct{}
+}
+
+// New prepares the backend: it removes leftovers of an earlier run under
+// Dir, then generates the sandboxes' /etc.
+func New(cfg Config) (*Backend, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = 2_000_000
+	}
+	if cfg.Slots == 0 {
+		cfg.Slots = 4096
+	}
+	if err := Cleanup(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("cleanup %s: %w", cfg.Dir, err)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
+		return nil, err
+	}
+	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{}}
+	var err error
+	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc")); err != nil {
+		return nil, err
+	}
+	if b.land, err = hostUserland(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Cleanup removes what a killed nubo left under dir: mounts (the /tmp
+// volumes, whose loop devices then clear themselves) and files. Processes
+// and cgroups are the cgroup manager's CleanupStale; links netenv's.
+func Cleanup(dir string) error {
+	if dir == "" {
+		return errors.New("nsbox: no directory")
+	}
+	if err := unmountUnder(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// Name implements sandbox.Backend.
+func (b *Backend) Name() string { return "namespace" }
+
+func (b *Backend) allocSlot() (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, used := range b.slots {
+		if !used {
+			b.slots[i] = true
+			return i, nil
+		}
+	}
+	return 0, errors.New("nsbox: no free sandbox slot")
+}
+
+func (b *Backend) freeSlot(i int) {
+	b.mu.Lock()
+	b.slots[i] = false
+	b.mu.Unlock()
+}
+
+// box is one sandbox.
+type box struct {
+	b       *Backend
+	id      string
+	slot    int
+	dir     string
+	cmd     *exec.Cmd
+	conn    *os.File
+	cg      cgroup.Cgroup
+	vol     *tmpVolume
+	detach  func() error
+	paths   sandbox.Paths
+	memMB   int
+	done    chan struct{}
+	destroy sync.Once
+}
+
+// Create implements sandbox.Backend.
+func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
+	slot, err := b.allocSlot()
+	if err != nil {
+		return nil, err
+	}
+	s := &box{b: b, id: spec.ID, slot: slot, dir: filepath.Join(b.cfg.Dir, spec.ID), memMB: spec.MemoryMB, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Destroy()
+		}
+	}()
+	base := b.cfg.UIDBase + slot*idRange
+	if err := os.MkdirAll(filepath.Join(s.dir, "root"), 0o700); err != nil {
+		return nil, err
+	}
+	// The sandbox's root user (host id base) must reach its root mount point.
+	if err := os.Chown(s.dir, base, base); err != nil {
+		return nil, err
+	}
+	if s.vol, err = newTmpVolume(s.dir, max(spec.EphemeralMB, 1), base+SandboxUID, base+SandboxGID); err != nil {
+		return nil, err
+	}
+	if b.cfg.Cgroups != nil {
+		s.cg, err = b.cfg.Cgroups.Create(spec.ID, cgroup.Resources{
+			MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids, IOWeight: 100,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	cfg := initConfig{
+		Root: filepath.Join(s.dir, "root"), Userland: b.land, Etc: b.etc, Task: spec.CodeDir, Opt: spec.LayersDir,
+		Runtime: spec.RuntimeDir, Tmp: s.vol.mount, Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID,
+		Seccomp: b.cfg.Seccomp,
+	}
+	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
+		cfg.Certs = "/etc/ssl/certs"
+	}
+	if err := s.start(&cfg, base, spec.NoNetwork); err != nil {
+		return nil, err
+	}
+	s.paths = sandbox.Paths{TaskRoot: "/var/task", OptDir: "/opt", RuntimeDir: "/var/runtime", TmpDir: "/tmp",
+		RuntimeAPI: "127.0.0.1:9001", HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}
+	if spec.LayersDir == "" {
+		s.paths.HostOptDir = ""
+	}
+	b.mu.Lock()
+	b.live[s] = struct{}{}
+	b.mu.Unlock()
+	return s, nil
+}
+
+// start launches the init stage in new namespaces, places it, and releases it.
+func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	s.conn = os.NewFile(uintptr(fds[0]), "agent-host")
+	child := os.NewFile(uintptr(fds[1]), "agent-child")
+	defer child.Close()
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+
+	cmd := exec.Command("/proc/self/exe", "nsbox-init")
+	cmd.Env = []string{initEnv + "=1"}
+	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
+		cmd.Env = append(cmd.Env, "NUBO_AGENT_DEBUG=1")
+	}
+	cmd.ExtraFiles = []*os.File{child, cfgR} // fd 3, fd 4
+	cmd.Stderr = &logWriter{log: s.b.log, id: s.id}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+			syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: idRange}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: idRange}},
+		GidMappingsEnableSetgroups: true,
+		// Become the namespace's root (host id base) once the maps are
+		// written: the unmapped host root would be "nobody" without
+		// capabilities inside.
+		Credential: &syscall.Credential{Uid: 0, Gid: 0},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	// On cgroup v2 the child is cloned straight into its cgroup; on v1 it
+	// is moved there below, before it is released.
+	if s.cg != nil {
+		if dir, err := s.cg.OpenDir(); err == nil {
+			defer dir.Close()
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start sandbox init: %w", err)
+	}
+	s.cmd = cmd
+	go func() {
+		cmd.Wait()
+		close(s.done)
+	}()
+	if s.cg != nil && !cmd.SysProcAttr.UseCgroupFD {
+		if err := s.cg.AddProc(cmd.Process.Pid); err != nil {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	if s.b.cfg.Network != nil && !noNetwork {
+		if s.detach, err = s.b.cfg.Network.Attach(cmd.Process.Pid, s.id); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
+	b, _ := json.Marshal(cfg)
+	if _, err := cfgW.Write(b); err != nil {
+		return fmt.Errorf("release sandbox init: %w", err)
+	}
+	return nil
+}
+
+func (s *box) Conn() io.ReadWriteCloser { return s.conn }
+func (s *box) Paths() sandbox.Paths     { return s.paths }
+func (s *box) Done() <-chan struct{}    { return s.done }
+
+// AfterInit applies the CPU quota: proportional to memory, as Lambda
+// allots it, but only once init is over (init runs unthrottled).
+func (s *box) AfterInit() error {
+	if s.cg == nil {
+		return nil
+	}
+	return s.cg.Set(cgroup.Resources{MemoryBytes: int64(s.memMB) << 20, PidsMax: cgroup.MaxPids,
+		CPUMilli: cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU())})
+}
+
+func (s *box) Freeze() error {
+	if s.cg == nil {
+		return nil
+	}
+	return s.cg.Freeze()
+}
+
+func (s *box) Thaw() error {
+	if s.cg == nil {
+		return nil
+	}
+	return s.cg.Thaw()
+}
+
+func (s *box) Stats() (sandbox.Stats, error) {
+	if s.cg == nil {
+		return sandbox.Stats{}, nil
+	}
+	st, err := s.cg.Stats()
+	return sandbox.Stats{MemoryPeak: st.MemoryPeak, OOMKilled: st.OOMKills}, err
+}
+
+func (s *box) ResetPeak() error {
+	if s.cg == nil {
+		return nil
+	}
+	return s.cg.ResetPeak()
+}
+
+// Destroy kills the sandbox's PID 1 (the kernel then kills the whole pid
+// namespace) and removes everything the sandbox had on the host.
+func (s *box) Destroy() error {
+	var errs []error
+	s.destroy.Do(func() {
+		if s.cmd != nil && s.cmd.Process != nil {
+			s.cmd.Process.Kill()
+			select {
+			case <-s.done:
+			case <-time.After(5 * time.Second):
+				errs = append(errs, fmt.Errorf("sandbox %s: init did not exit", s.id))
+			}
+		}
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		if s.cg != nil {
+			if err := s.cg.Kill(); err != nil {
+				errs = append(errs, err)
+			}
+			if err := s.cg.Delete(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if s.detach != nil {
+			if err := s.detach(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if s.vol != nil {
+			if err := s.vol.destroy(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.RemoveAll(s.dir); err != nil {
+			errs = append(errs, err)
+		}
+		s.b.freeSlot(s.slot)
+		s.b.mu.Lock()
+		delete(s.b.live, s)
+		s.b.mu.Unlock()
+	})
+	return errors.Join(errs...)
+}
+
+// Close destroys every live sandbox and removes the backend's directory.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	live := make([]*box, 0, len(b.live))
+	for s := range b.live {
+		live = append(live, s)
+	}
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range live {
+		errs = append(errs, s.Destroy())
+	}
+	errs = append(errs, Cleanup(b.cfg.Dir))
+	return errors.Join(errs...)
+}
+
+// logWriter logs a sandbox's stderr (its init stage and agent) line by line.
+type logWriter struct {
+	log *slog.Logger
+	id  string
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	sc := bufio.NewScanner(strings.NewReader(string(w.buf)))
+	consumed := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if consumed+len(line) >= len(w.buf) {
+			break // unterminated: keep for later
+		}
+		consumed += len(line) + 1
+		w.log.Warn("sandbox", "env", w.id, "msg", line)
+	}
+	w.buf = w.buf[consumed:]
+	if len(w.buf) > 64<<10 {
+		w.buf = nil
+	}
+	return len(p), nil
+}
+
+var _ = unix.Getpid

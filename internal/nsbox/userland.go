@@ -1,0 +1,102 @@
+package nsbox
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// hostUserland lists the host's top-level system directories for the
+// sandbox root: symlinks are recreated (merged-/usr hosts link /bin to
+// usr/bin), directories are bound read-only. Nothing else of the host is
+// visible: no /home, /root, /var, /etc, /run, /srv.
+func hostUserland() ([]userlandEntry, error) {
+	var out []userlandEntry
+	for _, name := range []string{"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
+		p := "/" + name
+		st, err := os.Lstat(p)
+		if err != nil {
+			continue
+		}
+		if st.Mode()&os.ModeSymlink != 0 {
+			target, err := os.Readlink(p)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, userlandEntry{Name: name, Link: target})
+		} else if st.IsDir() {
+			out = append(out, userlandEntry{Name: name, Bind: p})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("nsbox: the host has no /usr to build sandboxes from")
+	}
+	return out, nil
+}
+
+// writeEtc generates the sandboxes' /etc: the sandbox user and group as
+// Lambda names them, name resolution, the dynamic linker's cache, and the
+// OS identification. No host secret (shadow, keys, host names) is copied.
+func writeEtc(dir string) (string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "ssl", "certs"), 0o755); err != nil {
+		return "", err
+	}
+	files := map[string]string{
+		"passwd":        fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:%d:%d::/home/sbx_user1051:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n", SandboxUID, SandboxGID),
+		"group":         fmt.Sprintf("root:x:0:\nsbx_user1051:x:%d:\nnogroup:x:65534:\n", SandboxGID),
+		"hosts":         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
+		"hostname":      "sandbox\n",
+		"resolv.conf":   resolvConf(),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return "", err
+		}
+	}
+	// Copied, not bound: small, and a later change on the host must not
+	// reach running sandboxes halfway.
+	for _, name := range []string{"ld.so.cache", "ld.so.conf", "os-release", "mime.types", "protocols", "services"} {
+		if b, err := os.ReadFile(filepath.Join("/etc", name)); err == nil {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				return "", err
+			}
+		}
+	}
+	if target, err := os.Readlink("/etc/os-release"); err == nil && !strings.HasPrefix(target, "/") {
+		// Debian links it to ../usr/lib/os-release: copy the content instead.
+		if b, err := os.ReadFile("/usr/lib/os-release"); err == nil {
+			os.WriteFile(filepath.Join(dir, "os-release"), b, 0o644)
+		}
+	}
+	os.Symlink("/usr/share/zoneinfo/UTC", filepath.Join(dir, "localtime"))
+	return dir, nil
+}
+
+// resolvConf keeps the host's name servers that a sandbox can reach:
+// loopback resolvers (systemd-resolved's 127.0.0.53) are the host's own
+// and unreachable from a sandbox by design.
+func resolvConf() string {
+	f, err := os.Open("/etc/resolv.conf")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil && !a.IsLoopback() {
+				b.WriteString("nameserver " + fields[1] + "\n")
+			}
+		}
+		if len(fields) >= 2 && (fields[0] == "search" || fields[0] == "options") {
+			b.WriteString(sc.Text() + "\n")
+		}
+	}
+	return b.String()
+}
