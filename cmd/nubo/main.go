@@ -21,6 +21,7 @@ const usage = `usage: nubo <command> [flags]
 
 commands:
   serve     start the nubo platform (Lambda API, environments, state)
+  logs      print a function's logs (nubo logs FUNCTION [--follow] [--since 10m])
   version   print the version
 
 Run 'nubo <command> -h' for a command's flags.
@@ -40,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "logs":
+		return logsCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "nubo", version)
 		return 0

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what nubo and its tests need from Debian's packages, idempotently:
+# nothing is fetched when everything is already there.
+#   mkfs.ext4 (e2fsprogs)       /tmp volumes of the namespace sandbox
+#   nft, iptables               environment network rules
+#   iproute2, util-linux        test helpers (ip, nsenter, unshare)
+#   awscli                      the stock AWS CLI v2 used by the CLI smoke test
+#   nats-server                 the --nats-url test against a real server
+#   python3, nodejs             the python3.x / nodejs runtimes (optional for serving)
+set -euo pipefail
+want=(e2fsprogs nftables iptables iproute2 util-linux ca-certificates)
+if [ "${1:-}" = "--test" ]; then
+  want+=(awscli nats-server python3 busybox-static)
+fi
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node may come from elsewhere than Debian's nodejs package: only install it
+# when no node binary exists at all.
+if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
