@@ -322,12 +322,6 @@ func (s *Service) startTransition(acct, name, generation string) {
 				return errStale
 			}
 			c.RevisionId = newRevision()
-			for _, p := range rec.Provisioned {
-				if p.Status == ProvisionedInProgress {
-					p.Status = ProvisionedReady
-					p.Available, p.Allocated = p.Requested, p.Requested
-				}
-			}
 			return nil
 		})
 		if err != nil && !errors.Is(err, errStale) && !errdefs.Is(err, errdefs.KindNotFound) && s.ctx.Err() == nil {

@@ -131,15 +131,7 @@ func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.
 		Latest: *cfg, CodeHex: hex, CodeUnzipped: code.unzipped, LayerHexes: layers.hexes,
 		Generation: newRevision(), Tags: in.Tags,
 	}
-	// Versions of an earlier function of the same name may survive a crash
-	// during its deletion; they must not leak into the new one.
-	if err := s.purgeVersions(ctx, acct, r.Name); err != nil {
-		return nil, err
-	}
-	if _, err := s.st.Create(ctx, fnKey(acct, r.Name), rec); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, errdefs.Conflict("Function already exist: %s", r.Name)
-		}
+	if err := s.createRecord(ctx, acct, r.Name, rec); err != nil {
 		return nil, err
 	}
 	if s.opts.OnChange != nil {
@@ -155,6 +147,32 @@ func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.
 		return v, nil
 	}
 	return cfg, nil
+}
+
+// createRecord stores a new function's record. Versions of an earlier
+// function of the same name may survive a crash during its deletion and must
+// not leak into the new one, so they are purged first — but only once this
+// request is sure to be the creator: a concurrent CreateFunction that lost
+// the race would otherwise purge the winner's freshly published versions.
+func (s *Service) createRecord(ctx context.Context, acct, name string, rec *record) error {
+	mu := publishLock(acct, name)
+	mu.Lock()
+	defer mu.Unlock()
+	if _, _, err := s.load(ctx, acct, name); err == nil {
+		return errdefs.Conflict("Function already exist: %s", name)
+	} else if !errdefs.Is(err, errdefs.KindNotFound) {
+		return err
+	}
+	if err := s.purgeVersions(ctx, acct, name); err != nil {
+		return err
+	}
+	if _, err := s.st.Create(ctx, fnKey(acct, name), rec); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return errdefs.Conflict("Function already exist: %s", name)
+		}
+		return err
+	}
+	return nil
 }
 
 func (s *Service) purgeVersions(ctx context.Context, acct, name string) error {
@@ -514,6 +532,22 @@ func (s *Service) DeleteFunction(ctx context.Context, acct, fn, qualifier string
 	case q != "":
 		return s.deleteVersion(ctx, acct, name, q)
 	}
+	if err := s.deleteRecord(ctx, acct, name); err != nil {
+		return err
+	}
+	if s.opts.OnChange != nil {
+		s.opts.OnChange(acct, name)
+	}
+	return nil
+}
+
+// deleteRecord removes a function's record and then its version keys, under
+// the function's publish lock: a create and publish of the same name must not
+// slip in between and lose its versions to this purge.
+func (s *Service) deleteRecord(ctx context.Context, acct, name string) error {
+	mu := publishLock(acct, name)
+	mu.Lock()
+	defer mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		_, rev, err := s.load(ctx, acct, name)
 		if err != nil {
@@ -527,9 +561,6 @@ func (s *Service) DeleteFunction(ctx context.Context, acct, fn, qualifier string
 			return err
 		}
 		break
-	}
-	if s.opts.OnChange != nil {
-		s.opts.OnChange(acct, name)
 	}
 	return s.purgeVersions(ctx, acct, name)
 }

@@ -2,9 +2,11 @@ package control
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/nubo-dev/nubo/internal/arn"
 	"github.com/nubo-dev/nubo/internal/errdefs"
@@ -29,6 +31,12 @@ func (s *Service) PutFunctionConcurrency(ctx context.Context, acct, fn string, n
 	if *n < 0 {
 		return 0, errdefs.Validation("1 validation error detected: Value '%d' at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 0", *n)
 	}
+	// The rule spans every function of the account, so the check and the
+	// write must not interleave with another function's: two concurrent
+	// requests could each see room for themselves and together overcommit.
+	mu := reserveLock(acct)
+	mu.Lock()
+	defer mu.Unlock()
 	others, err := s.reservedTotal(ctx, acct, name)
 	if err != nil {
 		return 0, err
@@ -39,6 +47,16 @@ func (s *Service) PutFunctionConcurrency(ctx context.Context, acct, fn string, n
 	v := *n
 	_, err = s.mutate(ctx, acct, name, func(rec *record) error { rec.Reserved = &v; return nil })
 	return v, err
+}
+
+// reserveLocks serialise reserved-concurrency changes per account inside
+// this process (one nubo process writes an account's records, as for
+// publishLocks).
+var reserveLocks sync.Map // acct → *sync.Mutex
+
+func reserveLock(acct string) *sync.Mutex {
+	m, _ := reserveLocks.LoadOrStore(acct, &sync.Mutex{})
+	return m.(*sync.Mutex)
 }
 
 // reservedTotal sums reserved concurrency over the account, except one function.
@@ -140,7 +158,7 @@ func (s *Service) PutProvisionedConcurrencyConfig(ctx context.Context, acct, fn,
 		return nil, errdefs.Validation("1 validation error detected: Value '%d' at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 1", n)
 	}
 	p := &Provisioned{Requested: n, Status: ProvisionedInProgress, Modified: function.FormatTime(s.now())}
-	rec, err := s.mutate(ctx, acct, name, func(rec *record) error {
+	_, err = s.mutate(ctx, acct, name, func(rec *record) error {
 		if rec.Reserved != nil && n > *rec.Reserved {
 			return errdefs.InvalidParameter("Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function")
 		}
@@ -153,29 +171,7 @@ func (s *Service) PutProvisionedConcurrencyConfig(ctx context.Context, acct, fn,
 	if err != nil {
 		return nil, err
 	}
-	s.startProvisioning(acct, name, rec.Generation)
 	return p, nil
-}
-
-// startProvisioning marks configs READY through the state transition path;
-// the worker then keeps the environments warm.
-func (s *Service) startProvisioning(acct, name, generation string) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		_, _ = s.mutate(s.ctx, acct, name, func(rec *record) error {
-			if rec.Generation != generation {
-				return errStale
-			}
-			for _, p := range rec.Provisioned {
-				if p.Status == ProvisionedInProgress {
-					p.Status = ProvisionedReady
-					p.Available, p.Allocated = p.Requested, p.Requested
-				}
-			}
-			return nil
-		})
-	}()
 }
 
 // GetProvisionedConcurrencyConfig implements GetProvisionedConcurrencyConfig.
@@ -231,18 +227,51 @@ func (s *Service) ListProvisionedConcurrencyConfigs(ctx context.Context, acct, f
 	return paginate(items, marker, maxItems, func(p Provisioned) string { return p.FunctionArn })
 }
 
-// ProvisionedTargets lists every provisioned config of an account's function
-// with its qualifier, for the worker.
-func (s *Service) ProvisionedTargets(ctx context.Context, acct, name string) (map[string]int, error) {
-	rec, _, err := s.load(ctx, acct, name)
+// ProvisionedTarget is one provisioned-concurrency config, for the worker.
+type ProvisionedTarget struct {
+	Account, Name, Qualifier string
+	Requested, Available     int
+	Status                   string
+}
+
+// AllProvisioned lists every provisioned-concurrency config of every account.
+func (s *Service) AllProvisioned(ctx context.Context) ([]ProvisionedTarget, error) {
+	keys, err := s.st.Keys(ctx, "fn.*.*")
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]int{}
-	for q, p := range rec.Provisioned {
-		out[q] = p.Requested
+	var out []ProvisionedTarget
+	for _, k := range keys {
+		acct, name := splitFnKey(k)
+		rec, _, err := s.load(ctx, acct, name)
+		if err != nil {
+			continue
+		}
+		for q, p := range rec.Provisioned {
+			out = append(out, ProvisionedTarget{Account: acct, Name: name, Qualifier: q, Requested: p.Requested, Available: p.Available, Status: p.Status})
+		}
 	}
 	return out, nil
+}
+
+// SetProvisionedStatus records how many environments of a provisioned
+// config are ready (the worker reports it).
+func (s *Service) SetProvisionedStatus(ctx context.Context, acct, name, q string, available int, status, reason string) error {
+	_, err := s.mutate(ctx, acct, name, func(rec *record) error {
+		p, ok := rec.Provisioned[q]
+		if !ok {
+			return errStale
+		}
+		if p.Available == available && p.Status == status && p.Reason == reason {
+			return errStale
+		}
+		p.Available, p.Allocated, p.Status, p.Reason = available, available, status, reason
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		return nil
+	}
+	return err
 }
 
 // EventInvoke is AWS's FunctionEventInvokeConfig. LastModified is an epoch

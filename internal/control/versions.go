@@ -9,10 +9,13 @@ import (
 	"github.com/nubo-dev/nubo/internal/function"
 )
 
-// publishLocks serialise publishing per function inside this process: the
-// version key is written before the record claims its number (so a crash
-// in between only leaves a key the next publish overwrites), which is safe
-// only while one publisher at a time picks the number.
+// publishLocks serialise, per function name inside this process, everything
+// that writes or removes version keys: publishing (the version key is
+// written before the record claims its number, so a crash in between only
+// leaves a key the next publish overwrites, which is safe only while one
+// publisher at a time picks the number), and the purge of leftover version
+// keys by CreateFunction and DeleteFunction (a purge racing a publish would
+// delete a version that was just answered 201).
 var publishLocks sync.Map // "acct/name" → *sync.Mutex
 
 func publishLock(acct, name string) *sync.Mutex {

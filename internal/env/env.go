@@ -61,6 +61,9 @@ type Config struct {
 	ExecutedVersion string
 	Logs            LogSink
 	Logger          *slog.Logger
+	// Provisioned environments were initialised ahead of demand; their
+	// first REPORT carries no Init Duration, as in Lambda.
+	Provisioned bool
 }
 
 // Environment is one execution environment.
@@ -140,7 +143,9 @@ func (e *Environment) init(ctx context.Context) error {
 	e.platform(fmt.Sprintf("INIT_START Runtime Version: %s\tRuntime Version ARN: arn:aws:lambda:nubo::runtime:%s", e.cfg.RuntimeVersion, e.cfg.RuntimeVersion))
 	select {
 	case out := <-e.initDone:
-		e.coldInit = out.durationMs
+		if !e.cfg.Provisioned {
+			e.coldInit = out.durationMs
+		}
 		if !out.ok {
 			e.platform(fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: error\tError Type: %s", out.durationMs, out.errType))
 		}

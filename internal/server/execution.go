@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/codecache"
@@ -28,6 +31,62 @@ type execution struct {
 	invoker *invoke.Invoker
 	ctl     *control.Service
 	cgroups cgroup.Manager
+
+	provisionKick chan struct{}
+	stop          chan struct{}
+	wg            sync.WaitGroup
+}
+
+// kickProvision asks the provisioner to reconcile now.
+func (ex *execution) kickProvision() {
+	select {
+	case ex.provisionKick <- struct{}{}:
+	default:
+	}
+}
+
+// provisioner keeps provisioned-concurrency environments ready and reports
+// their count back to the control plane (READY once all are up).
+func (ex *execution) provisioner(log *slog.Logger) {
+	defer ex.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ex.stop:
+			return
+		case <-t.C:
+		case <-ex.provisionKick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		targets, err := ex.ctl.AllProvisioned(ctx)
+		if err != nil {
+			cancel()
+			continue
+		}
+		keep := map[string]bool{}
+		for _, tg := range targets {
+			v, _, err := ex.ctl.Lookup(ctx, tg.Account, tg.Name, tg.Qualifier)
+			if err != nil {
+				continue
+			}
+			keep[worker.Key(v)] = true
+			ready, err := ex.pool.Provision(ctx, v, tg.Requested)
+			status, reason := control.ProvisionedInProgress, ""
+			switch {
+			case ready >= tg.Requested:
+				status = control.ProvisionedReady
+			case err != nil:
+				status, reason = control.ProvisionedFailed, err.Error()
+				log.Warn("provisioned concurrency", "function", tg.Name, "qualifier", tg.Qualifier, "err", err)
+			}
+			if err := ex.ctl.SetProvisionedStatus(ctx, tg.Account, tg.Name, tg.Qualifier, ready, status, reason); err != nil {
+				log.Warn("provisioned concurrency status", "err", err)
+			}
+		}
+		ex.pool.Unpin(keep)
+		cancel()
+	}
 }
 
 func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *control.Service, lg *logs.Store) (*execution, error) {
@@ -93,7 +152,14 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		Logger: log,
 	})
 	ex := &execution{backend: backend, pool: pool, ctl: ctl, cgroups: cgm, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
-	ctl.SetOnChange(func(acct, name string) { go ex.invalidate(acct, name) })
+	ctl.SetOnChange(func(acct, name string) {
+		go ex.invalidate(acct, name)
+		ex.kickProvision()
+	})
+	ex.provisionKick = make(chan struct{}, 1)
+	ex.stop = make(chan struct{})
+	ex.wg.Add(1)
+	go ex.provisioner(log)
 	log.Info("execution ready", "backend", backend.Name(), "runtimes", strings.Join(ids, ","), "capacity_mb", capacity)
 	return ex, nil
 }
@@ -133,6 +199,8 @@ func versionOfKey(k string) string {
 }
 
 func (ex *execution) close() {
+	close(ex.stop)
+	ex.wg.Wait()
 	ex.pool.Close()
 	ex.backend.Close()
 	if ex.cgroups != nil {

@@ -13,13 +13,13 @@ import (
 // Environment builds the runtime's environment variables: Lambda's set
 // (DESIGN.md §3, LAMBDA-WIRE.md §1) with paths as the sandbox sees them,
 // then the function's own variables (reserved keys were refused at create).
-func Environment(v *control.Version, rt runtimes.Runtime, paths sandbox.Paths, region, logGroup, logStream string) []string {
+func Environment(v *control.Version, rt runtimes.Runtime, paths sandbox.Paths, region, logGroup, logStream, initType string) []string {
 	c := &v.Config
 	vars := map[string]string{
 		"AWS_LAMBDA_FUNCTION_NAME":        c.FunctionName,
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": strconv.Itoa(c.MemorySize),
 		"AWS_LAMBDA_FUNCTION_VERSION":     c.Version,
-		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
+		"AWS_LAMBDA_INITIALIZATION_TYPE":  initType,
 		"AWS_LAMBDA_LOG_GROUP_NAME":       logGroup,
 		"AWS_LAMBDA_LOG_STREAM_NAME":      logStream,
 		"AWS_LAMBDA_RUNTIME_API":          paths.RuntimeAPI,

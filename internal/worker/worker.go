@@ -87,6 +87,11 @@ type group struct {
 	idle    []*env.Environment // most recently used last
 	busy    int
 	retired bool
+	// pinned is the provisioned concurrency: that many environments are
+	// kept initialised and are never reaped for idleness.
+	pinned int
+	// starting counts environments being made for provisioning.
+	starting int
 }
 
 // New starts a pool and its reaper.
@@ -270,7 +275,7 @@ func (p *Pool) release(g *group, fk string, e *env.Environment) {
 }
 
 func (p *Pool) dropEmptyLocked(g *group) {
-	if g.busy == 0 && len(g.idle) == 0 && p.groups[g.key] == g {
+	if g.busy == 0 && len(g.idle) == 0 && g.pinned == 0 && g.starting == 0 && p.groups[g.key] == g {
 		delete(p.groups, g.key)
 	}
 }
@@ -297,6 +302,11 @@ func (p *Pool) runtime(id string) (runtimes.Runtime, bool) {
 
 // create starts a new environment for v.
 func (p *Pool) create(ctx context.Context, v *control.Version, g *group) (*env.Environment, error) {
+	return p.createAs(ctx, v, "on-demand")
+}
+
+// createAs starts an environment whose AWS_LAMBDA_INITIALIZATION_TYPE is initType.
+func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string) (*env.Environment, error) {
 	c := &v.Config
 	rt, ok := p.runtime(c.Runtime)
 	if !ok {
@@ -325,7 +335,7 @@ func (p *Pool) create(ctx context.Context, v *control.Version, g *group) (*env.E
 		group = "/aws/lambda/" + c.FunctionName
 	}
 	start := agentproto.Start{
-		Argv: p.command(rt, paths), Env: Environment(v, rt, paths, p.cfg.Region, group, stream), Dir: paths.TaskRoot,
+		Argv: p.command(rt, paths), Env: Environment(v, rt, paths, p.cfg.Region, group, stream, initType), Dir: paths.TaskRoot,
 		UID: paths.UID, GID: paths.GID, ExtensionsDir: joinOpt(paths.OptDir, "extensions"), RuntimeAPI: paths.RuntimeAPI,
 		InitTimeoutMs: p.cfg.InitTimeout.Milliseconds(), FunctionName: c.FunctionName, FunctionVersion: c.Version,
 		Handler: c.Handler, AccountID: v.Account,
@@ -336,7 +346,7 @@ func (p *Pool) create(ctx context.Context, v *control.Version, g *group) (*env.E
 	}
 	e, err := env.StartIn(ctx, sb, spec.ID, env.Config{
 		Start: start, MemoryMB: c.MemorySize, InitTimeout: p.cfg.InitTimeout, RuntimeVersion: rt.ID,
-		ExecutedVersion: c.Version, Logs: sink, Logger: p.log,
+		ExecutedVersion: c.Version, Logs: sink, Logger: p.log, Provisioned: initType == "provisioned-concurrency",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start environment: %w", err)
@@ -421,9 +431,12 @@ func (p *Pool) reaper() {
 		now := time.Now()
 		p.mu.Lock()
 		for _, g := range p.groups {
-			kept := g.idle[:0]
-			for _, e := range g.idle {
-				if now.Sub(e.LastUsed()) > p.cfg.IdleTimeout || now.Sub(e.Created()) > p.cfg.MaxLifetime || e.State() == env.Dead {
+			kept := make([]*env.Environment, 0, len(g.idle))
+			for i, e := range g.idle {
+				// Provisioned environments are kept however idle; only
+				// those beyond the pinned count age out.
+				keepWarm := len(g.idle)-i+g.busy <= g.pinned && e.State() != env.Dead && now.Sub(e.Created()) <= p.cfg.MaxLifetime
+				if !keepWarm && (now.Sub(e.LastUsed()) > p.cfg.IdleTimeout || now.Sub(e.Created()) > p.cfg.MaxLifetime || e.State() == env.Dead) {
 					p.liveMB -= g.memMB
 					p.shutdownAsync(e, "spindown")
 					continue
