@@ -42,13 +42,18 @@ func firstEnv(def string, names ...string) string {
 
 // get sends a SigV4-signed GET and returns the response (caller closes).
 func (c *clientFlags) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	return c.do(ctx, http.MethodGet, path, q)
+}
+
+// do sends a SigV4-signed request without a body.
+func (c *clientFlags) do(ctx context.Context, method, path string, q url.Values) (*http.Response, error) {
 	u, err := url.Parse(c.endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("--endpoint %q: %w", c.endpoint, err)
 	}
 	u.Path = path
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ const usage = `usage: nubo <command> [flags]
 commands:
   serve     start the nubo platform (Lambda API, environments, state)
   logs      print a function's logs (nubo logs FUNCTION [--follow] [--since 10m])
+  events    the async event queue: stats, failed, replay
   version   print the version
 
 Run 'nubo <command> -h' for a command's flags.
@@ -43,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "logs":
 		return logsCmd(args[1:], stdout, stderr)
+	case "events":
+		return eventsCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "nubo", version)
 		return 0
@@ -73,6 +76,9 @@ func serve(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", 2*time.Hour, "retire every environment after this long")
 	fs.IntVar(&cfg.CapacityMB, "capacity-mb", 0, "memory for environments on this node, in MB (0: 75% of RAM)")
 	fs.DurationVar(&cfg.LogRetention, "log-retention", 7*24*time.Hour, "how long function logs are kept")
+	fs.IntVar(&cfg.AsyncWorkers, "async-workers", 16, "asynchronous events run at once on this node")
+	fs.Float64Var(&cfg.AsyncRetryScale, "async-retry-scale", 1, "multiply AWS's async retry delays (1 min, 2 min) by this (tests use small values)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (off when empty)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {

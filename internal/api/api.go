@@ -54,6 +54,8 @@ type Config struct {
 	Code CodeFetcher
 	// Logs reads function logs for `nubo logs`.
 	Logs LogReader
+	// Events is the async queue, for `nubo events`.
+	Events Events
 	// URLKey signs code download URLs (GetFunction's Code.Location).
 	URLKey []byte
 	Logger *slog.Logger
@@ -96,6 +98,7 @@ func New(cfg Config) *API {
 	a.routeSettings()
 	a.routeInvoke()
 	a.routeLogs()
+	a.routeEvents()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &apiError{status: http.StatusNotFound, code: "UnknownOperationException", message: "Unknown operation " + r.Method + " " + r.URL.Path})
 	})

@@ -76,12 +76,14 @@ type Environment struct {
 	state   atomic.Int32
 	created time.Time
 
-	initDone  chan initOutcome
-	results   chan *result
-	idle      chan struct{}
-	shutdown  chan struct{}
-	deadOnce  sync.Once
-	dead      chan struct{}
+	initDone chan initOutcome
+	results  chan *result
+	idle     chan struct{}
+	shutdown chan struct{}
+	deadOnce sync.Once
+	dead     chan struct{}
+	// freezeMu orders freezing against the next invocation's thaw.
+	freezeMu  sync.Mutex
 	frozen    bool
 	coldInit  float64 // init duration to report on the first invoke, ms
 	lastUsed  atomic.Int64
@@ -278,13 +280,16 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	case <-e.idle:
 	default:
 	}
+	e.freezeMu.Lock()
 	if e.frozen {
 		if err := e.sb.Thaw(); err != nil {
+			e.freezeMu.Unlock()
 			e.markDead("thaw: " + err.Error())
 			return nil, ErrDead
 		}
 		e.frozen = false
 	}
+	e.freezeMu.Unlock()
 	_ = e.sb.ResetPeak()
 	start := time.Now()
 	deadline := start.Add(req.Timeout)
@@ -380,7 +385,7 @@ func (e *Environment) finish(req *Request, resp *Response) {
 // Freeze stops the environment's processes between invocations. It waits
 // briefly for the agent's Idle (extensions done), then freezes.
 func (e *Environment) Freeze() {
-	if e.State() != Idle || e.frozen {
+	if e.State() != Idle {
 		return
 	}
 	select {
@@ -388,6 +393,13 @@ func (e *Environment) Freeze() {
 	case <-time.After(100 * time.Millisecond):
 		return // extensions still working; stay thawed
 	case <-e.dead:
+		return
+	}
+	e.freezeMu.Lock()
+	defer e.freezeMu.Unlock()
+	// The next invocation may have begun meanwhile: it thaws under the same
+	// lock, so checking the state here is enough.
+	if e.State() != Idle || e.frozen {
 		return
 	}
 	if err := e.sb.Freeze(); err == nil {
@@ -403,10 +415,12 @@ func (e *Environment) Shutdown(reason string, grace time.Duration) {
 		e.Destroy()
 		return
 	}
+	e.freezeMu.Lock()
 	if e.frozen {
 		_ = e.sb.Thaw()
 		e.frozen = false
 	}
+	e.freezeMu.Unlock()
 	deadline := time.Now().Add(grace)
 	if err := e.conn.Send(agentproto.TShutdown, &agentproto.Shutdown{Reason: reason, DeadlineMs: deadline.UnixMilli()}, nil); err == nil {
 		select {

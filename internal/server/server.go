@@ -14,7 +14,12 @@ import (
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/nubo-dev/nubo/internal/api"
+	"github.com/nubo-dev/nubo/internal/async"
 	"github.com/nubo-dev/nubo/internal/control"
 	"github.com/nubo-dev/nubo/internal/logs"
 	"github.com/nubo-dev/nubo/internal/store"
@@ -42,6 +47,12 @@ type Config struct {
 	CapacityMB int
 	// LogRetention is how long function logs are kept.
 	LogRetention time.Duration
+	// AsyncWorkers is how many async events run at once; AsyncRetryScale
+	// multiplies AWS's retry delays (tests make them short).
+	AsyncWorkers    int
+	AsyncRetryScale float64
+	// MetricsListen serves Prometheus metrics on this address ("" = off).
+	MetricsListen string
 	Logger       *slog.Logger
 }
 
@@ -56,6 +67,24 @@ type Server struct {
 	accts *account.Registry
 	exec  *execution
 	logs  *logs.Store
+	queue *async.Queue
+	reg   *prometheus.Registry
+	mhttp *http.Server
+}
+
+// serveMetrics serves /metrics on its own listener: metrics name functions
+// of every account, so they stay off the tenants' API address.
+func (s *Server) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.mhttp = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go s.mhttp.Serve(ln)
+	s.log.Info("metrics", "listen", ln.Addr().String())
+	return nil
 }
 
 // IsLoopback reports whether a listen address binds loopback only.
@@ -139,16 +168,33 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var invoker api.Invoker
+	var events api.Events
 	if cfg.Isolation != "none" {
 		if s.exec, err = startExecution(ctx, cfg, s.st, s.ctl, s.logs); err != nil {
 			s.Close()
 			return nil, err
 		}
-		invoker = s.exec.invoker
+		s.queue, err = async.Open(ctx, async.Config{JS: s.st.JS, Control: s.ctl, Runner: s.exec.invoker,
+			Workers: cfg.AsyncWorkers, RetryScale: cfg.AsyncRetryScale, Logger: cfg.Logger.With("component", "async"),
+			Metrics: async.NewMetrics(s.reg)})
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.exec.invoker.Async = s.queue
+		invoker, events = s.exec.invoker, s.queue
+	}
+	if cfg.MetricsListen != "" {
+		if err := s.serveMetrics(cfg.MetricsListen); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	h := api.New(api.Config{Control: s.ctl, Accounts: reg, URLKey: key, Code: s.st, Invoker: invoker, Logs: s.logs,
-		Logger: cfg.Logger.With("component", "api")})
+		Events: events, Logger: cfg.Logger.With("component", "api")})
 	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -175,6 +221,12 @@ func (s *Server) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s.http.Shutdown(ctx)
 		cancel()
+	}
+	if s.mhttp != nil {
+		s.mhttp.Close()
+	}
+	if s.queue != nil {
+		s.queue.Close()
 	}
 	if s.exec != nil {
 		s.exec.close()

@@ -1,0 +1,225 @@
+// Package async runs Lambda's asynchronous invocations (InvocationType
+// Event, InvokeAsync) from a durable JetStream queue, with the retries,
+// event age limit and destinations of the function's event-invoke config.
+//
+// Stream "nubo_events" (work-queue retention, file storage, fsync before
+// ack on the embedded server): subject events.<account>.<function>. An
+// Event invoke answers 202 only after the publish was acknowledged, so an
+// accepted event survives kill -9.
+//
+// Message lifecycle (at least once):
+//
+//	queued → running → acked                        (success, or final failure
+//	                                                 delivered to its destination)
+//	       → running → republished with attempt+1   (function error, timeout)
+//	       → running → republished, same attempt    (throttled: not a failed attempt)
+//	       → (crash) → redelivered after AckWait    (a possible duplicate, counted)
+//
+// A message carries NotBefore; one fetched early is put back with a delay
+// equal to the time left. While a function runs, the message's ack deadline
+// is extended (InProgress), so only a crashed nubo lets it be redelivered.
+//
+// Events that end in failure with no destination are kept in the KV bucket
+// "nubo_deadletters" (key <account>.<function>.<request id>) until a person
+// lists and replays them (`nubo events failed|replay`).
+package async
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nubo-dev/nubo/internal/arn"
+	"github.com/nubo-dev/nubo/internal/control"
+	"github.com/nubo-dev/nubo/internal/env"
+	"github.com/nubo-dev/nubo/internal/invoke"
+)
+
+// Names in JetStream.
+const (
+	StreamName     = "nubo_events"
+	ConsumerName   = "nubo_runner"
+	DeadLetterKV   = "nubo_deadletters"
+	defaultRetries = 2
+	defaultMaxAge  = 6 * time.Hour
+)
+
+// Event is one queued invocation.
+type Event struct {
+	RequestID string `json:"requestId"`
+	Account   string `json:"account"`
+	Function  string `json:"function"`
+	// Qualifier as invoked ("" = unqualified), and the ARN the function sees.
+	Qualifier  string `json:"qualifier,omitempty"`
+	InvokedARN string `json:"invokedArn"`
+	Payload    []byte `json:"payload"`
+	// EnqueuedMs is when the event was first accepted (its age counts from there).
+	EnqueuedMs int64 `json:"enqueuedMs"`
+	// Attempt counts finished runs that failed (0 before the first run).
+	Attempt int `json:"attempt"`
+	// NotBeforeMs delays a retry.
+	NotBeforeMs int64 `json:"notBeforeMs,omitempty"`
+	// Throttles counts deliveries put back because of concurrency limits.
+	Throttles int `json:"throttles,omitempty"`
+}
+
+// Runner runs invocations for the queue; implemented by *invoke.Invoker.
+type Runner interface {
+	Run(ctx context.Context, t *control.Target, v *control.Version, requestID, invoked string, payload []byte) (*env.Response, error)
+}
+
+// Config configures the queue.
+type Config struct {
+	JS      jetstream.JetStream
+	Control *control.Service
+	Runner  Runner
+	// Workers is how many events run at once on this node.
+	Workers int
+	// RetryScale multiplies AWS's retry delays (1 min, then 2 min); tests
+	// use a small value.
+	RetryScale float64
+	Replicas   int
+	Logger     *slog.Logger
+	Metrics    *Metrics
+}
+
+// Queue is the async invocation queue of this node.
+type Queue struct {
+	cfg  Config
+	log  *slog.Logger
+	cons jetstream.Consumer
+	dlq  jetstream.KeyValue
+	m    *Metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	putOff map[uint64]bool // stream sequences we delayed on purpose
+
+	counters map[string]*fnCounters
+}
+
+// Open creates the stream, consumer and dead-letter bucket and starts the workers.
+func Open(ctx context.Context, cfg Config) (*Queue, error) {
+	if cfg.Workers == 0 {
+		cfg.Workers = 16
+	}
+	if cfg.RetryScale == 0 {
+		cfg.RetryScale = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	replicas := max(cfg.Replicas, 1)
+	st, err := cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "asynchronous invocations",
+		Subjects:    []string{"events.>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  10 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event stream: %w", err)
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event consumer: %w", err)
+	}
+	dlq, err := cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: DeadLetterKV, Description: "async events that failed with nowhere to go",
+		Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter bucket: %w", err)
+	}
+	qctx, cancel := context.WithCancel(context.Background())
+	q := &Queue{cfg: cfg, log: cfg.Logger, cons: cons, dlq: dlq, m: cfg.Metrics, ctx: qctx, cancel: cancel, putOff: map[uint64]bool{}}
+	for i := 0; i < cfg.Workers; i++ {
+		q.wg.Add(1)
+		go q.worker()
+	}
+	return q, nil
+}
+
+// Close stops the workers; events in flight are redelivered later.
+func (q *Queue) Close() {
+	q.cancel()
+	q.wg.Wait()
+}
+
+func subject(acct, fn string) string { return "events." + acct + "." + fn }
+
+// Enqueue stores an Event invocation durably (implements invoke.Async).
+func (q *Queue) Enqueue(ctx context.Context, t *control.Target, in *invoke.Input, invokedARN string) error {
+	name := t.Version.Config.FunctionName
+	ev := &Event{RequestID: in.RequestID, Account: in.Account, Function: name, Qualifier: qualifierOf(in),
+		InvokedARN: invokedARN, Payload: in.Payload, EnqueuedMs: time.Now().UnixMilli()}
+	return q.publish(ctx, ev, ev.RequestID)
+}
+
+func qualifierOf(in *invoke.Input) string {
+	r, err := arn.ParseFunction(in.FunctionName)
+	if err != nil {
+		return in.Qualifier
+	}
+	q, _ := arn.ResolveQualifier(r, in.Qualifier)
+	return q
+}
+
+// publish stores ev and waits for the store's acknowledgement; msgID
+// deduplicates a publish retried by the client within the window.
+func (q *Queue) publish(ctx context.Context, ev *Event, msgID string) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if _, err := q.cfg.JS.Publish(ctx, subject(ev.Account, ev.Function), b, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("queue event: %w", err)
+	}
+	q.m.Enqueued.Inc()
+	return nil
+}
+
+func (q *Queue) worker() {
+	defer q.wg.Done()
+	for q.ctx.Err() == nil {
+		msgs, err := q.cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if q.ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+				q.log.Warn("fetching events", "err", err)
+				sleep(q.ctx, time.Second)
+			}
+			continue
+		}
+		for msg := range msgs.Messages() {
+			q.handle(msg)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
