@@ -106,7 +106,12 @@ func errInvalidf(format string, args ...any) error {
 	return errInvalid(fmt.Errorf(format, args...))
 }
 
-func errTooBig(limit int64) error {
+func errTooBig(limit int64) error { return UnzippedSizeError(limit) }
+
+// UnzippedSizeError is AWS's answer when code and layers together unzip to
+// more than limit bytes. Callers summing Info.UnzippedSize over a function's
+// code and its layers use it so the text matches the per-package check.
+func UnzippedSizeError(limit int64) error {
 	return errdefs.InvalidParameter("Unzipped size must be smaller than %d bytes", limit)
 }
 
@@ -160,7 +165,9 @@ func (c *counter) copy(dst io.Writer, src io.Reader) error {
 		n, rerr := src.Read(c.buf)
 		if n > 0 {
 			c.total += int64(n)
-
+			if c.total > c.max {
+				return errTooBig(c.max)
+			}
 			if dst != nil {
 				if _, werr := dst.Write(c.buf[:n]); werr != nil {
 					return writeError{werr}

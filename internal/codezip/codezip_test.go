@@ -541,15 +541,28 @@ func TestBombLyingHeader(t *testing.T) {
 	}
 	// A header claiming more than the content is just as broken.
 	z := patchCentral(t, zerosZip(t, 1000), 0, func(r []byte) { binary.LittleEndian.PutUint32(r[24:], 5000) })
-	if _, err := Inspect(z, Limits{}); !errdefs.Is(err, errdefs.KindInvalidParameter) {
+	_, err := Inspect(z, Limits{})
+	if !errdefs.Is(err, errdefs.KindInvalidParameter) || messageOf(err) != msgInvalidZip {
 		t.Errorf("oversized claim: %v", err)
+	}
+	// A declared size over the limit is refused as too big from the headers
+	// alone, before anything is inflated (the content here would only show
+	// a size mismatch).
+	_, err = Inspect(z, Limits{MaxUnzipped: 4000})
+	if err == nil || err.Error() != "Unzipped size must be smaller than 4000 bytes" {
+		t.Errorf("declared over the limit: %v", err)
 	}
 }
 
-// endless yields zeros forever and records how much it handed out.
+// endless yields zeros and records how much it handed out. It gives up
+// after 64 MiB so that a counter that never stops fails the test instead of
+// hanging it.
 type endless struct{ served int64 }
 
 func (e *endless) Read(p []byte) (int, error) {
+	if e.served >= 64<<20 {
+		return 0, io.EOF
+	}
 	clear(p)
 	e.served += int64(len(p))
 	return len(p), nil
@@ -594,6 +607,15 @@ func TestCounterStopsAtLimit(t *testing.T) {
 type failWriter struct{}
 
 func (failWriter) Write([]byte) (int, error) { return 0, io.ErrShortWrite }
+
+// messageOf is what the client would see: the message without the cause.
+func messageOf(err error) string {
+	var e *errdefs.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return ""
+}
 
 func TestEmptyZip(t *testing.T) {
 	z := ziptest.Zip(t)
