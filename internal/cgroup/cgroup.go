@@ -1,0 +1,290 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// MaxPids caps pids.max for every environment (Lambda's own limit).
+	MaxPids = 1024
+	// MBPerVCPU is the memory size that buys one full vCPU, as on Lambda.
+	MBPerVCPU = 1769
+	// CPUPeriod is the CFS bandwidth period used for every quota.
+	CPUPeriod = 100 * time.Millisecond
+
+	envPrefix  = "env-"
+	daemonLeaf = "daemon"
+
+	defaultPrefix        = "nubo"
+	defaultFreezeTimeout = 5 * time.Second
+	defaultKillTimeout   = 5 * time.Second
+	rmdirTimeout         = 2 * time.Second
+)
+
+// ErrNotDelegated reports that the cgroup nubo was started in does not give
+// it the controllers it needs (not mounted, not delegated, or blocked by
+// other processes under cgroup v2's no-internal-processes rule).
+var ErrNotDelegated = errors.New("cgroup controllers not available to nubo")
+
+// Mode is the cgroup layout of the host.
+type Mode int
+
+// The layouts Detect can report. Hybrid (v1 controllers plus an empty
+// unified hierarchy) is driven exactly like V1.
+const (
+	ModeNone Mode = iota
+	ModeV1
+	ModeHybrid
+	ModeV2
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeV1:
+		return "v1"
+	case ModeHybrid:
+		return "hybrid"
+	case ModeV2:
+		return "v2"
+	}
+	return "none"
+}
+
+// Resources are the limits of one environment. Zero values mean: no memory
+// limit, no CPU quota, MaxPids, io weight left alone.
+type Resources struct {
+	// MemoryBytes is the memory limit; swap is always disabled.
+	MemoryBytes int64
+	// CPUMilli is the CPU quota in thousandths of a vCPU (1000 = one vCPU);
+	// 0 is unlimited, which is how init runs. See CPUMilliForMemory.
+	CPUMilli int
+	// PidsMax limits tasks (threads included); 0 or anything above MaxPids
+	// means MaxPids.
+	PidsMax int
+	// IOWeight is a proportional io weight in cgroup v2's scale, 1-10000
+	// (default 100); 0 leaves it alone. It is mapped onto v1's and BFQ's
+	// narrower ranges and silently skipped where no weight file exists.
+	IOWeight int
+}
+
+func (r Resources) validate() error {
+	switch {
+	case r.MemoryBytes < 0:
+		return fmt.Errorf("cgroup: negative memory limit %d", r.MemoryBytes)
+	case r.CPUMilli < 0:
+		return fmt.Errorf("cgroup: negative CPU quota %d", r.CPUMilli)
+	case r.PidsMax < 0:
+		return fmt.Errorf("cgroup: negative pids limit %d", r.PidsMax)
+	case r.IOWeight < 0 || r.IOWeight > 10000:
+		return fmt.Errorf("cgroup: io weight %d outside 1-10000", r.IOWeight)
+	}
+	return nil
+}
+
+func (r Resources) pidsMax() int {
+	if r.PidsMax <= 0 || r.PidsMax > MaxPids {
+		return MaxPids
+	}
+	return r.PidsMax
+}
+
+// quotaMicros returns the CFS quota for CPUMilli against CPUPeriod, or -1 for
+// unlimited. The kernel refuses quotas below 1 ms.
+func quotaMicros(milli int) int64 {
+	if milli <= 0 {
+		return -1
+	}
+	q := int64(milli) * CPUPeriod.Microseconds() / 1000
+	return max(q, 1000)
+}
+
+// CPUMilliForMemory is Lambda's CPU allocation for a function of memoryMB:
+// proportional to memory, one vCPU at MBPerVCPU, capped at the host's CPUs
+// (hostCPUs <= 0 means no cap). It returns 0 (unlimited) for memoryMB <= 0.
+func CPUMilliForMemory(memoryMB, hostCPUs int) int {
+	if memoryMB <= 0 {
+		return 0
+	}
+	m := (memoryMB*1000 + MBPerVCPU/2) / MBPerVCPU
+	m = max(m, 10)
+	if hostCPUs > 0 && m > hostCPUs*1000 {
+		m = hostCPUs * 1000
+	}
+	return m
+}
+
+// scaleWeight maps a v2 io weight (1-10000) linearly onto [lo, hi].
+func scaleWeight(w, lo, hi int) int {
+	return lo + (w-1)*(hi-lo)/9999
+}
+
+// Stats are an environment's counters.
+type Stats struct {
+	// MemoryCurrent is the memory charged now, in bytes.
+	MemoryCurrent uint64
+	// MemoryPeak is the highest charge, in bytes, since creation or the last
+	// successful ResetPeak.
+	MemoryPeak uint64
+	// OOMKills counts processes the OOM killer killed for this cgroup's limit.
+	OOMKills uint64
+	// CPUUsageNanos is the CPU time consumed by all tasks, ever.
+	CPUUsageNanos uint64
+	// Pids is the number of tasks (threads included) now.
+	Pids uint64
+}
+
+// Manager creates environment cgroups under the daemon's own cgroup.
+type Manager interface {
+	// Version is 1 or 2.
+	Version() int
+	// Create makes the cgroup env-<name> with limits r. name is a short
+	// identifier: letters, digits, '.', '_' and '-'.
+	Create(name string, r Resources) (Cgroup, error)
+	// CleanupStale removes every tree of this prefix left under the
+	// daemon's cgroup by a daemon that is gone, killing its processes first.
+	CleanupStale() error
+	// Close kills whatever remains in the manager's cgroups and removes its
+	// tree, undoing the v2 delegation dance.
+	Close() error
+}
+
+// Cgroup is one environment's control group.
+type Cgroup interface {
+	Name() string
+	// Paths maps each controller to its directory (v2: the key "").
+	Paths() map[string]string
+	// AddProc moves the process pid (all its threads) into the cgroup.
+	AddProc(pid int) error
+	// OpenDir opens the cgroup directory for clone3's CLONE_INTO_CGROUP
+	// (syscall.SysProcAttr UseCgroupFD/CgroupFD) so a child starts inside
+	// the cgroup with no window outside it. v2 only; on v1 it returns an
+	// error wrapping errors.ErrUnsupported. The caller closes the file.
+	OpenDir() (*os.File, error)
+	// Set applies r; callable at any time, any number of times.
+	Set(r Resources) error
+	// Freeze stops every task and returns once the kernel reports the
+	// cgroup frozen; on timeout it thaws again and fails.
+	Freeze() error
+	Thaw() error
+	Stats() (Stats, error)
+	// ResetPeak restarts MemoryPeak from the current usage. Where the kernel
+	// cannot (v2 before Linux 6.12) it returns an error wrapping
+	// errors.ErrUnsupported and MemoryPeak stays the lifetime peak, which
+	// is also what Lambda's "Max Memory Used" shows for a warm environment.
+	ResetPeak() error
+	// Procs lists the processes in the cgroup and below.
+	Procs() ([]int, error)
+	// Kill SIGKILLs every process in the cgroup and below and waits until
+	// none remains.
+	Kill() error
+	// Delete removes the cgroup; it must hold no process (Kill first).
+	Delete() error
+}
+
+// Options configure a Manager.
+type Options struct {
+	// Prefix names the manager's root (<prefix>-<pid>-<start>) and is what
+	// CleanupStale looks for; it must contain "nubo". Default "nubo".
+	Prefix string
+	// Self overrides the daemon's cgroup path (relative to each hierarchy's
+	// root), normally read from /proc/self/cgroup. For fake cgroupfs tests.
+	Self string
+	// MoveSiblings, on cgroup v2, moves the other processes that share the
+	// daemon's starting cgroup (a container's init, a shell) into the daemon
+	// leaf together with the daemon, instead of failing; Close moves them
+	// back.
+	MoveSiblings bool
+	// FreezeTimeout bounds Freeze; default 5 s.
+	FreezeTimeout time.Duration
+	// KillTimeout bounds Kill; default 5 s.
+	KillTimeout time.Duration
+	// Logger receives diagnostics; default discards.
+	Logger *slog.Logger
+
+	// sys replaces the kernel-facing writes, for fake cgroupfs tests.
+	sys *sysfs
+	// controllers, when non-nil, replaces the v2 controllers nubo requires,
+	// so tests can drive v2's core files on a hybrid host.
+	controllers []string
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Prefix == "" {
+		o.Prefix = defaultPrefix
+	}
+	if !prefixRE.MatchString(o.Prefix) || !strings.Contains(o.Prefix, "nubo") {
+		return o, fmt.Errorf("cgroup: prefix %q must contain \"nubo\" and only letters, digits, '.', '_', '-'", o.Prefix)
+	}
+	if o.FreezeTimeout <= 0 {
+		o.FreezeTimeout = defaultFreezeTimeout
+	}
+	if o.KillTimeout <= 0 {
+		o.KillTimeout = defaultKillTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.sys == nil {
+		o.sys = realSys
+	}
+	return o, nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func checkName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("cgroup: invalid environment name %q", name)
+	}
+	return nil
+}
+
+// staleRE matches the roots of prefix's kind and captures owner pid and start.
+func staleRE(prefix string) *regexp.Regexp {
+	return regexp.MustCompile(`^` + regexp.QuoteMeta(prefix) + `-([0-9]+)-([0-9]+)$`)
+}
+
+// Detect reports the host's cgroup layout from /proc/self/mountinfo.
+func Detect() (Mode, error) {
+	mounts, err := readMountinfo()
+	if err != nil {
+		return ModeNone, err
+	}
+	m := detectMode(mounts)
+	if m == ModeNone {
+		return m, fmt.Errorf("cgroup: no cgroup filesystem mounted: %w", ErrNotDelegated)
+	}
+	return m, nil
+}
+
+// New returns the Manager for the host's layout: v1 for V1 and Hybrid, v2
+// for V2.
+func New(opts Options) (Manager, error) {
+	mode, err := Detect()
+	if err != nil {
+		return nil, err
+	}
+	if mode == ModeV2 {
+		return NewV2("", opts)
+	}
+	return NewV1("", opts)
+}
+
+func parseRootName(re *regexp.Regexp, name string) (int, uint64, bool) {
+	sm := re.FindStringSubmatch(name)
+	if sm == nil {
+		return 0, 0, false
+	}
+	pid, err1 := strconv.Atoi(sm[1])
+	start, err2 := strconv.ParseUint(sm[2], 10, 64)
+	return pid, start, err1 == nil && err2 == nil
+}
