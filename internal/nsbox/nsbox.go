@@ -151,6 +151,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 			s.Destroy()
 		}
 	}()
+	t0 := time.Now()
 	base := b.cfg.UIDBase + slot*idRange
 	if err := os.MkdirAll(filepath.Join(s.dir, "root"), 0o700); err != nil {
 		return nil, err
@@ -162,6 +163,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if s.vol, err = newTmpVolume(s.dir, max(spec.EphemeralMB, 1), base+SandboxUID, base+SandboxGID); err != nil {
 		return nil, err
 	}
+	tVol := time.Now()
 	if b.cfg.Cgroups != nil {
 		s.cg, err = b.cfg.Cgroups.Create(spec.ID, cgroup.Resources{
 			MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids, IOWeight: 100,
@@ -178,9 +180,12 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
 		cfg.Certs = "/etc/ssl/certs"
 	}
+	tCg := time.Now()
 	if err := s.start(&cfg, base, spec.NoNetwork); err != nil {
 		return nil, err
 	}
+	b.log.Debug("sandbox created", "env", spec.ID, "tmp_volume", tVol.Sub(t0), "cgroup", tCg.Sub(tVol),
+		"clone_and_wire", time.Since(tCg), "total", time.Since(t0))
 	s.paths = sandbox.Paths{TaskRoot: "/var/task", OptDir: "/opt", RuntimeDir: "/var/runtime", TmpDir: "/tmp",
 		RuntimeAPI: "127.0.0.1:9001", HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}
 	if spec.LayersDir == "" {

@@ -328,6 +328,7 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
+	tSandbox := time.Now()
 	paths := sb.Paths()
 	stream := time.Now().UTC().Format("2006/01/02") + "/[" + c.Version + "]" + id
 	group := c.LoggingConfig.LogGroup
@@ -351,7 +352,8 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	if err != nil {
 		return nil, fmt.Errorf("start environment: %w", err)
 	}
-	p.log.Debug("environment started", "env", spec.ID, "function", c.FunctionArn, "took", time.Since(t0))
+	p.log.Debug("environment started", "env", spec.ID, "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
+		"agent_and_init", time.Since(tSandbox), "total", time.Since(t0))
 	return e, nil
 }
 
