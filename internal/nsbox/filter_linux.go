@@ -1,19 +1,27 @@
 package nsbox
 
 import (
-	"errors"
+	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/seccomp"
 )
 
-// loadFilter sets no_new_privs and installs the seccomp filter; it is the
-// last step before exec, as the filter forbids much of what came before.
+// loadFilter sets no_new_privs and installs the seccomp filter the host
+// compiled; it is the last step before exec, as the filter forbids much of
+// what came before (mount, pivot_root, sethostname). The agent and every
+// process it starts inherit it.
 func loadFilter(b []byte) error {
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return err
+	if len(b) == 0 {
+		return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 	}
-	if len(b) > 0 {
-		return errors.New("seccomp: filter support not linked")
+	p, err := seccomp.FromBytes(b)
+	if err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	if err := seccomp.Load(p); err != nil {
+		return fmt.Errorf("seccomp: %w", err)
 	}
 	return nil
 }

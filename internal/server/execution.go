@@ -20,6 +20,7 @@ import (
 	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/runtimes"
 	"github.com/nubo-dev/nubo/internal/sandbox"
+	"github.com/nubo-dev/nubo/internal/seccomp"
 	"github.com/nubo-dev/nubo/internal/store"
 	"github.com/nubo-dev/nubo/internal/worker"
 )
@@ -110,7 +111,12 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
 			return nil, err
 		}
-		backend, err = nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm, Logger: log})
+		filter, ferr := seccomp.Compile()
+		if ferr != nil {
+			return nil, fmt.Errorf("seccomp: %w", ferr)
+		}
+		backend, err = nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
+			Seccomp: filter.Bytes(), Logger: log})
 	default:
 		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
 	}
