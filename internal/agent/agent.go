@@ -226,9 +226,11 @@ func (a *Agent) startRuntime() error {
 		return err
 	}
 	a.rt = p
+	p.reported = make(chan struct{})
 	go func() {
 		<-p.done
 		a.rapi.RuntimeExited(p.reason)
+		close(p.reported)
 	}()
 	return nil
 }
@@ -238,8 +240,10 @@ func (a *Agent) startRuntime() error {
 func (a *Agent) stopRuntime() {
 	if a.rt != nil {
 		a.rt.signal(syscall.SIGKILL)
+		// The exit must have reached the Runtime API before the reset:
+		// reported late, it would mark the next runtime process as exited.
 		select {
-		case <-a.rt.done:
+		case <-a.rt.reported:
 		case <-time.After(5 * time.Second):
 			a.log.Error("runtime did not die after SIGKILL", "pid", a.rt.pid)
 		}
@@ -339,6 +343,10 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 	defer cancel()
 	res := &agentproto.Result{RequestID: inv.RequestID}
 	var body []byte
+	if !a.needInit && a.rt != nil && !a.rt.alive() {
+		// Died between invocations: this invocation runs a new init.
+		a.stopRuntime()
+	}
 	if a.needInit {
 		ir := a.runInit(ctx, inv.RequestID)
 		res.InitDurationMs = float64(ir.duration.Microseconds()) / 1000
@@ -379,8 +387,14 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 	a.flushOutput()
 	_ = a.conn.Send(agentproto.TResult, res, body)
 	if err == nil {
-		// The invoke phase ends when extensions are done too.
-		_ = a.rapi.WaitIdle(ctx)
+		// The invoke phase ends when extensions are done too. A runtime
+		// that exits after answering (aws-lambda-go does after a panic and
+		// after a refused oversized response) is replaced by a new init
+		// before the next invocation, not reported as that one's failure.
+		var ee *runtimeapi.RuntimeExitError
+		if werr := a.rapi.WaitIdle(ctx); errors.As(werr, &ee) {
+			a.stopRuntime()
+		}
 	}
 	_ = a.conn.Send(agentproto.TIdle, nil, nil)
 }

@@ -18,6 +18,9 @@ type proc struct {
 	// reason is "exit status N" or "signal: killed", set before done closes.
 	reason string
 	status syscall.WaitStatus
+	// reported is closed once the agent has told the Runtime API that the
+	// process exited (runtime only).
+	reported chan struct{}
 }
 
 // reaper collects exit statuses. As PID 1 of a pid namespace the agent

@@ -103,9 +103,6 @@ type Start struct {
 	FunctionVersion string `json:"functionVersion"`
 	Handler         string `json:"handler"`
 	AccountID       string `json:"accountId"`
-	// Seccomp, when set, is a compiled BPF filter (sock_filter array in host
-	// byte order) the agent installs in the runtime right before exec.
-	Seccomp []byte `json:"seccomp,omitempty"`
 }
 
 // Invoke is one invocation; the payload is the frame body.

@@ -8,6 +8,10 @@ import (
 	"github.com/nubo-dev/nubo/internal/function"
 )
 
+// maxPage is the most functions or versions one list response holds: AWS
+// accepts MaxItems up to 10000 but answers at most 50 per page.
+const maxPage = 50
+
 func (a *API) routeFunctions() {
 	m := a.mux
 	m.HandleFunc("POST /2015-03-31/functions", a.createFunction)
@@ -108,7 +112,7 @@ func (a *API) listFunctions(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, errdefs.Validation("1 validation error detected: Value '%s' at 'functionVersion' failed to satisfy constraint: Member must satisfy enum value set: [ALL]", fv))
 		return
 	}
-	items, next, err := a.ctl.ListFunctions(r.Context(), accountOf(r), q.Get("Marker"), n, fv == "ALL")
+	items, next, err := a.ctl.ListFunctions(r.Context(), accountOf(r), q.Get("Marker"), min(n, maxPage), fv == "ALL")
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -144,7 +148,7 @@ func (a *API) listVersions(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	items, next, err := a.ctl.ListVersionsByFunction(r.Context(), accountOf(r), r.PathValue("fn"), r.URL.Query().Get("Marker"), n)
+	items, next, err := a.ctl.ListVersionsByFunction(r.Context(), accountOf(r), r.PathValue("fn"), r.URL.Query().Get("Marker"), min(n, maxPage))
 	if err != nil {
 		a.writeError(w, r, err)
 		return

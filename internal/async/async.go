@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -173,7 +174,7 @@ func subject(acct, fn string) string { return "events." + acct + "." + fn }
 func (q *Queue) Enqueue(ctx context.Context, t *control.Target, in *invoke.Input, invokedARN string) error {
 	name := t.Version.Config.FunctionName
 	ev := &Event{RequestID: in.RequestID, Account: in.Account, Function: name, Qualifier: qualifierOf(in),
-		InvokedARN: invokedARN, Payload: in.Payload, EnqueuedMs: time.Now().UnixMilli()}
+		InvokedARN: invokedARN, Payload: in.Payload, EnqueuedMs: now().UnixMilli()}
 	return q.publish(ctx, ev, ev.RequestID)
 }
 
@@ -216,6 +217,12 @@ func (q *Queue) worker() {
 		}
 	}
 }
+
+// clockSkew shifts the queue's clock (event age, retry times); only tests
+// set it, to age events without waiting for MaximumEventAgeInSeconds.
+var clockSkew atomic.Int64
+
+func now() time.Time { return time.Now().Add(time.Duration(clockSkew.Load())) }
 
 func sleep(ctx context.Context, d time.Duration) {
 	select {

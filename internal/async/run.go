@@ -49,8 +49,8 @@ func (q *Queue) handle(msg jetstream.Msg) {
 			q.m.Redelivered.Inc()
 		}
 	}
-	now := time.Now()
-	if wait := time.UnixMilli(ev.NotBeforeMs).Sub(now); wait > 0 {
+	at := now()
+	if wait := time.UnixMilli(ev.NotBeforeMs).Sub(at); wait > 0 {
 		q.mu.Lock()
 		q.putOff[meta.Sequence.Stream] = true
 		q.mu.Unlock()
@@ -73,7 +73,7 @@ func (q *Queue) handle(msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	if now.Sub(time.UnixMilli(ev.EnqueuedMs)) > maxAge {
+	if at.Sub(time.UnixMilli(ev.EnqueuedMs)) > maxAge {
 		q.fail(&ev, CondEventAgeExceeded, dest, nil, "")
 		_ = msg.Ack()
 		return
@@ -130,7 +130,7 @@ func (q *Queue) handle(msg jetstream.Msg) {
 	if ev.Attempt <= retries {
 		// AWS waits about a minute before the first retry, two before the second.
 		delay := time.Duration(float64(time.Minute) * math.Pow(2, float64(ev.Attempt-1)) * q.cfg.RetryScale)
-		ev.NotBeforeMs = time.Now().Add(delay).UnixMilli()
+		ev.NotBeforeMs = now().Add(delay).UnixMilli()
 		if err := q.publish(ctx, &ev, ev.RequestID+"#a"+strconv.Itoa(ev.Attempt)); err != nil {
 			q.log.Warn("requeue for retry", "err", err)
 			return // not acked: redelivered after the ack wait
@@ -151,7 +151,7 @@ func (q *Queue) later(msg jetstream.Msg, ev *Event, why string) {
 	q.m.Throttled.Inc()
 	d := time.Duration(float64(time.Second) * math.Pow(2, float64(min(ev.Throttles, 9))) * q.cfg.RetryScale)
 	d = min(max(d, 10*time.Millisecond), 5*time.Minute)
-	ev.NotBeforeMs = time.Now().Add(d).UnixMilli()
+	ev.NotBeforeMs = now().Add(d).UnixMilli()
 	if err := q.publish(q.ctx, ev, ev.RequestID+"#a"+strconv.Itoa(ev.Attempt)+"#t"+strconv.Itoa(ev.Throttles)); err != nil {
 		q.log.Warn("requeue throttled event", "err", err)
 		return
@@ -191,7 +191,7 @@ func (q *Queue) deliver(target string, ev *Event, rec []byte) {
 		return
 	}
 	d := &Event{RequestID: uuid.NewString(), Account: ev.Account, Function: r.Name, Qualifier: r.Qualifier,
-		InvokedARN: target, Payload: rec, EnqueuedMs: time.Now().UnixMilli()}
+		InvokedARN: target, Payload: rec, EnqueuedMs: now().UnixMilli()}
 	if err := q.publish(q.ctx, d, ev.RequestID+"#dest"); err != nil {
 		q.log.Warn("destination enqueue failed; dead-lettering", "err", err)
 		q.deadLetter(ev, rec)
@@ -325,7 +325,7 @@ func (q *Queue) Replay(ctx context.Context, acct, fn string, ids []string) (int,
 		}
 		ev := d.Event
 		ev.Attempt, ev.Throttles, ev.NotBeforeMs = 0, 0, 0
-		ev.EnqueuedMs = time.Now().UnixMilli()
+		ev.EnqueuedMs = now().UnixMilli()
 		if err := q.publish(ctx, &ev, ev.RequestID+"#replay"+strconv.FormatInt(ev.EnqueuedMs, 10)); err != nil {
 			return n, err
 		}

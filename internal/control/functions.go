@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/arn"
@@ -25,6 +27,24 @@ type FunctionInfo struct {
 	CodeHex       string
 	Tags          map[string]string
 	Reserved      *int
+}
+
+// codeLocks serialise puts of the same content. store.PutCode uploads an
+// object that is not there yet and replaces one that is, purging the old
+// chunks: two concurrent puts of one zip (two functions created from the
+// same package at once) would both upload, and the later would purge the
+// chunks an environment was reading to unpack the code, which then fails
+// with a timeout. Once one put has finished, the others find the object
+// and skip the upload. Striped by the first byte of the hash.
+var codeLocks [256]sync.Mutex
+
+// putCode stores a zip in the object store once (see codeLocks).
+func (s *Service) putCode(ctx context.Context, zip []byte) (string, error) {
+	sum := sha256.Sum256(zip)
+	mu := &codeLocks[sum[0]]
+	mu.Lock()
+	defer mu.Unlock()
+	return s.st.PutCode(ctx, zip)
 }
 
 // codeInfo is a checked deployment package.
@@ -77,7 +97,7 @@ func checkTotalSize(code, layers int64) error {
 // CreateFunction creates a function in state Pending and returns its
 // configuration (or version 1's, with Publish).
 func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.CreateInput) (*function.Config, error) {
-	r, err := arn.ParseFunction(in.FunctionName)
+	r, err := arn.ParseCreateFunctionName(in.FunctionName)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +135,7 @@ func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.
 	if _, _, err := s.load(ctx, acct, r.Name); err == nil {
 		return nil, errdefs.Conflict("Function already exist: %s", r.Name)
 	}
-	hex, err := s.st.PutCode(ctx, code.zip)
+	hex, err := s.putCode(ctx, code.zip)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +334,7 @@ func (s *Service) UpdateFunctionCode(ctx context.Context, acct, fn string, in *f
 	if err := checkTotalSize(code.unzipped, layerUnzipped); err != nil {
 		return nil, err
 	}
-	hex, err := s.st.PutCode(ctx, code.zip)
+	hex, err := s.putCode(ctx, code.zip)
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +478,9 @@ func (s *Service) ListFunctions(ctx context.Context, acct, marker string, maxIte
 			}
 		}
 	}
-	return paginate(items, marker, maxItems, func(c function.Config) string { return c.FunctionName + ":" + c.Version })
+	// NUL sorts before every name character, so "api" and its versions come
+	// before "api-v2" in key order just as they do in the list.
+	return paginate(items, marker, maxItems, func(c function.Config) string { return c.FunctionName + "\x00" + versionOrder(c.Version) })
 }
 
 // versions returns a function's published versions in ascending order.
@@ -482,8 +504,19 @@ func (s *Service) versions(ctx context.Context, acct, name string) ([]*Version, 
 	return out, nil
 }
 
+// versionOrder is a version's position as a string that sorts like the
+// version list: $LATEST first, then numbers in numeric order ("2" < "10").
+func versionOrder(v string) string {
+	if v == function.Latest {
+		return ""
+	}
+	return fmt.Sprintf("%020s", v)
+}
+
 // paginate returns the page after marker. A marker is the opaque key of the
-// last item of the previous page.
+// last item of the previous page. Keys must ascend in list order: when the
+// marker's item was deleted meanwhile, the page starts at the first key
+// after it.
 func paginate[T any](items []T, marker string, maxItems int, key func(T) string) ([]T, string, error) {
 	if maxItems == 0 {
 		maxItems = 50

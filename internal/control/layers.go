@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"sort"
 	"strconv"
 
@@ -100,7 +102,7 @@ func (s *Service) PublishLayerVersion(ctx context.Context, acct, layer string, i
 	if err != nil {
 		return nil, err
 	}
-	hex, err := s.st.PutCode(ctx, code.zip)
+	hex, err := s.putCode(ctx, code.zip)
 	if err != nil {
 		return nil, err
 	}
@@ -288,5 +290,8 @@ func (s *Service) ListLayerVersions(ctx context.Context, acct, layer, runtime, a
 	if err != nil {
 		return nil, "", err
 	}
-	return paginate(vs, marker, maxItems, func(l *LayerVersion) string { return strconv.FormatInt(l.Version, 10) })
+	// Newest first, so the key counts down: padded MaxInt64 - version.
+	return paginate(vs, marker, maxItems, func(l *LayerVersion) string {
+		return fmt.Sprintf("%019d", math.MaxInt64-l.Version)
+	})
 }

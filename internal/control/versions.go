@@ -120,5 +120,5 @@ func (s *Service) ListVersionsByFunction(ctx context.Context, acct, fn, marker s
 	for _, v := range vs {
 		items = append(items, v.Config)
 	}
-	return paginate(items, marker, maxItems, func(c function.Config) string { return c.Version })
+	return paginate(items, marker, maxItems, func(c function.Config) string { return versionOrder(c.Version) })
 }
