@@ -79,6 +79,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.AsyncWorkers, "async-workers", 16, "asynchronous events run at once on this node")
 	fs.Float64Var(&cfg.AsyncRetryScale, "async-retry-scale", 1, "multiply AWS's async retry delays (1 min, 2 min) by this (tests use small values)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (off when empty)")
+	fs.StringVar(&cfg.Subnet, "subnet", "", "IPv4 subnet of the environments' network (default 10.213.0.0/16)")
+	fs.StringVar(&cfg.Firewall, "firewall", "auto", "environment firewall: auto (nftables, else iptables), nftables or iptables")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {

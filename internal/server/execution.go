@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/nubo-dev/nubo/internal/env"
 	"github.com/nubo-dev/nubo/internal/invoke"
 	"github.com/nubo-dev/nubo/internal/logs"
+	"github.com/nubo-dev/nubo/internal/netenv"
 	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/runtimes"
 	"github.com/nubo-dev/nubo/internal/sandbox"
@@ -32,6 +34,7 @@ type execution struct {
 	invoker *invoke.Invoker
 	ctl     *control.Service
 	cgroups cgroup.Manager
+	nets    *netenv.Manager
 
 	provisionKick chan struct{}
 	stop          chan struct{}
@@ -95,6 +98,7 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 	var backend sandbox.Backend
 	var err error
 	var cgm cgroup.Manager
+	var nets *netenv.Manager
 	switch cfg.Isolation {
 	case "process":
 		log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
@@ -115,8 +119,20 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		if ferr != nil {
 			return nil, fmt.Errorf("seccomp: %w", ferr)
 		}
+		ncfg := netenv.Config{Backend: cfg.Firewall, Logger: log}
+		if cfg.Subnet != "" {
+			if ncfg.Subnet, err = netip.ParsePrefix(cfg.Subnet); err != nil {
+				return nil, fmt.Errorf("--subnet: %w", err)
+			}
+		}
+		if err := netenv.CleanupStale(ncfg); err != nil {
+			log.Warn("removing network leftovers of an earlier run", "err", err)
+		}
+		if nets, err = netenv.New(ncfg); err != nil {
+			return nil, fmt.Errorf("network: %w", err)
+		}
 		backend, err = nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
-			Seccomp: filter.Bytes(), Logger: log})
+			Network: netAttacher{nets}, Seccomp: filter.Bytes(), Logger: log})
 	default:
 		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
 	}
@@ -157,7 +173,7 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		Logs:   func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
 		Logger: log,
 	})
-	ex := &execution{backend: backend, pool: pool, ctl: ctl, cgroups: cgm, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
+	ex := &execution{backend: backend, pool: pool, ctl: ctl, cgroups: cgm, nets: nets, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
 	ctl.SetOnChange(func(acct, name string) {
 		go ex.invalidate(acct, name)
 		ex.kickProvision()
@@ -209,9 +225,23 @@ func (ex *execution) close() {
 	ex.wg.Wait()
 	ex.pool.Close()
 	ex.backend.Close()
+	if ex.nets != nil {
+		ex.nets.Close()
+	}
 	if ex.cgroups != nil {
 		ex.cgroups.Close()
 	}
+}
+
+// netAttacher adapts netenv to the sandbox's Network hook.
+type netAttacher struct{ m *netenv.Manager }
+
+func (n netAttacher) Attach(pid int, id string) (func() error, error) {
+	l, err := n.m.AttachPID(pid, id)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return n.m.Detach(l) }, nil
 }
 
 func memTotalMB() int {

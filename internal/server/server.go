@@ -53,7 +53,11 @@ type Config struct {
 	AsyncRetryScale float64
 	// MetricsListen serves Prometheus metrics on this address ("" = off).
 	MetricsListen string
-	Logger       *slog.Logger
+	// Subnet of the environments' network (default 10.213.0.0/16) and the
+	// firewall backend (auto, nftables, iptables).
+	Subnet   string
+	Firewall string
+	Logger   *slog.Logger
 }
 
 // Server is a running nubo.

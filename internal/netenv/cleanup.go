@@ -1,0 +1,86 @@
+package netenv
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// CleanupStale removes everything a Manager with cfg's Name could have
+// left behind, in this process or in one killed with SIGKILL: veths named
+// "<Name>-*", links carrying the Name's bridge alias (the bridge, whatever
+// Config.Bridge was then), the nftables table "inet <Name>", the iptables
+// chains "<NAME>-*" and every jump into them — both firewall backends,
+// whichever was in use. Links go first, so no environment is left wired
+// without rules. Namespaces are not this package's: they live as long as
+// the sandboxes' processes, and deleting a host veth takes the other end
+// out of its namespace. New calls CleanupStale itself.
+func CleanupStale(cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := checkName(cfg.Name); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netenv: netlink: %w", err)
+	}
+	defer h.Close()
+	found, err := removeLinks(h, cfg)
+	errs := []error{err}
+	for _, mk := range []func(string, *slog.Logger) (Firewall, error){newNftables, newIptables} {
+		fw, err := mk(cfg.Name, log)
+		if err != nil {
+			continue // a backend this host lacks left nothing
+		}
+		objs, err := fw.(interface{ teardown() ([]string, error) }).teardown()
+		found = append(found, objs...)
+		errs = append(errs, err)
+	}
+	if len(found) > 0 {
+		log.Info("netenv: removed what an earlier run left", "objects", found)
+	}
+	return errors.Join(errs...)
+}
+
+// removeLinks deletes cfg's veths (by name prefix: "<Name>-") and bridge
+// (by alias). A veth is only ever matched if it is a veth, and a bridge
+// only by the alias nubo gave it.
+func removeLinks(h *netlink.Handle, cfg Config) (removed []string, err error) {
+	links, err := retryDump(h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("netenv: list links: %w", err)
+	}
+	var (
+		errs    []error
+		bridges []netlink.Link
+	)
+	prefix := cfg.Name + "-"
+	for _, l := range links {
+		a := l.Attrs()
+		switch {
+		case a.Alias == bridgeAlias(cfg.Name):
+			bridges = append(bridges, l)
+		case l.Type() == "veth" && strings.HasPrefix(a.Name, prefix):
+			if err := h.LinkDel(l); err != nil && !isGone(err) {
+				errs = append(errs, fmt.Errorf("netenv: delete %s: %w", a.Name, err))
+				continue
+			}
+			removed = append(removed, "link "+a.Name)
+		}
+	}
+	// Bridges after their ports, which deleting a bridge would only have
+	// detached.
+	for _, l := range bridges {
+		if err := h.LinkDel(l); err != nil && !isGone(err) {
+			errs = append(errs, fmt.Errorf("netenv: delete %s: %w", l.Attrs().Name, err))
+			continue
+		}
+		removed = append(removed, "link "+l.Attrs().Name)
+	}
+	return removed, errors.Join(errs...)
+}
