@@ -2,8 +2,8 @@ package control
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"sort"
 	"strings"
 	"sync"

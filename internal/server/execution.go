@@ -119,7 +119,7 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		if ferr != nil {
 			return nil, fmt.Errorf("seccomp: %w", ferr)
 		}
-		ncfg := netenv.Config{Backend: cfg.Firewall, Logger: log}
+		ncfg := netenv.Config{Name: cfg.NetName, Backend: cfg.Firewall, Logger: log}
 		if cfg.Subnet != "" {
 			if ncfg.Subnet, err = netip.ParsePrefix(cfg.Subnet); err != nil {
 				return nil, fmt.Errorf("--subnet: %w", err)
@@ -132,7 +132,7 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 			return nil, fmt.Errorf("network: %w", err)
 		}
 		backend, err = nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
-			Network: netAttacher{nets}, Seccomp: filter.Bytes(), Logger: log})
+			Network: netAttacher{nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots, Logger: log})
 	default:
 		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
 	}

@@ -57,7 +57,13 @@ type Config struct {
 	// firewall backend (auto, nftables, iptables).
 	Subnet   string
 	Firewall string
-	Logger   *slog.Logger
+	// NetName names the bridge, veths and firewall table ("nubo" by
+	// default); several nubo servers on one host need distinct names and
+	// subnets, and distinct SandboxUIDBase ranges.
+	NetName        string
+	SandboxUIDBase int
+	SandboxSlots   int
+	Logger         *slog.Logger
 }
 
 // Server is a running nubo.

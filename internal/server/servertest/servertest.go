@@ -4,10 +4,12 @@ package servertest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +29,8 @@ var (
 		AccessKeys: []account.AccessKey{{AccessKeyID: "AKIDTEAMB", SecretAccessKey: "secret-b"}}}
 )
 
+var instances atomic.Int64
+
 // Server is a running test server.
 type Server struct {
 	*server.Server
@@ -44,12 +48,20 @@ func Start(t testing.TB, opts ...Option) *Server {
 	dir := t.TempDir()
 	accts := filepath.Join(dir, "accounts.json")
 	writeAccounts(t, accts, AccountA, AccountB)
+	n := instances.Add(1)
 	cfg := server.Config{
 		Listen:       "127.0.0.1:0",
 		DataDir:      filepath.Join(dir, "data"),
 		AccountsFile: accts,
 		Logger:       Logger(t),
 	}
+	// Servers of parallel test processes share this host: each gets its
+	// own bridge, firewall table, subnet and host id range.
+	slot := (os.Getpid()%199)*8 + int(n%8)
+	cfg.NetName = fmt.Sprintf("nt%x", slot)
+	cfg.Subnet = fmt.Sprintf("10.%d.%d.0/24", 220+slot/256, slot%256)
+	cfg.SandboxSlots = 64
+	cfg.SandboxUIDBase = 10_000_000 + slot*64*1000
 	for _, o := range opts {
 		o(&cfg)
 	}
