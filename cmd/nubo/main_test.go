@@ -136,10 +136,13 @@ func (p *proc) wait(t *testing.T, d time.Duration) int {
 	return 0
 }
 
-// startNubo starts `nubo serve` on a free loopback port and waits until it serves.
+// startNubo starts `nubo serve` on a free loopback port and waits until it
+// serves. These tests are about the command and the control plane's state,
+// so they run without execution (--isolation none): no host network, cgroups
+// or firewall rules to collide with another nubo on the machine.
 func startNubo(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := spawn(t, binary, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	p := spawn(t, binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--isolation", "none"}, args...)...)
 	select {
 	case p.addr = <-p.ready:
 	case <-p.done:
@@ -206,7 +209,7 @@ func TestBusyPort(t *testing.T) {
 	}
 	defer ln.Close()
 	data := filepath.Join(t.TempDir(), "data")
-	code, stderr := runExit(t, "serve", "--listen", ln.Addr().String(), "--data-dir", data)
+	code, stderr := runExit(t, "serve", "--isolation", "none", "--listen", ln.Addr().String(), "--data-dir", data)
 	if code == 0 {
 		t.Fatalf("exit 0 on a busy port")
 	}
@@ -234,7 +237,7 @@ func TestUnusableDataDir(t *testing.T) {
 		cases[filepath.Join(ro, "data")] = "permission denied"
 	}
 	for data, why := range cases {
-		code, stderr := runExit(t, "serve", "--listen", "127.0.0.1:0", "--data-dir", data)
+		code, stderr := runExit(t, "serve", "--isolation", "none", "--listen", "127.0.0.1:0", "--data-dir", data)
 		if code == 0 {
 			t.Errorf("%s: exit 0", data)
 		}
@@ -271,7 +274,7 @@ func TestSignals(t *testing.T) {
 func TestDataDirInUse(t *testing.T) {
 	data := t.TempDir()
 	first := startNubo(t, "--data-dir", data)
-	code, stderr := runExit(t, "serve", "--listen", "127.0.0.1:0", "--data-dir", data)
+	code, stderr := runExit(t, "serve", "--isolation", "none", "--listen", "127.0.0.1:0", "--data-dir", data)
 	if code == 0 {
 		t.Fatalf("a second nubo on %s started", data)
 	}

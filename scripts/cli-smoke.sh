@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# cli-smoke.sh drives a real `nubo serve` with the stock AWS CLI v2, the way a
+# user would: create, wait, read, list, update, publish, alias, delete.
+#
+# Usage: scripts/cli-smoke.sh   (from anywhere; builds bin/nubo when missing
+# or older than the sources). Needs the AWS CLI (/usr/bin/aws, else `aws` on
+# PATH) and python3. Exits non-zero on any failed check.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+nubo=$root/bin/nubo
+
+if [[ -x /usr/bin/aws ]]; then
+	aws=/usr/bin/aws
+elif command -v aws >/dev/null; then
+	aws=$(command -v aws)
+else
+	echo "cli-smoke: no AWS CLI found" >&2
+	exit 1
+fi
+
+if [[ ! -x $nubo || -n $(find "$root/cmd" "$root/internal" -name '*.go' -newer "$nubo" -print -quit) ]]; then
+	echo "cli-smoke: building $nubo"
+	(cd "$root" && CGO_ENABLED=0 go build -o "$nubo" ./cmd/nubo)
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nubo-cli-smoke.XXXXXX")
+pid=""
+cleanup() {
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Port 0: the kernel picks a free port and nubo logs the one it got, so
+# there is no window in which another process can take it.
+# No execution backend until the invoke step exists (set NUBO_ISOLATION to
+# namespace or process for it): a control-plane-only server touches nothing
+# of the host.
+"$nubo" serve --listen 127.0.0.1:0 --data-dir "$work/data" --state-transition-delay 300ms \
+	--isolation "${NUBO_ISOLATION:-none}" 2>"$work/nubo.log" &
+pid=$!
+addr=""
+for _ in $(seq 1 200); do
+	addr=$(sed -n 's/.*msg="nubo serving" listen=\([^ ]*\).*/\1/p' "$work/nubo.log" | head -n1)
+	[[ -n $addr ]] && break
+	if ! kill -0 "$pid" 2>/dev/null; then
+		echo "cli-smoke: nubo exited:" >&2
+		cat "$work/nubo.log" >&2
+		exit 1
+	fi
+	sleep 0.05
+done
+if [[ -z $addr ]]; then
+	echo "cli-smoke: nubo is not serving after 10s" >&2
+	cat "$work/nubo.log" >&2
+	exit 1
+fi
+endpoint=http://$addr
+
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
+export AWS_PAGER="" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_LAMBDA
+
+lam() { "$aws" --endpoint-url "$endpoint" --output json lambda "$@"; }
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+fail() {
+	failed=$((failed + 1))
+	echo "FAIL $1" >&2
+	[[ -f $work/out ]] && sed 's/^/     /' "$work/out" >&2
+	[[ -f $work/err ]] && sed 's/^/     /' "$work/err" >&2
+	return 0
+}
+
+# step NAME ARGS...: runs `aws lambda ARGS`, output in $work/out, stderr in
+# $work/err; returns the CLI's status without tripping set -e.
+step() {
+	local name=$1
+	shift
+	rm -f "$work/out" "$work/err"
+	if lam "$@" >"$work/out" 2>"$work/err"; then
+		return 0
+	fi
+	fail "$name: aws lambda $* exited non-zero"
+	return 1
+}
+
+# expect NAME PYEXPR: evaluates a python expression over the JSON output
+# (bound to j) and passes when it is true.
+expect() {
+	local name=$1 expr=$2
+	if python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$work/out" "$expr" 2>>"$work/err"; then
+		ok "$name"
+	else
+		fail "$name: $expr"
+	fi
+}
+
+sha64() { python3 -c 'import base64,hashlib,sys; print(base64.b64encode(hashlib.sha256(open(sys.argv[1],"rb").read()).digest()).decode())' "$1"; }
+
+mkzip() { # mkzip ZIP BODY: a zip holding an executable bootstrap
+	mkdir -p "$work/src"
+	printf '#!/bin/sh\n# %s\n' "$2" >"$work/src/bootstrap"
+	chmod 755 "$work/src/bootstrap"
+	(cd "$work/src" && python3 -m zipfile -c "$1" bootstrap)
+}
+mkzip "$work/v1.zip" "version one"
+mkzip "$work/v2.zip" "version two"
+sha1=$(sha64 "$work/v1.zip")
+sha2=$(sha64 "$work/v2.zip")
+fn=smoke
+arn=arn:aws:lambda:us-east-1:000000000000:function:$fn
+
+if step create-function create-function --function-name "$fn" --runtime provided.al2023 --handler bootstrap \
+	--role arn:aws:iam::000000000000:role/smoke --zip-file "fileb://$work/v1.zip" --memory-size 256 --timeout 5 \
+	--environment 'Variables={GREETING=hello}'; then
+	expect "create-function answers Pending" "j['State'] == 'Pending' and j['StateReasonCode'] == 'Creating'"
+	expect "create-function CodeSha256" "j['CodeSha256'] == '$sha1' and j['FunctionArn'] == '$arn'"
+	expect "create-function configuration" "j['MemorySize'] == 256 and j['Timeout'] == 5 and j['Environment']['Variables'] == {'GREETING': 'hello'}"
+fi
+
+if step "wait function-active-v2" wait function-active-v2 --function-name "$fn"; then
+	ok "wait function-active-v2"
+fi
+
+if step get-function get-function --function-name "$fn"; then
+	expect "get-function Active" "j['Configuration']['State'] == 'Active' and j['Configuration']['Version'] == '\$LATEST'"
+	expect "get-function LastModified" "__import__('re').fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000', j['Configuration']['LastModified']) is not None"
+	loc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Code"]["Location"])' "$work/out") || loc=""
+	if python3 -c 'import sys,urllib.request; sys.exit(0 if urllib.request.urlopen(sys.argv[1]).read() == open(sys.argv[2],"rb").read() else 1)' "$loc" "$work/v1.zip"; then
+		ok "get-function Code.Location downloads the zip"
+	else
+		fail "get-function Code.Location downloads the zip"
+	fi
+fi
+
+if step list-functions list-functions; then
+	expect "list-functions shows $fn" "[f['FunctionName'] for f in j['Functions']] == ['$fn']"
+fi
+
+if step update-function-code update-function-code --function-name "$fn" --zip-file "fileb://$work/v2.zip"; then
+	expect "update-function-code answers InProgress" "j['LastUpdateStatus'] == 'InProgress' and j['CodeSha256'] == '$sha2'"
+fi
+
+if step "wait function-updated-v2" wait function-updated-v2 --function-name "$fn"; then
+	ok "wait function-updated-v2"
+fi
+
+if step get-function-configuration get-function-configuration --function-name "$arn"; then
+	expect "updated code is Successful" "j['LastUpdateStatus'] == 'Successful' and j['CodeSha256'] == '$sha2'"
+fi
+
+if step publish-version publish-version --function-name "$fn" --description first; then
+	expect "publish-version is 1" "j['Version'] == '1' and j['FunctionArn'] == '$arn:1' and j['CodeSha256'] == '$sha2'"
+fi
+
+if step create-alias create-alias --function-name "$fn" --name live --function-version 1; then
+	expect "create-alias" "j['AliasArn'] == '$arn:live' and j['FunctionVersion'] == '1'"
+fi
+
+# The invoke step (`aws lambda invoke --log-type Tail`) is added by the
+# execution work, once nubo runs functions (with NUBO_ISOLATION defaulting
+# to an execution backend then).
+
+if step delete-function delete-function --function-name "$fn"; then
+	ok "delete-function"
+fi
+
+rm -f "$work/out" "$work/err"
+if lam get-function --function-name "$fn" >"$work/out" 2>"$work/err"; then
+	fail "get-function after delete succeeded"
+elif grep -q "ResourceNotFoundException" "$work/err" && grep -q "Function not found: $arn" "$work/err"; then
+	ok "get-function after delete: ResourceNotFoundException"
+else
+	fail "get-function after delete: wrong error"
+fi
+
+echo "cli-smoke: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
