@@ -37,11 +37,12 @@ trap cleanup EXIT
 
 # Port 0: the kernel picks a free port and nubo logs the one it got, so
 # there is no window in which another process can take it.
-# No execution backend until the invoke step exists (set NUBO_ISOLATION to
-# namespace or process for it): a control-plane-only server touches nothing
-# of the host.
+# The namespace sandbox needs root; without it the smoke test runs functions
+# as plain processes (NUBO_ISOLATION overrides either).
+isolation=${NUBO_ISOLATION:-namespace}
+[[ $(id -u) == 0 ]] || isolation=${NUBO_ISOLATION:-process}
 "$nubo" serve --listen 127.0.0.1:0 --data-dir "$work/data" --state-transition-delay 300ms \
-	--isolation "${NUBO_ISOLATION:-none}" 2>"$work/nubo.log" &
+	--isolation "$isolation" 2>"$work/nubo.log" &
 pid=$!
 addr=""
 for _ in $(seq 1 200); do
@@ -164,9 +165,28 @@ if step create-alias create-alias --function-name "$fn" --name live --function-v
 	expect "create-alias" "j['AliasArn'] == '$arn:live' and j['FunctionVersion'] == '1'"
 fi
 
-# The invoke step (`aws lambda invoke --log-type Tail`) is added by the
-# execution work, once nubo runs functions (with NUBO_ISOLATION defaulting
-# to an execution backend then).
+# Invoke a Python function with the log tail, as a user would.
+mkdir -p "$work/py"
+cat >"$work/py/app.py" <<'PY'
+def handler(event, context):
+    print("hello from", context.aws_request_id)
+    return {"echo": event, "fn": context.function_name}
+PY
+(cd "$work/py" && python3 -m zipfile -c "$work/py.zip" app.py)
+if step "create-function python" create-function --function-name hello --runtime "$(python3 -c 'import sys; print("python%d.%d" % sys.version_info[:2])')" \
+	--handler app.handler --role arn:aws:iam::000000000000:role/smoke --zip-file "fileb://$work/py.zip" &&
+	step "wait hello active" wait function-active-v2 --function-name hello; then
+	if step "invoke --log-type Tail" invoke --function-name hello --cli-binary-format raw-in-base64-out \
+		--payload '{"n":42}' --log-type Tail "$work/payload.json"; then
+		expect "invoke answers 200 with the version" "j['StatusCode'] == 200 and j['ExecutedVersion'] == '\$LATEST' and 'FunctionError' not in j"
+		expect "invoke log tail has START, output, END, REPORT" "(lambda t: 'START RequestId:' in t and 'hello from' in t and 'END RequestId:' in t and 'REPORT RequestId:' in t and 'Init Duration:' in t)(__import__('base64').b64decode(j['LogResult']).decode())"
+		if python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])) == {"echo": {"n": 42}, "fn": "hello"} else 1)' "$work/payload.json"; then
+			ok "invoke payload"
+		else
+			fail "invoke payload: $(cat "$work/payload.json")"
+		fi
+	fi
+fi
 
 if step delete-function delete-function --function-name "$fn"; then
 	ok "delete-function"

@@ -2,11 +2,17 @@ package nsbox
 
 // initConfig is what the host tells the init stage, as JSON on fd 4.
 type initConfig struct {
-	// Root is an empty host directory; the sandbox's root tmpfs is mounted on it.
+	// Root is where the init stage mounts the sandbox's root tmpfs before
+	// pivoting into it: any directory its user can reach in its (private)
+	// mount namespace; "/tmp" by default.
 	Root string `json:"root"`
 	// Userland lists the top-level entries of the root taken from the host:
 	// a symlink (Link) or a directory bound read-only (Bind).
 	Userland []userlandEntry `json:"userland"`
+	// The host directories below arrive as /proc/self/fd/N: detached mount
+	// trees the host cloned and flagged (see detachedMount), attached with
+	// move_mount.
+	//
 	// Etc is the generated /etc; Certs is bound on /etc/ssl/certs.
 	Etc   string `json:"etc"`
 	Certs string `json:"certs,omitempty"`

@@ -57,6 +57,14 @@ func initStage() error {
 	if err := buildRoot(&cfg); err != nil {
 		return err
 	}
+	// The inherited directory fds are not needed past the mounts.
+	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Task, cfg.Opt, cfg.Runtime, cfg.Tmp} {
+		if n, ok := strings.CutPrefix(p, "/proc/self/fd/"); ok {
+			if fd, err := strconv.Atoi(n); err == nil && fd > fdConfig {
+				unix.Close(fd)
+			}
+		}
+	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("lo: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,34 +47,21 @@ func buildRoot(cfg *initConfig) error {
 			return err
 		}
 	}
-	for _, d := range []string{"etc", "var/task", "var/runtime", "opt", "tmp", "proc", "dev"} {
+	for _, d := range []string{"var/task", "var/runtime", "opt", "tmp", "proc", "dev"} {
 		if err := os.MkdirAll(at(d), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := bindRO(cfg.Etc, at("etc")); err != nil {
-		return err
-	}
-	if cfg.Certs != "" {
-		if err := bindRO(cfg.Certs, at("etc/ssl/certs")); err != nil {
+	for _, m := range []struct{ src, dst string }{
+		{cfg.Etc, "etc"}, {cfg.Certs, "etc/ssl/certs"}, {cfg.Task, "var/task"},
+		{cfg.Runtime, "var/runtime"}, {cfg.Opt, "opt"}, {cfg.Tmp, "tmp"},
+	} {
+		if m.src == "" {
+			continue
+		}
+		if err := attach(m.src, at(m.dst)); err != nil {
 			return err
 		}
-	}
-	if err := bindRO(cfg.Task, at("var/task")); err != nil {
-		return err
-	}
-	if cfg.Runtime != "" {
-		if err := bindRO(cfg.Runtime, at("var/runtime")); err != nil {
-			return err
-		}
-	}
-	if cfg.Opt != "" {
-		if err := bindRO(cfg.Opt, at("opt")); err != nil {
-			return err
-		}
-	}
-	if err := unix.Mount(cfg.Tmp, at("tmp"), "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind /tmp: %w", err)
 	}
 	if err := mountProc(at("proc")); err != nil {
 		return err
@@ -96,6 +85,22 @@ func buildRoot(cfg *initConfig) error {
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("remount / read-only: %w", err)
+	}
+	return nil
+}
+
+// attach moves a detached mount tree passed by the host (its fd as
+// /proc/self/fd/N) onto dst; its flags were set by the host.
+func attach(src, dst string) error {
+	fd, err := strconv.Atoi(strings.TrimPrefix(src, "/proc/self/fd/"))
+	if err != nil {
+		return fmt.Errorf("mount source %q: not a passed mount", src)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount %s: %w", dst, err)
 	}
 	return nil
 }

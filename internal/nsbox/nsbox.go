@@ -153,11 +153,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	}()
 	t0 := time.Now()
 	base := b.cfg.UIDBase + slot*idRange
-	if err := os.MkdirAll(filepath.Join(s.dir, "root"), 0o700); err != nil {
-		return nil, err
-	}
-	// The sandbox's root user (host id base) must reach its root mount point.
-	if err := os.Chown(s.dir, base, base); err != nil {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, err
 	}
 	if s.vol, err = newTmpVolume(s.dir, max(spec.EphemeralMB, 1), base+SandboxUID, base+SandboxGID); err != nil {
@@ -173,7 +169,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		}
 	}
 	cfg := initConfig{
-		Root: filepath.Join(s.dir, "root"), Userland: b.land, Etc: b.etc, Task: spec.CodeDir, Opt: spec.LayersDir,
+		Root: "/tmp", Userland: b.land, Etc: b.etc, Task: spec.CodeDir, Opt: spec.LayersDir,
 		Runtime: spec.RuntimeDir, Tmp: s.vol.mount, Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID,
 		Seccomp: b.cfg.Seccomp,
 	}
@@ -219,6 +215,22 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		cmd.Env = append(cmd.Env, "NUBO_AGENT_DEBUG=1")
 	}
 	cmd.ExtraFiles = []*os.File{child, cfgR} // fd 3, fd 4
+	// Host directories go as detached mounts on fds 5, 6, … (see initConfig).
+	for _, m := range []struct {
+		p  *string
+		ro bool
+	}{{&cfg.Etc, true}, {&cfg.Certs, true}, {&cfg.Task, true}, {&cfg.Opt, true}, {&cfg.Runtime, true}, {&cfg.Tmp, false}} {
+		if *m.p == "" {
+			continue
+		}
+		f, err := detachedMount(*m.p, m.ro)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		*m.p = fmt.Sprintf("/proc/self/fd/%d", 3+len(cmd.ExtraFiles))
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
 	cmd.Stderr = &logWriter{log: s.b.log, id: s.id}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
@@ -370,6 +382,29 @@ func (b *Backend) Close() error {
 	return errors.Join(errs...)
 }
 
+// detachedMount clones the mount of dir into a detached mount tree (not
+// attached anywhere) with the sandbox's mount flags already set, ready for
+// the init stage to move_mount into place. Done here, by the host's root:
+// the sandbox's own root user is an unprivileged host id that may not even
+// be able to traverse dir's parents (a data dir under a 0700 home), and a
+// plain fd would not do, since bind mounts cannot take a source from
+// another mount namespace while detached trees can be attached anywhere.
+func detachedMount(dir string, readOnly bool) (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree %s: %w", dir, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if readOnly {
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount_setattr %s: %w", dir, err)
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
 // logWriter logs a sandbox's stderr (its init stage and agent) line by line.
 type logWriter struct {
 	log *slog.Logger
@@ -398,5 +433,3 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-var _ = unix.Getpid
