@@ -62,6 +62,14 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// The function runs as the agent's own uid: without this, it could
+	// open /proc/1/mem and rewrite the agent (ptrace access checks pass for
+	// a dumpable process of the same uid; seccomp cannot see a plain open).
+	// Non-dumpable, the agent's /proc files belong to the namespace's root.
+	// The runtime it execs is dumpable again, as exec resets the flag.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("agent: set non-dumpable: %w", err)
+	}
 	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {

@@ -93,27 +93,40 @@ func (ex *execution) provisioner(log *slog.Logger) {
 	}
 }
 
-func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *control.Service, lg *logs.Store) (*execution, error) {
+func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *control.Service, lg *logs.Store) (_ *execution, err error) {
 	log := cfg.Logger.With("component", "worker")
 	var backend sandbox.Backend
-	var err error
 	var cgm cgroup.Manager
 	var nets *netenv.Manager
+	// On any failure below, undo what was set up: nothing may stay behind.
+	defer func() {
+		if err == nil {
+			return
+		}
+		if backend != nil {
+			backend.Close()
+		}
+		if nets != nil {
+			nets.Close()
+		}
+		if cgm != nil {
+			cgm.Close()
+		}
+	}()
 	switch cfg.Isolation {
 	case "process":
 		log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
-		backend, err = sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
+		pb, perr := sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
+		if perr != nil {
+			return nil, perr
+		}
+		backend = pb
 	case "namespace", "":
 		if cgm, err = cgroup.New(cgroup.Options{}); err != nil {
 			return nil, fmt.Errorf("cgroups: %w", err)
 		}
 		if err := cgm.CleanupStale(); err != nil {
 			log.Warn("removing cgroups of an earlier run", "err", err)
-		}
-		// Sandboxes run as unprivileged host ids that must traverse the
-		// data dir to reach their code.
-		if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
-			return nil, err
 		}
 		filter, ferr := seccomp.Compile()
 		if ferr != nil {
@@ -131,22 +144,21 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 		if nets, err = netenv.New(ncfg); err != nil {
 			return nil, fmt.Errorf("network: %w", err)
 		}
-		backend, err = nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
+		nb, nerr := nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
 			Network: netAttacher{nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots, Logger: log})
+		if nerr != nil {
+			return nil, nerr
+		}
+		backend = nb
 	default:
 		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
 	}
-	if err != nil {
-		return nil, err
-	}
 	cache, err := codecache.New(filepath.Join(cfg.DataDir, "code"), st)
 	if err != nil {
-		backend.Close()
 		return nil, err
 	}
 	rts, err := runtimes.Detect("/")
 	if err != nil {
-		backend.Close()
 		return nil, err
 	}
 	files := map[string][]byte{}
@@ -159,7 +171,6 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 	}
 	rtDir, err := cache.Runtime(files)
 	if err != nil {
-		backend.Close()
 		return nil, err
 	}
 	capacity := cfg.CapacityMB

@@ -1,0 +1,4 @@
+// A handler module whose require fails.
+require('nubo-no-such-module');
+
+exports.handler = async () => 'unreachable';
