@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
+	"github.com/nubo-dev/nubo/internal/testutil"
+)
+
+// leakEnv is what one namespace-isolated nubo of these tests may leave on
+// the host, by name.
+type leakEnv struct {
+	dataDir string
+	netName string
+	uidBase int
+	pids    []int // nubo processes whose cgroup trees to look for
+}
+
+// leftovers lists everything of e still on the host.
+func (e *leakEnv) leftovers(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, e.dataDir) {
+				out = append(out, "mount: "+l)
+			}
+		}
+	}
+	for _, pid := range e.pids {
+		prefix := fmt.Sprintf("nubo-%d-", pid)
+		filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			if strings.HasPrefix(d.Name(), prefix) {
+				out = append(out, "cgroup: "+p)
+				return filepath.SkipDir
+			}
+			if strings.Count(p, "/") > 8 {
+				return filepath.SkipDir
+			}
+			return nil
+		})
+	}
+	if b, err := exec.Command("ip", "-o", "link").Output(); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(strings.TrimSuffix(f[1], ":"), e.netName) {
+				out = append(out, "link: "+f[1])
+			}
+		}
+	}
+	if b, err := exec.Command("nft", "list", "tables").Output(); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[2] == e.netName {
+				out = append(out, "nft table: "+l)
+			}
+		}
+	}
+	if b, err := exec.Command("iptables-save").Output(); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, strings.ToUpper(e.netName)+"-") {
+				out = append(out, "iptables: "+l)
+			}
+		}
+	}
+	if b, err := exec.Command("losetup", "-a").Output(); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, e.dataDir) {
+				out = append(out, "loop: "+l)
+			}
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		f, err := os.Open("/proc/" + ent.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
+				if uid, _ := strconv.Atoi(strings.Fields(rest)[0]); uid >= e.uidBase && uid < e.uidBase+64*1000 {
+					out = append(out, fmt.Sprintf("process %d uid %d", pid, uid))
+				}
+			}
+		}
+		f.Close()
+	}
+	return out
+}
+
+// warm starts two environments of a Python function and checks that the
+// sandbox left its marks, so the absence checks afterwards mean something.
+func warm(t *testing.T, p *proc, e *leakEnv) {
+	t.Helper()
+	testutil.RequiresBinary(t, "python3")
+	c := p.client()
+	zip := ziptest.Zip(t, ziptest.File{Name: "app.py", Body: []byte("import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return 'ok'\n")})
+	rt := "python3." + strings.TrimPrefix(strings.Fields(mustOutput(t, "python3", "-c", "import sys; print(sys.version_info[1])"))[0], "")
+	name := fmt.Sprintf("leak%d", time.Now().UnixNano()%100000)
+	create(t, c, name, zip, func(in *lambda.CreateFunctionInput) {
+		in.Runtime, in.Handler = types.Runtime(rt), aws.String("app.handler")
+	})
+	settled(t, c, name)
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			out, err := c.Invoke(ctx(t), &lambda.InvokeInput{FunctionName: aws.String(name)})
+			if err == nil && out.FunctionError != nil {
+				err = fmt.Errorf("function error: %s", out.Payload)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("invoke: %v\n%s", err, p.stderr())
+		}
+	}
+	if left := e.leftovers(t); len(left) < 4 {
+		t.Fatalf("a warm nubo should show mounts, cgroups, links and a table; found only %v", left)
+	}
+}
+
+func mustOutput(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	b, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return string(b)
+}
+
+func newLeakEnv(t *testing.T) (*leakEnv, []string) {
+	slot := os.Getpid() % 200
+	e := &leakEnv{dataDir: t.TempDir(), netName: fmt.Sprintf("nl%x", slot), uidBase: 40_000_000 + slot*64_000}
+	args := []string{"--isolation", "namespace", "--data-dir", e.dataDir, "--net-name", e.netName,
+		"--subnet", fmt.Sprintf("10.231.%d.0/24", slot), "--sandbox-uid-base", strconv.Itoa(e.uidBase)}
+	return e, args
+}
+
+// TestServeLeavesNothing: after `nubo serve` stops, no process, mount,
+// cgroup, link, firewall rule or loop device of it remains.
+func TestServeLeavesNothing(t *testing.T) {
+	testutil.RequiresRoot(t)
+	e, args := newLeakEnv(t)
+	p := startNubo(t, args...)
+	e.pids = append(e.pids, p.cmd.Process.Pid)
+	warm(t, p, e)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr())
+	}
+	if left := e.leftovers(t); len(left) > 0 {
+		t.Fatalf("left behind after SIGTERM:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// TestKill9Recovery: a nubo killed with kill -9 leaves sandboxes' mounts,
+// cgroups and network behind; the next start on the same data dir removes
+// them, and its own stop leaves nothing.
+func TestKill9Recovery(t *testing.T) {
+	testutil.RequiresRoot(t)
+	e, args := newLeakEnv(t)
+	p := startNubo(t, args...)
+	e.pids = append(e.pids, p.cmd.Process.Pid)
+	warm(t, p, e)
+	p.cmd.Process.Kill()
+	p.wait(t, 10*time.Second)
+	if left := e.leftovers(t); len(left) == 0 {
+		t.Fatal("kill -9 should leave something for the next start to clean")
+	}
+	q := startNubo(t, args...)
+	e.pids = append(e.pids, q.cmd.Process.Pid)
+	// The earlier run's sandboxes must be gone before the new one serves.
+	old := &leakEnv{dataDir: e.dataDir, netName: "-", uidBase: e.uidBase, pids: e.pids[:1]}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := old.leftovers(t)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a restart left the killed run's resources:\n%s", strings.Join(left, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	warm(t, q, e)
+	q.cmd.Process.Signal(syscall.SIGTERM)
+	if code := q.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, q.stderr())
+	}
+	if left := e.leftovers(t); len(left) > 0 {
+		t.Fatalf("left behind after restart and SIGTERM:\n%s", strings.Join(left, "\n"))
+	}
+}
