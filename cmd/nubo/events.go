@@ -25,17 +25,31 @@ func eventsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, eventsUsage)
 		return 2
 	}
-	sub, fn := args[0], args[1]
+	sub, rest := args[0], args[1:]
 	fs := flag.NewFlagSet("events "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c clientFlags
 	c.register(fs)
-	if err := fs.Parse(args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may come before, between or after FUNCTION and the request
+	// ids, as for `nubo logs`: parse past each positional argument.
+	var pos []string
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) == 0 || (sub != "replay" && len(pos) > 1) {
+		fmt.Fprint(stderr, eventsUsage)
 		return 2
 	}
+	fn, pos := pos[0], pos[1:]
 	q := url.Values{"function": {fn}}
 	var path, method = "", "GET"
 	switch sub {
@@ -45,8 +59,8 @@ func eventsCmd(args []string, stdout, stderr io.Writer) int {
 		path = "/nubo/v1/events/failed"
 	case "replay":
 		path, method = "/nubo/v1/events/replay", "POST"
-		if fs.NArg() > 0 {
-			q.Set("requestIds", strings.Join(fs.Args(), ","))
+		if len(pos) > 0 {
+			q.Set("requestIds", strings.Join(pos, ","))
 		}
 	default:
 		fmt.Fprintf(stderr, "nubo events: unknown command %q\n%s", sub, eventsUsage)

@@ -13,15 +13,23 @@
 //	                                                 delivered to its destination)
 //	       → running → republished with attempt+1   (function error, timeout)
 //	       → running → republished, same attempt    (throttled: not a failed attempt)
-//	       → (crash) → redelivered after AckWait    (a possible duplicate, counted)
+//	       → (crash) → redelivered                  (a possible duplicate, counted
+//	                                                 through its run marker: marks.go)
 //
 // A message carries NotBefore; one fetched early is put back with a delay
 // equal to the time left. While a function runs, the message's ack deadline
 // is extended (InProgress), so only a crashed nubo lets it be redelivered.
+// Every republish carries a message id derived from the event's state
+// (msgID), so a transition repeated after a crash is stored once.
 //
-// Events that end in failure with no destination are kept in the KV bucket
-// "nubo_deadletters" (key <account>.<function>.<request id>) until a person
-// lists and replays them (`nubo events failed|replay`).
+// Payloads and records larger than 64 KB travel out of line (bodies.go):
+// NATS caps a message at 1 MB by default, below an event's 1 MB payload
+// plus its envelope, and far below a record carrying a 6 MB response.
+//
+// Events that end in failure with no destination (or whose destination
+// function is gone) are kept in the KV bucket "nubo_deadletters" (key
+// <account>.<function>.<request id>) until a person lists and replays them
+// (`nubo events failed|replay`).
 package async
 
 import (
@@ -61,6 +69,9 @@ type Event struct {
 	Qualifier  string `json:"qualifier,omitempty"`
 	InvokedARN string `json:"invokedArn"`
 	Payload    []byte `json:"payload"`
+	// PayloadRef names the payload's body when it is too large to travel
+	// inside the message (see bodies.go); Payload is then empty on the wire.
+	PayloadRef string `json:"payloadRef,omitempty"`
 	// EnqueuedMs is when the event was first accepted (its age counts from there).
 	EnqueuedMs int64 `json:"enqueuedMs"`
 	// Attempt counts finished runs that failed (0 before the first run).
@@ -93,18 +104,18 @@ type Config struct {
 
 // Queue is the async invocation queue of this node.
 type Queue struct {
-	cfg  Config
-	log  *slog.Logger
-	cons jetstream.Consumer
-	dlq  jetstream.KeyValue
-	m    *Metrics
+	cfg    Config
+	log    *slog.Logger
+	cons   jetstream.Consumer
+	events jetstream.Stream
+	bodies jetstream.Stream
+	dlq    jetstream.KeyValue
+	m      *Metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-
-	mu     sync.Mutex
-	putOff map[uint64]bool // stream sequences we delayed on purpose
+	runs   jetstream.Stream
 
 	counters map[string]*fnCounters
 }
@@ -153,8 +164,18 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter bucket: %w", err)
 	}
+	bodies, err := openBodies(ctx, cfg.JS, replicas)
+	if err != nil {
+		return nil, fmt.Errorf("event bodies: %w", err)
+	}
+	runs, err := openRuns(ctx, cfg.JS, replicas)
+	if err != nil {
+		return nil, fmt.Errorf("run markers: %w", err)
+	}
 	qctx, cancel := context.WithCancel(context.Background())
-	q := &Queue{cfg: cfg, log: cfg.Logger, cons: cons, dlq: dlq, m: cfg.Metrics, ctx: qctx, cancel: cancel, putOff: map[uint64]bool{}}
+	q := &Queue{cfg: cfg, log: cfg.Logger, cons: cons, events: st, bodies: bodies, dlq: dlq, m: cfg.Metrics,
+		runs: runs, ctx: qctx, cancel: cancel}
+	cfg.Metrics.attach(q)
 	for i := 0; i < cfg.Workers; i++ {
 		q.wg.Add(1)
 		go q.worker()
@@ -187,10 +208,22 @@ func qualifierOf(in *invoke.Input) string {
 	return q
 }
 
-// publish stores ev and waits for the store's acknowledgement; msgID
-// deduplicates a publish retried by the client within the window.
+// publish stores ev and waits for the store's acknowledgement. msgID is
+// derived from the event's state, so the same transition published twice
+// (a redelivery after a crash mid-transition) is stored once.
 func (q *Queue) publish(ctx context.Context, ev *Event, msgID string) error {
-	b, err := json.Marshal(ev)
+	if ev.PayloadRef == "" && len(ev.Payload) > inlineMax {
+		name := "p." + ev.RequestID
+		if err := q.putBody(ctx, name, ev.Payload); err != nil {
+			return fmt.Errorf("queue event: %w", err)
+		}
+		ev.PayloadRef = name
+	}
+	wire := *ev
+	if wire.PayloadRef != "" {
+		wire.Payload = nil
+	}
+	b, err := json.Marshal(&wire)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package async
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 	"time"
@@ -38,26 +39,28 @@ func (q *Queue) handle(msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	if meta.NumDelivered > 1 {
-		q.mu.Lock()
-		deliberate := q.putOff[meta.Sequence.Stream]
-		delete(q.putOff, meta.Sequence.Stream)
-		q.mu.Unlock()
-		if !deliberate {
-			// Delivered before and never acked: the earlier run may have
-			// happened (nubo died mid-run). At least once, and counted.
-			q.m.Redelivered.Inc()
-		}
-	}
 	at := now()
 	if wait := time.UnixMilli(ev.NotBeforeMs).Sub(at); wait > 0 {
-		q.mu.Lock()
-		q.putOff[meta.Sequence.Stream] = true
-		q.mu.Unlock()
 		_ = msg.NakWithDelay(wait)
 		return
 	}
 	ctx := q.ctx
+	if ev.PayloadRef != "" {
+		b, err := q.getBody(ctx, ev.PayloadRef)
+		if errors.Is(err, errNoBody) {
+			// Bodies go only after the last ack: this delivery's ack was
+			// lost after the event was done.
+			q.log.Warn("event body gone; event already finished", "request_id", ev.RequestID, "body", ev.PayloadRef)
+			q.m.Dropped.Inc()
+			_ = msg.Ack()
+			return
+		}
+		if err != nil {
+			q.later(msg, &ev, "", "reading body: "+err.Error())
+			return
+		}
+		ev.Payload = b
+	}
 	retries, maxAge, dest := defaultRetries, defaultMaxAge, (*control.DestinationConfig)(nil)
 	if ei, err := q.cfg.Control.EventInvokeFor(ctx, ev.Account, ev.Function, ev.Qualifier); err == nil && ei != nil {
 		if ei.MaximumRetryAttempts != nil {
@@ -70,22 +73,21 @@ func (q *Queue) handle(msg jetstream.Msg) {
 	} else if errdefs.Is(err, errdefs.KindNotFound) {
 		q.log.Warn("event for a deleted function dropped", "function", ev.Function, "request_id", ev.RequestID)
 		q.m.Dropped.Inc()
-		_ = msg.Ack()
+		q.settle(msg, &ev, "", false)
 		return
 	}
 	if at.Sub(time.UnixMilli(ev.EnqueuedMs)) > maxAge {
-		q.fail(&ev, CondEventAgeExceeded, dest, nil, "")
-		_ = msg.Ack()
+		q.settle(msg, &ev, "", q.fail(&ev, CondEventAgeExceeded, dest, nil, ""))
 		return
 	}
 	t, err := q.cfg.Control.InvokeTarget(ctx, ev.Account, ev.Function, ev.Qualifier)
 	if err != nil {
 		if errdefs.Is(err, errdefs.KindNotFound) {
 			q.m.Dropped.Inc()
-			_ = msg.Ack()
+			q.settle(msg, &ev, "", false)
 			return
 		}
-		q.later(msg, &ev, "lookup: "+err.Error())
+		q.later(msg, &ev, "", "lookup: "+err.Error())
 		return
 	}
 	v := t.Version
@@ -93,8 +95,18 @@ func (q *Queue) handle(msg jetstream.Msg) {
 		v = t.Additional
 	}
 	if v.Config.State != function.StateActive {
-		q.later(msg, &ev, "function is "+v.Config.State)
+		q.later(msg, &ev, "", "function is "+v.Config.State)
 		return
+	}
+	mark := markName(meta.Sequence.Stream)
+	if again, err := q.mark(ctx, mark, ev.RequestID); err != nil {
+		q.later(msg, &ev, "", "run marker: "+err.Error())
+		return
+	} else if again {
+		// This very message started running before and was never
+		// acknowledged: nubo died during or after that run. At least once,
+		// so it runs again, and the possible duplicate is counted.
+		q.m.Redelivered.Inc()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -114,55 +126,84 @@ func (q *Queue) handle(msg jetstream.Msg) {
 	close(done)
 	if err != nil {
 		// Throttled or the platform could not run it: not a failed attempt.
-		q.later(msg, &ev, err.Error())
+		q.later(msg, &ev, mark, err.Error())
 		return
 	}
 	ev.Attempt++
 	if !resp.FunctionError {
 		q.m.Succeeded.Inc()
+		kept := false
 		if dest != nil && dest.OnSuccess != nil && dest.OnSuccess.Destination != "" {
 			rec := record(&ev, CondSuccess, v, resp.Payload, "")
-			q.deliver(dest.OnSuccess.Destination, &ev, rec)
+			kept = q.deliver(dest.OnSuccess.Destination, &ev, rec)
 		}
-		_ = msg.Ack()
+		q.settle(msg, &ev, mark, kept)
 		return
 	}
 	if ev.Attempt <= retries {
 		// AWS waits about a minute before the first retry, two before the second.
 		delay := time.Duration(float64(time.Minute) * math.Pow(2, float64(ev.Attempt-1)) * q.cfg.RetryScale)
 		ev.NotBeforeMs = now().Add(delay).UnixMilli()
-		if err := q.publish(ctx, &ev, ev.RequestID+"#a"+strconv.Itoa(ev.Attempt)); err != nil {
+		if err := q.publish(ctx, &ev, msgID(&ev, "a"+strconv.Itoa(ev.Attempt))); err != nil {
 			q.log.Warn("requeue for retry", "err", err)
 			return // not acked: redelivered after the ack wait
 		}
 		q.m.Retries.Inc()
 		q.count(ev.Account, ev.Function, func(c *fnCounters) { c.Retries++ })
+		q.settle(msg, &ev, mark, true)
+		return
+	}
+	q.settle(msg, &ev, mark, q.fail(&ev, CondRetriesExhausted, dest, resp.Payload, v.Config.Version))
+}
+
+// settle acknowledges a delivery whose next state is stored, then clears
+// what was kept for it: its run marker, and its out-of-line body unless
+// the next state (a retry, a dead letter) still names it. Both wait for
+// the server to confirm the ack: cleared first, a lost ack would bring the
+// message back without its body, or as a duplicate nobody counted.
+func (q *Queue) settle(msg jetstream.Msg, ev *Event, mark string, keepBody bool) {
+	dropBody := ev.PayloadRef != "" && !keepBody
+	if mark == "" && !dropBody {
 		_ = msg.Ack()
 		return
 	}
-	q.fail(&ev, CondRetriesExhausted, dest, resp.Payload, v.Config.Version)
-	_ = msg.Ack()
+	if err := msg.DoubleAck(q.ctx); err != nil {
+		q.log.Warn("acknowledging event", "request_id", ev.RequestID, "err", err)
+		return
+	}
+	q.unmark(mark)
+	if dropBody {
+		q.dropBody(ev.PayloadRef)
+	}
+}
+
+// msgID names one transition of an event for JetStream's duplicate
+// window. EnqueuedMs changes on replay, so a replayed event's retries are
+// not mistaken for the retries of its first life.
+func msgID(ev *Event, step string) string {
+	return ev.RequestID + "#" + strconv.FormatInt(ev.EnqueuedMs, 10) + "#" + step
 }
 
 // later puts an event back without counting an attempt (throttles,
 // platform trouble), with a growing delay capped at five minutes.
-func (q *Queue) later(msg jetstream.Msg, ev *Event, why string) {
+func (q *Queue) later(msg jetstream.Msg, ev *Event, mark, why string) {
 	ev.Throttles++
 	q.m.Throttled.Inc()
 	d := time.Duration(float64(time.Second) * math.Pow(2, float64(min(ev.Throttles, 9))) * q.cfg.RetryScale)
 	d = min(max(d, 10*time.Millisecond), 5*time.Minute)
 	ev.NotBeforeMs = now().Add(d).UnixMilli()
-	if err := q.publish(q.ctx, ev, ev.RequestID+"#a"+strconv.Itoa(ev.Attempt)+"#t"+strconv.Itoa(ev.Throttles)); err != nil {
+	if err := q.publish(q.ctx, ev, msgID(ev, "a"+strconv.Itoa(ev.Attempt)+"#t"+strconv.Itoa(ev.Throttles))); err != nil {
 		q.log.Warn("requeue throttled event", "err", err)
 		return
 	}
 	q.log.Debug("event put back", "request_id", ev.RequestID, "why", why, "delay", d)
-	_ = msg.Ack()
+	q.settle(msg, ev, mark, true)
 }
 
 // fail sends a finally failed event to its on-failure destination, the
-// function's dead-letter target, or the dead-letter store.
-func (q *Queue) fail(ev *Event, cond string, dest *control.DestinationConfig, payload []byte, executed string) {
+// function's dead-letter target, or the dead-letter store. It reports
+// whether a dead letter now names the event's body.
+func (q *Queue) fail(ev *Event, cond string, dest *control.DestinationConfig, payload []byte, executed string) bool {
 	q.m.Failed.Inc()
 	var v *control.Version
 	if executed != "" {
@@ -170,32 +211,44 @@ func (q *Queue) fail(ev *Event, cond string, dest *control.DestinationConfig, pa
 	}
 	rec := record(ev, cond, v, payload, "Unhandled")
 	if dest != nil && dest.OnFailure != nil && dest.OnFailure.Destination != "" {
-		q.deliver(dest.OnFailure.Destination, ev, rec)
-		return
+		return q.deliver(dest.OnFailure.Destination, ev, rec)
 	}
 	if t, err := q.cfg.Control.InvokeTarget(q.ctx, ev.Account, ev.Function, ev.Qualifier); err == nil {
 		if dl := t.Version.Config.DeadLetterConfig; dl != nil && dl.TargetArn != "" {
-			q.deliver(dl.TargetArn, ev, rec)
-			return
+			return q.deliver(dl.TargetArn, ev, rec)
 		}
 	}
 	q.deadLetter(ev, rec)
+	return true
 }
 
-// deliver queues an invocation record for a destination function.
-func (q *Queue) deliver(target string, ev *Event, rec []byte) {
+// deliver queues an invocation record for a destination function; when it
+// cannot, the event is dead-lettered (and deliver reports true).
+func (q *Queue) deliver(target string, ev *Event, rec []byte) bool {
 	r, err := arn.ParseFunction(target)
 	if err != nil || r.AccountID != ev.Account {
 		q.log.Warn("destination unusable; dead-lettering", "destination", target)
 		q.deadLetter(ev, rec)
-		return
+		return true
 	}
-	d := &Event{RequestID: uuid.NewString(), Account: ev.Account, Function: r.Name, Qualifier: r.Qualifier,
+	if _, err := q.cfg.Control.InvokeTarget(q.ctx, r.AccountID, r.Name, r.Qualifier); errdefs.Is(err, errdefs.KindNotFound) {
+		// Queued for a missing function, the record would be dropped.
+		q.log.Warn("destination does not exist; dead-lettering", "destination", target, "request_id", ev.RequestID)
+		q.deadLetter(ev, rec)
+		return true
+	}
+	// The record's request id is derived, not random: a redelivered event
+	// delivering again makes the same message, which the duplicate window
+	// drops, and the same body name.
+	id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(msgID(ev, "dest"))).String()
+	d := &Event{RequestID: id, Account: ev.Account, Function: r.Name, Qualifier: r.Qualifier,
 		InvokedARN: target, Payload: rec, EnqueuedMs: now().UnixMilli()}
-	if err := q.publish(q.ctx, d, ev.RequestID+"#dest"); err != nil {
+	if err := q.publish(q.ctx, d, msgID(ev, "dest")); err != nil {
 		q.log.Warn("destination enqueue failed; dead-lettering", "err", err)
 		q.deadLetter(ev, rec)
+		return true
 	}
+	return false
 }
 
 // record builds AWS's invocation record for destinations.
@@ -267,19 +320,35 @@ func asJSON(b []byte) json.RawMessage {
 type DeadLetter struct {
 	Event  Event           `json:"event"`
 	Record json.RawMessage `json:"record"`
-	Time   string          `json:"time"`
+	// RecordRef names the record's body when it was too large to keep
+	// inline (Failed fills Record from it).
+	RecordRef string `json:"recordRef,omitempty"`
+	Time      string `json:"time"`
 }
 
 func dlqKey(acct, fn, id string) string { return acct + "." + fn + "." + id }
 
 func (q *Queue) deadLetter(ev *Event, rec []byte) {
-	b, _ := json.Marshal(DeadLetter{Event: *ev, Record: rec, Time: time.Now().UTC().Format(time.RFC3339Nano)})
-	for attempt := 0; ; attempt++ {
-		_, err := q.dlq.Put(q.ctx, dlqKey(ev.Account, ev.Function, ev.RequestID), b)
-		if err == nil || q.ctx.Err() != nil {
-			break
+	d := DeadLetter{Event: *ev, Time: time.Now().UTC().Format(time.RFC3339Nano)}
+	if d.Event.PayloadRef != "" {
+		d.Event.Payload = nil
+	}
+	key := dlqKey(ev.Account, ev.Function, ev.RequestID)
+	for q.ctx.Err() == nil {
+		err := error(nil)
+		if len(rec) > inlineMax {
+			d.RecordRef = "r." + key
+			err = q.putBody(q.ctx, d.RecordRef, rec)
+		} else {
+			d.Record = rec
 		}
-		// The event is already acked by nobody: retry rather than lose it.
+		if err == nil {
+			b, _ := json.Marshal(d)
+			if _, err = q.dlq.Put(q.ctx, key, b); err == nil {
+				break
+			}
+		}
+		// Nobody else holds the event: retry rather than lose it.
 		q.log.Error("dead-letter store", "err", err)
 		sleep(q.ctx, time.Second)
 	}
@@ -300,9 +369,15 @@ func (q *Queue) Failed(ctx context.Context, acct, fn string) ([]DeadLetter, erro
 			continue
 		}
 		var d DeadLetter
-		if json.Unmarshal(e.Value(), &d) == nil {
-			out = append(out, d)
+		if json.Unmarshal(e.Value(), &d) != nil {
+			continue
 		}
+		if d.RecordRef != "" {
+			if rec, err := q.getBody(ctx, d.RecordRef); err == nil {
+				d.Record = rec
+			}
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }
@@ -326,12 +401,13 @@ func (q *Queue) Replay(ctx context.Context, acct, fn string, ids []string) (int,
 		ev := d.Event
 		ev.Attempt, ev.Throttles, ev.NotBeforeMs = 0, 0, 0
 		ev.EnqueuedMs = now().UnixMilli()
-		if err := q.publish(ctx, &ev, ev.RequestID+"#replay"+strconv.FormatInt(ev.EnqueuedMs, 10)); err != nil {
+		if err := q.publish(ctx, &ev, msgID(&ev, "replay")); err != nil {
 			return n, err
 		}
 		if err := q.dlq.Delete(ctx, dlqKey(acct, fn, ev.RequestID)); err != nil {
 			return n, err
 		}
+		q.dropBody(d.RecordRef)
 		n++
 	}
 	if len(ids) > 0 && n < len(ids) {

@@ -1,0 +1,122 @@
+package async
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// bodyQueue is a Queue with only its body store, on an embedded NATS
+// server whose messages are capped at maxPayload bytes.
+func bodyQueue(t *testing.T, maxPayload int32) *Queue {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true,
+		MaxPayload: maxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := openBodies(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Queue{cfg: Config{JS: js}, bodies: st, ctx: ctx, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func (q *Queue) bodyMsgs(t *testing.T) uint64 {
+	t.Helper()
+	info, err := q.bodies.Info(q.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestBodiesChunked(t *testing.T) {
+	q := bodyQueue(t, 64<<10)
+	body := make([]byte, 300<<10)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	if err := q.putBody(q.ctx, "p.one", body); err != nil {
+		t.Fatal(err)
+	}
+	n := q.bodyMsgs(t)
+	if n < 5 {
+		t.Errorf("a 300 KB body under a 64 KB message cap took %d messages", n)
+	}
+	got, err := q.getBody(q.ctx, "p.one")
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read back %d bytes (%v), want %d equal", len(got), err, len(body))
+	}
+	// Written again under the same name (a redelivery): kept, not doubled.
+	if err := q.putBody(q.ctx, "p.one", body); err != nil {
+		t.Fatal(err)
+	}
+	if m := q.bodyMsgs(t); m != n {
+		t.Errorf("rewriting the same body: %d messages, then %d", n, m)
+	}
+	// Another body beside it is independent.
+	if err := q.putBody(q.ctx, "p.two", []byte("small")); err != nil {
+		t.Fatal(err)
+	}
+	q.dropBody("p.one")
+	if _, err := q.getBody(q.ctx, "p.one"); !errors.Is(err, errNoBody) {
+		t.Errorf("dropped body: %v", err)
+	}
+	if got, err := q.getBody(q.ctx, "p.two"); err != nil || string(got) != "small" {
+		t.Errorf("other body: %q %v", got, err)
+	}
+	if m := q.bodyMsgs(t); m != 1 {
+		t.Errorf("%d messages left, want 1", m)
+	}
+}
+
+// A body cut short (a crash while it was written) reads as missing, never
+// as a shorter payload.
+func TestBodiesIncomplete(t *testing.T) {
+	q := bodyQueue(t, 64<<10)
+	m := nats.NewMsg(bodySubjPx + "p.cut")
+	m.Header.Set(hdrSize, "100000")
+	m.Data = bytes.Repeat([]byte("a"), 50000)
+	if _, err := q.cfg.JS.PublishMsg(q.ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := q.getBody(q.ctx, "p.cut"); !errors.Is(err, errNoBody) {
+		t.Errorf("incomplete body: %d bytes, %v", len(got), err)
+	}
+	// Writing it whole replaces the fragment.
+	whole := bytes.Repeat([]byte("b"), 100000)
+	if err := q.putBody(q.ctx, "p.cut", whole); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := q.getBody(q.ctx, "p.cut"); err != nil || !bytes.Equal(got, whole) {
+		t.Errorf("rewritten body: %d bytes, %v", len(got), err)
+	}
+	if _, err := q.getBody(q.ctx, "p.never"); !errors.Is(err, errNoBody) {
+		t.Errorf("absent body: %v", err)
+	}
+}
