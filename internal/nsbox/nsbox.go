@@ -43,8 +43,11 @@ type Config struct {
 	// ids 0–999 onto UIDBase+n*1000 ….
 	UIDBase int
 	// Slots bounds concurrent sandboxes (and the host id ranges used).
-	Slots  int
-	Logger *slog.Logger
+	Slots int
+	// PoolVolumes caps the /tmp volumes made ahead per size (default 8;
+	// negative: none, every sandbox makes its own).
+	PoolVolumes int
+	Logger      *slog.Logger
 }
 
 // Backend is the namespace sandbox backend.
@@ -57,6 +60,7 @@ type Backend struct {
 	mu    sync.Mutex
 	slots []bool
 	live  map[*box]struct{}
+	vols  *volPool
 }
 
 // New prepares the backend: it removes leftovers of an earlier run under
@@ -78,6 +82,9 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{}}
+	if cfg.PoolVolumes >= 0 {
+		b.vols = newVolPool(filepath.Join(cfg.Dir, "pool"), max(cfg.PoolVolumes, 8))
+	}
 	var err error
 	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc")); err != nil {
 		return nil, err
@@ -156,7 +163,14 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, err
 	}
-	if s.vol, err = newTmpVolume(s.dir, max(spec.EphemeralMB, 1), base+SandboxUID, base+SandboxGID); err != nil {
+	if b.vols != nil {
+		s.vol = b.vols.take(max(spec.EphemeralMB, 1))
+	}
+	if s.vol != nil {
+		if err := s.vol.own(base+SandboxUID, base+SandboxGID); err != nil {
+			return nil, err
+		}
+	} else if s.vol, err = newTmpVolume(s.dir, max(spec.EphemeralMB, 1), base+SandboxUID, base+SandboxGID); err != nil {
 		return nil, err
 	}
 	tVol := time.Now()
@@ -253,9 +267,11 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
 		}
 	}
+	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start sandbox init: %w", err)
 	}
+	tStart := time.Now()
 	s.cmd = cmd
 	go func() {
 		cmd.Wait()
@@ -266,6 +282,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 	}
+	tCg := time.Now()
 	if s.b.cfg.Network != nil && !noNetwork {
 		if s.detach, err = s.b.cfg.Network.Attach(cmd.Process.Pid, s.id); err != nil {
 			return fmt.Errorf("network: %w", err)
@@ -275,6 +292,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	if _, err := cfgW.Write(b); err != nil {
 		return fmt.Errorf("release sandbox init: %w", err)
 	}
+	s.b.log.Debug("sandbox started", "env", s.id, "clone_exec", tStart.Sub(t0), "cgroup", tCg.Sub(tStart), "network", time.Since(tCg))
 	return nil
 }
 
@@ -377,6 +395,9 @@ func (b *Backend) Close() error {
 	var errs []error
 	for _, s := range live {
 		errs = append(errs, s.Destroy())
+	}
+	if b.vols != nil {
+		b.vols.close()
 	}
 	errs = append(errs, Cleanup(b.cfg.Dir))
 	return errors.Join(errs...)

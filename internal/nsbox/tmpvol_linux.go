@@ -20,6 +20,8 @@ import (
 type tmpVolume struct {
 	image string
 	mount string
+	// dir holds image and mount point when the volume came from the pool.
+	dir string
 }
 
 // mkfsMu serialises loop device allocation: LOOP_CTL_GET_FREE hands the same
@@ -67,6 +69,14 @@ func newTmpVolume(dir string, sizeMB, uid, gid int) (*tmpVolume, error) {
 	return v, nil
 }
 
+// own gives a pooled volume's root to the sandbox user that will use it.
+func (v *tmpVolume) own(uid, gid int) error {
+	if err := os.Chown(v.mount, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(v.mount, 0o1777)
+}
+
 // attachLoop binds image to a free loop device that frees itself when its
 // last user goes (autoclear): after the unmount, nothing is left behind.
 func attachLoop(image string) (*os.File, error) {
@@ -109,6 +119,9 @@ func attachLoop(image string) (*os.File, error) {
 // destroy unmounts (the loop device then clears itself) and removes the image.
 func (v *tmpVolume) destroy() error {
 	var first error
+	if v.dir != "" {
+		defer os.RemoveAll(v.dir)
+	}
 	if err := unix.Unmount(v.mount, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
 		first = err
 	}
