@@ -185,16 +185,41 @@ func TestKill9Recovery(t *testing.T) {
 	warm(t, p, e)
 	p.cmd.Process.Kill()
 	p.wait(t, 10*time.Second)
-	if left := e.leftovers(t); len(left) == 0 {
+	killed := e.leftovers(t)
+	if len(killed) == 0 {
 		t.Fatal("kill -9 should leave something for the next start to clean")
 	}
 	q := startNubo(t, args...)
 	e.pids = append(e.pids, q.cmd.Process.Pid)
-	// The earlier run's sandboxes must be gone before the new one serves.
-	old := &leakEnv{dataDir: e.dataDir, netName: "-", uidBase: e.uidBase, pids: e.pids[:1]}
+	// The earlier run's mounts (same mount id and path), cgroups and
+	// sandbox processes must be gone once the new one serves; links and
+	// the firewall table carry the same names in both runs, so only the
+	// final check covers them.
+	still := func() []string {
+		now := map[string]bool{}
+		old := &leakEnv{dataDir: e.dataDir, netName: "-", uidBase: e.uidBase, pids: e.pids[:1]}
+		for _, l := range old.leftovers(t) {
+			now[l] = true
+		}
+		var out []string
+		for _, l := range killed {
+			// Pool volumes reuse their paths (and mount ids are recycled),
+			// so only environments' own mounts, whose ids are random,
+			// identify the killed run here.
+			if now[l] && strings.HasPrefix(l, "mount: ") && strings.Contains(l, "/sandboxes/nubo-") {
+				out = append(out, l)
+			}
+		}
+		for l := range now {
+			if strings.HasPrefix(l, "cgroup: ") && strings.Contains(l, fmt.Sprintf("nubo-%d-", e.pids[0])) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		left := old.leftovers(t)
+		left := still()
 		if len(left) == 0 {
 			break
 		}
