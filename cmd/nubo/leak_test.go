@@ -237,3 +237,26 @@ func TestKill9Recovery(t *testing.T) {
 		t.Fatalf("left behind after restart and SIGTERM:\n%s", strings.Join(left, "\n"))
 	}
 }
+
+// TestSecondServerSameNetwork: a second nubo given the network name of a
+// running one refuses to start, and leaves the first one's network intact.
+func TestSecondServerSameNetwork(t *testing.T) {
+	testutil.RequiresRoot(t)
+	e, args := newLeakEnv(t)
+	p := startNubo(t, args...)
+	e.pids = append(e.pids, p.cmd.Process.Pid)
+	other := t.TempDir()
+	code, stderr := runExit(t, "serve", "--listen", "127.0.0.1:0", "--isolation", "namespace", "--data-dir", other,
+		"--net-name", e.netName, "--subnet", "10.232.0.0/24", "--sandbox-uid-base", strconv.Itoa(e.uidBase+64_000))
+	if code == 0 || !strings.Contains(stderr, "belongs to a running nubo") {
+		t.Fatalf("second server: exit %d, stderr:\n%s", code, stderr)
+	}
+	warm(t, p, e) // the first one's bridge and rules still work
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr())
+	}
+	if left := e.leftovers(t); len(left) > 0 {
+		t.Fatalf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+}

@@ -31,6 +31,10 @@ func CleanupStale(cfg Config) error {
 	}
 	defer h.Close()
 	found, err := removeLinks(h, cfg)
+	if errors.Is(err, ErrInUse) {
+		// A live nubo's network: touch nothing of it, rules included.
+		return err
+	}
 	errs := []error{err}
 	for _, mk := range []func(string, *slog.Logger) (Firewall, error){newNftables, newIptables} {
 		fw, err := mk(cfg.Name, log)
@@ -60,10 +64,21 @@ func removeLinks(h *netlink.Handle, cfg Config) (removed []string, err error) {
 		bridges []netlink.Link
 	)
 	prefix := cfg.Name + "-"
+	ours := func(alias string) bool {
+		return alias == bridgeAlias(cfg.Name) || strings.HasPrefix(alias, bridgeAlias(cfg.Name)+" owner ")
+	}
+	for _, l := range links {
+		if a := l.Attrs(); ours(a.Alias) {
+			if owner := liveOwner(a.Alias); owner != "" {
+				return nil, fmt.Errorf("netenv: network %q (bridge %s) belongs to a running nubo (process %s); give this one another --net-name and --subnet: %w",
+					cfg.Name, a.Name, owner, ErrInUse)
+			}
+		}
+	}
 	for _, l := range links {
 		a := l.Attrs()
 		switch {
-		case a.Alias == bridgeAlias(cfg.Name):
+		case ours(a.Alias):
 			bridges = append(bridges, l)
 		case l.Type() == "veth" && strings.HasPrefix(a.Name, prefix):
 			if err := h.LinkDel(l); err != nil && !isGone(err) {

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -19,6 +22,9 @@ var ErrSubnetOverlap = errors.New("netenv: subnet overlaps the host's networks")
 
 // ErrClosed reports use of a closed Manager.
 var ErrClosed = errors.New("netenv: manager closed")
+
+// ErrInUse is returned when another running nubo owns the network name.
+var ErrInUse = errors.New("netenv: network name in use")
 
 // Manager owns the host side of environments' networking: the bridge, the
 // firewall, the addresses, the host ends of the veths.
@@ -141,6 +147,48 @@ func (m *Manager) setup() error {
 // between runs, and never mistakes someone else's bridge for ours.
 func bridgeAlias(name string) string { return "nubo netenv " + name }
 
+// ownedAlias is the bridge's alias with its owner: the pid and start time
+// of the nubo process that made it, so a second nubo using the same name
+// refuses to start instead of tearing down a live one's network.
+func ownedAlias(name string) string {
+	return bridgeAlias(name) + " owner " + processToken(os.Getpid())
+}
+
+// processToken identifies a process across pid reuse: pid and start time.
+func processToken(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may hold spaces; fields after it are fixed.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		f := strings.Fields(s[i+1:])
+		if len(f) > 19 {
+			return fmt.Sprintf("%d.%s", pid, f[19])
+		}
+	}
+	return ""
+}
+
+// liveOwner returns the owner token of alias when that process still runs
+// and is not this one.
+func liveOwner(alias string) string {
+	_, tok, ok := strings.Cut(alias, " owner ")
+	if !ok || tok == "" {
+		return ""
+	}
+	pidStr, _, _ := strings.Cut(tok, ".")
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid == os.Getpid() {
+		return ""
+	}
+	if processToken(pid) == tok {
+		return tok
+	}
+	return ""
+}
+
 func (m *Manager) createBridge() error {
 	la := netlink.NewLinkAttrs()
 	la.Name = m.cfg.Bridge
@@ -152,7 +200,7 @@ func (m *Manager) createBridge() error {
 	if err != nil {
 		return err
 	}
-	if err := m.nl.LinkSetAlias(br, bridgeAlias(m.cfg.Name)); err != nil {
+	if err := m.nl.LinkSetAlias(br, ownedAlias(m.cfg.Name)); err != nil {
 		return err
 	}
 	// A bridge without an address of its own takes the lowest MAC among
