@@ -1,10 +1,15 @@
 package invoke_test
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 	"github.com/nubo-dev/nubo/internal/server"
@@ -107,5 +112,35 @@ func TestInvalidEntrypoint(t *testing.T) {
 				t.Fatalf("took %v: a broken entry point must fail fast", d)
 			}
 		})
+	}
+}
+
+// TestNodeCapacity: with the node's memory for environments nearly full,
+// an idle environment of another function is evicted to make room; when
+// every environment is busy, the invocation is throttled.
+func TestNodeCapacity(t *testing.T) {
+	h := newHarness(t, func(c *server.Config) { c.CapacityMB = 300 })
+	h.create(t, "small", nil)
+	h.create(t, "large", nil, func(in *lambda.CreateFunctionInput) { in.MemorySize = aws.Int32(256) })
+	first := decodeState(t, h.invokeOK(t, "small", op("count")))
+	h.invokeOK(t, "large", op("count")) // evicts small's idle environment
+	again := decodeState(t, h.invokeOK(t, "small", op("count")))
+	if again.Stream == first.Stream {
+		t.Fatalf("small's idle environment should have been evicted for large")
+	}
+	// Now small holds 128 MB; keep it busy and large cannot fit.
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.invokeErr(t, "small", []byte(`{"op":"sleep","ms":1500}`))
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	_, err := h.invokeErr(t, "large", op("count"))
+	var tm *types.TooManyRequestsException
+	if !errors.As(err, &tm) {
+		t.Fatalf("large while small is busy: want TooManyRequestsException, got %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
