@@ -71,6 +71,13 @@ func initStage() error {
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
+	if cfg.Deferred {
+		// A shell: everything that does not depend on the function is
+		// ready. Wait for the function's code, then go on.
+		if err := receiveCode(); err != nil {
+			return err
+		}
+	}
 	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
 		return err
 	}
@@ -93,6 +100,61 @@ func initStage() error {
 	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(self), uintptr(unsafePointer(empty)),
 		uintptr(unsafePointer(&argv[0])), uintptr(unsafePointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
 	return fmt.Errorf("exec agent: %w", errno)
+}
+
+// receiveCode reads the assignment from the agent connection and moves the
+// function's code (and layers) into place. The root is already pivoted and
+// read-only; mounting on its directories does not write to it.
+func receiveCode() error {
+	buf := make([]byte, 512)
+	oob := make([]byte, unix.CmsgSpace(2*4))
+	n, oobn, _, _, err := unix.Recvmsg(fdAgentConn, buf, oob, 0)
+	if err != nil {
+		return fmt.Errorf("wait for code: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("wait for code: connection closed")
+	}
+	// One length byte, then JSON; a short read continues plainly.
+	want := int(buf[0]) + 1
+	for n < want {
+		m, err := unix.Read(fdAgentConn, buf[n:want])
+		if err != nil || m == 0 {
+			return fmt.Errorf("wait for code: short assignment")
+		}
+		n += m
+	}
+	var a assignment
+	if err := json.Unmarshal(buf[1:want], &a); err != nil {
+		return fmt.Errorf("assignment: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return fmt.Errorf("assignment: no file descriptors")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil {
+		return fmt.Errorf("assignment: %w", err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	wantFds := 1
+	if a.Opt {
+		wantFds = 2
+	}
+	if len(fds) != wantFds {
+		return fmt.Errorf("assignment: %d file descriptors, want %d", len(fds), wantFds)
+	}
+	targets := []string{"/var/task", "/opt"}
+	for i, fd := range fds {
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, targets[i], unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("move_mount %s: %w", targets[i], err)
+		}
+	}
+	return nil
 }
 
 // dropPrivileges leaves the init stage's root (in the user namespace) for

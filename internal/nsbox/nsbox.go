@@ -3,6 +3,8 @@ package nsbox
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,7 +49,12 @@ type Config struct {
 	// PoolVolumes caps the /tmp volumes made ahead per size (default 8;
 	// negative: none, every sandbox makes its own).
 	PoolVolumes int
-	Logger      *slog.Logger
+	// PoolShells caps the sandboxes made ahead per /tmp size, waiting for a
+	// function (default 4; negative: none).
+	PoolShells int
+	// RuntimeDir is nubo's runtime clients, the same for every sandbox.
+	RuntimeDir string
+	Logger     *slog.Logger
 }
 
 // Backend is the namespace sandbox backend.
@@ -57,10 +64,11 @@ type Backend struct {
 	etc  string
 	land []userlandEntry
 
-	mu    sync.Mutex
-	slots []bool
-	live  map[*box]struct{}
-	vols  *volPool
+	mu     sync.Mutex
+	slots  []bool
+	live   map[*box]struct{}
+	vols   *pool[*tmpVolume]
+	shells *pool[*box]
 }
 
 // New prepares the backend: it removes leftovers of an earlier run under
@@ -82,15 +90,19 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{}}
-	if cfg.PoolVolumes >= 0 {
-		b.vols = newVolPool(filepath.Join(cfg.Dir, "pool"), max(cfg.PoolVolumes, 8))
-	}
 	var err error
 	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc")); err != nil {
 		return nil, err
 	}
 	if b.land, err = hostUserland(); err != nil {
 		return nil, err
+	}
+	// Pools last: their refills make sandboxes from everything above.
+	if n := orDefault(cfg.PoolVolumes, 8); n > 0 {
+		b.vols = newVolPool(filepath.Join(cfg.Dir, "pool"), n, cfg.Logger.Warn)
+	}
+	if n := orDefault(cfg.PoolShells, 4); n > 0 {
+		b.shells = newShellPool(b, n)
 	}
 	return b, nil
 }
@@ -142,17 +154,48 @@ type box struct {
 	detach  func() error
 	paths   sandbox.Paths
 	memMB   int
+	tmpMB   int
 	done    chan struct{}
 	destroy sync.Once
 }
 
-// Create implements sandbox.Backend.
-func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sandbox, err error) {
+// Create implements sandbox.Backend. A shell made ahead of demand (see
+// shellPool) is used when one of the right /tmp size is ready; otherwise a
+// new one is made on the spot. Either way the function's code is then
+// handed to it (assign).
+func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	t0 := time.Now()
+	tmpMB := max(spec.EphemeralMB, 1)
+	var s *box
+	if b.shells != nil && !spec.NoNetwork {
+		s, _ = b.shells.take(tmpMB)
+	}
+	pooled := s != nil
+	if s == nil {
+		var err error
+		if s, err = b.newShell(tmpMB, spec.NoNetwork); err != nil {
+			return nil, err
+		}
+	}
+	tShell := time.Now()
+	if err := s.assign(spec); err != nil {
+		s.Destroy()
+		return nil, err
+	}
+	b.log.Debug("sandbox created", "env", s.id, "pooled", pooled, "shell", tShell.Sub(t0), "assign", time.Since(tShell))
+	return s, nil
+}
+
+// newShell makes a sandbox with everything but the function: /tmp volume,
+// cgroup, namespaces, network, the root file system; its init stage then
+// waits for the code (initConfig.Deferred).
+func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
 	slot, err := b.allocSlot()
 	if err != nil {
 		return nil, err
 	}
-	s := &box{b: b, id: spec.ID, slot: slot, dir: filepath.Join(b.cfg.Dir, spec.ID), memMB: spec.MemoryMB, done: make(chan struct{})}
+	id := newShellID()
+	s := &box{b: b, id: id, slot: slot, dir: filepath.Join(b.cfg.Dir, id), tmpMB: tmpMB, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Destroy()
@@ -164,47 +207,97 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		return nil, err
 	}
 	if b.vols != nil {
-		s.vol = b.vols.take(max(spec.EphemeralMB, 1))
+		s.vol, _ = b.vols.take(tmpMB)
 	}
 	if s.vol != nil {
 		if err := s.vol.own(base+SandboxUID, base+SandboxGID); err != nil {
 			return nil, err
 		}
-	} else if s.vol, err = newTmpVolume(s.dir, max(spec.EphemeralMB, 1), base+SandboxUID, base+SandboxGID); err != nil {
+	} else if s.vol, err = newTmpVolume(s.dir, tmpMB, base+SandboxUID, base+SandboxGID); err != nil {
 		return nil, err
 	}
 	tVol := time.Now()
 	if b.cfg.Cgroups != nil {
-		s.cg, err = b.cfg.Cgroups.Create(spec.ID, cgroup.Resources{
-			MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids, IOWeight: 100,
-		})
+		// The function's memory limit is set when the code arrives.
+		s.cg, err = b.cfg.Cgroups.Create(id, cgroup.Resources{PidsMax: cgroup.MaxPids, IOWeight: 100})
 		if err != nil {
 			return nil, err
 		}
 	}
 	cfg := initConfig{
-		Root: "/tmp", Userland: b.land, Etc: b.etc, Task: spec.CodeDir, Opt: spec.LayersDir,
-		Runtime: spec.RuntimeDir, Tmp: s.vol.mount, Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID,
-		Seccomp: b.cfg.Seccomp,
+		Root: "/tmp", Userland: b.land, Etc: b.etc, Runtime: b.cfg.RuntimeDir, Tmp: s.vol.mount,
+		Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID, Seccomp: b.cfg.Seccomp, Deferred: true,
 	}
 	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
 		cfg.Certs = "/etc/ssl/certs"
 	}
 	tCg := time.Now()
-	if err := s.start(&cfg, base, spec.NoNetwork); err != nil {
+	if err := s.start(&cfg, base, noNetwork); err != nil {
 		return nil, err
 	}
-	b.log.Debug("sandbox created", "env", spec.ID, "tmp_volume", tVol.Sub(t0), "cgroup", tCg.Sub(tVol),
+	b.log.Debug("shell created", "env", id, "tmp_volume", tVol.Sub(t0), "cgroup", tCg.Sub(tVol),
 		"clone_and_wire", time.Since(tCg), "total", time.Since(t0))
-	s.paths = sandbox.Paths{TaskRoot: "/var/task", OptDir: "/opt", RuntimeDir: "/var/runtime", TmpDir: "/tmp",
-		RuntimeAPI: "127.0.0.1:9001", HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}
-	if spec.LayersDir == "" {
-		s.paths.HostOptDir = ""
-	}
 	b.mu.Lock()
 	b.live[s] = struct{}{}
 	b.mu.Unlock()
 	return s, nil
+}
+
+// orDefault reads a pool size: 0 means def, negative means none.
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return max(n, 0)
+}
+
+func newShellID() string {
+	var r [6]byte
+	rand.Read(r[:])
+	return "nubo-" + hex.EncodeToString(r[:])
+}
+
+// assign hands the function's code to a shell: detached, read-only mount
+// trees of the code and layers go over the agent connection, and the
+// cgroup gets the function's memory limit.
+func (s *box) assign(spec sandbox.Spec) error {
+	if spec.RuntimeDir != s.b.cfg.RuntimeDir {
+		return fmt.Errorf("nsbox: runtime dir %q differs from the backend's %q", spec.RuntimeDir, s.b.cfg.RuntimeDir)
+	}
+	s.memMB = spec.MemoryMB
+	if s.cg != nil {
+		if err := s.cg.Set(cgroup.Resources{MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids, IOWeight: 100}); err != nil {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, dir := range []string{spec.CodeDir, spec.LayersDir} {
+		if dir == "" {
+			continue
+		}
+		f, err := detachedMount(dir, true)
+		if err != nil {
+			return err
+		}
+		files = append(files, f)
+	}
+	msg, _ := json.Marshal(assignment{Opt: spec.LayersDir != ""})
+	data := append([]byte{byte(len(msg))}, msg...)
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	if err := unix.Sendmsg(int(s.conn.Fd()), data, unix.UnixRights(fds...), nil, 0); err != nil {
+		return fmt.Errorf("hand code to sandbox %s: %w", s.id, err)
+	}
+	s.paths = sandbox.Paths{TaskRoot: "/var/task", OptDir: "/opt", RuntimeDir: "/var/runtime", TmpDir: "/tmp",
+		RuntimeAPI: "127.0.0.1:9001", HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}
+	return nil
 }
 
 // start launches the init stage in new namespaces, places it, and releases it.
@@ -386,6 +479,9 @@ func (s *box) Destroy() error {
 
 // Close destroys every live sandbox and removes the backend's directory.
 func (b *Backend) Close() error {
+	if b.shells != nil {
+		b.shells.close() // first: a refill may add to the live list
+	}
 	b.mu.Lock()
 	live := make([]*box, 0, len(b.live))
 	for s := range b.live {

@@ -113,6 +113,26 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 			cgm.Close()
 		}
 	}()
+	cache, err := codecache.New(filepath.Join(cfg.DataDir, "code"), st)
+	if err != nil {
+		return nil, err
+	}
+	rts, err := runtimes.Detect("/")
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{}
+	var ids []string
+	for _, rt := range rts {
+		ids = append(ids, rt.ID)
+		if name, src, ok := runtimes.Bootstrap(rt.Family); ok {
+			files[name] = src
+		}
+	}
+	rtDir, err := cache.Runtime(files)
+	if err != nil {
+		return nil, err
+	}
 	switch cfg.Isolation {
 	case "process":
 		log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
@@ -145,33 +165,14 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 			return nil, fmt.Errorf("network: %w", err)
 		}
 		nb, nerr := nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
-			Network: netAttacher{nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots, Logger: log})
+			Network: netAttacher{nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
+			RuntimeDir: rtDir, Logger: log})
 		if nerr != nil {
 			return nil, nerr
 		}
 		backend = nb
 	default:
 		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
-	}
-	cache, err := codecache.New(filepath.Join(cfg.DataDir, "code"), st)
-	if err != nil {
-		return nil, err
-	}
-	rts, err := runtimes.Detect("/")
-	if err != nil {
-		return nil, err
-	}
-	files := map[string][]byte{}
-	var ids []string
-	for _, rt := range rts {
-		ids = append(ids, rt.ID)
-		if name, src, ok := runtimes.Bootstrap(rt.Family); ok {
-			files[name] = src
-		}
-	}
-	rtDir, err := cache.Runtime(files)
-	if err != nil {
-		return nil, err
 	}
 	capacity := cfg.CapacityMB
 	if capacity == 0 {
