@@ -87,6 +87,7 @@ type Environment struct {
 	frozen    bool
 	coldInit  float64 // init duration to report on the first invoke, ms
 	lastUsed  atomic.Int64
+	readyAt   atomic.Int64 // when the agent said Ready (cold start timing)
 	uses      atomic.Int64
 	deadCause atomic.Value // string
 
@@ -145,6 +146,8 @@ func (e *Environment) init(ctx context.Context) error {
 	e.platform(fmt.Sprintf("INIT_START Runtime Version: %s\tRuntime Version ARN: arn:aws:lambda:nubo::runtime:%s", e.cfg.RuntimeVersion, e.cfg.RuntimeVersion))
 	select {
 	case out := <-e.initDone:
+		e.log.Debug("environment initialised", "agent_ready", time.Unix(0, e.readyAt.Load()).Sub(e.created),
+			"runtime_init_ms", out.durationMs, "total", time.Since(e.created))
 		if !e.cfg.Provisioned {
 			e.coldInit = out.durationMs
 		}
@@ -174,6 +177,7 @@ func (e *Environment) readLoop() {
 		}
 		switch f.Type {
 		case agentproto.TReady:
+			e.readyAt.Store(time.Now().UnixNano())
 		case agentproto.TLog:
 			var l agentproto.Log
 			_ = f.Decode(&l)
