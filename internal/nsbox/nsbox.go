@@ -389,6 +389,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	return nil
 }
 
+func (s *box) ID() string               { return s.id }
 func (s *box) Conn() io.ReadWriteCloser { return s.conn }
 func (s *box) Paths() sandbox.Paths     { return s.paths }
 func (s *box) Done() <-chan struct{}    { return s.done }

@@ -43,6 +43,7 @@ func NewProcess(dir string, log *slog.Logger) (*Process, error) {
 func (p *Process) Name() string { return "process" }
 
 type procSandbox struct {
+	id    string
 	b     *Process
 	cmd   *exec.Cmd
 	conn  *os.File
@@ -95,7 +96,7 @@ func (p *Process) Create(ctx context.Context, spec Spec) (Sandbox, error) {
 		host.Close()
 		return nil, fmt.Errorf("start agent: %w", err)
 	}
-	s := &procSandbox{b: p, cmd: cmd, conn: host, dir: dir, done: make(chan struct{}),
+	s := &procSandbox{id: spec.ID, b: p, cmd: cmd, conn: host, dir: dir, done: make(chan struct{}),
 		paths: Paths{TaskRoot: spec.CodeDir, OptDir: spec.LayersDir, RuntimeDir: spec.RuntimeDir, TmpDir: tmp,
 			RuntimeAPI: "127.0.0.1:" + strconv.Itoa(port), HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}}
 	go func() {
@@ -122,6 +123,7 @@ func (p *Process) Close() error {
 	return nil
 }
 
+func (s *procSandbox) ID() string               { return s.id }
 func (s *procSandbox) Conn() io.ReadWriteCloser { return s.conn }
 func (s *procSandbox) Paths() Paths             { return s.paths }
 func (s *procSandbox) Done() <-chan struct{}    { return s.done }

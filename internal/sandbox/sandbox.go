@@ -57,6 +57,8 @@ type Stats struct {
 
 // Sandbox is one running sandbox.
 type Sandbox interface {
+	// ID names the sandbox in logs (and its cgroup, directory, veth).
+	ID() string
 	// Conn is the connection to the agent.
 	Conn() io.ReadWriteCloser
 	Paths() Paths

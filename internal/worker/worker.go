@@ -345,14 +345,14 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	if p.cfg.Logs != nil {
 		sink = p.cfg.Logs(v.Account, group, stream)
 	}
-	e, err := env.StartIn(ctx, sb, spec.ID, env.Config{
+	e, err := env.StartIn(ctx, sb, sb.ID(), env.Config{
 		Start: start, MemoryMB: c.MemorySize, InitTimeout: p.cfg.InitTimeout, RuntimeVersion: rt.ID,
 		ExecutedVersion: c.Version, Logs: sink, Logger: p.log, Provisioned: initType == "provisioned-concurrency",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start environment: %w", err)
 	}
-	p.log.Debug("environment started", "env", spec.ID, "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
+	p.log.Debug("environment started", "env", sb.ID(), "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
 		"agent_and_init", time.Since(tSandbox), "total", time.Since(t0))
 	return e, nil
 }
