@@ -13,3 +13,15 @@ run: build
 
 test:
 	bash scripts/test.sh
+
+# BENCH_FLAGS passes options through, e.g. make bench BENCH_FLAGS=--quick
+# or BENCH_FLAGS='--figures 1,3'.
+RIE_MODULE = github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@latest
+bench:
+	bash scripts/deps.sh --bench
+	go build -o bin/nubo ./cmd/nubo
+	GOBIN=$(CURDIR)/bench/.bin go install $(RIE_MODULE)
+	go build -trimpath -ldflags='-s -w' -o bench/.bin/echo-bootstrap ./bench/echo
+	go build -o bench/.bin/nubo-bench ./bench/cmd/nubo-bench
+	./bench/.bin/nubo-bench --nubo bin/nubo --rie bench/.bin/aws-lambda-rie \
+		--echo bench/.bin/echo-bootstrap --functions bench/functions --out bench/results $(BENCH_FLAGS)

@@ -7,10 +7,14 @@
 #   awscli                      the stock AWS CLI v2 used by the CLI smoke test
 #   nats-server                 the --nats-url test against a real server
 #   python3, nodejs             the python3.x / nodejs runtimes (optional for serving)
+#   crun                        the OCI runtime `make bench` compares cold starts with (--bench)
 set -euo pipefail
 want=(e2fsprogs nftables iptables iproute2 util-linux ca-certificates)
 if [ "${1:-}" = "--test" ]; then
   want+=(awscli nats-server python3 busybox-static)
+fi
+if [ "${1:-}" = "--bench" ]; then
+  want+=(crun python3)
 fi
 missing=()
 for p in "${want[@]}"; do
@@ -18,7 +22,7 @@ for p in "${want[@]}"; do
 done
 # node may come from elsewhere than Debian's nodejs package: only install it
 # when no node binary exists at all.
-if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then
+if { [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; } && ! command -v node >/dev/null 2>&1; then
   missing+=(nodejs)
 fi
 if [ ${#missing[@]} -gt 0 ]; then

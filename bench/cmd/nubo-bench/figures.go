@@ -1,0 +1,608 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// bench is one run: its configuration, the functions it deploys and
+// everything it measured.
+type bench struct {
+	cfg  config
+	tmp  string
+	res  *results
+	seq  int
+	echo functionSpec // provided.al2023, the aws-lambda-go echo bootstrap
+	py   functionSpec
+	node functionSpec
+
+	payload []byte // the 100-byte event of every invoke
+
+	mu    sync.Mutex
+	nubos []*nuboServer // running, for cleanup on any exit path
+}
+
+// payload100 is a JSON event of exactly 100 bytes.
+func payload100() []byte {
+	const head, tail = `{"payload":"`, `"}`
+	fill := bytes.Repeat([]byte("nubo-bench-"), 10)[:100-len(head)-len(tail)]
+	return []byte(head + string(fill) + tail)
+}
+
+func (b *bench) newNubo(ctx context.Context, capacityMB int) (*nuboServer, error) {
+	b.seq++
+	dir := filepath.Join(b.tmp, fmt.Sprintf("nubo-%d", b.seq))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	n, err := startNubo(ctx, nuboOptions{bin: b.cfg.nuboBin, dir: dir, capacityMB: capacityMB, extra: b.cfg.nuboArgs})
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.nubos = append(b.nubos, n)
+	b.mu.Unlock()
+	return n, nil
+}
+
+func (b *bench) stopNubo(n *nuboServer) {
+	if err := n.stop(); err != nil {
+		b.res.errorf("nubo serve: %v (log: %s)", err, n.logPath)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, x := range b.nubos {
+		if x == n {
+			b.nubos = append(b.nubos[:i], b.nubos[i+1:]...)
+			break
+		}
+	}
+}
+
+func (b *bench) stopAll() {
+	b.mu.Lock()
+	ns := append([]*nuboServer(nil), b.nubos...)
+	b.mu.Unlock()
+	for _, n := range ns {
+		b.stopNubo(n)
+	}
+}
+
+// runtimeFor picks the runtime id nubo offers for a family ("python",
+// "nodejs"): the newest it lists.
+func runtimeFor(n *nuboServer, family string) string {
+	var ids []string
+	for _, id := range n.runtimeIDs() {
+		if strings.HasPrefix(id, family) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	if len(ids) == 0 {
+		return ""
+	}
+	return ids[len(ids)-1]
+}
+
+// withRuntimes fills in the managed runtimes' ids from what this nubo
+// offers; a family it does not offer is left empty and its series fail
+// with that reason.
+func (b *bench) withRuntimes(n *nuboServer) {
+	b.py.Runtime = runtimeFor(n, "python")
+	b.node.Runtime = runtimeFor(n, "nodejs")
+}
+
+func (b *bench) check(spec functionSpec, got []byte) error {
+	if spec.Runtime == "provided.al2023" {
+		if !bytes.Equal(got, b.payload) {
+			return errMismatch
+		}
+		return nil
+	}
+	if !sameJSON(got, b.payload) {
+		return errMismatch
+	}
+	return nil
+}
+
+// warmJob measures warm invokes of one function created up front.
+func (b *bench) warmJob(ctx context.Context, n *nuboServer, s *Series, name string, spec functionSpec, want int) *job {
+	j := &job{series: s, want: want}
+	if spec.Runtime == "" {
+		j.failed, s.Err = true, "nubo offers no runtime for this family"
+		return j
+	}
+	if err := n.createFunction(ctx, name, spec); err != nil {
+		j.failed, s.Err = true, err.Error()
+		return j
+	}
+	// The first invoke is the cold start; the next ones let the runtime,
+	// the connection and both Go heaps settle before anything counts.
+	for i := 0; i < 20; i++ {
+		if _, _, err := n.invoke(ctx, name, b.payload); err != nil {
+			j.failed, s.Err = true, err.Error()
+			return j
+		}
+	}
+	j.sample = func(ctx context.Context, _ int) (time.Duration, error) {
+		d, out, err := n.invoke(ctx, name, b.payload)
+		if err != nil {
+			return 0, err
+		}
+		return d, b.check(spec, out)
+	}
+	return j
+}
+
+// figWarm: figures 1 and 5 (warm). nubo and the emulator are measured in
+// alternating blocks against the same echo bootstrap and payload.
+func (b *bench) figWarm(ctx context.Context) error {
+	n, err := b.newNubo(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer b.stopNubo(n)
+	b.withRuntimes(n)
+	var jobs []*job
+	if b.cfg.figures[1] {
+		jobs = append(jobs, b.warmJob(ctx, n, b.res.series("nubo-warm-go", "nubo warm (Go echo)", "warm"), "warm-go", b.echo, b.cfg.warm))
+		rs := b.res.series("rie-warm", "RIE warm (Go echo)", "warm")
+		r, err := startRIE(rieOptions{bin: b.cfg.rieBin, bootstrap: b.rieBootstrap(), logPath: filepath.Join(b.tmp, "rie-warm.log")})
+		if err != nil {
+			rs.Err = err.Error()
+		} else {
+			defer r.stop()
+			rj := &job{series: rs, want: b.cfg.warm}
+			if _, err := r.firstResponse(ctx, b.payload); err != nil {
+				rj.failed, rs.Err = true, err.Error()
+			}
+			for i := 0; i < 20 && !rj.failed; i++ {
+				if _, _, err := r.invoke(ctx, b.payload); err != nil {
+					rj.failed, rs.Err = true, err.Error()
+				}
+			}
+			rj.sample = func(ctx context.Context, _ int) (time.Duration, error) {
+				d, out, err := r.invoke(ctx, b.payload)
+				if err == nil && !bytes.Equal(out, b.payload) {
+					err = errMismatch
+				}
+				return d, err
+			}
+			jobs = append(jobs, rj)
+		}
+	}
+	if b.cfg.figures[5] {
+		jobs = append(jobs,
+			b.warmJob(ctx, n, b.res.series("nubo-warm-python", "nubo warm (Python echo)", "warm"), "warm-python", b.py, b.cfg.warm),
+			b.warmJob(ctx, n, b.res.series("nubo-warm-node", "nubo warm (Node echo)", "warm"), "warm-node", b.node, b.cfg.warm))
+		if !b.cfg.figures[1] {
+			// Figure 5 reads against the Go echo of the same run.
+			jobs = append(jobs, b.warmJob(ctx, n, b.res.series("nubo-warm-go", "nubo warm (Go echo)", "warm"), "warm-go", b.echo, b.cfg.warm))
+		}
+	}
+	logf("warm: %d samples per series, blocks of %d", b.cfg.warm, b.cfg.block)
+	interleave(ctx, b.cfg.block, jobs...)
+	return ctx.Err()
+}
+
+// rieBootstrap is the echo bootstrap in a directory of its own, which the
+// emulator takes as its task root.
+func (b *bench) rieBootstrap() string {
+	return filepath.Join(b.tmp, "rie-task", "bootstrap")
+}
+
+// figThroughput: figure 2. Each round runs the emulator sequentially for a
+// fixed time, then nubo at each concurrency for the same time.
+func (b *bench) figThroughput(ctx context.Context) error {
+	n, err := b.newNubo(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer b.stopNubo(n)
+	const name = "tput-go"
+	if err := n.createFunction(ctx, name, b.echo); err != nil {
+		return err
+	}
+	nuboCall := func(ctx context.Context) (time.Duration, error) {
+		d, out, err := n.invoke(ctx, name, b.payload)
+		if err == nil && !bytes.Equal(out, b.payload) {
+			err = errMismatch
+		}
+		return d, err
+	}
+	// Warm up: as many environments as the highest concurrency will use.
+	for _, c := range b.cfg.concurrencies {
+		if _, _, _, err := burst(ctx, c, 0, 5*c, nuboCall); err != nil {
+			return fmt.Errorf("warm-up at concurrency %d: %w", c, err)
+		}
+	}
+	r, err := startRIE(rieOptions{bin: b.cfg.rieBin, bootstrap: b.rieBootstrap(), logPath: filepath.Join(b.tmp, "rie-tput.log")})
+	if err != nil {
+		return err
+	}
+	defer r.stop()
+	if _, err := r.firstResponse(ctx, b.payload); err != nil {
+		return fmt.Errorf("aws-lambda-rie: %w", err)
+	}
+	rieCall := func(ctx context.Context) (time.Duration, error) {
+		d, out, err := r.invoke(ctx, b.payload)
+		if err == nil && !bytes.Equal(out, b.payload) {
+			err = errMismatch
+		}
+		return d, err
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := rieCall(ctx); err != nil {
+			return fmt.Errorf("aws-lambda-rie: %w", err)
+		}
+	}
+	tp := map[string]*throughput{}
+	order := []string{"rie-seq"}
+	tp["rie-seq"] = &throughput{Name: "rie-seq", Label: "RIE sequential", Concurrency: 1}
+	for _, c := range b.cfg.concurrencies {
+		k := fmt.Sprintf("nubo-c%d", c)
+		order = append(order, k)
+		tp[k] = &throughput{Name: k, Label: fmt.Sprintf("nubo c=%d", c), Concurrency: c}
+	}
+	logf("throughput: %d rounds of %v per target", b.cfg.tputRounds, b.cfg.tputDuration)
+	for round := 0; round < b.cfg.tputRounds; round++ {
+		for _, k := range order {
+			t := tp[k]
+			call := nuboCall
+			if k == "rie-seq" {
+				call = rieCall
+			}
+			cnt, el, lat, err := burst(ctx, t.Concurrency, b.cfg.tputDuration, 0, call)
+			if err != nil {
+				t.Err = err.Error()
+				continue
+			}
+			t.Requests += cnt
+			t.elapsed += el
+			t.lat = append(t.lat, lat...)
+		}
+	}
+	for _, k := range order {
+		t := tp[k]
+		if t.elapsed > 0 {
+			t.PerSecond = float64(t.Requests) / t.elapsed.Seconds()
+			t.Seconds = t.elapsed.Seconds()
+			t.Latency, _ = (&Series{Samples: t.lat}).Summarize()
+		}
+		b.res.Throughput = append(b.res.Throughput, t)
+	}
+	return ctx.Err()
+}
+
+type throughput struct {
+	Name        string  `json:"name"`
+	Label       string  `json:"label"`
+	Concurrency int     `json:"concurrency"`
+	Requests    int     `json:"requests"`
+	Seconds     float64 `json:"seconds"`
+	PerSecond   float64 `json:"per_second"`
+	Latency     Summary `json:"latency"`
+	Err         string  `json:"error,omitempty"`
+	elapsed     time.Duration
+	lat         []time.Duration
+}
+
+// burst runs c callers until dur has passed (dur > 0) or total calls are
+// made, and returns the calls completed, the wall time from the first call
+// to the last response, and every call's latency.
+func burst(ctx context.Context, c int, dur time.Duration, total int, call func(context.Context) (time.Duration, error)) (int, time.Duration, []time.Duration, error) {
+	var (
+		mu    sync.Mutex
+		lat   []time.Duration
+		first error
+		next  int
+		wg    sync.WaitGroup
+	)
+	t0 := time.Now()
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for ctx.Err() == nil {
+				if dur > 0 && time.Since(t0) >= dur {
+					break
+				}
+				if total > 0 {
+					mu.Lock()
+					i := next
+					next++
+					mu.Unlock()
+					if i >= total {
+						break
+					}
+				}
+				d, err := call(ctx)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					break
+				}
+				mine = append(mine, d)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	if first == nil {
+		first = ctx.Err()
+	}
+	return len(lat), el, lat, first
+}
+
+// coldJob measures the first invoke of functions that have never run:
+// before each block it creates and activates one function per sample
+// (untimed), afterwards it deletes them and waits until their environments
+// are gone, so no block runs beside the teardown of the last.
+func (b *bench) coldJob(n *nuboServer, s *Series, prefix string, spec functionSpec, want int) *job {
+	j := &job{series: s, want: want}
+	if spec.Runtime == "" {
+		j.failed, s.Err = true, "nubo offers no runtime for this family"
+		return j
+	}
+	var names []string
+	j.before = func(ctx context.Context, k int) error {
+		names = names[:0]
+		for i := 0; i < k; i++ {
+			names = append(names, fmt.Sprintf("%s-%d", prefix, len(s.Samples)+i))
+		}
+		return n.createMany(ctx, names, spec)
+	}
+	j.sample = func(ctx context.Context, i int) (time.Duration, error) {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		d, out, err := n.invoke(ctx, name, b.payload)
+		if err != nil {
+			return 0, err
+		}
+		b.res.coldNames[s.Name] = append(b.res.coldNames[s.Name], name)
+		return d, b.check(spec, out)
+	}
+	j.after = func(ctx context.Context) error {
+		if ctx.Err() != nil {
+			return nil // interrupted: stopping nubo removes everything
+		}
+		if err := n.deleteMany(ctx, names); err != nil {
+			return err
+		}
+		return n.waitEnvs(ctx, 0, 30*time.Second)
+	}
+	return j
+}
+
+// figCold: figures 3 and 5 (cold). nubo's cold starts, the emulator's
+// process-start-to-first-response, `crun run /bin/true` and the floors are
+// measured in alternating blocks.
+func (b *bench) figCold(ctx context.Context) error {
+	n, err := b.newNubo(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer b.stopNubo(n)
+	b.withRuntimes(n)
+	var jobs []*job
+	if b.cfg.figures[3] {
+		jobs = append(jobs, b.coldJob(n, b.res.series("nubo-cold-go", "nubo cold (Go echo)", "cold"), "cold-go", b.echo, b.cfg.cold))
+		rs := b.res.series("rie-cold", "RIE start→first response", "cold")
+		rieLog := filepath.Join(b.tmp, "rie-cold.log")
+		jobs = append(jobs, &job{series: rs, want: b.cfg.cold, sample: func(ctx context.Context, _ int) (time.Duration, error) {
+			r, err := startRIE(rieOptions{bin: b.cfg.rieBin, bootstrap: b.rieBootstrap(), logPath: rieLog})
+			if err != nil {
+				return 0, err
+			}
+			defer r.stop()
+			return r.firstResponse(ctx, b.payload)
+		}})
+		cs := b.res.series("crun-run-true", "crun run /bin/true", "cold")
+		cj := &job{series: cs, want: b.cfg.cold}
+		if h, err := b.crunHelper(); err != nil {
+			cj.failed, cs.Err = true, err.Error()
+		} else {
+			defer h.stop()
+			cj.sample = func(context.Context, int) (time.Duration, error) { return h.run() }
+		}
+		jobs = append(jobs, cj,
+			execJob(b.res.series("floor-exec-echo", "fork+exec echo bootstrap (floor)", "cold"), b.cfg.cold, false, b.rieBootstrap()),
+			execJob(b.res.series("floor-unshare", "unshare pid+mnt+net+uts+ipc /bin/true", "cold"), b.cfg.cold, true,
+				"unshare", "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "/bin/true"))
+	}
+	if b.cfg.figures[5] {
+		jobs = append(jobs,
+			b.coldJob(n, b.res.series("nubo-cold-python", "nubo cold (Python echo)", "cold"), "cold-python", b.py, b.cfg.cold),
+			b.coldJob(n, b.res.series("nubo-cold-node", "nubo cold (Node echo)", "cold"), "cold-node", b.node, b.cfg.cold))
+		if py := interpreter("python3"); py != "" {
+			jobs = append(jobs, execJob(b.res.series("floor-python", py+" -c pass (floor)", "cold"), b.cfg.cold, true, py, "-c", "pass"))
+		}
+		if node := interpreter("node"); node != "" {
+			jobs = append(jobs, execJob(b.res.series("floor-node", node+" -e 0 (floor)", "cold"), b.cfg.cold, true, node, "-e", "0"))
+		}
+	}
+	logf("cold: %d samples per series, blocks of %d", b.cfg.cold, b.cfg.coldBlock)
+	interleave(ctx, b.cfg.coldBlock, jobs...)
+	// The phase lines of the last environments may trail their responses.
+	for series, names := range b.res.coldNames {
+		b.collectPhases(n, series, names)
+	}
+	return ctx.Err()
+}
+
+// collectPhases joins nubo's phase log lines to the series' functions. The
+// lines of the last environments may trail their responses, so the first
+// lookups wait a little; a nubo that logs no phases costs two seconds, not
+// two per function.
+func (b *bench) collectPhases(n *nuboServer, series string, names []string) {
+	deadline := time.Now().Add(2 * time.Second)
+	for _, name := range names {
+		if p, ok := n.firstEnv(name, max(0, time.Until(deadline))); ok {
+			b.res.phases[series] = append(b.res.phases[series], p)
+		}
+	}
+}
+
+// interpreter prefers the distribution's interpreter (what nubo's userland
+// runs) over shims earlier on the PATH.
+func interpreter(name string) string {
+	for _, dir := range []string{"/usr/bin", "/usr/local/bin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	p, _ := exec.LookPath(name)
+	return p
+}
+
+func execJob(s *Series, want int, wantOK bool, argv ...string) *job {
+	return &job{series: s, want: want, sample: func(context.Context, int) (time.Duration, error) {
+		return timeExec(wantOK, argv...)
+	}}
+}
+
+func (b *bench) crunHelper() (*crunHelper, error) {
+	if b.cfg.crunBin == "" {
+		return nil, errors.New("crun not found (make bench installs it: scripts/deps.sh --bench)")
+	}
+	dir := filepath.Join(b.tmp, "crun-bundle")
+	if err := makeBundle(b.cfg.crunBin, dir); err != nil {
+		return nil, err
+	}
+	return startCrunHelper(b.cfg.crunBin, dir)
+}
+
+// envResult is figure 4.
+type envResult struct {
+	Environments      int     `json:"environments"`
+	Concurrency       int     `json:"concurrency"`
+	Seconds           float64 `json:"seconds"`
+	PerSecond         float64 `json:"per_second"`
+	Latency           Summary `json:"first_invoke_latency"`
+	LiveAgents        int     `json:"live_environments_seen"`
+	MemAvailDeltaKiB  int64   `json:"mem_available_delta_kib"`
+	PerEnvHostKiB     float64 `json:"per_env_host_kib"`
+	FunctionPSSKiB    float64 `json:"function_pss_kib"`
+	FunctionRSSKiB    float64 `json:"function_rss_kib"`
+	AgentPSSKiB       float64 `json:"agent_pss_kib"`
+	ServerPSSDeltaKiB float64 `json:"server_pss_delta_per_env_kib"`
+	OverheadPSSKiB    float64 `json:"overhead_beyond_function_pss_kib"`
+	OverheadRSSKiB    float64 `json:"overhead_beyond_function_rss_kib"`
+	UserlandKiB       float64 `json:"userland_overhead_kib"`
+	Err               string  `json:"error,omitempty"`
+}
+
+// figEnvs: figure 4. Many functions (one deployment package, so the code
+// is unpacked and cached once) get their first invoke at once; the rate is
+// environments made per second of wall time. The environments then sit
+// idle and the host memory they hold is read.
+func (b *bench) figEnvs(ctx context.Context) error {
+	// Room for every environment's memory reservation (128 MB each): the
+	// default capacity, 75% of RAM, would refuse a 200th environment on a
+	// small host although idle environments use a fraction of it.
+	n, err := b.newNubo(ctx, 128*(b.cfg.envs+16))
+	if err != nil {
+		return err
+	}
+	defer b.stopNubo(n)
+	r := &envResult{Environments: b.cfg.envs, Concurrency: b.cfg.envConcurrency}
+	b.res.Envs = r
+	names := make([]string, b.cfg.envs)
+	for i := range names {
+		names[i] = fmt.Sprintf("env-%d", i)
+	}
+	logf("environments: creating %d functions", len(names))
+	if err := n.createMany(ctx, names, b.echo); err != nil {
+		r.Err = err.Error()
+		return err
+	}
+	serverBefore, _ := smapsRollup(n.pid())
+	availBefore, err := memAvailableKiB()
+	if err != nil {
+		r.Err = err.Error()
+		return err
+	}
+	logf("environments: %d first invokes, %d at a time", len(names), b.cfg.envConcurrency)
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		next int
+	)
+	call := func(ctx context.Context) (time.Duration, error) {
+		mu.Lock()
+		i := next
+		next++
+		mu.Unlock()
+		d, out, err := n.invoke(ctx, names[i], b.payload)
+		if err == nil && !bytes.Equal(out, b.payload) {
+			err = errMismatch
+		}
+		mu.Lock()
+		lat = append(lat, d)
+		mu.Unlock()
+		return d, err
+	}
+	cnt, el, _, err := burst(ctx, b.cfg.envConcurrency, 0, len(names), call)
+	if err != nil {
+		r.Err = err.Error()
+		return err
+	}
+	r.Seconds = el.Seconds()
+	r.PerSecond = float64(cnt) / el.Seconds()
+	r.Latency, _ = (&Series{Samples: lat}).Summarize()
+	b.collectPhases(n, "nubo-env-burst", names)
+	// Let the last environments settle into idle (their runtimes block on
+	// /next) before reading memory.
+	time.Sleep(2 * time.Second)
+	availAfter, err := memAvailableKiB()
+	if err != nil {
+		r.Err = err.Error()
+		return err
+	}
+	serverAfter, _ := smapsRollup(n.pid())
+	agents, pm := n.environments()
+	r.LiveAgents = len(agents)
+	var fnPSS, fnRSS, agPSS int64
+	for _, a := range agents {
+		if ro, err := smapsRollup(a); err == nil {
+			agPSS += ro.PSS
+		}
+		for _, p := range descendants(pm, a) {
+			if ro, err := smapsRollup(p); err == nil {
+				fnPSS += ro.PSS
+				fnRSS += ro.RSS
+			}
+		}
+	}
+	k := float64(len(agents))
+	if k == 0 {
+		r.Err = "no live environment found after the burst"
+		return errors.New(r.Err)
+	}
+	r.MemAvailDeltaKiB = availBefore - availAfter
+	r.PerEnvHostKiB = float64(r.MemAvailDeltaKiB) / k
+	r.FunctionPSSKiB = float64(fnPSS) / k
+	r.FunctionRSSKiB = float64(fnRSS) / k
+	r.AgentPSSKiB = float64(agPSS) / k
+	r.ServerPSSDeltaKiB = float64(serverAfter.PSS-serverBefore.PSS) / k
+	r.OverheadPSSKiB = r.PerEnvHostKiB - r.FunctionPSSKiB
+	r.OverheadRSSKiB = r.PerEnvHostKiB - r.FunctionRSSKiB
+	r.UserlandKiB = r.AgentPSSKiB + r.ServerPSSDeltaKiB
+	return ctx.Err()
+}
