@@ -516,7 +516,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	// Room for every environment's memory reservation (128 MB each): the
 	// default capacity, 75% of RAM, would refuse a 200th environment on a
 	// small host although idle environments use a fraction of it.
-	n, err := b.newNubo(ctx, 128*(b.cfg.envs+16))
+	n, err := b.newNubo(ctx, memoryMB*(b.cfg.envs+16))
 	if err != nil {
 		return err
 	}

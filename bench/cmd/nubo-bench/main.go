@@ -82,6 +82,9 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
+// memoryMB is the MemorySize every measured function gets.
+var memoryMB = 1769
+
 func run(args []string) int {
 	fs := flag.NewFlagSet("nubo-bench", flag.ContinueOnError)
 	var c config
@@ -102,6 +105,7 @@ func run(args []string) int {
 	conc := fs.String("concurrency", "1,4,16,64", "nubo concurrencies for figure 2")
 	fs.IntVar(&c.tputRounds, "tput-rounds", 0, "throughput rounds (default 3, --quick 1)")
 	fs.DurationVar(&c.tputDuration, "tput-duration", 0, "time per throughput target per round (default 2s, --quick 500ms)")
+	fs.IntVar(&memoryMB, "memory", 1769, "MemorySize of the measured functions: 1769 MB is one full vCPU, as the emulator is unlimited; smaller sizes measure Lambda's proportional CPU quota too")
 	fs.BoolVar(&c.keepTemp, "keep-temp", false, "keep the temporary directory (nubo and RIE logs) for inspection")
 	nuboArgs := fs.String("nubo-args", "", "extra `nubo serve` flags, space-separated (for investigation; the figures are defined with the defaults)")
 	if err := fs.Parse(args); err != nil {

@@ -88,9 +88,13 @@ func startNubo(ctx context.Context, o nuboOptions) (*nuboServer, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	args := []string{"serve", "--listen", addr, "--data-dir", filepath.Join(o.dir, "data"),
 		"--log-level", "debug", "--log-format", "json"}
-	if o.capacityMB > 0 {
-		args = append(args, "--capacity-mb", fmt.Sprint(o.capacityMB))
+	capacity := o.capacityMB
+	if capacity == 0 {
+		// Memory limits are ceilings, not allocations: 64 environments of
+		// 1769 MB at concurrency 64 must be admitted on this machine too.
+		capacity = 64 * memoryMB * 2
 	}
+	args = append(args, "--capacity-mb", fmt.Sprint(capacity))
 	args = append(args, o.extra...)
 	cmd := exec.Command(o.bin, args...)
 	// nubo must not outlive the benchmark even if the benchmark is killed:
@@ -316,7 +320,7 @@ type functionSpec struct {
 func (n *nuboServer) createFunction(ctx context.Context, name string, f functionSpec) error {
 	body, _ := json.Marshal(map[string]any{
 		"FunctionName": name, "Runtime": f.Runtime, "Handler": f.Handler, "Role": devRole,
-		"MemorySize": 128, "Timeout": 30, "Code": map[string]string{"ZipFile": base64.StdEncoding.EncodeToString(f.Zip)},
+		"MemorySize": memoryMB, "Timeout": 30, "Code": map[string]string{"ZipFile": base64.StdEncoding.EncodeToString(f.Zip)},
 	})
 	st, _, b, err := n.do(ctx, http.MethodPost, "/2015-03-31/functions", body)
 	if err != nil {
