@@ -25,3 +25,6 @@ done
 
 echo "== aws cli smoke"
 bash scripts/cli-smoke.sh
+
+echo "== leak check"
+bash scripts/leakcheck.sh

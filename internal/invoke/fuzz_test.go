@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/nubo-dev/nubo/internal/server"
 	"net/http"
 	"strings"
 	"testing"
@@ -50,7 +51,10 @@ func FuzzInvokeHeaders(f *testing.F) {
 	} {
 		f.Add(s.invType, s.logType, s.clientContext, []byte(s.payload))
 	}
-	h := newHarness(f)
+	// The process backend: fuzz workers are killed when the fuzzing time
+	// is up, with no test cleanup, so they must hold nothing (mounts,
+	// links, cgroups) that only a cleanup would release.
+	h := newHarness(f, func(c *server.Config) { c.Isolation = "process" })
 	h.create(f, "fuzz", nil)
 	f.Fuzz(func(t *testing.T, invType, logType, clientContext string, payload []byte) {
 		if !validHeaderValue(invType) || !validHeaderValue(logType) || !validHeaderValue(clientContext) {
