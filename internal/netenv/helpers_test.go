@@ -291,8 +291,12 @@ func assertNothingLeft(t *testing.T, name, bridge string) {
 			t.Errorf("link %s left behind", l)
 		}
 	}
-	if strings.Contains(run(t, "ip", "-o", "link"), bridge) {
-		t.Errorf("ip link still shows %s", bridge)
+	// Whole words only: other parallel tests' bridges (nubotest10, …)
+	// share the prefix.
+	for _, f := range strings.Fields(run(t, "ip", "-o", "link")) {
+		if strings.TrimSuffix(f, ":") == bridge {
+			t.Errorf("ip link still shows %s", bridge)
+		}
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
 		for _, line := range strings.Split(run(t, "nft", "list", "tables"), "\n") {
