@@ -186,6 +186,13 @@ type Cgroup interface {
 	Kill() error
 	// Delete removes the cgroup; it must hold no process (Kill first).
 	Delete() error
+	// Confine moves pids (the runtime and what else runs the function's
+	// code) under the CPU quota cpuMilli while the rest of the cgroup (the
+	// agent) stays unthrottled, so the platform's own work is not charged
+	// to the function. v1: a "runtime" child in the cpu hierarchy carries
+	// the quota. v2 cannot have the agent in a cgroup whose children get
+	// controllers, so there the quota covers the whole cgroup.
+	Confine(pids []int, cpuMilli int) error
 }
 
 // Options configure a Manager.

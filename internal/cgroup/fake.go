@@ -312,3 +312,10 @@ var (
 	_ Cgroup  = (*v1Cgroup)(nil)
 	_ Cgroup  = (*v2Cgroup)(nil)
 )
+
+// Confine records the call ("Confine [pids] milli").
+func (g *FakeCgroup) Confine(pids []int, cpuMilli int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.record(fmt.Sprintf("Confine %v %d", pids, cpuMilli), "Confine")
+}

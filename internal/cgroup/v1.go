@@ -475,6 +475,43 @@ func (c *v1Cgroup) ResetPeak() error {
 	return c.m.sys.write(filepath.Join(c.dirs["memory"], "memory.max_usage_in_bytes"), "0")
 }
 
+// runtimeChild names the cpu-hierarchy child of an environment that alone
+// carries its CPU quota (see Confine).
+const runtimeChild = "runtime"
+
+func (c *v1Cgroup) Confine(pids []int, cpuMilli int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cpu := c.dirs["cpu"]
+	dir := filepath.Join(cpu, runtimeChild)
+	if !exists(dir) {
+		if err := c.m.sys.mkdir(dir); err != nil {
+			return fmt.Errorf("cgroup v1: %s runtime child: %w", c.name, err)
+		}
+	}
+	milli := cpuMilli
+	if capm := c.m.cpuCapMilli; capm > 0 && milli > capm {
+		milli = capm
+	}
+	w := c.m.sys.write
+	period := strconv.FormatInt(CPUPeriod.Microseconds(), 10)
+	if cur, err := readString(filepath.Join(dir, "cpu.cfs_period_us")); err != nil || cur != period {
+		if err := w(filepath.Join(dir, "cpu.cfs_period_us"), period); err != nil {
+			return err
+		}
+	}
+	if err := w(filepath.Join(dir, "cpu.cfs_quota_us"), strconv.FormatInt(quotaMicros(milli), 10)); err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		// A process that exited meanwhile (ESRCH) has nothing to confine.
+		if err := w(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("cgroup v1: confine %d in %s: %w", pid, c.name, err)
+		}
+	}
+	return nil
+}
+
 func (c *v1Cgroup) Procs() ([]int, error) { return treeProcs(uniqueDirs(c.dirs)...) }
 
 func (c *v1Cgroup) Kill() error { return c.m.killDirs(c.dirs) }

@@ -373,6 +373,21 @@ func (c *v2Cgroup) OpenDir() (*os.File, error) {
 	return os.OpenFile(c.dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 }
 
+// Confine sets the CPU quota of the whole cgroup: the agent lives in it,
+// and a v2 cgroup with processes cannot hand controllers to children (the
+// no-internal-process rule), so the runtime cannot get a child of its own
+// without moving the agent to a leaf too. The pids are already inside.
+func (c *v2Cgroup) Confine(pids []int, cpuMilli int) error {
+	if !c.has("cpu") {
+		return nil
+	}
+	q := "max"
+	if us := quotaMicros(cpuMilli); us > 0 {
+		q = strconv.FormatInt(us, 10)
+	}
+	return c.m.sys.write(c.file("cpu.max"), q+" "+strconv.FormatInt(CPUPeriod.Microseconds(), 10))
+}
+
 func (c *v2Cgroup) Set(r Resources) error {
 	if err := r.validate(); err != nil {
 		return err

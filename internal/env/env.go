@@ -322,6 +322,13 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 		resp.Payload, resp.ContentType = r.body, r.hdr.ContentType
 		resp.FunctionError, resp.ErrorType, resp.Reset = r.hdr.FunctionError, r.hdr.ErrorType, r.hdr.Reset
 		resp.InitDuration = r.hdr.InitDurationMs
+		if r.hdr.InitDurationMs > 0 && !r.hdr.Reset {
+			// The runtime was started again (after a timeout or crash):
+			// it ran its init unthrottled; now it gets its quota back.
+			if err := e.sb.AfterInit(); err != nil {
+				e.log.Warn("re-applying the CPU quota", "err", err)
+			}
+		}
 	case <-e.dead:
 		resp.Fatal = true
 		e.fatalPayload(resp, req)

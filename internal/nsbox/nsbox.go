@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -395,13 +396,26 @@ func (s *box) Paths() sandbox.Paths     { return s.paths }
 func (s *box) Done() <-chan struct{}    { return s.done }
 
 // AfterInit applies the CPU quota: proportional to memory, as Lambda
-// allots it, but only once init is over (init runs unthrottled).
+// allots it, but only once init is over (init runs unthrottled), and only
+// to the agent's children — the runtime and extensions, which run the
+// function's code — so the agent's own work is not charged to the
+// function. It is called again after a runtime restart.
 func (s *box) AfterInit() error {
-	if s.cg == nil {
+	if s.cg == nil || s.cmd == nil || s.cmd.Process == nil {
 		return nil
 	}
-	return s.cg.Set(cgroup.Resources{MemoryBytes: int64(s.memMB) << 20, PidsMax: cgroup.MaxPids,
-		CPUMilli: cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU())})
+	pid := s.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return err
+	}
+	var kids []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			kids = append(kids, n)
+		}
+	}
+	return s.cg.Confine(kids, cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU()))
 }
 
 func (s *box) Freeze() error {
