@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/account"
@@ -91,6 +92,10 @@ func (s *Server) serveMetrics(addr string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	// Profiles for the operator, on the same private address.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.mhttp = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go s.mhttp.Serve(ln)
 	s.log.Info("metrics", "listen", ln.Addr().String())
