@@ -69,6 +69,7 @@ type Service struct {
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+	cache  *invokeCache
 }
 
 // New returns a control plane over st.
@@ -86,7 +87,9 @@ func New(st *store.Store, opts Options) *Service {
 		opts.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{st: st, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel}
+	s := &Service{st: st, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, cache: newInvokeCache()}
+	s.cache.watch(ctx, st.Meta)
+	return s
 }
 
 // Close waits for background transitions to finish.
@@ -213,6 +216,7 @@ func (s *Service) mutate(ctx context.Context, acct, name string, fn func(*record
 			return nil, err
 		}
 		_, err = s.st.Update(ctx, fnKey(acct, name), rec, rev)
+		s.cache.drop(fnKey(acct, name))
 		if errors.Is(err, store.ErrRevision) && attempt < 50 {
 			continue
 		}

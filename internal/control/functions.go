@@ -205,6 +205,7 @@ func (s *Service) purgeVersions(ctx context.Context, acct, name string) error {
 			return err
 		}
 	}
+	s.cache.dropPrefix(verKey(acct, name, ""))
 	return nil
 }
 
@@ -244,6 +245,23 @@ func (s *Service) lookupIn(ctx context.Context, rec *record, acct, name, q strin
 		return nil, nil, s.notFound(acct, name, q)
 	}
 	v, _, err := s.lookupIn(ctx, rec, acct, name, al.FunctionVersion)
+	return v, al, err
+}
+
+// cachedLookup is lookupIn for the invoke path, reading versions from the cache.
+func (s *Service) cachedLookup(ctx context.Context, rec *record, acct, name, q string) (*Version, *function.Alias, error) {
+	switch {
+	case q == "" || q == function.Latest:
+		return &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}, nil, nil
+	case isVersionNumber(q):
+		v, err := s.cachedVersion(ctx, acct, name, q)
+		return v, nil, err
+	}
+	al, ok := rec.Aliases[q]
+	if !ok {
+		return nil, nil, s.notFound(acct, name, q)
+	}
+	v, _, err := s.cachedLookup(ctx, rec, acct, name, al.FunctionVersion)
 	return v, al, err
 }
 
@@ -587,6 +605,7 @@ func (s *Service) deleteRecord(ctx context.Context, acct, name string) error {
 			return err
 		}
 		err = s.st.Delete(ctx, fnKey(acct, name), rev)
+		s.cache.drop(fnKey(acct, name))
 		if errors.Is(err, store.ErrRevision) && attempt < 50 {
 			continue
 		}
@@ -626,7 +645,9 @@ func (s *Service) deleteVersion(ctx context.Context, acct, name, n string) error
 	if err != nil {
 		return err
 	}
-	return s.st.Delete(ctx, verKey(acct, name, n), 0)
+	err = s.st.Delete(ctx, verKey(acct, name, n), 0)
+	s.cache.drop(verKey(acct, name, n))
+	return err
 }
 
 func mustJSON(v any) string {
@@ -652,18 +673,18 @@ func (s *Service) InvokeTarget(ctx context.Context, acct, fn, qualifier string) 
 	if err != nil {
 		return nil, err
 	}
-	rec, _, err := s.load(ctx, acct, name)
+	rec, err := s.cachedRecord(ctx, acct, name)
 	if err != nil {
 		return nil, err
 	}
-	v, al, err := s.lookupIn(ctx, rec, acct, name, q)
+	v, al, err := s.cachedLookup(ctx, rec, acct, name, q)
 	if err != nil {
 		return nil, err
 	}
 	t := &Target{Version: v, Alias: al, Reserved: rec.Reserved}
 	if al != nil && al.RoutingConfig != nil {
 		for ver, w := range al.RoutingConfig.AdditionalVersionWeights {
-			if add, err := s.getVersion(ctx, acct, name, ver); err == nil {
+			if add, err := s.cachedVersion(ctx, acct, name, ver); err == nil {
 				t.Additional, t.Weight = add, w
 			}
 		}

@@ -76,6 +76,7 @@ func (s *Service) publish(ctx context.Context, acct, name, codeSha, description,
 		c.Description = description
 	}
 	v := &Version{Account: acct, Generation: rec.Generation, Config: *c, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
+	s.cache.drop(verKey(acct, name, n))
 	if err := s.st.Put(ctx, verKey(acct, name, n), v); err != nil {
 		return nil, err
 	}
