@@ -80,10 +80,18 @@ func (p *pool[T]) wantLocked(size int) int {
 	return min(n, p.max)
 }
 
+// refillers bounds how many items are made at once. Sandbox shells
+// overlap well (clone, mounts, network) except for cgroup v1 placement,
+// which the kernel serialises.
+const refillers = 4
+
 func (p *pool[T]) refill() {
 	defer p.wg.Done()
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
+	sem := make(chan struct{}, refillers)
+	var makers sync.WaitGroup
+	defer makers.Wait()
 	for {
 		select {
 		case <-p.kick:
@@ -108,21 +116,26 @@ func (p *pool[T]) refill() {
 			}
 			p.filling[size]++
 			p.mu.Unlock()
-			item, err := p.mk(size)
-			p.mu.Lock()
-			p.filling[size]--
-			closed := p.closed
-			if err == nil && !closed {
-				p.ready[size] = append(p.ready[size], item)
-			}
-			p.mu.Unlock()
-			if err == nil && closed {
-				p.destroy(item)
-			}
-			if err != nil {
-				p.log("making a pooled "+p.name+" failed; retrying later", "err", err)
-				break
-			}
+			sem <- struct{}{}
+			makers.Add(1)
+			go func() {
+				defer makers.Done()
+				defer func() { <-sem }()
+				item, err := p.mk(size)
+				p.mu.Lock()
+				p.filling[size]--
+				closed := p.closed
+				if err == nil && !closed {
+					p.ready[size] = append(p.ready[size], item)
+				}
+				p.mu.Unlock()
+				if err == nil && closed {
+					p.destroy(item)
+				}
+				if err != nil {
+					p.log("making a pooled "+p.name+" failed; retrying later", "err", err)
+				}
+			}()
 		}
 	}
 }
