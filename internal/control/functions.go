@@ -233,35 +233,24 @@ func (s *Service) Lookup(ctx context.Context, acct, name, q string) (*Version, *
 }
 
 func (s *Service) lookupIn(ctx context.Context, rec *record, acct, name, q string) (*Version, *function.Alias, error) {
-	switch {
-	case q == "" || q == function.Latest:
-		return &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}, nil, nil
-	case isVersionNumber(q):
-		v, err := s.getVersion(ctx, acct, name, q)
-		return v, nil, err
-	}
-	al, ok := rec.Aliases[q]
-	if !ok {
-		return nil, nil, s.notFound(acct, name, q)
-	}
-	v, _, err := s.lookupIn(ctx, rec, acct, name, al.FunctionVersion)
-	return v, al, err
+	return s.resolveIn(ctx, rec, acct, name, q, s.getVersion)
 }
 
-// cachedLookup is lookupIn for the invoke path, reading versions from the cache.
-func (s *Service) cachedLookup(ctx context.Context, rec *record, acct, name, q string) (*Version, *function.Alias, error) {
+// resolveIn resolves q within rec, reading published versions with get.
+func (s *Service) resolveIn(ctx context.Context, rec *record, acct, name, q string,
+	get func(ctx context.Context, acct, name, n string) (*Version, error)) (*Version, *function.Alias, error) {
 	switch {
 	case q == "" || q == function.Latest:
 		return &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}, nil, nil
 	case isVersionNumber(q):
-		v, err := s.cachedVersion(ctx, acct, name, q)
+		v, err := get(ctx, acct, name, q)
 		return v, nil, err
 	}
 	al, ok := rec.Aliases[q]
 	if !ok {
 		return nil, nil, s.notFound(acct, name, q)
 	}
-	v, _, err := s.cachedLookup(ctx, rec, acct, name, al.FunctionVersion)
+	v, _, err := s.resolveIn(ctx, rec, acct, name, al.FunctionVersion, get)
 	return v, al, err
 }
 
@@ -677,7 +666,7 @@ func (s *Service) InvokeTarget(ctx context.Context, acct, fn, qualifier string) 
 	if err != nil {
 		return nil, err
 	}
-	v, al, err := s.cachedLookup(ctx, rec, acct, name, q)
+	v, al, err := s.resolveIn(ctx, rec, acct, name, q, s.cachedVersion)
 	if err != nil {
 		return nil, err
 	}
