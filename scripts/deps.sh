@@ -8,10 +8,12 @@
 #   nats-server                 the --nats-url test against a real server
 #   python3, nodejs             the python3.x / nodejs runtimes (optional for serving)
 #   crun                        the OCI runtime `make bench` compares cold starts with (--bench)
+#   qemu-system-x86, linux-image-cloud-amd64, cpio
+#                               the microVM tier's guest boot tests
 set -euo pipefail
 want=(e2fsprogs nftables iptables iproute2 util-linux ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  want+=(awscli nats-server python3 busybox-static)
+  want+=(awscli nats-server python3 busybox-static qemu-system-x86 linux-image-cloud-amd64 cpio)
 fi
 if [ "${1:-}" = "--bench" ]; then
   want+=(crun python3)
