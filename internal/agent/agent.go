@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,10 +51,11 @@ type Agent struct {
 
 	// outMu is held while a chunk of runtime output is being forwarded, so
 	// a flush can wait for in-flight chunks (see flushOutput).
-	outMu   sync.Mutex
-	outFDs  []int
-	outWG   sync.WaitGroup
-	outPipe [2]*os.File // stdout, stderr write ends shared by all children
+	outMu      sync.Mutex
+	outFDs     []int
+	outWaiting [2]atomic.Bool // per stream: relay idle in Read
+	outWG      sync.WaitGroup
+	outPipe    [2]*os.File // stdout, stderr write ends shared by all children
 }
 
 // Run serves one environment over rw until Shutdown or until the host goes
@@ -143,7 +145,7 @@ func (a *Agent) setup() error {
 		a.outPipe[i] = w
 		a.outFDs = append(a.outFDs, int(r.Fd()))
 		a.outWG.Add(1)
-		go a.relay(r, stream)
+		go a.relay(r, stream, &a.outWaiting[i])
 	}
 	for _, path := range exts {
 		p, err := a.reap.start(procSpec{name: filepath.Base(path), argv: []string{path}, env: a.start.Env,
@@ -185,12 +187,16 @@ func listExtensions(dir string) ([]string, error) {
 }
 
 // relay forwards one output stream to the host as Log frames.
-func (a *Agent) relay(r *os.File, stream string) {
+func (a *Agent) relay(r *os.File, stream string, waiting *atomic.Bool) {
 	defer a.outWG.Done()
 	buf := make([]byte, 64<<10)
 	hdr := &agentproto.Log{Stream: stream}
 	for {
+		// waiting is true only while the relay sits in Read with nothing
+		// of what it read before still unsent (see flushOutput).
+		waiting.Store(true)
 		n, err := r.Read(buf)
+		waiting.Store(false)
 		if n > 0 {
 			a.outMu.Lock()
 			_ = a.conn.Send(agentproto.TLog, hdr, buf[:n])
@@ -205,9 +211,10 @@ func (a *Agent) relay(r *os.File, stream string) {
 // flushOutput waits until everything the runtime wrote so far has reached
 // the host, so an invocation's log lines precede its Result. Output written
 // before the runtime posted its response is already in the pipe buffers;
-// once they read empty and no chunk is in flight, it has been sent.
+// it has been sent once every pipe reads empty and every relay is back in
+// Read (a relay between Read and Send holds bytes the pipe no longer shows).
 func (a *Agent) flushOutput() {
-	deadline := time.Now().Add(50 * time.Millisecond)
+	deadline := time.Now().Add(200 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		pending := 0
 		for _, fd := range a.outFDs {
@@ -216,13 +223,15 @@ func (a *Agent) flushOutput() {
 				pending += n
 			}
 		}
-		if pending == 0 {
-			break
+		idle := true
+		for i := range a.outWaiting {
+			idle = idle && a.outWaiting[i].Load()
 		}
-		time.Sleep(200 * time.Microsecond)
+		if pending == 0 && idle {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
-	a.outMu.Lock()
-	a.outMu.Unlock() //nolint:staticcheck // a barrier: waits for a chunk in flight
 }
 
 // startRuntime launches the runtime process.
