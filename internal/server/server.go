@@ -81,6 +81,31 @@ type Server struct {
 	queue *async.Queue
 	reg   *prometheus.Registry
 	mhttp *http.Server
+
+	gcStop, gcDone chan struct{}
+}
+
+// collectCode removes unreferenced deployment packages from the store now
+// and then (an hour's grace keeps zips that a create is about to refer to).
+func (s *Server) collectCode() {
+	defer close(s.gcDone)
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		n, err := s.ctl.CollectCode(ctx, time.Hour)
+		cancel()
+		if err != nil {
+			s.log.Warn("collecting unused code", "err", err)
+		} else if n > 0 {
+			s.log.Info("collected unused code", "packages", n)
+		}
+	}
 }
 
 // serveMetrics serves /metrics on its own listener: metrics name functions
@@ -179,6 +204,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("recover: %w", err)
 	}
+	s.gcStop = make(chan struct{})
+	s.gcDone = make(chan struct{})
+	go s.collectCode()
 	if s.logs, err = logs.Open(ctx, s.st.NC, s.st.JS, cfg.LogRetention, 1, cfg.Logger); err != nil {
 		s.Close()
 		return nil, err
@@ -245,6 +273,10 @@ func (s *Server) Close() error {
 	}
 	if s.exec != nil {
 		s.exec.close()
+	}
+	if s.gcStop != nil {
+		close(s.gcStop)
+		<-s.gcDone
 	}
 	if s.ctl != nil {
 		s.ctl.Close()
