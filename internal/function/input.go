@@ -236,6 +236,9 @@ func Validate(c *Config, layerCount int) error {
 	if c.Runtime == "" || c.Handler == "" {
 		return errdefs.InvalidParameter("Runtime and Handler are mandatory parameters for functions created with deployment packages.")
 	}
+	if !SupportedRuntime(c.Runtime) {
+		return errdefs.InvalidParameter("The runtime parameter of %s is no longer supported for creating or updating AWS Lambda functions. We recommend you use a supported runtime while creating or updating functions.", c.Runtime)
+	}
 	if c.NuboNetwork != "" && c.NuboNetwork != "none" && c.NuboNetwork != "default" {
 		return errdefs.InvalidParameter("NuboNetwork must be \"default\" or \"none\"")
 	}

@@ -42,18 +42,34 @@ var reservedEnv = map[string]bool{
 	"AWS_LAMBDA_RUNTIME_API": true, "LAMBDA_TASK_ROOT": true, "LAMBDA_RUNTIME_DIR": true,
 }
 
-// Runtimes is AWS's Runtime enum (the model's value set). Which of these a
-// host can actually run is decided by package runtimes; an unknown value is a
-// ValidationException, a known one the host lacks fails at invoke time.
+// Runtimes is AWS's Runtime enum (the model's value set). An identifier
+// outside it is a ValidationException; one inside it that AWS no longer
+// accepts for new or updated functions (see supported) is refused with
+// InvalidParameterValueException. Which runtimes a host can actually run is
+// package runtimes' business: a supported one the host lacks fails at
+// invoke time.
 var Runtimes = []string{
 	"nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x",
-	"nodejs16.x", "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x",
-	"java8", "java8.al2", "java11", "java17", "java21", "java25",
+	"nodejs16.x", "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "nodejs26.x",
+	"java8", "java8.al2", "java11", "java17", "java21", "java25", "java8.al2023", "java11.al2023", "java17.al2023",
 	"python2.7", "python3.6", "python3.7", "python3.8", "python3.9", "python3.10", "python3.11",
-	"python3.12", "python3.13", "python3.14",
+	"python3.12", "python3.13", "python3.14", "python3.15",
 	"dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "dotnetcore3.1", "dotnet6", "dotnet8", "dotnet10",
-	"nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3", "ruby3.4",
+	"nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3", "ruby3.4", "ruby4.0",
 	"provided", "provided.al2", "provided.al2023",
+}
+
+// supported are the identifiers AWS still accepts for creating or updating
+// a function.
+var supported = map[string]bool{
+	"nodejs18.x": true, "nodejs20.x": true, "nodejs22.x": true, "nodejs24.x": true, "nodejs26.x": true,
+	"python3.9": true, "python3.10": true, "python3.11": true, "python3.12": true,
+	"python3.13": true, "python3.14": true, "python3.15": true,
+	"java8.al2": true, "java11": true, "java17": true, "java21": true, "java25": true,
+	"java8.al2023": true, "java11.al2023": true, "java17.al2023": true,
+	"dotnet8": true, "dotnet10": true,
+	"ruby3.2": true, "ruby3.3": true, "ruby3.4": true, "ruby4.0": true,
+	"provided": true, "provided.al2": true, "provided.al2023": true,
 }
 
 var runtimeSet = func() map[string]bool {
@@ -66,6 +82,9 @@ var runtimeSet = func() map[string]bool {
 
 // KnownRuntime reports whether id is in AWS's Runtime enum.
 func KnownRuntime(id string) bool { return runtimeSet[id] }
+
+// SupportedRuntime reports whether AWS accepts id for new or updated functions.
+func SupportedRuntime(id string) bool { return supported[id] }
 
 // violations collects model-constraint failures into one ValidationException,
 // worded as AWS words it ("2 validation errors detected: ...; ...").

@@ -104,23 +104,6 @@ func command(rt Runtime, ricPath string, exists func(string) bool) []string {
 	return []string{ProvidedBootstraps[0]}
 }
 
-// known is AWS's Runtime enum (service model 2015-03-31) minus the
-// identifiers AWS no longer accepts for creating or updating a function.
-var known = map[string]bool{
-	"nodejs18.x": true, "nodejs20.x": true, "nodejs22.x": true, "nodejs24.x": true, "nodejs26.x": true,
-	"python3.9": true, "python3.10": true, "python3.11": true, "python3.12": true,
-	"python3.13": true, "python3.14": true, "python3.15": true,
-	"java8.al2": true, "java11": true, "java17": true, "java21": true, "java25": true,
-	"java8.al2023": true, "java11.al2023": true, "java17.al2023": true,
-	"dotnet8": true, "dotnet10": true,
-	"ruby3.2": true, "ruby3.3": true, "ruby3.4": true, "ruby4.0": true,
-	"provided": true, "provided.al2": true, "provided.al2023": true,
-}
-
-// Known reports whether id is a runtime identifier AWS accepts for
-// CreateFunction, whether or not this host can run it.
-func Known(id string) bool { return known[id] }
-
 // Oldest interpreter versions the embedded RICs support.
 const (
 	minPythonMinor = 8

@@ -199,22 +199,3 @@ func TestCommand(t *testing.T) {
 		}
 	}
 }
-
-func TestKnown(t *testing.T) {
-	for _, id := range []string{
-		"python3.9", "python3.12", "python3.14", "nodejs18.x", "nodejs20.x", "nodejs24.x",
-		"provided", "provided.al2", "provided.al2023", "java21", "java8.al2", "dotnet8", "ruby3.3",
-	} {
-		if !Known(id) {
-			t.Errorf("Known(%q) = false", id)
-		}
-	}
-	for _, id := range []string{
-		"", "python2.7", "python3.8", "nodejs14.x", "nodejs16.x", "go1.x", "java8", "dotnetcore3.1",
-		"ruby2.7", "python3.11 ", "Python3.11", "nodejs20", "provided.al2024",
-	} {
-		if Known(id) {
-			t.Errorf("Known(%q) = true", id)
-		}
-	}
-}
