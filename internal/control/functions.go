@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,18 +39,21 @@ type FunctionInfo struct {
 // and skip the upload. Striped by the first byte of the hash.
 var codeLocks [256]sync.Mutex
 
-// putCode stores a zip in the object store once (see codeLocks).
-func (s *Service) putCode(ctx context.Context, zip []byte) (string, error) {
-	sum := sha256.Sum256(zip)
-	mu := &codeLocks[sum[0]]
+// putCode stores a zip in the object store once (see codeLocks) and
+// returns its object name.
+func (s *Service) putCode(ctx context.Context, code *codeInfo) (string, error) {
+	mu := &codeLocks[code.sum[0]]
 	mu.Lock()
 	defer mu.Unlock()
-	return s.st.PutCode(ctx, zip)
+	name := hex.EncodeToString(code.sum[:])
+	return name, s.st.PutCode(ctx, name, code.zip)
 }
 
-// codeInfo is a checked deployment package.
+// codeInfo is a checked deployment package. Its SHA-256 is computed once:
+// it is both CodeSha256 (base64) and the object name (hex).
 type codeInfo struct {
 	zip      []byte
+	sum      [sha256.Size]byte
 	sha64    string
 	unzipped int64
 }
@@ -59,8 +63,9 @@ func inspectZip(zip []byte) (*codeInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(zip)
-	return &codeInfo{zip: zip, sha64: base64.StdEncoding.EncodeToString(sum[:]), unzipped: info.UnzippedSize}, nil
+	c := &codeInfo{zip: zip, sum: sha256.Sum256(zip), unzipped: info.UnzippedSize}
+	c.sha64 = base64.StdEncoding.EncodeToString(c.sum[:])
+	return c, nil
 }
 
 // resolvedLayers are a function's layers looked up by ARN.
@@ -135,7 +140,7 @@ func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.
 	if _, _, err := s.load(ctx, acct, r.Name); err == nil {
 		return nil, errdefs.Conflict("Function already exist: %s", r.Name)
 	}
-	hex, err := s.putCode(ctx, code.zip)
+	hexName, err := s.putCode(ctx, code)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +153,7 @@ func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.
 	cfg.State, cfg.StateReason, cfg.StateReasonCode = function.StatePending, "The function is being created.", "Creating"
 	cfg.LastUpdateStatus = function.UpdateSuccessful
 	rec := &record{
-		Latest: *cfg, CodeHex: hex, CodeUnzipped: code.unzipped, LayerHexes: layers.hexes,
+		Latest: *cfg, CodeHex: hexName, CodeUnzipped: code.unzipped, LayerHexes: layers.hexes,
 		Generation: newRevision(), Tags: in.Tags,
 	}
 	if err := s.createRecord(ctx, acct, r.Name, rec); err != nil {
@@ -341,7 +346,7 @@ func (s *Service) UpdateFunctionCode(ctx context.Context, acct, fn string, in *f
 	if err := checkTotalSize(code.unzipped, layerUnzipped); err != nil {
 		return nil, err
 	}
-	hex, err := s.putCode(ctx, code.zip)
+	hexName, err := s.putCode(ctx, code)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +362,7 @@ func (s *Service) UpdateFunctionCode(ctx context.Context, acct, fn string, in *f
 		if len(in.Architectures) > 0 {
 			c.Architectures = in.Architectures
 		}
-		rec.CodeHex, rec.CodeUnzipped = hex, code.unzipped
+		rec.CodeHex, rec.CodeUnzipped = hexName, code.unzipped
 		s.markUpdating(c)
 		return nil
 	})

@@ -102,7 +102,7 @@ func (s *Service) PublishLayerVersion(ctx context.Context, acct, layer string, i
 	if err != nil {
 		return nil, err
 	}
-	hex, err := s.putCode(ctx, code.zip)
+	hexName, err := s.putCode(ctx, code)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func (s *Service) PublishLayerVersion(ctx context.Context, acct, layer string, i
 			CompatibleRuntimes:      in.CompatibleRuntimes,
 			LicenseInfo:             in.LicenseInfo,
 			CompatibleArchitectures: in.CompatibleArchitectures,
-		}, Hex: hex, Unzipped: code.unzipped}
+		}, Hex: hexName, Unzipped: code.unzipped}
 		rec.Versions[strconv.FormatInt(n, 10)] = sl
 		if rev == 0 {
 			_, err = s.st.Create(ctx, key, &rec)

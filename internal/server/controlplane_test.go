@@ -21,8 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
+	"github.com/nubo-dev/nubo/internal/codezip"
 	"github.com/nubo-dev/nubo/internal/server"
-	"github.com/nubo-dev/nubo/internal/store"
 )
 
 // TestStateTransitions holds every transition for 300 ms so the transient
@@ -237,7 +237,7 @@ func TestControlPlane(t *testing.T) {
 		tampered := *u
 		tampered.RawQuery = q.Encode()
 		other := *u
-		other.Path = strings.Replace(u.Path, store.HexSHA256(zip), strings.Repeat("0", 64), 1)
+		other.Path = strings.Replace(u.Path, codezip.HexSHA256(zip), strings.Repeat("0", 64), 1)
 		later := *u
 		q2 := u.Query()
 		exp, _ := strconv.ParseInt(q2.Get("expires"), 10, 64)

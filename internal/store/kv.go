@@ -3,8 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,22 +101,16 @@ func (s *Store) Keys(ctx context.Context, filter string) ([]string, error) {
 	return keys, nil
 }
 
-// HexSHA256 is the object name of a zip.
-func HexSHA256(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-// PutCode stores a zip once under its SHA-256 and returns the hex digest.
-func (s *Store) PutCode(ctx context.Context, zip []byte) (string, error) {
-	name := HexSHA256(zip)
+// PutCode stores a zip under name (the hex SHA-256 of its bytes, which the
+// caller has computed), once: a complete object of that size is kept.
+func (s *Store) PutCode(ctx context.Context, name string, zip []byte) error {
 	if info, err := s.Code.GetInfo(ctx, name); err == nil && info.Size == uint64(len(zip)) {
-		return name, nil
+		return nil
 	}
 	if _, err := s.Code.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(zip)); err != nil {
-		return "", fmt.Errorf("store code %s: %w", name, err)
+		return fmt.Errorf("store code %s: %w", name, err)
 	}
-	return name, nil
+	return nil
 }
 
 // GetCode returns the zip stored under a hex SHA-256.
