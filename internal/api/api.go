@@ -165,9 +165,6 @@ func bodyOf(r *http.Request) []byte { b, _ := r.Context().Value(ctxBody).([]byte
 // RequestID returns the id of the API request being served.
 func RequestID(r *http.Request) string { s, _ := r.Context().Value(ctxRequestID).(string); return s }
 
-// AccountOf returns the authenticated account id of r.
-func AccountOf(r *http.Request) string { return accountOf(r) }
-
 // decode parses a JSON body into v; an empty body is an empty object.
 func decode(r *http.Request, v any) error {
 	body := bytes.TrimSpace(bodyOf(r))

@@ -29,7 +29,6 @@ package control
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -343,5 +342,3 @@ func (s *Service) latestVersion(ctx context.Context, acct, name string) (*Versio
 	}
 	return &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}, nil
 }
-
-func fmtErr(op string, err error) error { return fmt.Errorf("%s: %w", op, err) }

@@ -483,14 +483,12 @@ func checkTags(tags map[string]string) error {
 	return nil
 }
 
-// tagTarget resolves a tag API resource, which must be an unqualified function ARN.
+// tagTarget resolves a tag API resource, which must be an unqualified
+// function ARN (arn.ParseResource words the refusals as AWS does).
 func (s *Service) tagTarget(acct, resource string) (string, error) {
-	r, err := arn.ParseFunction(resource)
-	if err != nil || !strings.HasPrefix(resource, "arn:") {
-		return "", errdefs.InvalidParameter("Invalid resource ARN: %s", resource)
-	}
-	if r.Qualifier != "" {
-		return "", errdefs.InvalidParameter("Tags are not supported on function versions or aliases: %s", resource)
+	r, err := arn.ParseResource(resource)
+	if err != nil {
+		return "", err
 	}
 	if r.AccountID != acct || r.Region != s.opts.Region {
 		return "", errdefs.NotFound("Function not found: %s", resource)
