@@ -319,3 +319,9 @@ func (g *FakeCgroup) Confine(pids []int, cpuMilli int) error {
 	defer g.mu.Unlock()
 	return g.record(fmt.Sprintf("Confine %v %d", pids, cpuMilli), "Confine")
 }
+
+// Memory returns the peak and OOM kills of the stats set with SetStats.
+func (g *FakeCgroup) Memory() (peak, oomKills uint64, err error) {
+	st, err := g.Stats()
+	return st.MemoryPeak, st.OOMKills, err
+}

@@ -443,6 +443,15 @@ func v1Thaw(sys *sysfs, dir string) error {
 	return sys.write(filepath.Join(dir, "freezer.state"), "THAWED")
 }
 
+func (c *v1Cgroup) Memory() (peak, oomKills uint64, err error) {
+	mem := c.dirs["memory"]
+	if peak, err = readUint(filepath.Join(mem, "memory.max_usage_in_bytes")); err != nil {
+		return 0, 0, err
+	}
+	oomKills, _, err = readKeyed(filepath.Join(mem, "memory.oom_control"), "oom_kill")
+	return peak, oomKills, err
+}
+
 func (c *v1Cgroup) Stats() (Stats, error) {
 	var s Stats
 	var err error

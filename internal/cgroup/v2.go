@@ -491,6 +491,23 @@ func waitFrozen(dir string, want uint64, timeout time.Duration) error {
 	})
 }
 
+func (c *v2Cgroup) Memory() (peak, oomKills uint64, err error) {
+	if !c.has("memory") {
+		return 0, 0, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur, err := readUint(c.file("memory.current"))
+	if err != nil {
+		return 0, 0, err
+	}
+	if peak, err = c.peak(cur); err != nil {
+		return 0, 0, err
+	}
+	oomKills, _, err = readKeyed(c.file("memory.events"), "oom_kill")
+	return peak, oomKills, err
+}
+
 func (c *v2Cgroup) Stats() (Stats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -296,7 +296,6 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 		e.frozen = false
 	}
 	e.freezeMu.Unlock()
-	_ = e.sb.ResetPeak()
 	start := time.Now()
 	deadline := start.Add(req.Timeout)
 	e.logMu.Lock()

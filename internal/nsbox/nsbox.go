@@ -436,15 +436,8 @@ func (s *box) Stats() (sandbox.Stats, error) {
 	if s.cg == nil {
 		return sandbox.Stats{}, nil
 	}
-	st, err := s.cg.Stats()
-	return sandbox.Stats{MemoryPeak: st.MemoryPeak, OOMKilled: st.OOMKills}, err
-}
-
-func (s *box) ResetPeak() error {
-	if s.cg == nil {
-		return nil
-	}
-	return s.cg.ResetPeak()
+	peak, ooms, err := s.cg.Memory()
+	return sandbox.Stats{MemoryPeak: peak, OOMKilled: ooms}, err
 }
 
 // Destroy kills the sandbox's PID 1 (the kernel then kills the whole pid

@@ -128,7 +128,6 @@ func (s *procSandbox) Conn() io.ReadWriteCloser { return s.conn }
 func (s *procSandbox) Paths() Paths             { return s.paths }
 func (s *procSandbox) Done() <-chan struct{}    { return s.done }
 func (s *procSandbox) AfterInit() error         { return nil }
-func (s *procSandbox) ResetPeak() error         { return nil }
 
 // Freeze and Thaw are no-ops: without a cgroup there is nothing that stops
 // a process group reliably without also stopping the agent.

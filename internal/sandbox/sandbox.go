@@ -49,7 +49,9 @@ type Paths struct {
 
 // Stats are resource figures of a sandbox.
 type Stats struct {
-	// MemoryPeak is the high-water mark of memory use since the last ResetPeak.
+	// MemoryPeak is the high-water mark of the sandbox's memory use over its
+	// life: what Lambda's REPORT shows as Max Memory Used, which never
+	// drops between invocations of a warm environment.
 	MemoryPeak uint64
 	// OOMKilled counts kernel OOM kills inside the sandbox.
 	OOMKilled uint64
@@ -69,7 +71,6 @@ type Sandbox interface {
 	// quota: init runs unthrottled).
 	AfterInit() error
 	Stats() (Stats, error)
-	ResetPeak() error
 	// Done is closed when the sandbox's agent has exited.
 	Done() <-chan struct{}
 	// Destroy kills everything in the sandbox and removes all it created.
