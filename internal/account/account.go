@@ -31,6 +31,10 @@ type Account struct {
 	AccountID  string      `json:"accountId"`
 	Name       string      `json:"name"`
 	AccessKeys []AccessKey `json:"accessKeys"`
+	// Isolation overrides the server's --isolation for this account's
+	// functions: "namespace" or "microvm" (its own microVMs); empty keeps
+	// the server's.
+	Isolation string `json:"isolation,omitempty"`
 }
 
 // AccessKey is a credential pair of an account.
@@ -87,6 +91,11 @@ func NewRegistry(accts []Account) (*Registry, error) {
 		}
 		if _, dup := r.byID[a.AccountID]; dup {
 			return nil, fmt.Errorf("accounts: accountId %s declared twice", a.AccountID)
+		}
+		switch a.Isolation {
+		case "", "namespace", "microvm":
+		default:
+			return nil, fmt.Errorf("accounts: account %s: isolation %q: want namespace or microvm", a.AccountID, a.Isolation)
 		}
 		r.byID[a.AccountID] = a
 		for _, k := range a.AccessKeys {

@@ -23,13 +23,25 @@ type File struct {
 // are added as needed.
 func WriteInitramfs(w io.Writer, files []File) error {
 	zw := gzip.NewWriter(w)
+	if err := writeCpio(zw, files); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// writeCpio writes files as an uncompressed cpio "newc" archive.
+func writeCpio(zw io.Writer, files []File) error {
 	dirs := map[string]bool{}
+	names := map[string]bool{}
+	for _, f := range files {
+		names[f.Name] = true
+	}
 	var all []File
 	for _, f := range files {
 		parts := strings.Split(f.Name, "/")
 		for i := 1; i < len(parts); i++ {
 			d := strings.Join(parts[:i], "/")
-			if !dirs[d] {
+			if !dirs[d] && !names[d] {
 				dirs[d] = true
 				all = append(all, File{Name: d, Mode: os.ModeDir | 0o755})
 			}
@@ -44,10 +56,7 @@ func WriteInitramfs(w io.Writer, files []File) error {
 		}
 		ino++
 	}
-	if err := writeHeader(zw, "TRAILER!!!", 0, 0, 0, 0); err != nil {
-		return err
-	}
-	return zw.Close()
+	return writeHeader(zw, "TRAILER!!!", 0, 0, 0, 0)
 }
 
 const (

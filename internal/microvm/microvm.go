@@ -94,8 +94,41 @@ func (c *Config) args() []string {
 		"-kernel", c.Kernel, "-initrd", c.Initrd,
 		// no_timer_check: under emulation on a busy host the APIC timer
 		// check misjudges the clock and can stall early boot.
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 quiet no_timer_check " + c.Cmdline),
+		"-append", kernelCmdline(c.Accel, c.Cmdline),
 	}
+}
+
+// kernelCmdline is the guest kernel's command line. Under TCG the guest
+// calibrates its TSC against the emulated PIT, which fails on a loaded
+// host ("tsc: Unable to calibrate against PIT") and then stalls in early
+// boot waiting for timer ticks; tsc_early_khz skips that calibration. Under
+// TCG the guest's TSC is the host's, so the host's frequency is right.
+func kernelCmdline(accel, extra string) string {
+	cmd := "console=ttyS0 panic=-1 quiet no_timer_check"
+	if accel != "kvm" {
+		if khz := hostCPUKHz(); khz > 0 {
+			cmd += fmt.Sprintf(" tsc_early_khz=%d", khz)
+		}
+	}
+	return strings.TrimSpace(cmd + " " + extra)
+}
+
+// hostCPUKHz reads the host CPU's clock from /proc/cpuinfo (0 if unknown).
+func hostCPUKHz() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			var mhz float64
+			if _, err := fmt.Sscan(strings.TrimSpace(v), &mhz); err == nil && mhz > 0 {
+				return int(mhz * 1000)
+			}
+		}
+	}
+	return 0
 }
 
 // Boot starts a VM. It stops when ctx ends, when the guest powers off, or
@@ -209,9 +242,9 @@ func BootUntil(ctx context.Context, c Config, marker string, timeout time.Durati
 }
 
 // DetectAccel chooses the accelerator: KVM when /dev/kvm opens and a probe
-// boot of kernel+initrd reaches the marker its init prints, TCG otherwise.
+// boot of kernel+initrd (with cmdline) reaches the marker its init prints, TCG otherwise.
 // The reason says which and why, for the server's log.
-func DetectAccel(ctx context.Context, kernel, initrd, marker string) Accel {
+func DetectAccel(ctx context.Context, kernel, initrd, marker, cmdline string) Accel {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return Accel{Name: "tcg", Reason: "no usable /dev/kvm: " + err.Error()}
@@ -219,7 +252,7 @@ func DetectAccel(ctx context.Context, kernel, initrd, marker string) Accel {
 	f.Close()
 	// A guest that KVM can run reaches init in a second or two; some
 	// nested hosts accept the VM but never get it there.
-	vm, _, err := BootUntil(ctx, Config{Kernel: kernel, Initrd: initrd, Accel: "kvm", MemoryMB: 128}, marker, 8*time.Second)
+	vm, _, err := BootUntil(ctx, Config{Kernel: kernel, Initrd: initrd, Accel: "kvm", MemoryMB: 128, Cmdline: cmdline}, marker, 8*time.Second)
 	if err != nil {
 		return Accel{Name: "tcg", Reason: "KVM probe boot failed: " + err.Error()}
 	}

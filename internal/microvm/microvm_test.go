@@ -93,7 +93,7 @@ func TestBootGuest(t *testing.T) {
 	initrd := guestInitramfs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	acc := DetectAccel(ctx, kernel, initrd, marker)
+	acc := DetectAccel(ctx, kernel, initrd, marker, "")
 	t.Logf("accelerator %s: %s", acc.Name, acc.Reason)
 	var ids []string
 	for i := 0; i < 2; i++ {

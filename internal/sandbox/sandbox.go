@@ -84,3 +84,55 @@ type Backend interface {
 	// Close destroys every sandbox still alive and what the backend made.
 	Close() error
 }
+
+// ByAccount routes each account's sandboxes to a backend: Accounts names
+// the accounts with a backend of their own, the rest go to Default.
+type ByAccount struct {
+	Default  Backend
+	Accounts map[string]Backend
+}
+
+// Name implements Backend.
+func (r *ByAccount) Name() string {
+	names := r.Default.Name()
+	seen := map[string]bool{names: true}
+	for _, b := range r.Accounts {
+		if !seen[b.Name()] {
+			seen[b.Name()] = true
+			names += "+" + b.Name()
+		}
+	}
+	return names
+}
+
+// Create implements Backend.
+func (r *ByAccount) Create(ctx context.Context, spec Spec) (Sandbox, error) {
+	if b, ok := r.Accounts[spec.Account]; ok {
+		return b.Create(ctx, spec)
+	}
+	return r.Default.Create(ctx, spec)
+}
+
+// Close implements Backend: every distinct backend closes once.
+func (r *ByAccount) Close() error {
+	done := map[Backend]bool{}
+	var first error
+	for _, b := range append([]Backend{r.Default}, mapValues(r.Accounts)...) {
+		if done[b] {
+			continue
+		}
+		done[b] = true
+		if err := b.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func mapValues(m map[string]Backend) []Backend {
+	out := make([]Backend, 0, len(m))
+	for _, b := range m {
+		out = append(out, b)
+	}
+	return out
+}

@@ -12,12 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nubo-dev/nubo/internal/account"
 	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/codecache"
 	"github.com/nubo-dev/nubo/internal/control"
 	"github.com/nubo-dev/nubo/internal/env"
 	"github.com/nubo-dev/nubo/internal/invoke"
 	"github.com/nubo-dev/nubo/internal/logs"
+	"github.com/nubo-dev/nubo/internal/microvm"
 	"github.com/nubo-dev/nubo/internal/netenv"
 	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/runtimes"
@@ -93,7 +95,7 @@ func (ex *execution) provisioner(log *slog.Logger) {
 	}
 }
 
-func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *control.Service, lg *logs.Store) (_ *execution, err error) {
+func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st *store.Store, ctl *control.Service, lg *logs.Store) (_ *execution, err error) {
 	log := cfg.Logger.With("component", "worker")
 	var backend sandbox.Backend
 	var cgm cgroup.Manager
@@ -133,46 +135,58 @@ func startExecution(ctx context.Context, cfg Config, st *store.Store, ctl *contr
 	if err != nil {
 		return nil, err
 	}
-	switch cfg.Isolation {
-	case "process":
-		log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
-		pb, perr := sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
-		if perr != nil {
-			return nil, perr
+	// One backend per isolation the server and its accounts ask for.
+	made := map[string]sandbox.Backend{}
+	closeMade := func() {
+		for _, b := range made {
+			b.Close()
 		}
-		backend = pb
-	case "namespace", "":
-		if cgm, err = cgroup.New(cgroup.Options{}); err != nil {
-			return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	get := func(kind string) (sandbox.Backend, error) {
+		if b, ok := made[kind]; ok {
+			return b, nil
 		}
-		if err := cgm.CleanupStale(); err != nil {
-			log.Warn("removing cgroups of an earlier run", "err", err)
+		var b sandbox.Backend
+		var err error
+		switch kind {
+		case "process":
+			log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
+			b, err = sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
+		case "namespace", "":
+			b, err = newNamespaceBackend(cfg, log, rtDir, &cgm, &nets)
+		case "microvm":
+			b, err = newMicroVMBackend(cfg, log, rtDir, &cgm)
+		default:
+			err = fmt.Errorf("--isolation %q: want namespace, microvm, process or none", kind)
 		}
-		filter, ferr := seccomp.Compile()
-		if ferr != nil {
-			return nil, fmt.Errorf("seccomp: %w", ferr)
+		if err != nil {
+			return nil, err
 		}
-		ncfg := netenv.Config{Name: cfg.NetName, Backend: cfg.Firewall, Logger: log}
-		if cfg.Subnet != "" {
-			if ncfg.Subnet, err = netip.ParsePrefix(cfg.Subnet); err != nil {
-				return nil, fmt.Errorf("--subnet: %w", err)
-			}
+		made[kind] = b
+		return b, nil
+	}
+	def, err := get(cfg.Isolation)
+	if err != nil {
+		closeMade()
+		return nil, err
+	}
+	router := &sandbox.ByAccount{Default: def, Accounts: map[string]sandbox.Backend{}}
+	for _, id := range accts.All() {
+		a, _ := accts.ByID(id)
+		if a.Isolation == "" || a.Isolation == cfg.Isolation {
+			continue
 		}
-		if err := netenv.CleanupStale(ncfg); err != nil {
-			log.Warn("removing network leftovers of an earlier run", "err", err)
+		b, err := get(a.Isolation)
+		if err != nil {
+			closeMade()
+			return nil, fmt.Errorf("account %s: %w", id, err)
 		}
-		if nets, err = netenv.New(ncfg); err != nil {
-			return nil, fmt.Errorf("network: %w", err)
-		}
-		nb, nerr := nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: cgm,
-			Network: netAttacher{nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
-			RuntimeDir: rtDir, Logger: log})
-		if nerr != nil {
-			return nil, nerr
-		}
-		backend = nb
-	default:
-		return nil, fmt.Errorf("--isolation %q: want namespace, process or none", cfg.Isolation)
+		router.Accounts[id] = b
+		log.Info("account isolation", "account", id, "isolation", a.Isolation)
+	}
+	backend = def
+	if len(router.Accounts) > 0 {
+		backend = router
 	}
 	capacity := cfg.CapacityMB
 	if capacity == 0 {
@@ -268,4 +282,58 @@ func memTotalMB() int {
 		}
 	}
 	return 4096
+}
+
+// hostCgroups makes the cgroup manager once, removing what an earlier run left.
+func hostCgroups(log *slog.Logger, cgm *cgroup.Manager) error {
+	if *cgm != nil {
+		return nil
+	}
+	m, err := cgroup.New(cgroup.Options{})
+	if err != nil {
+		return fmt.Errorf("cgroups: %w", err)
+	}
+	if err := m.CleanupStale(); err != nil {
+		log.Warn("removing cgroups of an earlier run", "err", err)
+	}
+	*cgm = m
+	return nil
+}
+
+// newNamespaceBackend makes the namespace sandbox backend with its network.
+func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager, nets **netenv.Manager) (sandbox.Backend, error) {
+	if err := hostCgroups(log, cgm); err != nil {
+		return nil, err
+	}
+	filter, err := seccomp.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	ncfg := netenv.Config{Name: cfg.NetName, Backend: cfg.Firewall, Logger: log}
+	if cfg.Subnet != "" {
+		if ncfg.Subnet, err = netip.ParsePrefix(cfg.Subnet); err != nil {
+			return nil, fmt.Errorf("--subnet: %w", err)
+		}
+	}
+	if err := netenv.CleanupStale(ncfg); err != nil {
+		log.Warn("removing network leftovers of an earlier run", "err", err)
+	}
+	if *nets, err = netenv.New(ncfg); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
+		Network: netAttacher{*nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
+		RuntimeDir: rtDir, Logger: log})
+}
+
+// newMicroVMBackend makes the microVM backend: each account's sandboxes in
+// QEMU microVMs of that account only.
+func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager) (sandbox.Backend, error) {
+	if err := hostCgroups(log, cgm); err != nil {
+		return nil, err
+	}
+	return microvm.NewBackend(microvm.BackendConfig{
+		Dir: filepath.Join(cfg.DataDir, "microvm"), Accel: cfg.MicroVMAccel, MemoryMB: cfg.MicroVMMemoryMB,
+		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, UIDBase: cfg.MicroVMUIDBase, Logger: log,
+	})
 }

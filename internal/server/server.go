@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/account"
@@ -38,9 +39,18 @@ type Config struct {
 	AccountConcurrency int
 	// TransitionDelay holds functions in Pending/InProgress (for tests).
 	TransitionDelay time.Duration
-	// Isolation names the execution backend: "process" (development, no
-	// isolation) or "none" (no execution at all: a control plane only).
+	// Isolation names the execution backend: "namespace" (default),
+	// "microvm" (each account's sandboxes inside microVMs of its own),
+	// "process" (development, no isolation) or "none" (no execution at
+	// all: a control plane only). Accounts may override it (account.Account.Isolation).
 	Isolation string
+	// MicroVM tier: the accelerator ("" probes KVM, else TCG), the smallest
+	// guest's memory, how long a VM without sandboxes lives, and the first
+	// host uid of the VMMs.
+	MicroVMAccel       string
+	MicroVMMemoryMB    int
+	MicroVMIdleTimeout time.Duration
+	MicroVMUIDBase     int
 	// IdleTimeout reaps idle environments; MaxLifetime retires every one.
 	IdleTimeout time.Duration
 	MaxLifetime time.Duration
@@ -69,18 +79,19 @@ type Config struct {
 
 // Server is a running nubo.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	ln    net.Listener
-	st    *store.Store
-	ctl   *control.Service
-	http  *http.Server
-	accts *account.Registry
-	exec  *execution
-	logs  *logs.Store
-	queue *async.Queue
-	reg   *prometheus.Registry
-	mhttp *http.Server
+	closeOnce sync.Once
+	cfg       Config
+	log       *slog.Logger
+	ln        net.Listener
+	st        *store.Store
+	ctl       *control.Service
+	http      *http.Server
+	accts     *account.Registry
+	exec      *execution
+	logs      *logs.Store
+	queue     *async.Queue
+	reg       *prometheus.Registry
+	mhttp     *http.Server
 
 	gcStop, gcDone chan struct{}
 }
@@ -216,7 +227,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	var invoker api.Invoker
 	var events api.Events
 	if cfg.Isolation != "none" {
-		if s.exec, err = startExecution(ctx, cfg, s.st, s.ctl, s.logs); err != nil {
+		if s.exec, err = startExecution(ctx, cfg, reg, s.st, s.ctl, s.logs); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -260,6 +271,11 @@ func (s *Server) Control() *control.Service { return s.ctl }
 
 // Close stops serving and releases everything, in reverse start order.
 func (s *Server) Close() error {
+	s.closeOnce.Do(s.close)
+	return nil
+}
+
+func (s *Server) close() {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s.http.Shutdown(ctx)
@@ -284,7 +300,6 @@ func (s *Server) Close() error {
 	if s.st != nil {
 		s.st.Close()
 	}
-	return nil
 }
 
 // urlKey returns the server's secret for signed code URLs, created once and

@@ -1,0 +1,693 @@
+package microvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/cgroup"
+	"github.com/nubo-dev/nubo/internal/sandbox"
+)
+
+// BackendConfig configures the microVM backend.
+type BackendConfig struct {
+	// Dir holds the guest images and one directory per running VM.
+	Dir string
+	// Kernel is the guest kernel; default FindKernel.
+	Kernel string
+	// Accel is "kvm", "tcg" or "" (probe: KVM where a probe boot reaches
+	// the guest's init, TCG otherwise).
+	Accel string
+	// MemoryMB is the smallest guest (default 1024); a VM grows to fit a
+	// larger function. GuestOverheadMB is what the guest's kernel and agent
+	// keep for themselves (default 256).
+	MemoryMB        int
+	GuestOverheadMB int
+	// CPUs per VM (default: the host's, at most 2).
+	CPUs int
+	// IdleTimeout stops a VM that has had no sandbox for this long
+	// (default 60 s).
+	IdleTimeout time.Duration
+	// BootTimeout bounds a boot (default 3 minutes: emulated guests on a
+	// loaded host are slow).
+	BootTimeout time.Duration
+	// RuntimeDir is nubo's runtime clients, sent to every guest.
+	RuntimeDir string
+	// Cgroups, when set, gives every VMM a cgroup of its own.
+	Cgroups cgroup.Manager
+	// UIDBase: the VMMs run as group UIDBase and users UIDBase+1, +2, …
+	// (default 1,900,000).
+	UIDBase int
+	// Self is the binary used as the guest's /init and the VMM launcher
+	// (default: this executable).
+	Self   string
+	Logger *slog.Logger
+}
+
+// Backend runs each account's sandboxes in microVMs of that account only.
+type Backend struct {
+	cfg BackendConfig
+	log *slog.Logger
+
+	prepOnce sync.Once
+	prepErr  error
+	initrd   string
+	userland string
+	accel    Accel
+
+	mu     sync.Mutex
+	guests map[string][]*guest // by account
+	nextVM int
+	closed bool
+}
+
+// NewBackend prepares the backend; VMs start on demand.
+func NewBackend(cfg BackendConfig) (*Backend, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 1024
+	}
+	if cfg.GuestOverheadMB == 0 {
+		cfg.GuestOverheadMB = 256
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = min(runtime.NumCPU(), 2)
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = time.Minute
+	}
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = 3 * time.Minute
+	}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = 1_900_000
+	}
+	if cfg.Self == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Self = self
+	}
+	if cfg.Kernel == "" {
+		k, err := FindKernel()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Kernel = k
+	}
+	if _, err := exec.LookPath(QEMU); err != nil {
+		return nil, fmt.Errorf("microvm: %s not found (install qemu-system-x86): %w", QEMU, err)
+	}
+	// What a killed nubo left: VM directories (their QEMUs died with it).
+	if old, _ := filepath.Glob(filepath.Join(cfg.Dir, "vm-*")); len(old) > 0 {
+		for _, d := range old {
+			unix.Unmount(filepath.Join(d, "root"), unix.MNT_DETACH)
+			os.RemoveAll(d)
+		}
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
+		return nil, err
+	}
+	return &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{}}, nil
+}
+
+// Name implements sandbox.Backend.
+func (b *Backend) Name() string { return "microvm" }
+
+// prepare builds the guest images and chooses the accelerator, once.
+func (b *Backend) prepare(ctx context.Context) error {
+	b.prepOnce.Do(func() {
+		t0 := time.Now()
+		images := filepath.Join(b.cfg.Dir, "images")
+		if b.prepErr = os.MkdirAll(images, 0o750); b.prepErr != nil {
+			return
+		}
+		os.Chown(images, 0, b.cfg.UIDBase)
+		if b.userland, b.prepErr = BuildUserland(images); b.prepErr != nil {
+			return
+		}
+		old, _ := filepath.Glob(filepath.Join(images, "initrd-*.cpio"))
+		for _, o := range old {
+			os.Remove(o)
+		}
+		if b.initrd, b.prepErr = BuildInitramfs(images, b.cfg.Kernel, b.cfg.Self); b.prepErr != nil {
+			return
+		}
+		// Readable by the VMMs' group only.
+		for _, f := range []string{b.userland, b.initrd} {
+			os.Chown(f, 0, b.cfg.UIDBase)
+			os.Chmod(f, 0o640)
+		}
+		tImages := time.Since(t0)
+		switch b.cfg.Accel {
+		case "kvm", "tcg":
+			b.accel = Accel{Name: b.cfg.Accel, Reason: "configured"}
+		default:
+			b.accel = DetectAccel(ctx, b.cfg.Kernel, b.initrd, readyMarker, guestEnv+"=probe")
+		}
+		b.log.Info("microVM tier ready", "accel", b.accel.Name, "why", b.accel.Reason, "kernel", b.cfg.Kernel,
+			"images", tImages.Round(time.Millisecond))
+	})
+	return b.prepErr
+}
+
+// Accel reports the accelerator chosen (empty before the first VM).
+func (b *Backend) Accel() Accel { return b.accel }
+
+// guest is one VM of one account.
+type guest struct {
+	b       *Backend
+	id      string
+	n       int
+	account string
+	memMB   int
+	dir     string
+
+	ready  chan struct{} // closed once booted (or failed: err)
+	err    error
+	sess   *yamux.Session
+	cmd    *exec.Cmd
+	exited chan struct{}
+	cg     cgroup.Cgroup
+	info   GuestInfo
+
+	// Guarded by b.mu.
+	usedMB int
+	boxes  int
+	idle   *time.Timer
+	gone   bool
+
+	putMu sync.Mutex
+	puts  map[string]*putState
+}
+
+type putState struct {
+	done chan struct{}
+	err  error
+}
+
+// reserve finds (or starts) a VM of the account with room for memMB.
+func (b *Backend) reserve(account string, memMB int) (*guest, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("microvm: backend closed")
+	}
+	for _, g := range b.guests[account] {
+		if !g.gone && g.memMB-b.cfg.GuestOverheadMB-g.usedMB >= memMB {
+			g.usedMB += memMB
+			g.boxes++
+			if g.idle != nil {
+				g.idle.Stop()
+				g.idle = nil
+			}
+			return g, nil
+		}
+	}
+	b.nextVM++
+	g := &guest{
+		b: b, n: b.nextVM, account: account, id: fmt.Sprintf("vm-%s-%d", account, b.nextVM),
+		memMB: max(b.cfg.MemoryMB, memMB+b.cfg.GuestOverheadMB), usedMB: memMB, boxes: 1,
+		ready: make(chan struct{}), exited: make(chan struct{}), puts: map[string]*putState{},
+	}
+	g.dir = filepath.Join(b.cfg.Dir, g.id)
+	b.guests[account] = append(b.guests[account], g)
+	go g.boot()
+	return g, nil
+}
+
+// release returns memMB to g; a VM left without sandboxes stops after the
+// idle timeout.
+func (b *Backend) release(g *guest, memMB int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g.usedMB -= memMB
+	g.boxes--
+	if g.boxes == 0 && !g.gone {
+		g.idle = time.AfterFunc(b.cfg.IdleTimeout, func() { b.stopIfIdle(g) })
+	}
+}
+
+func (b *Backend) stopIfIdle(g *guest) {
+	b.mu.Lock()
+	if g.boxes > 0 || g.gone {
+		b.mu.Unlock()
+		return
+	}
+	b.forget(g)
+	b.mu.Unlock()
+	b.log.Info("microVM idle: stopping", "vm", g.id)
+	g.stop()
+}
+
+// forget removes g from the account's VMs; b.mu held.
+func (b *Backend) forget(g *guest) {
+	g.gone = true
+	list := b.guests[g.account]
+	for i, x := range list {
+		if x == g {
+			b.guests[g.account] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(b.guests[g.account]) == 0 {
+		delete(b.guests, g.account)
+	}
+}
+
+func (g *guest) boot() {
+	err := g.start()
+	if err != nil {
+		g.err = err
+		g.b.log.Warn("microVM boot failed", "vm", g.id, "err", err)
+		g.b.mu.Lock()
+		g.b.forget(g)
+		g.b.mu.Unlock()
+		g.stop()
+	}
+	close(g.ready)
+}
+
+func (g *guest) start() error {
+	b := g.b
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.BootTimeout)
+	defer cancel()
+	t0 := time.Now()
+	if err := b.prepare(ctx); err != nil {
+		return err
+	}
+	uid, gid := b.cfg.UIDBase+g.n, b.cfg.UIDBase
+	if err := os.MkdirAll(filepath.Join(g.dir, "root"), 0o700); err != nil {
+		return err
+	}
+	// The scratch disk: sparse, formatted here, the VM's user's alone.
+	scratch := filepath.Join(g.dir, "scratch.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,root_owner=0:0",
+		scratch, "16G").CombinedOutput(); err != nil {
+		return fmt.Errorf("scratch disk: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	os.Chown(scratch, uid, gid)
+	os.Chmod(scratch, 0o600)
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	hostEnd := os.NewFile(uintptr(pair[0]), "vm-host")
+	vmEnd := os.NewFile(uintptr(pair[1]), "vm-guest")
+	defer vmEnd.Close()
+	conn, err := net.FileConn(hostEnd)
+	hostEnd.Close()
+	if err != nil {
+		return err
+	}
+	args := []string{
+		"-M", "microvm,rtc=off", "-accel", b.accel.Name, "-cpu", cpuModel(b.accel.Name),
+		"-m", fmt.Sprint(g.memMB), "-smp", fmt.Sprint(b.cfg.CPUs),
+		"-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio", "-no-user-config",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-kernel", "/vm/kernel", "-initrd", "/vm/initrd",
+		"-append", kernelCmdline(b.accel.Name, guestEnv+"=1"),
+		"-chardev", "socket,id=host,fd=3", "-device", "virtio-serial-device", "-device", "virtserialport,chardev=host,name=" + portName,
+		"-drive", "file=/vm/userland,if=none,id=userland,format=raw,readonly=on",
+		"-device", "virtio-blk-device,drive=userland,serial=" + userlandSerial,
+		"-drive", "file=/vm/scratch,if=none,id=scratch,format=raw,cache=unsafe",
+		"-device", "virtio-blk-device,drive=scratch,serial=" + scratchSerial,
+	}
+	spec := vmmSpec{
+		Root:     filepath.Join(g.dir, "root"),
+		Files:    map[string]string{"kernel": b.cfg.Kernel, "initrd": b.initrd, "userland": b.userland, "scratch": scratch},
+		Writable: []string{"scratch"},
+		KVM:      b.accel.Name == "kvm", UID: uid, GID: gid, Args: args,
+	}
+	cmd, gate, err := vmmCommand(spec, vmEnd)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer gate.Close()
+	console := newConsole(b.log.With("vm", g.id))
+	cmd.Stdout = console
+	cmd.Stderr = console
+	if err := cmd.Start(); err != nil {
+		conn.Close()
+		return fmt.Errorf("start the VMM: %w", err)
+	}
+	cmd.ExtraFiles[1].Close() // the gate's read end is the child's now
+	g.cmd = cmd
+	go func() {
+		cmd.Wait()
+		close(g.exited)
+		conn.Close()
+	}()
+	if b.cfg.Cgroups != nil {
+		cg, err := b.cfg.Cgroups.Create(g.id, cgroup.Resources{
+			MemoryBytes: int64(g.memMB+256) << 20, PidsMax: 512, IOWeight: 100})
+		if err != nil {
+			return fmt.Errorf("VMM cgroup: %w", err)
+		}
+		g.cg = cg
+		if err := cg.AddProc(cmd.Process.Pid); err != nil {
+			return fmt.Errorf("VMM cgroup: %w", err)
+		}
+	}
+	if _, err := gate.Write([]byte{1}); err != nil {
+		return fmt.Errorf("VMM gate: %w", err)
+	}
+	select {
+	case <-console.ready:
+	case <-g.exited:
+		return fmt.Errorf("the VM exited during boot: %s", console.tail())
+	case <-ctx.Done():
+		return fmt.Errorf("the guest was not ready after %v under %s: %s", b.cfg.BootTimeout, b.accel.Name, console.tail())
+	}
+	tBoot := time.Since(t0)
+	sess, err := yamux.Client(conn, yamuxConfig())
+	if err != nil {
+		return err
+	}
+	g.sess = sess
+	if _, err := g.call(ctx, request{Op: opSetup}, func(w io.Writer) error { return writeTar(w, b.cfg.RuntimeDir) }); err != nil {
+		return fmt.Errorf("guest setup: %w", err)
+	}
+	resp, err := g.call(ctx, request{Op: opInfo}, nil)
+	if err != nil {
+		return err
+	}
+	g.info = *resp.Info
+	b.log.Info("microVM started", "vm", g.id, "account", g.account, "accel", b.accel.Name, "memory_mb", g.memMB,
+		"boot_id", g.info.BootID, "guest_cgroup", g.info.Cgroup, "boot", tBoot.Round(time.Millisecond), "ready", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func cpuModel(accel string) string {
+	if accel == "kvm" {
+		return "host,-arch-capabilities"
+	}
+	return "max"
+}
+
+// stop ends the VM: the guest powers off when its host connection closes;
+// QEMU is killed if it lingers. Everything of the VM is removed.
+func (g *guest) stop() {
+	if g.sess != nil {
+		g.sess.Close()
+	}
+	if g.cmd != nil && g.cmd.Process != nil {
+		select {
+		case <-g.exited:
+		case <-time.After(5 * time.Second):
+			g.cmd.Process.Kill()
+			<-g.exited
+		}
+	}
+	if g.cg != nil {
+		g.cg.Kill()
+		g.cg.Delete()
+	}
+	unix.Unmount(filepath.Join(g.dir, "root"), unix.MNT_DETACH)
+	os.RemoveAll(g.dir)
+}
+
+// call sends one request on a new stream; body, when set, writes what
+// follows the request line. It returns the guest's answer.
+func (g *guest) call(ctx context.Context, req request, body func(io.Writer) error) (response, error) {
+	st, err := g.sess.OpenStream()
+	if err != nil {
+		return response{}, fmt.Errorf("microvm %s: %w", g.id, err)
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	defer stop()
+	if err := writeJSONLine(st, req); err != nil {
+		return response{}, err
+	}
+	if body != nil {
+		if err := body(st); err != nil {
+			return response{}, err
+		}
+	}
+	var resp response
+	if err := readJSONLine(st, &resp); err != nil {
+		if ctx.Err() != nil {
+			return response{}, ctx.Err()
+		}
+		return response{}, fmt.Errorf("microvm %s: %s: %w", g.id, req.Op, err)
+	}
+	if resp.Error != "" {
+		return resp, fmt.Errorf("microvm %s: %s: %s", g.id, req.Op, resp.Error)
+	}
+	return resp, nil
+}
+
+// put makes sure the guest has dir under key, sending it at most once.
+func (g *guest) put(ctx context.Context, dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	key := dir // code directories are content-addressed: the path names the content
+	g.putMu.Lock()
+	ps, ok := g.puts[key]
+	if !ok {
+		ps = &putState{done: make(chan struct{})}
+		g.puts[key] = ps
+	}
+	g.putMu.Unlock()
+	if !ok {
+		_, ps.err = g.call(ctx, request{Op: opPut, Key: key}, func(w io.Writer) error { return writeTar(w, dir) })
+		if ps.err != nil {
+			g.putMu.Lock()
+			delete(g.puts, key)
+			g.putMu.Unlock()
+		}
+		close(ps.done)
+	}
+	select {
+	case <-ps.done:
+		return key, ps.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// Create implements sandbox.Backend.
+func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
+	if spec.Account == "" {
+		return nil, errors.New("microvm: a sandbox needs an account")
+	}
+	mem := max(spec.MemoryMB, 1)
+	g, err := b.reserve(spec.Account, mem)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := g.create(ctx, spec)
+	if err != nil {
+		b.release(g, mem)
+		return nil, err
+	}
+	return sb, nil
+}
+
+func (g *guest) create(ctx context.Context, spec sandbox.Spec) (*vmBox, error) {
+	select {
+	case <-g.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if g.err != nil {
+		return nil, g.err
+	}
+	code, err := g.put(ctx, spec.CodeDir)
+	if err != nil {
+		return nil, err
+	}
+	layers, err := g.put(ctx, spec.LayersDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := g.sess.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	req := request{Op: opCreate, Code: code, Layers: layers, Spec: &guestSpec{
+		ID: spec.ID, Account: spec.Account, MemoryMB: spec.MemoryMB, EphemeralMB: spec.EphemeralMB, NoNetwork: spec.NoNetwork}}
+	var resp response
+	err = writeJSONLine(st, req)
+	if err == nil {
+		err = readJSONLine(st, &resp)
+	}
+	if !stop() || err != nil || resp.Error != "" {
+		st.Close()
+		if err == nil && resp.Error != "" {
+			err = errors.New(resp.Error)
+		} else if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("microvm %s: create: %w", g.id, err)
+	}
+	paths := *resp.Paths
+	paths.HostTaskRoot, paths.HostOptDir = spec.CodeDir, spec.LayersDir
+	box := &vmBox{g: g, id: spec.ID, mem: max(spec.MemoryMB, 1), conn: st, paths: paths, done: make(chan struct{})}
+	go box.wait()
+	return box, nil
+}
+
+// vmBox is a sandbox inside a guest, driven over its yamux streams.
+type vmBox struct {
+	g     *guest
+	id    string
+	mem   int
+	conn  *yamux.Stream
+	paths sandbox.Paths
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (s *vmBox) wait() {
+	s.g.call(context.Background(), request{Op: opWait, ID: s.id}, nil)
+	close(s.done)
+}
+
+func (s *vmBox) ID() string               { return s.id }
+func (s *vmBox) Conn() io.ReadWriteCloser { return s.conn }
+func (s *vmBox) Paths() sandbox.Paths     { return s.paths }
+func (s *vmBox) Done() <-chan struct{}    { return s.done }
+func (s *vmBox) op(op string) (response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return s.g.call(ctx, request{Op: op, ID: s.id}, nil)
+}
+func (s *vmBox) Freeze() error    { _, err := s.op(opFreeze); return err }
+func (s *vmBox) Thaw() error      { _, err := s.op(opThaw); return err }
+func (s *vmBox) AfterInit() error { _, err := s.op(opAfterInit); return err }
+
+func (s *vmBox) Stats() (sandbox.Stats, error) {
+	resp, err := s.op(opStats)
+	if err != nil || resp.Stats == nil {
+		return sandbox.Stats{}, err
+	}
+	return *resp.Stats, nil
+}
+
+func (s *vmBox) Destroy() error {
+	var err error
+	s.once.Do(func() {
+		_, err = s.op(opDestroy)
+		s.conn.Close()
+		s.g.b.release(s.g, s.mem)
+	})
+	return err
+}
+
+// Guests lists the running VMs: account and guest boot id (for tests and
+// diagnostics).
+func (b *Backend) Guests() map[string][]GuestInfo {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string][]GuestInfo{}
+	for acct, list := range b.guests {
+		for _, g := range list {
+			select {
+			case <-g.ready:
+				if g.err == nil {
+					out[acct] = append(out[acct], g.info)
+				}
+			default:
+			}
+		}
+	}
+	return out
+}
+
+// Close implements sandbox.Backend: every VM stops and its files go.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	var all []*guest
+	for _, list := range b.guests {
+		all = append(all, list...)
+	}
+	for _, g := range all {
+		if g.idle != nil {
+			g.idle.Stop()
+		}
+		b.forget(g)
+	}
+	b.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, g := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-g.ready
+			g.stop()
+		}()
+	}
+	wg.Wait()
+	// Images stay for the next start (they hold no account's data); VM
+	// directories do not.
+	return nil
+}
+
+// console relays the guest's serial console to the log and signals the
+// ready marker.
+type console struct {
+	log   *slog.Logger
+	ready chan struct{}
+	once  sync.Once
+	mu    sync.Mutex
+	buf   []byte
+	last  []string
+}
+
+func newConsole(log *slog.Logger) *console {
+	return &console{log: log, ready: make(chan struct{})}
+}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, p...)
+	for {
+		i := strings.IndexByte(string(c.buf), '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(c.buf[:i]), "\r")
+		c.buf = c.buf[i+1:]
+		if line == "" {
+			continue
+		}
+		c.log.Debug("guest console", "line", line)
+		c.last = append(c.last, line)
+		if len(c.last) > 20 {
+			c.last = c.last[1:]
+		}
+		if strings.HasPrefix(line, readyMarker) {
+			c.once.Do(func() { close(c.ready) })
+		}
+	}
+	return len(p), nil
+}
+
+func (c *console) tail() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.last, " | ")
+}

@@ -1,0 +1,232 @@
+package microvm_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
+	"github.com/nubo-dev/nubo/internal/microvm"
+	"github.com/nubo-dev/nubo/internal/server"
+	"github.com/nubo-dev/nubo/internal/server/servertest"
+	"github.com/nubo-dev/nubo/internal/testutil"
+)
+
+// The microVM tier end to end: a real nubo server with --isolation
+// microvm, driven by the AWS SDK. Guests boot under TCG on the development
+// machines (about 5 s each), so the whole file shares one server and
+// boots one VM per account.
+
+var (
+	fnOnce sync.Once
+	fnZip  []byte
+	fnErr  error
+)
+
+func guestFnZip(t *testing.T) []byte {
+	t.Helper()
+	fnOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nubo-guestfn-")
+		if err != nil {
+			fnErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bootstrap"), "./testdata/guestfn")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fnErr = err
+			t.Logf("%s", out)
+			return
+		}
+		body, err := os.ReadFile(filepath.Join(dir, "bootstrap"))
+		if err != nil {
+			fnErr = err
+			return
+		}
+		fnZip = ziptest.Zip(t, ziptest.File{Name: "bootstrap", Body: body, Mode: 0o755})
+	})
+	if fnErr != nil {
+		t.Fatal(fnErr)
+	}
+	return fnZip
+}
+
+func requireVMs(t *testing.T) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	testutil.RequiresBinary(t, microvm.QEMU)
+	testutil.RequiresBinary(t, "mkfs.ext4")
+	if _, err := microvm.FindKernel(); err != nil {
+		if testutil.InCI() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+func createFn(t *testing.T, ctx context.Context, c *lambda.Client, name string, acct string, mem int32) {
+	t.Helper()
+	_, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{
+		FunctionName: aws.String(name),
+		Role:         aws.String("arn:aws:iam::" + acct + ":role/r"),
+		Runtime:      types.RuntimeProvidedal2023,
+		Handler:      aws.String("bootstrap"),
+		Code:         &types.FunctionCode{ZipFile: guestFnZip(t)},
+		MemorySize:   aws.Int32(mem),
+		Timeout:      aws.Int32(30),
+	})
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	w := lambda.NewFunctionActiveV2Waiter(c)
+	if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func invoke(t *testing.T, ctx context.Context, c *lambda.Client, name string, ev map[string]any) map[string]any {
+	t.Helper()
+	payload, _ := json.Marshal(ev)
+	out, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(name), Payload: payload})
+	if err != nil {
+		t.Fatalf("invoke %s: %v", name, err)
+	}
+	if out.FunctionError != nil {
+		t.Fatalf("invoke %s: %s: %s", name, *out.FunctionError, out.Payload)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out.Payload, &m); err != nil {
+		t.Fatalf("invoke %s: %v: %s", name, err, out.Payload)
+	}
+	return m
+}
+
+// qemuProcs lists QEMU processes whose command line mentions dir.
+func qemuProcs(dir string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.HasPrefix(cmd, []byte(microvm.QEMU)) {
+			continue
+		}
+		// The VMM sees its files under /vm; its launcher's root is in dir.
+		if root, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(root, dir) || dir == "" {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestAccountsGetTheirOwnVMs(t *testing.T) {
+	requireVMs(t)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	s := servertest.Start(t, func(c *server.Config) {
+		c.Isolation = "microvm"
+		c.MicroVMIdleTimeout = time.Hour
+		c.Logger = servertest.Logger(t)
+		_ = &logs
+		_ = &logMu
+	})
+	ctx := servertest.Ctx(t, 8*time.Minute)
+	dev, a := s.Dev(), s.A()
+	createFn(t, ctx, dev, "one", "000000000000", 128)
+	createFn(t, ctx, dev, "two", "000000000000", 128)
+	createFn(t, ctx, a, "one", servertest.AccountA.AccountID, 128)
+
+	start := time.Now()
+	dev1 := invoke(t, ctx, dev, "one", nil)
+	t.Logf("first invoke (VM boot + sandbox): %v: %v", time.Since(start).Round(time.Millisecond), dev1)
+	start = time.Now()
+	dev2 := invoke(t, ctx, dev, "two", nil)
+	t.Logf("second function of the account (same VM, new sandbox): %v", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	a1 := invoke(t, ctx, a, "one", nil)
+	t.Logf("other account (its own VM): %v", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	warm := invoke(t, ctx, dev, "one", nil)
+	t.Logf("warm invoke: %v", time.Since(start).Round(time.Millisecond))
+
+	host, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	hostID := strings.TrimSpace(string(host))
+	id := func(m map[string]any) string { s, _ := m["bootId"].(string); return s }
+	switch {
+	case id(dev1) == "" || strings.HasPrefix(id(dev1), "error"):
+		t.Fatalf("no boot id: %v", dev1)
+	case id(dev1) == hostID:
+		t.Fatalf("function ran on the host (boot id %s)", hostID)
+	case id(dev1) != id(dev2):
+		t.Fatalf("two functions of one account ran in different VMs: %s vs %s", id(dev1), id(dev2))
+	case id(dev1) == id(a1):
+		t.Fatalf("two accounts share a VM (boot id %s)", id(a1))
+	case id(warm) != id(dev1):
+		t.Fatalf("warm invoke in another VM: %s vs %s", id(warm), id(dev1))
+	}
+	// Inside the guest the sandbox is on cgroup v2 (the host here is v1).
+	if cg, _ := dev1["cgroup"].(string); !strings.HasPrefix(cg, "0::/") {
+		t.Errorf("guest sandbox cgroup %q: want a cgroup v2 path", cg)
+	}
+	if uid, _ := dev1["uid"].(float64); uid != 993 {
+		t.Errorf("function uid %v, want 993", dev1["uid"])
+	}
+
+	// What a hostile function tries is refused inside the guest too.
+	// SIGKILL to its PID namespace's init (the agent) is dropped by the
+	// kernel: the environment must live on.
+	invoke(t, ctx, dev, "one", map[string]any{"op": "kill1"})
+	if after := invoke(t, ctx, dev, "one", nil); id(after) != id(dev1) {
+		t.Errorf("after kill(1): %v", after)
+	}
+	if r := invoke(t, ctx, dev, "one", map[string]any{"op": "mount"}); r["err"] == "" {
+		t.Errorf("mount from the function succeeded")
+	}
+	if r := invoke(t, ctx, dev, "one", map[string]any{"op": "read", "path": "/run/nubo/nubo"}); !strings.HasPrefix(r["body"].(string), "error") {
+		t.Errorf("the function can read the guest agent's binary")
+	}
+
+	// The VMM is confined: another user, its own namespaces.
+	procs := qemuProcs("")
+	if len(procs) < 2 {
+		t.Fatalf("want at least 2 QEMU processes (one per account), found %v", procs)
+	}
+	for _, p := range procs {
+		status, _ := os.ReadFile("/proc/" + p + "/status")
+		if bytes.Contains(status, []byte("\nUid:\t0\t")) {
+			t.Errorf("QEMU %s runs as root", p)
+		}
+		for _, ns := range []string{"mnt", "net", "pid"} {
+			mine, _ := os.Readlink("/proc/self/ns/" + ns)
+			its, _ := os.Readlink("/proc/" + p + "/ns/" + ns)
+			if its == "" || its == mine {
+				t.Errorf("QEMU %s shares the host's %s namespace", p, ns)
+			}
+		}
+	}
+
+	s.Close()
+	// After the server stops, no QEMU and no VM file remains.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(qemuProcs("")) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := qemuProcs(""); len(left) > 0 {
+		t.Fatalf("QEMU still running after Close: %v", left)
+	}
+	vms, _ := filepath.Glob(filepath.Join(s.DataDir, "microvm", "vm-*"))
+	if len(vms) > 0 {
+		t.Fatalf("VM directories left: %v", vms)
+	}
+}
