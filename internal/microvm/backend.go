@@ -68,6 +68,9 @@ type Backend struct {
 	userland string
 	accel    Accel
 
+	// bootVM boots a reserved guest (g.boot; tests replace it).
+	bootVM func(*guest)
+
 	mu     sync.Mutex
 	guests map[string][]*guest // by account
 	nextVM int
@@ -124,7 +127,7 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
 		return nil, err
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{}}, nil
+	return &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{}, bootVM: (*guest).boot}, nil
 }
 
 // Name implements sandbox.Backend.
@@ -228,7 +231,7 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 	}
 	g.dir = filepath.Join(b.cfg.Dir, g.id)
 	b.guests[account] = append(b.guests[account], g)
-	go g.boot()
+	go b.bootVM(g)
 	return g, nil
 }
 
@@ -640,9 +643,9 @@ func (b *Backend) Close() error {
 		}()
 	}
 	wg.Wait()
-	// Images stay for the next start (they hold no account's data); VM
-	// directories do not.
-	return nil
+	// Nothing of the tier stays: the images are rebuilt at the next start
+	// (a few seconds, once).
+	return os.RemoveAll(b.cfg.Dir)
 }
 
 // console relays the guest's serial console to the log and signals the

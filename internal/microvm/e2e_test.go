@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -113,18 +114,21 @@ func invoke(t *testing.T, ctx context.Context, c *lambda.Client, name string, ev
 	return m
 }
 
-// qemuProcs lists QEMU processes whose command line mentions dir.
-func qemuProcs(dir string) []string {
+// qemuProcs lists the QEMU processes this test process started.
+func qemuProcs() []string {
 	var out []string
+	self := strconv.Itoa(os.Getpid())
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if err != nil || !bytes.HasPrefix(cmd, []byte(microvm.QEMU)) {
 			continue
 		}
-		// The VMM sees its files under /vm; its launcher's root is in dir.
-		if root, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(root, dir) || dir == "" {
-			out = append(out, e.Name())
+		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == self {
+				out = append(out, e.Name())
+			}
 		}
 	}
 	return out
@@ -132,20 +136,26 @@ func qemuProcs(dir string) []string {
 
 func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	requireVMs(t)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
+	// The server's default is microvm; account B overrides it in the
+	// accounts file and runs on the host's namespace backend.
+	accts := filepath.Join(t.TempDir(), "accounts.json")
+	acctB := servertest.AccountB
+	acctB.Isolation = "namespace"
+	raw, _ := json.Marshal([]any{servertest.AccountA, acctB})
+	if err := os.WriteFile(accts, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := servertest.Start(t, func(c *server.Config) {
 		c.Isolation = "microvm"
 		c.MicroVMIdleTimeout = time.Hour
-		c.Logger = servertest.Logger(t)
-		_ = &logs
-		_ = &logMu
+		c.AccountsFile = accts
 	})
 	ctx := servertest.Ctx(t, 8*time.Minute)
 	dev, a := s.Dev(), s.A()
 	createFn(t, ctx, dev, "one", "000000000000", 128)
 	createFn(t, ctx, dev, "two", "000000000000", 128)
 	createFn(t, ctx, a, "one", servertest.AccountA.AccountID, 128)
+	createFn(t, ctx, s.B(), "one", servertest.AccountB.AccountID, 128)
 
 	start := time.Now()
 	dev1 := invoke(t, ctx, dev, "one", nil)
@@ -156,6 +166,7 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	start = time.Now()
 	a1 := invoke(t, ctx, a, "one", nil)
 	t.Logf("other account (its own VM): %v", time.Since(start).Round(time.Millisecond))
+	onHost := invoke(t, ctx, s.B(), "one", nil)
 	start = time.Now()
 	warm := invoke(t, ctx, dev, "one", nil)
 	t.Logf("warm invoke: %v", time.Since(start).Round(time.Millisecond))
@@ -174,6 +185,8 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 		t.Fatalf("two accounts share a VM (boot id %s)", id(a1))
 	case id(warm) != id(dev1):
 		t.Fatalf("warm invoke in another VM: %s vs %s", id(warm), id(dev1))
+	case id(onHost) != hostID:
+		t.Fatalf("account B (isolation namespace) ran in a VM: boot id %s, host %s", id(onHost), hostID)
 	}
 	// Inside the guest the sandbox is on cgroup v2 (the host here is v1).
 	if cg, _ := dev1["cgroup"].(string); !strings.HasPrefix(cg, "0::/") {
@@ -198,7 +211,7 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	}
 
 	// The VMM is confined: another user, its own namespaces.
-	procs := qemuProcs("")
+	procs := qemuProcs()
 	if len(procs) < 2 {
 		t.Fatalf("want at least 2 QEMU processes (one per account), found %v", procs)
 	}
@@ -206,6 +219,9 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 		status, _ := os.ReadFile("/proc/" + p + "/status")
 		if bytes.Contains(status, []byte("\nUid:\t0\t")) {
 			t.Errorf("QEMU %s runs as root", p)
+		}
+		if cg, _ := os.ReadFile("/proc/" + p + "/cgroup"); !bytes.Contains(cg, []byte("vm-")) {
+			t.Errorf("QEMU %s is not in a VM cgroup of its own:\n%s", p, cg)
 		}
 		for _, ns := range []string{"mnt", "net", "pid"} {
 			mine, _ := os.Readlink("/proc/self/ns/" + ns)
@@ -219,14 +235,13 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	s.Close()
 	// After the server stops, no QEMU and no VM file remains.
 	deadline := time.Now().Add(10 * time.Second)
-	for len(qemuProcs("")) > 0 && time.Now().Before(deadline) {
+	for len(qemuProcs()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if left := qemuProcs(""); len(left) > 0 {
+	if left := qemuProcs(); len(left) > 0 {
 		t.Fatalf("QEMU still running after Close: %v", left)
 	}
-	vms, _ := filepath.Glob(filepath.Join(s.DataDir, "microvm", "vm-*"))
-	if len(vms) > 0 {
-		t.Fatalf("VM directories left: %v", vms)
+	if left, _ := os.ReadDir(filepath.Join(s.DataDir, "microvm")); len(left) > 0 {
+		t.Fatalf("VM files left in %s: %v", filepath.Join(s.DataDir, "microvm"), left)
 	}
 }

@@ -1,0 +1,89 @@
+package microvm
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeBackend boots nothing: guests are ready at once.
+func fakeBackend(t *testing.T, idle time.Duration) (*Backend, *atomic.Int32) {
+	boots := new(atomic.Int32)
+	b := &Backend{
+		cfg: BackendConfig{Dir: t.TempDir(), MemoryMB: 1024, GuestOverheadMB: 256, IdleTimeout: idle},
+		log: slog.New(slog.DiscardHandler), guests: map[string][]*guest{},
+	}
+	b.bootVM = func(g *guest) {
+		boots.Add(1)
+		close(g.ready)
+	}
+	return b, boots
+}
+
+func TestVMSizingAndSharing(t *testing.T) {
+	b, boots := fakeBackend(t, time.Hour)
+	// 1024 MB guests keep 256 for themselves: two 300 MB functions fit.
+	g1, _ := b.reserve("111111111111", 300)
+	g2, _ := b.reserve("111111111111", 300)
+	g3, _ := b.reserve("111111111111", 300)
+	if g1 != g2 {
+		t.Fatal("two small functions of one account got two VMs")
+	}
+	if g3 == g1 {
+		t.Fatal("a third 300 MB function was put in a full 1024 MB VM")
+	}
+	other, _ := b.reserve("222222222222", 128)
+	if other == g1 || other == g3 {
+		t.Fatal("two accounts share a VM")
+	}
+	big, _ := b.reserve("333333333333", 3008)
+	if big.memMB != 3008+256 {
+		t.Fatalf("a 3008 MB function got a %d MB VM; want %d", big.memMB, 3008+256)
+	}
+	for _, g := range []*guest{g1, g3, other, big} {
+		<-g.ready
+	}
+	if n := boots.Load(); n != 4 {
+		t.Fatalf("%d boots, want 4", n)
+	}
+	// Freed room is reused before a new VM starts.
+	b.release(g1, 300)
+	if g4, _ := b.reserve("111111111111", 300); g4 != g1 {
+		t.Fatal("freed room in the account's VM was not reused")
+	}
+}
+
+func TestIdleVMStops(t *testing.T) {
+	b, _ := fakeBackend(t, 50*time.Millisecond)
+	g, _ := b.reserve("111111111111", 128)
+	<-g.ready
+	b.release(g, 128)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.mu.Lock()
+		n := len(b.guests["111111111111"])
+		b.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an idle VM was not stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A VM that gets a sandbox again before the timeout stays.
+	g2, _ := b.reserve("111111111111", 128)
+	b.release(g2, 128)
+	g3, _ := b.reserve("111111111111", 128)
+	if g3 != g2 {
+		t.Fatal("a VM reserved again before its idle timeout was replaced")
+	}
+	time.Sleep(100 * time.Millisecond)
+	b.mu.Lock()
+	n := len(b.guests["111111111111"])
+	b.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("a busy VM was stopped (%d VMs)", n)
+	}
+}
