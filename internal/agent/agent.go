@@ -84,6 +84,7 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	if f.Type != agentproto.TStart {
 		return fmt.Errorf("agent: first frame is %s, want Start", f.Type)
 	}
+	tStart := time.Now()
 	if err := f.Decode(&a.start); err != nil {
 		return fmt.Errorf("agent: Start: %w", err)
 	}
@@ -91,7 +92,9 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 		a.sendInitError("Runtime.Unknown", 0, err.Error())
 		return err
 	}
+	tSetup := time.Now()
 	a.initPhase(context.Background(), time.Duration(a.start.InitTimeoutMs)*time.Millisecond, "")
+	a.log.Debug("init phase", "setup", tSetup.Sub(tStart), "init", time.Since(tSetup))
 	for {
 		f, err := a.conn.Receive()
 		if err != nil {

@@ -225,13 +225,11 @@ type Options struct {
 	controllers []string
 }
 
-var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-
 func (o Options) withDefaults() (Options, error) {
 	if o.Prefix == "" {
 		o.Prefix = defaultPrefix
 	}
-	if !prefixRE.MatchString(o.Prefix) || !strings.Contains(o.Prefix, "nubo") {
+	if !nameChars(o.Prefix, false) || !strings.Contains(o.Prefix, "nubo") {
 		return o, fmt.Errorf("cgroup: prefix %q must contain \"nubo\" and only letters, digits, '.', '_', '-'", o.Prefix)
 	}
 	if o.FreezeTimeout <= 0 {
@@ -249,13 +247,31 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
+// checkName accepts 1–128 letters, digits, '.', '_', '-', the first a
+// letter or digit.
 func checkName(name string) error {
-	if !nameRE.MatchString(name) {
+	if len(name) > 128 || !nameChars(name, true) {
 		return fmt.Errorf("cgroup: invalid environment name %q", name)
 	}
 	return nil
+}
+
+// nameChars reports whether s is non-empty and only letters, digits, '.',
+// '_' and '-' (with alnumFirst, starting with a letter or digit). Checked
+// by hand, not by regexp: every process of this binary compiles its
+// package-level regexps at start, sandbox init stages included.
+func nameChars(s string, alnumFirst bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 && alnumFirst || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // staleRE matches the roots of prefix's kind and captures owner pid and start.

@@ -173,9 +173,19 @@ func TestOptions(t *testing.T) {
 	if err != nil || o.Prefix != "nubo" || o.FreezeTimeout <= 0 || o.Logger == nil {
 		t.Errorf("defaults: %+v, %v", o, err)
 	}
-	for _, n := range []string{"", ".", "..", "a/b", "-x", strings.Repeat("a", 129)} {
+	for _, n := range []string{"", ".", "..", "a/b", "-x", "_x", "a b", "é", strings.Repeat("a", 129)} {
 		if checkName(n) == nil {
 			t.Errorf("name %q accepted", n)
+		}
+	}
+	for _, n := range []string{"a", "0", "nubo-0123abcd", "Z.y_x-w", strings.Repeat("a", 128)} {
+		if err := checkName(n); err != nil {
+			t.Errorf("name %q refused: %v", n, err)
+		}
+	}
+	for _, p := range []string{"nubo", "nubo-test_1.2", "-nubo", ".nubo"} {
+		if _, err := (Options{Prefix: p}).withDefaults(); err != nil {
+			t.Errorf("prefix %q refused: %v", p, err)
 		}
 	}
 }

@@ -16,9 +16,9 @@ type initConfig struct {
 	// Etc is the generated /etc; Certs is bound on /etc/ssl/certs.
 	Etc   string `json:"etc"`
 	Certs string `json:"certs,omitempty"`
-	// Task, Opt and Runtime are bound read-only on /var/task, /opt, /var/runtime.
-	Task    string `json:"task"`
-	Opt     string `json:"opt,omitempty"`
+	// Runtime is bound read-only on /var/runtime. /var/task and /opt stay
+	// empty: the function's code and layers are moved onto them by the host
+	// when a function gets the sandbox (see box.assign).
 	Runtime string `json:"runtime,omitempty"`
 	// Tmp is the mounted /tmp volume.
 	Tmp      string `json:"tmp"`
@@ -28,18 +28,6 @@ type initConfig struct {
 	// Seccomp is the compiled filter (see package seccomp); empty sets only
 	// no_new_privs.
 	Seccomp []byte `json:"seccomp,omitempty"`
-	// Deferred: the sandbox is a shell made ahead of demand. Task and Opt
-	// are empty; once the root is built the init stage waits on the agent
-	// connection for the function's code (see assignment) and only then
-	// drops privileges and starts the agent.
-	Deferred bool `json:"deferred,omitempty"`
-}
-
-// assignment is what the host sends a shell's init stage over the agent
-// connection, with the detached mount trees of /var/task and, when Opt is
-// set, /opt as SCM_RIGHTS file descriptors in that order.
-type assignment struct {
-	Opt bool `json:"opt"`
 }
 
 type userlandEntry struct {

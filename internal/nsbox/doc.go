@@ -18,12 +18,18 @@
 //     writes the configuration: that write is the go signal.
 //  4. The init stage enters a new cgroup namespace rooted at its cgroup,
 //     builds the root file system on a tmpfs (the host userland bound
-//     read-only, a generated /etc, /var/task, /opt and /var/runtime
-//     read-only, the /tmp volume, a masked /proc, a minimal /dev), pivots
+//     read-only, a generated /etc, /var/runtime read-only, the /tmp volume,
+//     a masked /proc, a minimal /dev; /var/task and /opt left empty), pivots
 //     into it, brings up lo, sets the hostname, drops to uid/gid 993 with no
-//     capabilities (bounding set cleared), sets no_new_privs, loads the
-//     seccomp filter the host compiled, and execs nubo again as the agent
-//     (package agent), which becomes PID 1 of the pid namespace.
+//     capabilities (bounding set cleared) on every thread, sets no_new_privs,
+//     loads the seccomp filter the host compiled on every thread, and
+//     becomes the agent (package agent) in place: PID 1 of the pid
+//     namespace, waiting for Start. This is a shell, made ahead of demand
+//     (pool.go).
+//  5. When a function gets the shell, the host moves detached, read-only
+//     mount trees of its code and layers onto /var/task and /opt from a
+//     thread of its own that joins the sandbox's mount namespace, sets the
+//     memory limit, and sends Start. Nothing privileged is left inside.
 //
 // Everything of a sandbox dies with its PID 1: killing it kills the pid
 // namespace, and with it the mount and network namespaces and the veth

@@ -2,6 +2,7 @@ package nsbox
 
 import (
 	"fmt"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -9,12 +10,20 @@ import (
 )
 
 // loadFilter sets no_new_privs and installs the seccomp filter the host
-// compiled; it is the last step before exec, as the filter forbids much of
-// what came before (mount, pivot_root, sethostname). The agent and every
-// process it starts inherit it.
+// compiled, on every thread; it is the last step before the agent runs, as
+// the filter forbids much of what came before (mount, pivot_root,
+// sethostname). The agent and every process it starts inherit it.
 func loadFilter(b []byte) error {
 	if len(b) == 0 {
-		return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+		// Every thread: the agent runs in this process (see becomeAgent).
+		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
+		if errno == unix.ENOTSUP {
+			return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+		}
+		if errno != 0 {
+			return errno
+		}
+		return nil
 	}
 	p, err := seccomp.FromBytes(b)
 	if err != nil {

@@ -4,11 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/agent"
 )
 
 // initEnv marks a re-executed nubo as a sandbox's init stage.
@@ -16,7 +20,7 @@ const initEnv = "NUBO_NSBOX_INIT"
 
 // File descriptors the host hands the init stage.
 const (
-	fdAgentConn = 3 // kept open for the agent
+	fdAgentConn = 3 // the agent's connection to the host
 	fdConfig    = 4 // configuration; its arrival is the go signal
 )
 
@@ -28,13 +32,18 @@ func init() {
 		fmt.Fprintf(os.Stderr, "nubo sandbox init: %v\n", err)
 		os.Exit(1)
 	}
-	// initStage execs the agent; reaching here is a bug.
+	// initStage becomes the agent; reaching here is a bug.
 	os.Exit(2)
 }
 
+// initStage builds the sandbox and then becomes its agent, PID 1 of the
+// pid namespace, which waits for the host's Start. The function's code is
+// not needed for any of this: the host moves it onto /var/task and /opt
+// when a function gets the sandbox, before it sends Start.
 func initStage() error {
-	// Opened before pivot_root: the agent is this very binary, which the
-	// sandbox's root does not contain.
+	// Opened before pivot_root: the agent may have to be exec'd from this
+	// very binary (see becomeAgent), which the sandbox's root does not
+	// contain.
 	self, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open self: %w", err)
@@ -58,7 +67,7 @@ func initStage() error {
 		return err
 	}
 	// The inherited directory fds are not needed past the mounts.
-	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Task, cfg.Opt, cfg.Runtime, cfg.Tmp} {
+	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Runtime, cfg.Tmp} {
 		if n, ok := strings.CutPrefix(p, "/proc/self/fd/"); ok {
 			if fd, err := strconv.Atoi(n); err == nil && fd > fdConfig {
 				unix.Close(fd)
@@ -71,12 +80,19 @@ func initStage() error {
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
-	if cfg.Deferred {
-		// A shell: everything that does not depend on the function is
-		// ready. Wait for the function's code, then go on.
-		if err := receiveCode(); err != nil {
-			return err
-		}
+	return becomeAgent(self, &cfg)
+}
+
+// becomeAgent drops every privilege of the init stage, on all of its
+// threads, loads the seccomp filter, and runs the agent in this very
+// process: no second start of the nubo binary (a 32 MB Go program takes
+// ~5 ms of CPU to start). A binary built with cgo cannot change all of its
+// threads' credentials itself (AllThreadsSyscall refuses); it execs itself
+// as the agent instead, which leaves one thread, as before.
+func becomeAgent(self int, cfg *initConfig) error {
+	inProcess := true
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0); errno == unix.ENOTSUP {
+		inProcess = false
 	}
 	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
 		return err
@@ -84,8 +100,27 @@ func initStage() error {
 	if err := loadFilter(cfg.Seccomp); err != nil {
 		return err
 	}
+	debug := os.Getenv("NUBO_AGENT_DEBUG") != ""
+	if inProcess {
+		unix.Close(self)
+		os.Clearenv()
+		os.Setenv("PATH", "/usr/local/bin:/usr/bin:/bin")
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		if debug {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		// In the network poller, as the host's end (see box.start).
+		if err := syscall.SetNonblock(fdAgentConn, true); err != nil {
+			return err
+		}
+		if err := agent.Run(os.NewFile(fdAgentConn, "agent-conn"), log); err != nil {
+			fmt.Fprintln(os.Stderr, "nubo agent:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	env := []string{"NUBO_AGENT=1", "PATH=/usr/local/bin:/usr/bin:/bin"}
-	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
+	if debug {
 		env = append(env, "NUBO_AGENT_DEBUG=1")
 	}
 	argv0, _ := unix.BytePtrFromString("nubo-agent")
@@ -102,61 +137,6 @@ func initStage() error {
 	return fmt.Errorf("exec agent: %w", errno)
 }
 
-// receiveCode reads the assignment from the agent connection and moves the
-// function's code (and layers) into place. The root is already pivoted and
-// read-only; mounting on its directories does not write to it.
-func receiveCode() error {
-	buf := make([]byte, 512)
-	oob := make([]byte, unix.CmsgSpace(2*4))
-	n, oobn, _, _, err := unix.Recvmsg(fdAgentConn, buf, oob, 0)
-	if err != nil {
-		return fmt.Errorf("wait for code: %w", err)
-	}
-	if n == 0 {
-		return fmt.Errorf("wait for code: connection closed")
-	}
-	// One length byte, then JSON; a short read continues plainly.
-	want := int(buf[0]) + 1
-	for n < want {
-		m, err := unix.Read(fdAgentConn, buf[n:want])
-		if err != nil || m == 0 {
-			return fmt.Errorf("wait for code: short assignment")
-		}
-		n += m
-	}
-	var a assignment
-	if err := json.Unmarshal(buf[1:want], &a); err != nil {
-		return fmt.Errorf("assignment: %w", err)
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return fmt.Errorf("assignment: no file descriptors")
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil {
-		return fmt.Errorf("assignment: %w", err)
-	}
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
-	wantFds := 1
-	if a.Opt {
-		wantFds = 2
-	}
-	if len(fds) != wantFds {
-		return fmt.Errorf("assignment: %d file descriptors, want %d", len(fds), wantFds)
-	}
-	targets := []string{"/var/task", "/opt"}
-	for i, fd := range fds {
-		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, targets[i], unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return fmt.Errorf("move_mount %s: %w", targets[i], err)
-		}
-	}
-	return nil
-}
-
 // dropPrivileges leaves the init stage's root (in the user namespace) for
 // the sandbox user: the bounding set is emptied first (that needs
 // CAP_SETPCAP, gone after setuid), then groups, gid and uid change; a
@@ -168,25 +148,42 @@ func dropPrivileges(uid, gid int) error {
 			last = n
 		}
 	}
+	// The bounding and ambient sets are per thread: every thread of this
+	// Go process is cleared (the agent runs in it, and any of its threads
+	// may fork the runtime). Without cgo AllThreadsSyscall does that; with
+	// cgo it refuses and becomeAgent execs, which leaves only this thread.
+	prctl := func(op, arg uintptr) error {
+		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, op, arg, 0)
+		if errno == unix.ENOTSUP {
+			_, _, errno = unix.RawSyscall(unix.SYS_PRCTL, op, arg, 0)
+		}
+		if errno != 0 {
+			return errno
+		}
+		return nil
+	}
 	for c := 0; c <= last; c++ {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+		if err := prctl(unix.PR_CAPBSET_DROP, uintptr(c)); err != nil && err != unix.EINVAL {
 			return fmt.Errorf("drop capability %d: %w", c, err)
 		}
 	}
-	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
+	if err := prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	if err := unix.Setgroups([]int{gid}); err != nil {
+	// package syscall's set*id calls change every thread (x/sys/unix's
+	// Setgroups only the calling one).
+	if err := syscall.Setgroups([]int{gid}); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
-	if err := unix.Setresgid(gid, gid, gid); err != nil {
+	if err := syscall.Setresgid(gid, gid, gid); err != nil {
 		return fmt.Errorf("setgid: %w", err)
 	}
-	if err := unix.Setresuid(uid, uid, uid); err != nil {
+	if err := syscall.Setresuid(uid, uid, uid); err != nil {
 		return fmt.Errorf("setuid: %w", err)
 	}
 	// A credential change clears the parent-death signal; the sandbox must
-	// still die with nubo.
+	// still die with nubo. It is a property of the thread the host cloned,
+	// the main thread, on which package initialisation (and so this) runs.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
 		return fmt.Errorf("pdeathsig: %w", err)
 	}

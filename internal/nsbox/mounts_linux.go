@@ -53,8 +53,7 @@ func buildRoot(cfg *initConfig) error {
 		}
 	}
 	for _, m := range []struct{ src, dst string }{
-		{cfg.Etc, "etc"}, {cfg.Certs, "etc/ssl/certs"}, {cfg.Task, "var/task"},
-		{cfg.Runtime, "var/runtime"}, {cfg.Opt, "opt"}, {cfg.Tmp, "tmp"},
+		{cfg.Etc, "etc"}, {cfg.Certs, "etc/ssl/certs"}, {cfg.Runtime, "var/runtime"}, {cfg.Tmp, "tmp"},
 	} {
 		if m.src == "" {
 			continue

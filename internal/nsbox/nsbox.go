@@ -150,6 +150,7 @@ type box struct {
 	dir     string
 	cmd     *exec.Cmd
 	conn    *os.File
+	mntns   *os.File // the sandbox's mount namespace, for assign
 	cg      cgroup.Cgroup
 	vol     *tmpVolume
 	detach  func() error
@@ -158,6 +159,11 @@ type box struct {
 	tmpMB   int
 	done    chan struct{}
 	destroy sync.Once
+
+	// confineMu orders AfterInit's background cgroup moves against
+	// Destroy, which sets destroyed.
+	confineMu sync.Mutex
+	destroyed bool
 }
 
 // Create implements sandbox.Backend. A shell made ahead of demand (see
@@ -188,8 +194,8 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 }
 
 // newShell makes a sandbox with everything but the function: /tmp volume,
-// cgroup, namespaces, network, the root file system; its init stage then
-// waits for the code (initConfig.Deferred).
+// cgroup, namespaces, network, the root file system, and the agent started
+// and waiting for Start; /var/task and /opt are empty until assign.
 func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
 	slot, err := b.allocSlot()
 	if err != nil {
@@ -227,7 +233,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
 	}
 	cfg := initConfig{
 		Root: "/tmp", Userland: b.land, Etc: b.etc, Runtime: b.cfg.RuntimeDir, Tmp: s.vol.mount,
-		Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID, Seccomp: b.cfg.Seccomp, Deferred: true,
+		Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID, Seccomp: b.cfg.Seccomp,
 	}
 	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
 		cfg.Certs = "/etc/ssl/certs"
@@ -236,8 +242,12 @@ func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
 	if err := s.start(&cfg, base, noNetwork); err != nil {
 		return nil, err
 	}
+	tStart := time.Now()
+	if err := s.waitAgent(agentStartTimeout); err != nil {
+		return nil, err
+	}
 	b.log.Debug("shell created", "env", id, "tmp_volume", tVol.Sub(t0), "cgroup", tCg.Sub(tVol),
-		"clone_and_wire", time.Since(tCg), "total", time.Since(t0))
+		"clone_and_wire", tStart.Sub(tCg), "agent", time.Since(tStart), "total", time.Since(t0))
 	b.mu.Lock()
 	b.live[s] = struct{}{}
 	b.mu.Unlock()
@@ -259,8 +269,10 @@ func newShellID() string {
 }
 
 // assign hands the function's code to a shell: detached, read-only mount
-// trees of the code and layers go over the agent connection, and the
-// cgroup gets the function's memory limit.
+// trees of the code and layers are moved onto /var/task and /opt inside
+// the sandbox's mount namespace, by the host (see moveMountsInto), and the
+// cgroup gets the function's memory limit. The agent, already running,
+// reads them once Start arrives.
 func (s *box) assign(spec sandbox.Spec) error {
 	if spec.RuntimeDir != s.b.cfg.RuntimeDir {
 		return fmt.Errorf("nsbox: runtime dir %q differs from the backend's %q", spec.RuntimeDir, s.b.cfg.RuntimeDir)
@@ -271,29 +283,23 @@ func (s *box) assign(spec sandbox.Spec) error {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 	}
-	var files []*os.File
+	var mounts []nsMount
 	defer func() {
-		for _, f := range files {
-			f.Close()
+		for _, m := range mounts {
+			m.tree.Close()
 		}
 	}()
-	for _, dir := range []string{spec.CodeDir, spec.LayersDir} {
-		if dir == "" {
+	for _, m := range []struct{ dir, target string }{{spec.CodeDir, "/var/task"}, {spec.LayersDir, "/opt"}} {
+		if m.dir == "" {
 			continue
 		}
-		f, err := detachedMount(dir, true)
+		f, err := detachedMount(m.dir, true)
 		if err != nil {
 			return err
 		}
-		files = append(files, f)
+		mounts = append(mounts, nsMount{tree: f, target: m.target})
 	}
-	msg, _ := json.Marshal(assignment{Opt: spec.LayersDir != ""})
-	data := append([]byte{byte(len(msg))}, msg...)
-	fds := make([]int, len(files))
-	for i, f := range files {
-		fds[i] = int(f.Fd())
-	}
-	if err := unix.Sendmsg(int(s.conn.Fd()), data, unix.UnixRights(fds...), nil, 0); err != nil {
+	if err := moveMountsInto(s.mntns, mounts); err != nil {
 		return fmt.Errorf("hand code to sandbox %s: %w", s.id, err)
 	}
 	s.paths = sandbox.Paths{TaskRoot: "/var/task", OptDir: "/opt", RuntimeDir: "/var/runtime", TmpDir: "/tmp",
@@ -301,10 +307,139 @@ func (s *box) assign(spec sandbox.Spec) error {
 	return nil
 }
 
+// nsMount is a detached mount tree and where it goes in a sandbox.
+type nsMount struct {
+	tree   *os.File
+	target string
+}
+
+// moveMountsInto attaches detached mount trees inside the mount namespace
+// ns. move_mount only attaches to the caller's own namespace, so the host
+// joins ns for the moves, on a thread of its own (see startMounter).
+// Nothing inside the sandbox takes part: the sandbox keeps no privilege for
+// it, and its agent holds none. The targets are resolved in the sandbox's
+// root (setns makes it the thread's root), before any function code has
+// run there.
+func moveMountsInto(ns *os.File, mounts []nsMount) error {
+	if len(mounts) == 0 {
+		return nil
+	}
+	if ns == nil {
+		return errors.New("no mount namespace")
+	}
+	mounterOnce.Do(startMounter)
+	req := mountReq{ns: ns, mounts: mounts, done: make(chan error, 1)}
+	mounterReqs <- req
+	return <-req.done
+}
+
+type mountReq struct {
+	ns     *os.File
+	mounts []nsMount
+	done   chan error
+}
+
+var (
+	mounterOnce sync.Once
+	mounterReqs = make(chan mountReq)
+)
+
+// startMounter starts the process's mount thread: a goroutine locked for
+// good to an OS thread that has its own file system context (setns into a
+// mount namespace needs one; Go threads share theirs). Per request it
+// joins the sandbox's mount namespace, moves the trees, and returns to the
+// host's namespace (it must not keep a dead sandbox's mounts alive). The
+// goroutine never ends: a Go thread exits with a goroutine that ends
+// locked, and a thread's exit sends the parent-death signal to every child
+// it ever forked (this one may have forked sandboxes before being locked).
+func startMounter() {
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		host, err := setupMounter()
+		for req := range mounterReqs {
+			if err != nil {
+				req.done <- fmt.Errorf("mount thread: %w", err)
+				continue
+			}
+			req.done <- mountIn(req)
+			if berr := unix.Setns(host, unix.CLONE_NEWNS); berr != nil {
+				// Stranded in a sandbox's namespace: refuse all further work.
+				err = fmt.Errorf("return to the host mount namespace: %w", berr)
+			}
+		}
+	}()
+}
+
+func setupMounter() (host int, err error) {
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return -1, fmt.Errorf("unshare fs: %w", err)
+	}
+	host, err = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("host mount namespace: %w", err)
+	}
+	return host, nil
+}
+
+func mountIn(req mountReq) error {
+	if err := unix.Setns(int(req.ns.Fd()), unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("join mount namespace: %w", err)
+	}
+	for _, m := range req.mounts {
+		if err := unix.MoveMount(int(m.tree.Fd()), "", unix.AT_FDCWD, m.target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("move_mount %s: %w", m.target, err)
+		}
+	}
+	return nil
+}
+
+// agentStartTimeout bounds how long a new sandbox's agent may take to say
+// Ready (a 32 MB Go binary's start, on a loaded host).
+const agentStartTimeout = 30 * time.Second
+
+// waitAgent waits until the agent has written to its connection: its
+// Ready frame, which it sends first. The frame is only peeked at, and left
+// for the environment to read. The connection is in the runtime's network
+// poller (see start): the wait holds no thread.
+func (s *box) waitAgent(timeout time.Duration) error {
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if err := s.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	defer s.conn.SetReadDeadline(time.Time{})
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("sandbox %s: wait for the agent: %w", s.id, err)
+	case rerr != nil:
+		return fmt.Errorf("sandbox %s: wait for the agent: %w", s.id, rerr)
+	case n == 0:
+		return fmt.Errorf("sandbox %s: the init stage exited before the agent started", s.id)
+	}
+	return nil
+}
+
 // start launches the init stage in new namespaces, places it, and releases it.
 func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return err
+	}
+	// Non-blocking, so the host's end lives in the runtime's network
+	// poller: waiting on an agent parks a goroutine instead of holding a
+	// thread (and, until the scheduler notices, a P) in read(2).
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
 		return err
 	}
 	s.conn = os.NewFile(uintptr(fds[0]), "agent-host")
@@ -317,7 +452,9 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	defer cfgR.Close()
 	defer cfgW.Close()
 
-	cmd := exec.Command("/proc/self/exe", "nsbox-init")
+	cmd := exec.Command("/proc/self/exe")
+	// The init stage becomes the agent in place: name it so from the start.
+	cmd.Args = []string{"nubo-agent"}
 	cmd.Env = []string{initEnv + "=1"}
 	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
 		cmd.Env = append(cmd.Env, "NUBO_AGENT_DEBUG=1")
@@ -327,7 +464,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	for _, m := range []struct {
 		p  *string
 		ro bool
-	}{{&cfg.Etc, true}, {&cfg.Certs, true}, {&cfg.Task, true}, {&cfg.Opt, true}, {&cfg.Runtime, true}, {&cfg.Tmp, false}} {
+	}{{&cfg.Etc, true}, {&cfg.Certs, true}, {&cfg.Runtime, true}, {&cfg.Tmp, false}} {
 		if *m.p == "" {
 			continue
 		}
@@ -367,10 +504,16 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	}
 	tStart := time.Now()
 	s.cmd = cmd
+	// Opened before anything may reap the child, so the pid is surely the
+	// sandbox's: assign joins this namespace.
+	s.mntns, err = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
 	go func() {
 		cmd.Wait()
 		close(s.done)
 	}()
+	if err != nil {
+		return fmt.Errorf("sandbox mount namespace: %w", err)
+	}
 	if s.cg != nil && !cmd.SysProcAttr.UseCgroupFD {
 		if err := s.cg.AddProc(cmd.Process.Pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
@@ -400,6 +543,11 @@ func (s *box) Done() <-chan struct{}    { return s.done }
 // to the agent's children — the runtime and extensions, which run the
 // function's code — so the agent's own work is not charged to the
 // function. It is called again after a runtime restart.
+//
+// The move happens in the background: on cgroup v1 a write to cgroup.procs
+// waits for an RCU grace period (1–20 ms here), which would otherwise sit
+// between init and the first invocation. Until it lands the runtime runs
+// unthrottled, as it did during init.
 func (s *box) AfterInit() error {
 	if s.cg == nil || s.cmd == nil || s.cmd.Process == nil {
 		return nil
@@ -415,7 +563,18 @@ func (s *box) AfterInit() error {
 			kids = append(kids, n)
 		}
 	}
-	return s.cg.Confine(kids, cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU()))
+	milli := cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU())
+	go func() {
+		s.confineMu.Lock()
+		defer s.confineMu.Unlock()
+		if s.destroyed {
+			return
+		}
+		if err := s.cg.Confine(kids, milli); err != nil {
+			s.b.log.Warn("applying the CPU quota", "env", s.id, "err", err)
+		}
+	}()
+	return nil
 }
 
 func (s *box) Freeze() error {
@@ -445,6 +604,10 @@ func (s *box) Stats() (sandbox.Stats, error) {
 func (s *box) Destroy() error {
 	var errs []error
 	s.destroy.Do(func() {
+		// No quota may be applied from here on (see AfterInit).
+		s.confineMu.Lock()
+		s.destroyed = true
+		s.confineMu.Unlock()
 		if s.cmd != nil && s.cmd.Process != nil {
 			s.cmd.Process.Kill()
 			select {
@@ -455,6 +618,9 @@ func (s *box) Destroy() error {
 		}
 		if s.conn != nil {
 			s.conn.Close()
+		}
+		if s.mntns != nil {
+			s.mntns.Close()
 		}
 		if s.cg != nil {
 			if err := s.cg.Kill(); err != nil {

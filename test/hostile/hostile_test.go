@@ -494,6 +494,60 @@ func (su *suite) testAgent(t *testing.T) {
 			t.Errorf("%s: %q; want EACCES", k, got)
 		}
 	}
+	checkAgentThreads(t, f.name)
+}
+
+// checkAgentThreads reads, from the host, every thread of the agent of
+// function name (the parent of its runtime): each must hold what the
+// runtime holds — the sandbox user, no capability in any set, no_new_privs
+// and the seccomp filter. The agent is the process that built the sandbox
+// as root; credentials, the bounding set and seccomp are per thread, and
+// the runtime is forked from whichever thread the Go scheduler picks.
+func checkAgentThreads(t *testing.T, name string) {
+	t.Helper()
+	pids := hostPidsWithEnv(fnVar + "=" + name)
+	if len(pids) == 0 {
+		t.Errorf("%s: no host process found", name)
+		return
+	}
+	fields := func(path string) map[string]string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		m := map[string]string{}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				m[k] = strings.TrimSpace(v)
+			}
+		}
+		return m
+	}
+	rt := fields(fmt.Sprintf("/proc/%d/status", pids[0]))
+	agent := rt["PPid"]
+	tasks, err := os.ReadDir("/proc/" + agent + "/task")
+	if err != nil || len(tasks) == 0 {
+		t.Errorf("agent %s: no threads readable: %v", agent, err)
+		return
+	}
+	for _, task := range tasks {
+		st := fields("/proc/" + agent + "/task/" + task.Name() + "/status")
+		if st == nil {
+			continue // exited meanwhile
+		}
+		if st["Uid"] != rt["Uid"] || st["Gid"] != rt["Gid"] {
+			t.Errorf("agent thread %s: Uid %q Gid %q; want the runtime's %q %q", task.Name(), st["Uid"], st["Gid"], rt["Uid"], rt["Gid"])
+		}
+		for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+			if st[k] != zeroCaps {
+				t.Errorf("agent thread %s: %s = %q; want %s", task.Name(), k, st[k], zeroCaps)
+			}
+		}
+		if st["NoNewPrivs"] != "1" || st["Seccomp"] != "2" {
+			t.Errorf("agent thread %s: NoNewPrivs %q Seccomp %q; want 1 and 2", task.Name(), st["NoNewPrivs"], st["Seccomp"])
+		}
+	}
+	t.Logf("agent %s: checked %d threads against the runtime (Uid %s)", agent, len(tasks), rt["Uid"])
 }
 
 func (su *suite) testDevices(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -505,6 +506,14 @@ type envResult struct {
 	OverheadPSSKiB    float64 `json:"overhead_beyond_function_pss_kib"`
 	OverheadRSSKiB    float64 `json:"overhead_beyond_function_rss_kib"`
 	UserlandKiB       float64 `json:"userland_overhead_kib"`
+	// CPU per environment: nubo serve's CPU time over the burst divided by
+	// the environments made, and the mean CPU time of each environment's
+	// cgroup (agent, runtime, everything that ran there). Their sum bounds
+	// the creation rate on this machine's cores whatever else runs beside:
+	// CapacityPerSecond = cores × 1000 / (server + environment) ms.
+	ServerCPUPerEnvMs float64 `json:"server_cpu_per_env_ms"`
+	EnvCPUMs          float64 `json:"env_cpu_ms"`
+	CapacityPerSecond float64 `json:"cpu_bound_env_per_second"`
 	Err               string  `json:"error,omitempty"`
 }
 
@@ -533,6 +542,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		return err
 	}
 	serverBefore, _ := smapsRollup(n.pid())
+	cpuBefore, _ := procCPU(n.pid())
 	availBefore, err := memAvailableKiB()
 	if err != nil {
 		r.Err = err.Error()
@@ -566,6 +576,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	r.Seconds = el.Seconds()
 	r.PerSecond = float64(cnt) / el.Seconds()
 	r.Latency, _ = (&Series{Samples: lat}).Summarize()
+	cpuAfter, _ := procCPU(n.pid())
 	b.collectPhases(n, "nubo-env-burst", names)
 	// Let the last environments settle into idle (their runtimes block on
 	// /next) before reading memory.
@@ -579,9 +590,13 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	agents, pm := n.environments()
 	r.LiveAgents = len(agents)
 	var fnPSS, fnRSS, agPSS int64
+	var envCPU time.Duration
 	for _, a := range agents {
 		if ro, err := smapsRollup(a); err == nil {
 			agPSS += ro.PSS
+		}
+		if c, err := cgroupCPU(a); err == nil {
+			envCPU += c
 		}
 		for _, p := range descendants(pm, a) {
 			if ro, err := smapsRollup(p); err == nil {
@@ -604,5 +619,10 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	r.OverheadPSSKiB = r.PerEnvHostKiB - r.FunctionPSSKiB
 	r.OverheadRSSKiB = r.PerEnvHostKiB - r.FunctionRSSKiB
 	r.UserlandKiB = r.AgentPSSKiB + r.ServerPSSDeltaKiB
+	r.ServerCPUPerEnvMs = float64((cpuAfter - cpuBefore).Microseconds()) / 1000 / float64(cnt)
+	r.EnvCPUMs = float64(envCPU.Microseconds()) / 1000 / k
+	if per := r.ServerCPUPerEnvMs + r.EnvCPUMs; per > 0 {
+		r.CapacityPerSecond = float64(runtime.NumCPU()) * 1000 / per
+	}
 	return ctx.Err()
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,4 +148,67 @@ func hostInfo() map[string]any {
 		h["loadavg_at_start"] = strings.TrimSpace(string(b))
 	}
 	return h
+}
+
+// procCPU is the CPU time (user + system) a process has used, from
+// /proc/PID/stat, at the clock-tick resolution the kernel reports it.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no comm", pid)
+	}
+	// After comm: state(0) ppid(1) … utime(11) stime(12).
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad times", pid)
+	}
+	const ticks = 100 // USER_HZ, fixed at 100 on Linux
+	return time.Duration(u+s) * time.Second / ticks, nil
+}
+
+// cgroupCPU is the CPU time used by everything that ever ran in the cgroup
+// of pid (cgroup v1 cpuacct.usage, or v2 cpu.stat usage_usec): for a
+// sandbox's agent, the whole environment, the processes that exited too.
+func cgroupCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c != "cpuacct" {
+				continue
+			}
+			for _, mnt := range []string{"cpuacct", "cpu,cpuacct", "cpuacct,cpu"} {
+				if v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", mnt, parts[2], "cpuacct.usage")); err == nil {
+					ns, err := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+					return time.Duration(ns), err
+				}
+			}
+		}
+		if parts[1] == "" {
+			if v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", parts[2], "cpu.stat")); err == nil {
+				for _, l := range strings.Split(string(v), "\n") {
+					if us, ok := strings.CutPrefix(l, "usage_usec "); ok {
+						n, err := strconv.ParseInt(strings.TrimSpace(us), 10, 64)
+						return time.Duration(n) * time.Microsecond, err
+					}
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("no cpu accounting for pid %d", pid)
 }

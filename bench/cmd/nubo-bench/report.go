@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -311,6 +312,8 @@ func (r *results) printDetails(w io.Writer) {
 			e.FunctionPSSKiB/1024, e.FunctionRSSKiB/1024, e.AgentPSSKiB/1024, e.ServerPSSDeltaKiB/1024)
 		fmt.Fprintf(w, "  beyond the function: %.2f MiB (host − function PSS), %.2f MiB (host − function RSS); userland part %.2f MiB\n",
 			e.OverheadPSSKiB/1024, e.OverheadRSSKiB/1024, e.UserlandKiB/1024)
+		fmt.Fprintf(w, "  CPU per environment: nubo serve %.1f ms + the environment's cgroup %.1f ms; bound on %d cores: %.0f environments/s\n",
+			e.ServerCPUPerEnvMs, e.EnvCPUMs, runtime.NumCPU(), e.CapacityPerSecond)
 		if e.Err != "" {
 			fmt.Fprintf(w, "  error: %s\n", e.Err)
 		}
