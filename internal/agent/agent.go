@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,11 @@ type Agent struct {
 	rt       *proc
 	exts     []*proc
 	needInit bool
+	// idle sends Idle for idleID (the last invocation) after
+	// agentproto.IdleDelay unless the next Invoke clears it first.
+	idle   *time.Timer
+	idleMu sync.Mutex
+	idleID string
 
 	// outMu is held while a chunk of runtime output is being forwarded, so
 	// a flush can wait for in-flight chunks (see flushOutput).
@@ -72,6 +78,13 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("agent: set non-dumpable: %w", err)
 	}
+	// The agent's work is a chain of hand-offs (frame in, HTTP out, HTTP in,
+	// frame out) that never runs in parallel. With a second P, every
+	// goroutine wake-up also wakes an idle thread to look for work, and
+	// on a virtual machine each of those thread switches costs more than
+	// the work itself (measured: fewer context switches and less CPU per
+	// invocation with one; see docs/performance.md, "Warm path, session 2").
+	runtime.GOMAXPROCS(1)
 	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
@@ -105,12 +118,14 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 		}
 		switch f.Type {
 		case agentproto.TInvoke:
+			a.cancelIdle()
 			var inv agentproto.Invoke
 			if err := f.Decode(&inv); err != nil {
 				return fmt.Errorf("agent: Invoke: %w", err)
 			}
 			a.invoke(&inv, f.Body)
 		case agentproto.TShutdown:
+			a.cancelIdle()
 			var sd agentproto.Shutdown
 			_ = f.Decode(&sd)
 			a.shutdown(&sd)
@@ -377,7 +392,7 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 			res.FunctionError, res.ErrorType, res.Reset = true, ir.errType, true
 			a.flushOutput()
 			_ = a.conn.Send(agentproto.TResult, res, ir.payload)
-			_ = a.conn.Send(agentproto.TIdle, nil, nil)
+			a.idleLater(inv.RequestID)
 			return
 		}
 	}
@@ -416,7 +431,42 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 			a.stopRuntime()
 		}
 	}
-	_ = a.conn.Send(agentproto.TIdle, nil, nil)
+	a.idleLater(inv.RequestID)
+}
+
+// idleLater sends Idle for requestID after agentproto.IdleDelay, unless the
+// next Invoke arrives first (see agentproto.IdleDelay).
+func (a *Agent) idleLater(requestID string) {
+	a.idleMu.Lock()
+	a.idleID = requestID
+	a.idleMu.Unlock()
+	if a.idle == nil {
+		a.idle = time.AfterFunc(agentproto.IdleDelay, a.sendIdle)
+		return
+	}
+	a.idle.Reset(agentproto.IdleDelay)
+}
+
+// cancelIdle drops a pending Idle. One already on its way is harmless: it
+// names the invocation it concludes.
+func (a *Agent) cancelIdle() {
+	if a.idle == nil {
+		return
+	}
+	a.idle.Stop()
+	a.idleMu.Lock()
+	a.idleID = ""
+	a.idleMu.Unlock()
+}
+
+func (a *Agent) sendIdle() {
+	a.idleMu.Lock()
+	id := a.idleID
+	a.idleID = ""
+	a.idleMu.Unlock()
+	if id != "" {
+		_ = a.conn.Send(agentproto.TIdle, &agentproto.Idle{RequestID: id}, nil)
+	}
 }
 
 func timeoutPayload(inv *agentproto.Invoke) []byte {

@@ -16,7 +16,8 @@
 //	host → agent   Start (once), Invoke, Shutdown
 //	agent → host   Ready (agent up), InitDone | InitError (after Start and
 //	               after every runtime restart), Result (one per Invoke),
-//	               Idle (after a Result, once extensions are done),
+//	               Idle (after a Result, once the runtime and extensions are
+//	               done, unless the next Invoke comes within IdleDelay),
 //	               Log (runtime output, any time), ShutdownDone
 package agentproto
 
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // Type of a frame.
@@ -44,10 +46,17 @@ const (
 	TResult
 	TLog
 	TShutdownDone
-	// TIdle follows a Result once extensions have finished the invoke
-	// phase: the environment may be frozen.
+	// TIdle follows a Result once the runtime and extensions have finished
+	// the invoke phase: the environment may be frozen.
 	TIdle
 )
+
+// IdleDelay is how long the agent holds back an Idle: an environment in
+// steady use gets its next Invoke sooner and never needs one (the host
+// freezes only after a longer idle time), which saves a frame each way per
+// invocation. The host learns which invocation an Idle concludes from its
+// request id, so one that crosses the next Invoke is harmless.
+const IdleDelay = 20 * time.Millisecond
 
 func (t Type) String() string {
 	switch t {
@@ -146,6 +155,11 @@ type InitError struct {
 type Shutdown struct {
 	Reason     string `json:"reason"` // spindown | timeout | failure
 	DeadlineMs int64  `json:"deadlineMs"`
+}
+
+// Idle says the invoke phase of RequestID is over.
+type Idle struct {
+	RequestID string `json:"requestId"`
 }
 
 // Log carries runtime output; the bytes are the frame body.

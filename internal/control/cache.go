@@ -80,6 +80,9 @@ func (s *Service) cachedRecord(ctx context.Context, acct, name string) (*record,
 	if err != nil {
 		return nil, err
 	}
+	// Made before the record is shared, so readers need no lock for it.
+	rec.latest = &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
+	rec.latest.digest = rec.latest.Config.Digest()
 	s.cache.mu.Lock()
 	s.cache.recs[key] = rec
 	s.cache.mu.Unlock()
@@ -99,6 +102,7 @@ func (s *Service) cachedVersion(ctx context.Context, acct, name, n string) (*Ver
 	if err != nil {
 		return nil, err
 	}
+	v.digest = v.Config.Digest()
 	s.cache.mu.Lock()
 	s.cache.vers[key] = v
 	s.cache.mu.Unlock()

@@ -123,6 +123,10 @@ type record struct {
 	Policies    map[string][]Statement     `json:"policies,omitempty"`
 	// VersionSizes remembers each published version's code size for usage figures.
 	VersionSizes map[string]int64 `json:"versionSizes,omitempty"`
+
+	// latest is $LATEST as a Version, made once when the record enters the
+	// invoke cache (see cachedRecord); nil otherwise.
+	latest *Version
 }
 
 // Version is a resolved, runnable version of a function: what an execution
@@ -133,6 +137,20 @@ type Version struct {
 	Config     function.Config `json:"config"`
 	CodeHex    string          `json:"codeHex"`
 	LayerHexes []string        `json:"layerHexes,omitempty"`
+
+	// digest memoises Config.Digest for versions the invoke cache holds,
+	// which are never mutated; empty otherwise.
+	digest string
+}
+
+// Digest is Config.Digest: a hash of everything the version freezes. The
+// invoke path asks for it on every invocation (the worker's pool key), so
+// cached versions answer from a memo instead of JSON and SHA-256.
+func (v *Version) Digest() string {
+	if v.digest != "" {
+		return v.digest
+	}
+	return v.Config.Digest()
 }
 
 func fnKey(acct, name string) string { return "fn." + acct + "." + name }

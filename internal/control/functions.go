@@ -246,6 +246,9 @@ func (s *Service) resolveIn(ctx context.Context, rec *record, acct, name, q stri
 	get func(ctx context.Context, acct, name, n string) (*Version, error)) (*Version, *function.Alias, error) {
 	switch {
 	case q == "" || q == function.Latest:
+		if rec.latest != nil {
+			return rec.latest, nil, nil
+		}
 		return &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}, nil, nil
 	case isVersionNumber(q):
 		v, err := get(ctx, acct, name, q)
@@ -653,9 +656,12 @@ func mustJSON(v any) string {
 // record load: the version to run, the alias it came through, the
 // function's reserved concurrency.
 type Target struct {
-	Version  *Version
-	Alias    *function.Alias
-	Reserved *int
+	// Name and Qualifier are the function name and qualifier the caller
+	// named (from the ARN or the Qualifier parameter; "" when unqualified).
+	Name, Qualifier string
+	Version         *Version
+	Alias           *function.Alias
+	Reserved        *int
 	// Routed lists the alias's additional version and its weight, resolved.
 	Additional *Version
 	Weight     float64
@@ -675,7 +681,7 @@ func (s *Service) InvokeTarget(ctx context.Context, acct, fn, qualifier string) 
 	if err != nil {
 		return nil, err
 	}
-	t := &Target{Version: v, Alias: al, Reserved: rec.Reserved}
+	t := &Target{Name: name, Qualifier: q, Version: v, Alias: al, Reserved: rec.Reserved}
 	if al != nil && al.RoutingConfig != nil {
 		for ver, w := range al.RoutingConfig.AdditionalVersionWeights {
 			if add, err := s.cachedVersion(ctx, acct, name, ver); err == nil {

@@ -78,17 +78,25 @@ type Environment struct {
 
 	initDone chan initOutcome
 	results  chan *result
-	idle     chan struct{}
 	shutdown chan struct{}
 	deadOnce sync.Once
 	dead     chan struct{}
-	// freezeMu orders freezing against the next invocation's thaw.
-	freezeMu  sync.Mutex
-	frozen    bool
+	// current is the request id of the last invocation sent to the agent,
+	// idleFor that of the last Idle it sent (runtime and extensions done):
+	// the environment may be frozen when they are the same.
+	current, idleFor atomic.Pointer[string]
+	// freezeMu orders freezing against the next invocation's thaw; it
+	// guards frozen and freezeTimer.
+	freezeMu    sync.Mutex
+	frozen      bool
+	freezeTimer *time.Timer
+	// reporting is closed once the previous invocation's END and REPORT
+	// are written (see Invoke); nil when nothing is pending. Only the
+	// invoking goroutine touches it; the worker orders invocations.
+	reporting chan struct{}
 	coldInit  float64 // init duration to report on the first invoke, ms
 	lastUsed  atomic.Int64
 	readyAt   atomic.Int64 // when the agent said Ready (cold start timing)
-	started   atomic.Int64 // invocations begun, to tell a stale Freeze
 	uses      atomic.Int64
 	deadCause atomic.Value // string
 
@@ -120,7 +128,7 @@ func StartIn(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config) (*E
 	e := &Environment{
 		ID: id, cfg: cfg, sb: sb, conn: agentproto.NewConn(sb.Conn()), log: cfg.Logger.With("env", id),
 		created: time.Now(), initDone: make(chan initOutcome, 1), results: make(chan *result, 1),
-		idle: make(chan struct{}, 1), shutdown: make(chan struct{}, 1), dead: make(chan struct{}),
+		shutdown: make(chan struct{}, 1), dead: make(chan struct{}),
 	}
 	e.state.Store(int32(Starting))
 	e.lastUsed.Store(time.Now().UnixNano())
@@ -200,10 +208,9 @@ func (e *Environment) readLoop() {
 				e.log.Warn("result without an invocation", "request_id", r.hdr.RequestID)
 			}
 		case agentproto.TIdle:
-			select {
-			case e.idle <- struct{}{}:
-			default:
-			}
+			var id agentproto.Idle
+			_ = f.Decode(&id)
+			e.idleFor.Store(&id.RequestID)
 		case agentproto.TShutdownDone:
 			select {
 			case e.shutdown <- struct{}{}:
@@ -280,12 +287,12 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	if !e.state.CompareAndSwap(int32(Idle), int32(Busy)) {
 		return nil, ErrDead
 	}
-	e.started.Add(1)
-	// Drop a stale Idle signal from the previous invocation.
-	select {
-	case <-e.idle:
-	default:
+	if e.reporting != nil {
+		// The previous invocation's REPORT precedes this START.
+		<-e.reporting
+		e.reporting = nil
 	}
+	e.current.Store(&req.RequestID)
 	e.freezeMu.Lock()
 	if e.frozen {
 		if err := e.sb.Thaw(); err != nil {
@@ -299,7 +306,10 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	start := time.Now()
 	deadline := start.Add(req.Timeout)
 	e.logMu.Lock()
-	e.tail = &bytes.Buffer{}
+	e.tail = nil
+	if req.Tail {
+		e.tail = &bytes.Buffer{}
+	}
 	e.logMu.Unlock()
 	e.platform(fmt.Sprintf("START RequestId: %s Version: %s", req.RequestID, e.cfg.ExecutedVersion))
 	inv := &agentproto.Invoke{
@@ -338,6 +348,33 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 		e.markDead("watchdog: no result after the deadline")
 	}
 	resp.Duration = time.Since(start)
+	cold := e.coldInit // REPORT shows only the cold start's init
+	if cold > 0 {
+		resp.InitDuration = cold
+		e.coldInit = 0
+	}
+	if !resp.FunctionError && !resp.Fatal && !req.Tail {
+		// A successful invocation's outcome cannot change any more (only
+		// a failed one can turn out to be an OOM kill), so the caller gets
+		// it now, and the memory peak (cgroup file reads: a good part of a
+		// warm invocation's host CPU) and END/REPORT follow. The next
+		// invocation waits for them before its START.
+		e.uses.Add(1)
+		e.lastUsed.Store(time.Now().UnixNano())
+		done := make(chan struct{})
+		e.reporting = done
+		id, d := req.RequestID, resp.Duration
+		e.state.Store(int32(Idle))
+		go func() {
+			defer close(done)
+			var peak uint64
+			if st, err := e.sb.Stats(); err == nil {
+				peak = st.MemoryPeak >> 20
+			}
+			e.report(id, d, peak, cold, "")
+		}()
+		return resp, nil
+	}
 	if st, err := e.sb.Stats(); err == nil {
 		resp.MaxMemoryMB = st.MemoryPeak >> 20
 		if st.OOMKilled > 0 && resp.FunctionError && (resp.ErrorType == "Runtime.ExitError" || resp.Fatal) {
@@ -346,7 +383,7 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 			resp.Fatal = true // the environment is replaced after an OOM kill
 		}
 	}
-	e.finish(req, resp)
+	e.finish(req, resp, cold)
 	return resp, nil
 }
 
@@ -358,32 +395,17 @@ func (e *Environment) fatalPayload(resp *Response, req *Request) {
 
 // finish writes END and REPORT, collects the tail and returns the
 // environment to Idle (or Dead).
-func (e *Environment) finish(req *Request, resp *Response) {
-	ms := float64(resp.Duration.Microseconds()) / 1000
-	e.platform("END RequestId: " + req.RequestID)
-	report := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB\t",
-		req.RequestID, ms, int64(math.Ceil(ms)), e.cfg.MemoryMB, max(resp.MaxMemoryMB, 1))
-	if e.coldInit > 0 {
-		report += fmt.Sprintf("Init Duration: %.2f ms\t", e.coldInit)
-		resp.InitDuration = e.coldInit
-		e.coldInit = 0
-	}
-	if resp.ErrorType == "Sandbox.Timedout" || resp.ErrorType == "Runtime.OutOfMemory" {
-		report += "Status: " + map[string]string{"Sandbox.Timedout": "timeout", "Runtime.OutOfMemory": "error"}[resp.ErrorType] + "\t"
-		if resp.ErrorType == "Runtime.OutOfMemory" {
-			report += "Error Type: Runtime.OutOfMemory\t"
-		}
-	}
-	e.platform(report)
+func (e *Environment) finish(req *Request, resp *Response, coldInitMs float64) {
+	e.report(req.RequestID, resp.Duration, resp.MaxMemoryMB, coldInitMs, resp.ErrorType)
 	e.logMu.Lock()
-	if req.Tail {
+	if e.tail != nil {
 		b := e.tail.Bytes()
 		if len(b) > tailLimit {
 			b = b[len(b)-tailLimit:]
 		}
 		resp.LogTail = append([]byte(nil), b...)
+		e.tail = nil
 	}
-	e.tail = nil
 	e.logMu.Unlock()
 	e.uses.Add(1)
 	e.lastUsed.Store(time.Now().UnixNano())
@@ -394,41 +416,61 @@ func (e *Environment) finish(req *Request, resp *Response) {
 	e.state.Store(int32(Idle))
 }
 
+// report writes END and REPORT; initMs is the cold start's init duration
+// (0 for a warm invocation).
+func (e *Environment) report(requestID string, d time.Duration, maxMemMB uint64, initMs float64, errType string) {
+	ms := float64(d.Microseconds()) / 1000
+	e.platform("END RequestId: " + requestID)
+	report := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB\t",
+		requestID, ms, int64(math.Ceil(ms)), e.cfg.MemoryMB, max(maxMemMB, 1))
+	if initMs > 0 {
+		report += fmt.Sprintf("Init Duration: %.2f ms\t", initMs)
+	}
+	switch errType {
+	case "Sandbox.Timedout":
+		report += "Status: timeout\t"
+	case "Runtime.OutOfMemory":
+		report += "Status: error\tError Type: Runtime.OutOfMemory\t"
+	}
+	e.platform(report)
+}
+
 // freezeAfter is how long an environment stays idle before it is frozen.
 const freezeAfter = 200 * time.Millisecond
 
-// Freeze stops the environment's processes between invocations. It waits
-// briefly for the agent's Idle (extensions done), then freezes.
+// Freeze arranges for the environment's processes to be stopped once it
+// has been idle for freezeAfter and the agent has reported Idle (extensions
+// done); the worker calls it whenever it puts the environment back.
+//
+// Freezing and thawing a cgroup costs milliseconds, and an invocation
+// arriving meanwhile would wait for it: an environment in steady use is not
+// frozen between back-to-back invocations. Nothing of the function runs
+// meanwhile but what it left running, as in Lambda's brief window before
+// the freeze. One timer per environment, re-armed here, keeps this free of
+// a goroutine and timers per invocation.
 func (e *Environment) Freeze() {
-	if e.State() != Idle {
+	e.freezeMu.Lock()
+	defer e.freezeMu.Unlock()
+	if e.freezeTimer == nil {
+		e.freezeTimer = time.AfterFunc(freezeAfter, e.freezeIdle)
 		return
 	}
-	gen := e.started.Load()
-	select {
-	case <-e.idle:
-	case <-time.After(100 * time.Millisecond):
-		return // extensions still working; stay thawed
-	case <-e.dead:
-		return
-	}
-	// Freezing and thawing a cgroup costs milliseconds, and an invocation
-	// arriving meanwhile would wait for it: an environment in steady use is
-	// not frozen between back-to-back invocations, only once it has been
-	// idle for freezeAfter. Nothing of the function runs meanwhile but what
-	// it left running, as in Lambda's brief window before the freeze.
-	select {
-	case <-time.After(freezeAfter):
-	case <-e.dead:
-		return
-	}
-	if e.started.Load() != gen {
-		return // a newer invocation ran; its own Freeze takes over
-	}
+	e.freezeTimer.Reset(freezeAfter)
+}
+
+// freezeIdle freezes the environment if it is still idle.
+func (e *Environment) freezeIdle() {
 	e.freezeMu.Lock()
 	defer e.freezeMu.Unlock()
 	// The next invocation may have begun meanwhile: it thaws under the same
 	// lock, so checking the state here is enough.
 	if e.State() != Idle || e.frozen {
+		return
+	}
+	if cur, idle := e.current.Load(), e.idleFor.Load(); cur != nil && (idle == nil || *idle != *cur) {
+		// Extensions are still working on the last invocation: look again
+		// later rather than freeze them mid-work.
+		e.freezeTimer.Reset(freezeAfter)
 		return
 	}
 	if err := e.sb.Freeze(); err == nil {
@@ -445,6 +487,9 @@ func (e *Environment) Shutdown(reason string, grace time.Duration) {
 		return
 	}
 	e.freezeMu.Lock()
+	if e.freezeTimer != nil {
+		e.freezeTimer.Stop()
+	}
 	if e.frozen {
 		_ = e.sb.Thaw()
 		e.frozen = false

@@ -118,7 +118,7 @@ func (iv *Invoker) Invoke(ctx context.Context, in *Input) (*Output, error) {
 	if v.Config.State != function.StateActive {
 		return nil, errdefs.Conflict("The operation cannot be performed at this time. The function is currently in the following state: %s", v.Config.State)
 	}
-	invoked := invokedARN(iv.Control.Region(), in)
+	invoked := invokedARN(iv.Control.Region(), in.Account, t)
 	switch in.InvocationType {
 	case TypeDryRun:
 		return &Output{Status: statusNoContent, ExecutedVersion: v.Config.Version}, nil
@@ -166,19 +166,11 @@ func (iv *Invoker) Run(ctx context.Context, t *control.Target, v *control.Versio
 
 // invokedARN is the ARN the function sees as invoked: qualified only when
 // the caller qualified it.
-func invokedARN(region string, in *Input) string {
-	r, err := arn.ParseFunction(in.FunctionName)
-	if err != nil {
-		return ""
+func invokedARN(region, account string, t *control.Target) string {
+	if t.Qualifier != "" {
+		return arn.Qualified(region, account, t.Name, t.Qualifier)
 	}
-	q := in.Qualifier
-	if q == "" {
-		q = r.Qualifier
-	}
-	if q != "" {
-		return arn.Qualified(region, in.Account, r.Name, q)
-	}
-	return arn.Function(region, in.Account, r.Name)
+	return arn.Function(region, account, t.Name)
 }
 
 // decodeClientContext turns X-Amz-Client-Context (base64 JSON) into the

@@ -124,7 +124,7 @@ func New(cfg Config) *Pool {
 // key identifies environments that may serve each other's invocations:
 // same account, function incarnation, version, code and configuration.
 func key(v *control.Version) string {
-	return v.Account + "/" + v.Config.FunctionName + "/" + v.Generation + "/" + v.Config.Version + "/" + v.Config.Digest()
+	return v.Account + "/" + v.Config.FunctionName + "/" + v.Generation + "/" + v.Config.Version + "/" + v.Digest()
 }
 
 // Invocation is what the invoker asks the pool to run.
@@ -247,6 +247,15 @@ func (p *Pool) shutdownAsync(e *env.Environment, reason string) {
 
 // release returns an environment to its group, or retires it.
 func (p *Pool) release(g *group, fk string, e *env.Environment) {
+	if p.releaseLocked(g, fk, e) {
+		// Outside p.mu: Freeze may wait for a freeze in progress.
+		e.Freeze()
+	}
+}
+
+// releaseLocked does release's bookkeeping under p.mu and reports whether
+// e went back to the idle list.
+func (p *Pool) releaseLocked(g *group, fk string, e *env.Environment) (idle bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g.busy--
@@ -269,9 +278,10 @@ func (p *Pool) release(g *group, fk string, e *env.Environment) {
 		p.shutdownAsync(e, "spindown")
 	default:
 		g.idle = append(g.idle, e)
-		go e.Freeze()
+		idle = true
 	}
 	p.dropEmptyLocked(g)
+	return idle
 }
 
 func (p *Pool) dropEmptyLocked(g *group) {
