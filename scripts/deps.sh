@@ -9,7 +9,11 @@
 #   python3, nodejs             the python3.x / nodejs runtimes (optional for serving)
 #   crun                        the OCI runtime `make bench` compares cold starts with (--bench)
 #   qemu-system-x86, linux-image-cloud-amd64, cpio
-#                               the microVM tier's guest boot tests
+#                               the microVM tier (--isolation microvm) and its
+#                               tests (--test; --microvm installs only these
+#                               for serving; the cloud kernel package adds a
+#                               kernel to /boot, which is why `make run` does
+#                               not install it by default)
 set -euo pipefail
 want=(e2fsprogs nftables iptables iproute2 util-linux ca-certificates)
 if [ "${1:-}" = "--test" ]; then
@@ -17,6 +21,9 @@ if [ "${1:-}" = "--test" ]; then
 fi
 if [ "${1:-}" = "--bench" ]; then
   want+=(crun python3)
+fi
+if [ "${1:-}" = "--microvm" ]; then
+  want+=(qemu-system-x86 linux-image-cloud-amd64)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -64,6 +64,10 @@ type Config struct {
 	// Provisioned environments were initialised ahead of demand; their
 	// first REPORT carries no Init Duration, as in Lambda.
 	Provisioned bool
+	// ObservePhase, when set, receives the cold-start phases this package
+	// times: "agent_ready" (sandbox handed over → agent Ready), "init"
+	// (the runtime's init) and "first_invoke" (the first invocation).
+	ObservePhase func(phase string, d time.Duration)
 }
 
 // Environment is one execution environment.
@@ -159,6 +163,10 @@ func (e *Environment) init(ctx context.Context) error {
 			"runtime_init_ms", out.durationMs, "total", time.Since(e.created))
 		if !e.cfg.Provisioned {
 			e.coldInit = out.durationMs
+		}
+		if obs := e.cfg.ObservePhase; obs != nil {
+			obs("agent_ready", time.Unix(0, e.readyAt.Load()).Sub(e.created))
+			obs("init", time.Duration(out.durationMs*float64(time.Millisecond)))
 		}
 		if !out.ok {
 			e.platform(fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: error\tError Type: %s", out.durationMs, out.errType))
@@ -326,6 +334,9 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	watchdog := time.NewTimer(time.Until(deadline) + 3*time.Second)
 	defer watchdog.Stop()
 	resp := &Response{}
+	if obs := e.cfg.ObservePhase; obs != nil && e.uses.Load() == 0 {
+		defer func() { obs("first_invoke", time.Since(start)) }()
+	}
 	select {
 	case r := <-e.results:
 		resp.Payload, resp.ContentType = r.body, r.hdr.ContentType

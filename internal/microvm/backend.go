@@ -667,6 +667,10 @@ func (c *console) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.buf = append(c.buf, p...)
+	// The guest is not trusted: a line without end is cut, not kept.
+	if len(c.buf) > 64<<10 {
+		c.buf = append(c.buf[:4<<10:4<<10], '\n')
+	}
 	for {
 		i := strings.IndexByte(string(c.buf), '\n')
 		if i < 0 {

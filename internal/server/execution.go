@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nubo-dev/nubo/internal/account"
 	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/codecache"
@@ -95,7 +97,7 @@ func (ex *execution) provisioner(log *slog.Logger) {
 	}
 }
 
-func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st *store.Store, ctl *control.Service, lg *logs.Store) (_ *execution, err error) {
+func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st *store.Store, ctl *control.Service, lg *logs.Store, reg prometheus.Registerer) (_ *execution, err error) {
 	log := cfg.Logger.With("component", "worker")
 	var backend sandbox.Backend
 	var cgm cgroup.Manager
@@ -196,8 +198,9 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		Backend: backend, Code: cache, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
 		AccountConcurrency: cfg.AccountConcurrency, CapacityMB: capacity,
 		IdleTimeout: cfg.IdleTimeout, MaxLifetime: cfg.MaxLifetime,
-		Logs:   func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
-		Logger: log,
+		Logs:         func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
+		ObservePhase: coldStartPhases(reg),
+		Logger:       log,
 	})
 	ex := &execution{backend: backend, pool: pool, ctl: ctl, cgroups: cgm, nets: nets, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
 	ctl.SetOnChange(func(acct, name string) {
@@ -336,4 +339,17 @@ func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.M
 		Dir: filepath.Join(cfg.DataDir, "microvm"), Accel: cfg.MicroVMAccel, MemoryMB: cfg.MicroVMMemoryMB,
 		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, UIDBase: cfg.MicroVMUIDBase, Logger: log,
 	})
+}
+
+// coldStartPhases exports the cold-start phases (see worker.Config) as the
+// histogram nubo_cold_start_phase_seconds{phase}.
+func coldStartPhases(reg prometheus.Registerer) func(string, time.Duration) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "nubo_cold_start_phase_seconds",
+		Help: "Time of each cold-start phase: code (unpack), sandbox (acquire with code mounted), agent_ready, init (the runtime's), first_invoke, start (code to initialised).",
+		// 100 µs to ~26 s.
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 19),
+	}, []string{"phase"})
+	reg.MustRegister(h)
+	return func(phase string, d time.Duration) { h.WithLabelValues(phase).Observe(d.Seconds()) }
 }

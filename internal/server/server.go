@@ -227,7 +227,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	var invoker api.Invoker
 	var events api.Events
 	if cfg.Isolation != "none" {
-		if s.exec, err = startExecution(ctx, cfg, reg, s.st, s.ctl, s.logs); err != nil {
+		if s.exec, err = startExecution(ctx, cfg, reg, s.st, s.ctl, s.logs, s.reg); err != nil {
 			s.Close()
 			return nil, err
 		}

@@ -60,6 +60,11 @@ type Config struct {
 	ShutdownGrace time.Duration
 	Logs          LogOpener
 	Logger        *slog.Logger
+	// ObservePhase, when set, receives the cold-start phases: "code"
+	// (unpacking code and layers), "sandbox" (the backend's Create: a
+	// pooled or new sandbox with the code mounted), "start" (all of an
+	// environment's start), and those package env times.
+	ObservePhase func(phase string, d time.Duration)
 }
 
 // Pool is the node's environments.
@@ -322,6 +327,7 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	if !ok {
 		return nil, errdefs.InvalidParameter("The runtime parameter of %s is not supported on this nubo node; it offers: %s", c.Runtime, p.offered())
 	}
+	tCode := time.Now()
 	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
 	if err != nil {
 		return nil, fmt.Errorf("unpack code: %w", err)
@@ -339,6 +345,10 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	tSandbox := time.Now()
+	if obs := p.cfg.ObservePhase; obs != nil {
+		obs("code", t0.Sub(tCode))
+		obs("sandbox", tSandbox.Sub(t0))
+	}
 	paths := sb.Paths()
 	stream := time.Now().UTC().Format("2006/01/02") + "/[" + c.Version + "]" + id
 	group := c.LoggingConfig.LogGroup
@@ -358,9 +368,13 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	e, err := env.StartIn(ctx, sb, sb.ID(), env.Config{
 		Start: start, MemoryMB: c.MemorySize, InitTimeout: p.cfg.InitTimeout, RuntimeVersion: rt.ID,
 		ExecutedVersion: c.Version, Logs: sink, Logger: p.log, Provisioned: initType == "provisioned-concurrency",
+		ObservePhase: p.cfg.ObservePhase,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start environment: %w", err)
+	}
+	if obs := p.cfg.ObservePhase; obs != nil {
+		obs("start", time.Since(tCode))
 	}
 	p.log.Debug("environment started", "env", sb.ID(), "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
 		"agent_and_init", time.Since(tSandbox), "total", time.Since(t0))

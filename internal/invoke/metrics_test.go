@@ -1,0 +1,47 @@
+package invoke_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/nubo-dev/nubo/internal/server"
+)
+
+// TestColdStartPhaseMetrics: a cold start is exported phase by phase as
+// the histogram nubo_cold_start_phase_seconds; a warm invoke adds nothing.
+func TestColdStartPhaseMetrics(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	h := newHarness(t, func(c *server.Config) { c.MetricsListen = addr })
+	h.create(t, "phases", nil)
+	h.invokeOK(t, "phases", []byte(`{"op":"echo"}`))
+	h.invokeOK(t, "phases", []byte(`{"op":"echo"}`))
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, phase := range []string{"code", "sandbox", "agent_ready", "init", "first_invoke", "start"} {
+		m := regexp.MustCompile(`nubo_cold_start_phase_seconds_count\{phase="` + phase + `"\} (\d+)`).FindSubmatch(body)
+		if m == nil {
+			t.Errorf("no %s phase in /metrics", phase)
+			continue
+		}
+		if n, _ := strconv.Atoi(string(m[1])); n != 1 {
+			t.Errorf("phase %s counted %d times for one cold start", phase, n)
+		}
+		sum := regexp.MustCompile(`nubo_cold_start_phase_seconds_sum\{phase="` + phase + `"\} (\S+)`).FindSubmatch(body)
+		if v, err := strconv.ParseFloat(string(sum[1]), 64); err != nil || v <= 0 || v > 30 {
+			t.Errorf("phase %s took %s s", phase, sum[1])
+		}
+	}
+}
