@@ -48,6 +48,9 @@ type BackendConfig struct {
 	RuntimeDir string
 	// Cgroups, when set, gives every VMM a cgroup of its own.
 	Cgroups cgroup.Manager
+	// Network, when set, puts every VM on the environments' network (a tap
+	// device on the host bridge); without it functions have loopback only.
+	Network Network
 	// UIDBase: the VMMs run as group UIDBase and users UIDBase+1, +2, …
 	// (default 1,900,000).
 	UIDBase int
@@ -55,6 +58,13 @@ type BackendConfig struct {
 	// (default: this executable).
 	Self   string
 	Logger *slog.Logger
+}
+
+// Network gives VMs a tap device on the host's environment network.
+type Network interface {
+	// AttachTap makes the tap for VM id; the VMM gets tap. detach removes
+	// the device and frees its address.
+	AttachTap(id string) (tap *os.File, guest GuestNet, detach func() error, err error)
 }
 
 // Backend runs each account's sandboxes in microVMs of that account only.
@@ -189,6 +199,7 @@ type guest struct {
 	exited chan struct{}
 	cg     cgroup.Cgroup
 	info   GuestInfo
+	detach func() error // the VM's network
 
 	// Guarded by b.mu.
 	usedMB int
@@ -332,13 +343,26 @@ func (g *guest) start() error {
 		"-drive", "file=/vm/scratch,if=none,id=scratch,format=raw,cache=unsafe",
 		"-device", "virtio-blk-device,drive=scratch,serial=" + scratchSerial,
 	}
+	var tap *os.File
+	var gnet *GuestNet
+	if b.cfg.Network != nil {
+		t, gn, detach, err := b.cfg.Network.AttachTap(g.id)
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("VM network: %w", err)
+		}
+		tap, gnet, g.detach = t, &gn, detach
+		defer tap.Close() // QEMU holds its own copy
+		args = append(args, "-netdev", "tap,id=net0,fd=5,vhost=off",
+			"-device", "virtio-net-device,netdev=net0,mac="+gn.MAC)
+	}
 	spec := vmmSpec{
 		Root:     filepath.Join(g.dir, "root"),
 		Files:    map[string]string{"kernel": b.cfg.Kernel, "initrd": b.initrd, "userland": b.userland, "scratch": scratch},
 		Writable: []string{"scratch"},
 		KVM:      b.accel.Name == "kvm", UID: uid, GID: gid, Args: args,
 	}
-	cmd, gate, err := vmmCommand(spec, vmEnd)
+	cmd, gate, err := vmmCommand(spec, vmEnd, tap)
 	if err != nil {
 		conn.Close()
 		return err
@@ -385,7 +409,7 @@ func (g *guest) start() error {
 		return err
 	}
 	g.sess = sess
-	if _, err := g.call(ctx, request{Op: opSetup}, func(w io.Writer) error { return writeTar(w, b.cfg.RuntimeDir) }); err != nil {
+	if _, err := g.call(ctx, request{Op: opSetup, Net: gnet, HostTimeNs: time.Now().UnixNano()}, func(w io.Writer) error { return writeTar(w, b.cfg.RuntimeDir) }); err != nil {
 		return fmt.Errorf("guest setup: %w", err)
 	}
 	resp, err := g.call(ctx, request{Op: opInfo}, nil)
@@ -393,9 +417,30 @@ func (g *guest) start() error {
 		return err
 	}
 	g.info = *resp.Info
+	go g.keepClock()
 	b.log.Info("microVM started", "vm", g.id, "account", g.account, "accel", b.accel.Name, "memory_mb", g.memMB,
 		"boot_id", g.info.BootID, "guest_cgroup", g.info.Cgroup, "boot", tBoot.Round(time.Millisecond), "ready", time.Since(t0).Round(time.Millisecond))
 	return nil
+}
+
+// keepClock re-syncs the guest's wall clock every few seconds while the VM
+// runs: an emulated guest's clock drifts.
+func (g *guest) keepClock() {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.exited:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := g.call(ctx, request{Op: opClock, HostTimeNs: time.Now().UnixNano()}, nil)
+			cancel()
+			if err != nil && g.sess.IsClosed() {
+				return
+			}
+		}
+	}
 }
 
 func cpuModel(accel string) string {
@@ -422,6 +467,11 @@ func (g *guest) stop() {
 	if g.cg != nil {
 		g.cg.Kill()
 		g.cg.Delete()
+	}
+	if g.detach != nil {
+		if err := g.detach(); err != nil {
+			g.b.log.Warn("microVM network", "vm", g.id, "err", err)
+		}
 	}
 	unix.Unmount(filepath.Join(g.dir, "root"), unix.MNT_DETACH)
 	os.RemoveAll(g.dir)
@@ -528,7 +578,7 @@ func (g *guest) create(ctx context.Context, spec sandbox.Spec) (*vmBox, error) {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { st.Close() })
-	req := request{Op: opCreate, Code: code, Layers: layers, Spec: &guestSpec{
+	req := request{Op: opCreate, Code: code, Layers: layers, HostTimeNs: time.Now().UnixNano(), Spec: &guestSpec{
 		ID: spec.ID, Account: spec.Account, MemoryMB: spec.MemoryMB, EphemeralMB: spec.EphemeralMB, NoNetwork: spec.NoNetwork}}
 	var resp response
 	err = writeJSONLine(st, req)

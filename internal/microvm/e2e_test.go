@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 	"github.com/nubo-dev/nubo/internal/microvm"
@@ -134,6 +139,94 @@ func qemuProcs() []string {
 	return out
 }
 
+// upstream makes a network namespace standing for the outside world,
+// connected to the host by a veth, and serves one line on TCP in it. It
+// returns the service's address.
+func upstream(t *testing.T) string {
+	t.Helper()
+	n := os.Getpid()%200 + 1
+	hostIP, upIP := fmt.Sprintf("10.216.%d.1", n), fmt.Sprintf("10.216.%d.2", n)
+	name := fmt.Sprintf("nmvup%d", n)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(orig)
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ns)
+	var ln net.Listener
+	err = func() error {
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		la := netlink.NewLinkAttrs()
+		la.Name = name
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(ns)}); err != nil {
+			return err
+		}
+		t.Cleanup(func() {
+			if l, err := netlink.LinkByName(name); err == nil {
+				netlink.LinkDel(l)
+			}
+		})
+		host, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr(hostIP + "/30")
+		if err := netlink.AddrAdd(host, a); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(host); err != nil {
+			return err
+		}
+		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		defer unix.Setns(orig, unix.CLONE_NEWNET)
+		for _, name := range []string{"lo", "eth0"} {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if name == "eth0" {
+				a, _ := netlink.ParseAddr(upIP + "/30")
+				if err := netlink.AddrAdd(l, a); err != nil {
+					return err
+				}
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		ln, err = net.Listen("tcp", upIP+":0")
+		return err
+	}()
+	if err != nil {
+		t.Fatalf("upstream namespace: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from upstream to %s\n", c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	requireVMs(t)
 	// The server's default is microvm; account B overrides it in the
@@ -194,6 +287,21 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	}
 	if uid, _ := dev1["uid"].(float64); uid != 993 {
 		t.Errorf("function uid %v, want 993", dev1["uid"])
+	}
+
+	// Egress: from the sandbox in the guest, through the guest's NAT, the
+	// VM's tap on the host bridge and the host's NAT, to the outside.
+	up := upstream(t)
+	if r := invoke(t, ctx, dev, "one", map[string]any{"op": "connect", "addr": up}); !strings.HasPrefix(fmt.Sprint(r["line"]), "hello from upstream") {
+		t.Errorf("a function in a microVM could not reach %s: %v", up, r)
+	} else {
+		t.Logf("egress from the guest: %v", r["line"])
+	}
+	// Not to the host: the nubo API is on the host's loopback, which the
+	// guest's 127.0.0.1 is not, and the host bridge's address is filtered.
+	apiPort := s.URL[strings.LastIndexByte(s.URL, ':')+1:]
+	if r := invoke(t, ctx, dev, "one", map[string]any{"op": "connect", "addr": "127.0.0.1:" + apiPort}); r["err"] == "" {
+		t.Errorf("a function in a microVM reached the nubo API at 127.0.0.1:%s: %v", apiPort, r)
 	}
 
 	// What a hostile function tries is refused inside the guest too.

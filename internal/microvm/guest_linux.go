@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,9 +20,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/cgroup"
+	"github.com/nubo-dev/nubo/internal/netenv"
 	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 	"github.com/nubo-dev/nubo/internal/seccomp"
@@ -288,6 +292,9 @@ func (g *guestAgent) serve(st io.ReadWriteCloser) {
 		st.Close()
 		return
 	}
+	if req.HostTimeNs != 0 {
+		syncClock(req.HostTimeNs)
+	}
 	if req.Op == opCreate {
 		g.create(st, req) // keeps the stream as the agent connection
 		return
@@ -313,9 +320,11 @@ func (g *guestAgent) box(id string) (sandbox.Sandbox, error) {
 func (g *guestAgent) handle(st io.Reader, req request) (response, error) {
 	switch req.Op {
 	case opSetup:
-		return response{}, g.setup(st)
+		return response{}, g.setup(st, req.Net)
 	case opPut:
 		return response{}, g.put(st, req.Key)
+	case opClock:
+		return response{}, nil // synced in serve
 	case opInfo:
 		g.mu.Lock()
 		n := len(g.boxes)
@@ -350,8 +359,11 @@ func (g *guestAgent) handle(st io.Reader, req request) (response, error) {
 
 func (g *guestAgent) runtimeDir() string { return "/run/nubo/runtime" }
 
-// setup receives the runtime clients and makes the sandbox backend.
-func (g *guestAgent) setup(r io.Reader) error {
+// setup receives the runtime clients and makes the sandbox backend; with
+// a network, the guest's interface is configured and the sandboxes get
+// the same per-environment network as on the host (package netenv), NATed
+// out of the guest's interface.
+func (g *guestAgent) setup(r io.Reader, gn *GuestNet) (err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.backend != nil {
@@ -361,36 +373,134 @@ func (g *guestAgent) setup(r io.Reader) error {
 	if err := readTar(r, g.runtimeDir()); err != nil {
 		return err
 	}
-	cgm, err := cgroup.New(cgroup.Options{MoveSiblings: true})
-	if err != nil {
+	var c closers
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if err := linkUp("lo"); err != nil {
+		return err
+	}
+	var network nsbox.Network
+	if gn != nil {
+		if err := configureNet(gn); err != nil {
+			return fmt.Errorf("guest network: %w", err)
+		}
+		subnet := netip.MustParsePrefix("172.30.0.0/16")
+		if p, err := netip.ParsePrefix(gn.Addr); err == nil && p.Overlaps(subnet) {
+			subnet = netip.MustParsePrefix("10.99.0.0/16")
+		}
+		nets, err := netenv.New(netenv.Config{Name: "nubo", Subnet: subnet, Backend: "nftables", Logger: g.log})
+		if err != nil {
+			return fmt.Errorf("sandbox network: %w", err)
+		}
+		c.nets = nets
+		network = guestNetwork{nets}
+	}
+	if c.cgm, err = cgroup.New(cgroup.Options{MoveSiblings: true}); err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
 	filter, err := seccomp.Compile()
 	if err != nil {
 		return err
 	}
-	b, err := nsbox.New(nsbox.Config{
-		Dir: filepath.Join(g.scratch, "sandboxes"), Cgroups: cgm, Seccomp: filter.Bytes(),
+	c.Backend, err = nsbox.New(nsbox.Config{
+		Dir: filepath.Join(g.scratch, "sandboxes"), Cgroups: c.cgm, Network: network, Seccomp: filter.Bytes(),
 		UIDBase: 100_000, Slots: 1000, RuntimeDir: g.runtimeDir(), PoolShells: 2, PoolVolumes: 2, Logger: g.log,
 	})
 	if err != nil {
-		cgm.Close()
 		return err
 	}
-	g.backend = closers{b, cgm}
+	g.backend = c
 	return nil
 }
 
-// closers closes the backend, then the cgroup manager.
+// closers closes the backend, then the network and the cgroup manager.
 type closers struct {
 	*nsbox.Backend
-	cgm cgroup.Manager
+	nets *netenv.Manager
+	cgm  cgroup.Manager
 }
 
 func (c closers) Close() error {
-	err := c.Backend.Close()
-	c.cgm.Close()
+	var err error
+	if c.Backend != nil {
+		err = c.Backend.Close()
+	}
+	if c.nets != nil {
+		c.nets.Close()
+	}
+	if c.cgm != nil {
+		c.cgm.Close()
+	}
 	return err
+}
+
+// guestNetwork adapts netenv to nsbox's Network hook.
+type guestNetwork struct{ m *netenv.Manager }
+
+func (n guestNetwork) Attach(pid int, id string) (func() error, error) {
+	l, err := n.m.AttachPID(pid, id)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return n.m.Detach(l) }, nil
+}
+
+func linkUp(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(l)
+}
+
+// configureNet sets up the guest's virtio-net interface (found by its MAC).
+func configureNet(gn *GuestNet) error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	var eth netlink.Link
+	deadline := time.Now().Add(10 * time.Second)
+	for eth == nil {
+		for _, l := range links {
+			if strings.EqualFold(l.Attrs().HardwareAddr.String(), gn.MAC) {
+				eth = l
+			}
+		}
+		if eth != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no interface with MAC %s", gn.MAC)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if links, err = netlink.LinkList(); err != nil {
+			return err
+		}
+	}
+	addr, err := netlink.ParseAddr(gn.Addr)
+	if err != nil {
+		return err
+	}
+	if gn.MTU > 0 {
+		if err := netlink.LinkSetMTU(eth, gn.MTU); err != nil {
+			return err
+		}
+	}
+	if err := netlink.AddrAdd(eth, addr); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(eth); err != nil {
+		return err
+	}
+	gw := net.ParseIP(gn.Gateway)
+	if gw == nil {
+		return fmt.Errorf("gateway %q", gn.Gateway)
+	}
+	return netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw})
 }
 
 func keyDir(scratch, key string) string {
@@ -479,6 +589,20 @@ func (g *guestAgent) createBox(req request) (sandbox.Sandbox, error) {
 	return sb, nil
 }
 
+// syncClock sets the wall clock to the host's when they differ by more
+// than 2 ms (the request's own transit is well below that).
+func syncClock(hostNs int64) {
+	var now unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_REALTIME, &now) != nil {
+		return
+	}
+	d := now.Nano() - hostNs
+	if d < -2e6 || d > 2e6 {
+		ts := unix.NsecToTimespec(hostNs)
+		unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
+	}
+}
+
 func memTotalMB() int {
 	b, _ := os.ReadFile("/proc/meminfo")
 	for _, l := range strings.Split(string(b), "\n") {
@@ -498,39 +622,65 @@ func cgroupMode() string {
 }
 
 // guestModules are the kernel modules the guest needs that Debian's cloud
-// kernel builds as modules, with their dependencies first.
+// kernel builds as modules; their dependencies come from modules.dep.
 var guestModules = []string{
-	"virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio_blk", "loop",
+	"virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "loop",
+	// The sandboxes' network inside the guest (package netenv).
+	"veth", "bridge", "nf_tables", "nft_chain_nat", "nft_masq", "nft_ct", "nf_conntrack_netlink",
 }
 
-// moduleFiles finds the guest modules for kernel release rel.
+// moduleFiles finds the guest modules for kernel release rel, with every
+// dependency, in an order that loads each after what it needs.
 func moduleFiles(rel string) ([]File, string, error) {
 	base := filepath.Join("/lib/modules", rel)
-	var files []File
+	dep, err := os.ReadFile(filepath.Join(base, "modules.dep"))
+	if err != nil {
+		return nil, "", fmt.Errorf("microvm: modules of the guest kernel: %w", err)
+	}
+	deps := map[string][]string{} // module path → its dependencies' paths
+	byName := map[string]string{} // module name → path
+	for _, line := range strings.Split(string(dep), "\n") {
+		mod, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		deps[mod] = strings.Fields(rest)
+		name := strings.SplitN(filepath.Base(mod), ".ko", 2)[0]
+		byName[strings.ReplaceAll(name, "-", "_")] = mod
+	}
 	var order []string
+	seen := map[string]bool{}
+	var visit func(mod string)
+	visit = func(mod string) {
+		if seen[mod] {
+			return
+		}
+		seen[mod] = true
+		for _, d := range deps[mod] {
+			visit(d)
+		}
+		order = append(order, mod)
+	}
 	for _, m := range guestModules {
-		var found string
-		filepath.WalkDir(filepath.Join(base, "kernel"), func(p string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && (d.Name() == m+".ko" || strings.HasPrefix(d.Name(), m+".ko.")) {
-				found = p
-				return filepath.SkipAll
-			}
-			return nil
-		})
-		if found == "" {
-			continue // built into this kernel
+		if mod, ok := byName[m]; ok {
+			visit(mod)
+		} // else built into this kernel
+	}
+	var files []File
+	var names []string
+	for _, mod := range order {
+		if !strings.HasSuffix(mod, ".ko") {
+			return nil, "", fmt.Errorf("microvm: %s is compressed; nubo loads plain .ko modules", mod)
 		}
-		if !strings.HasSuffix(found, ".ko") {
-			return nil, "", fmt.Errorf("microvm: %s is compressed; nubo loads plain .ko modules", found)
-		}
-		body, err := os.ReadFile(found)
+		body, err := os.ReadFile(filepath.Join(base, mod))
 		if err != nil {
 			return nil, "", err
 		}
-		files = append(files, File{Name: "modules/" + m + ".ko", Mode: 0o644, Body: body})
-		order = append(order, m+".ko")
+		name := filepath.Base(mod)
+		files = append(files, File{Name: "modules/" + name, Mode: 0o644, Body: body})
+		names = append(names, name)
 	}
-	return files, strings.Join(order, "\n") + "\n", nil
+	return files, strings.Join(names, "\n") + "\n", nil
 }
 
 // kernelRelease reads the release from a kernel path /boot/vmlinuz-<rel>.

@@ -30,7 +30,7 @@ var UserlandRoots = []string{
 	"/usr/bin/node", "/usr/bin/nodejs",
 	"/usr/sbin/mkfs.ext4", "/usr/sbin/mke2fs",
 	"/etc/ssl/certs", "/usr/share/ca-certificates",
-	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/resolv.conf",
 	"/etc/os-release", "/usr/lib/os-release", "/etc/mime.types", "/etc/protocols", "/etc/services",
 	"/usr/share/zoneinfo/UTC",
 }

@@ -46,3 +46,32 @@ func TestBuildUserland(t *testing.T) {
 		t.Fatalf("image lacks /usr/sbin/mke2fs:\n%s", out)
 	}
 }
+
+func TestGuestModulesInDependencyOrder(t *testing.T) {
+	kernel, err := FindKernel()
+	if err != nil {
+		t.Skip(err)
+	}
+	files, order, err := moduleFiles(kernelRelease(kernel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Fields(order)
+	if len(files) != len(names) {
+		t.Fatalf("%d files, %d names", len(files), len(names))
+	}
+	pos := map[string]int{}
+	for i, n := range names {
+		pos[n] = i
+	}
+	// Dependencies first: virtio_ring before virtio before virtio_net;
+	// nf_conntrack before nft_ct.
+	for _, pair := range [][2]string{{"virtio_ring.ko", "virtio.ko"}, {"virtio.ko", "virtio_net.ko"}, {"nf_conntrack.ko", "nft_ct.ko"}, {"nf_tables.ko", "nft_masq.ko"}} {
+		a, okA := pos[pair[0]]
+		b, okB := pos[pair[1]]
+		if okA && okB && a > b {
+			t.Errorf("%s loads after %s: %v", pair[0], pair[1], names)
+		}
+	}
+	t.Logf("%d modules: %v", len(names), names)
+}

@@ -35,6 +35,7 @@ const (
 	opStats     = "stats"     //
 	opDestroy   = "destroy"   //
 	opInfo      = "info"      // the guest's boot id, memory and sandboxes
+	opClock     = "clock"     // sets the guest's wall clock to HostTimeNs
 )
 
 type request struct {
@@ -45,6 +46,22 @@ type request struct {
 	Spec   *guestSpec `json:"spec,omitempty"`
 	Code   string     `json:"code,omitempty"`
 	Layers string     `json:"layers,omitempty"`
+	// Setup: the guest's network, when it has one.
+	Net *GuestNet `json:"net,omitempty"`
+	// HostTimeNs is the host's wall clock when it sent the request (setup,
+	// create, clock): a guest without an RTC would otherwise live in 1970,
+	// and an emulated one drifts. Invocation deadlines are wall-clock times.
+	HostTimeNs int64 `json:"hostTimeNs,omitempty"`
+}
+
+// GuestNet is the guest's place on the host's environment network: its
+// virtio-net interface gets Addr (with the subnet's length), MTU and MAC,
+// and a default route via Gateway.
+type GuestNet struct {
+	Addr    string `json:"addr"`
+	Gateway string `json:"gateway"`
+	MAC     string `json:"mac"`
+	MTU     int    `json:"mtu"`
 }
 
 // guestSpec is the part of sandbox.Spec that crosses into the guest: host

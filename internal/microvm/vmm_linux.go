@@ -184,7 +184,8 @@ func vmmStage(s vmmSpec) error {
 
 // vmmCommand is the launcher stage's command: run it, place its pid in the
 // VM's cgroup, then write one byte to the returned gate to let QEMU start.
-func vmmCommand(s vmmSpec, sock *os.File) (*exec.Cmd, *os.File, error) {
+// QEMU gets sock as fd 3 and, when set, the tap as fd 5.
+func vmmCommand(s vmmSpec, sock, tap *os.File) (*exec.Cmd, *os.File, error) {
 	raw, err := json.Marshal(s)
 	if err != nil {
 		return nil, nil, err
@@ -197,6 +198,9 @@ func vmmCommand(s vmmSpec, sock *os.File) (*exec.Cmd, *os.File, error) {
 	cmd.Args = []string{"nubo-vmm"}
 	cmd.Env = []string{vmmEnv + "=" + string(raw), "PATH=/usr/bin:/bin:/usr/sbin:/sbin"}
 	cmd.ExtraFiles = []*os.File{sock, gateR}
+	if tap != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, tap) // fd 5
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
 		Pdeathsig:  syscall.SIGKILL,

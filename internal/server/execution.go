@@ -157,7 +157,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		case "namespace", "":
 			b, err = newNamespaceBackend(cfg, log, rtDir, &cgm, &nets)
 		case "microvm":
-			b, err = newMicroVMBackend(cfg, log, rtDir, &cgm)
+			b, err = newMicroVMBackend(cfg, log, rtDir, &cgm, &nets)
 		default:
 			err = fmt.Errorf("--isolation %q: want namespace, microvm, process or none", kind)
 		}
@@ -303,6 +303,30 @@ func hostCgroups(log *slog.Logger, cgm *cgroup.Manager) error {
 	return nil
 }
 
+// hostNetwork makes the environments' network once (bridge, firewall),
+// removing what an earlier run left.
+func hostNetwork(cfg Config, log *slog.Logger, nets **netenv.Manager) error {
+	if *nets != nil {
+		return nil
+	}
+	ncfg := netenv.Config{Name: cfg.NetName, Backend: cfg.Firewall, Logger: log}
+	if cfg.Subnet != "" {
+		var err error
+		if ncfg.Subnet, err = netip.ParsePrefix(cfg.Subnet); err != nil {
+			return fmt.Errorf("--subnet: %w", err)
+		}
+	}
+	if err := netenv.CleanupStale(ncfg); err != nil {
+		log.Warn("removing network leftovers of an earlier run", "err", err)
+	}
+	m, err := netenv.New(ncfg)
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	*nets = m
+	return nil
+}
+
 // newNamespaceBackend makes the namespace sandbox backend with its network.
 func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager, nets **netenv.Manager) (sandbox.Backend, error) {
 	if err := hostCgroups(log, cgm); err != nil {
@@ -312,17 +336,8 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: %w", err)
 	}
-	ncfg := netenv.Config{Name: cfg.NetName, Backend: cfg.Firewall, Logger: log}
-	if cfg.Subnet != "" {
-		if ncfg.Subnet, err = netip.ParsePrefix(cfg.Subnet); err != nil {
-			return nil, fmt.Errorf("--subnet: %w", err)
-		}
-	}
-	if err := netenv.CleanupStale(ncfg); err != nil {
-		log.Warn("removing network leftovers of an earlier run", "err", err)
-	}
-	if *nets, err = netenv.New(ncfg); err != nil {
-		return nil, fmt.Errorf("network: %w", err)
+	if err := hostNetwork(cfg, log, nets); err != nil {
+		return nil, err
 	}
 	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
 		Network: netAttacher{*nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
@@ -331,14 +346,30 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 
 // newMicroVMBackend makes the microVM backend: each account's sandboxes in
 // QEMU microVMs of that account only.
-func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager) (sandbox.Backend, error) {
+func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager, nets **netenv.Manager) (sandbox.Backend, error) {
 	if err := hostCgroups(log, cgm); err != nil {
+		return nil, err
+	}
+	if err := hostNetwork(cfg, log, nets); err != nil {
 		return nil, err
 	}
 	return microvm.NewBackend(microvm.BackendConfig{
 		Dir: filepath.Join(cfg.DataDir, "microvm"), Accel: cfg.MicroVMAccel, MemoryMB: cfg.MicroVMMemoryMB,
-		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, UIDBase: cfg.MicroVMUIDBase, Logger: log,
+		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, Network: tapAttacher{*nets},
+		UIDBase: cfg.MicroVMUIDBase, Logger: log,
 	})
+}
+
+// tapAttacher adapts netenv to the microVM backend's Network hook.
+type tapAttacher struct{ m *netenv.Manager }
+
+func (t tapAttacher) AttachTap(id string) (*os.File, microvm.GuestNet, func() error, error) {
+	l, f, err := t.m.AttachTap(id)
+	if err != nil {
+		return nil, microvm.GuestNet{}, nil, err
+	}
+	gn := microvm.GuestNet{Addr: l.Prefix().String(), Gateway: l.Gateway().String(), MAC: l.MAC().String(), MTU: t.m.MTU()}
+	return f, gn, func() error { return t.m.Detach(l) }, nil
 }
 
 // coldStartPhases exports the cold-start phases (see worker.Config) as the

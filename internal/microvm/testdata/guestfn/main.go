@@ -4,10 +4,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 )
@@ -15,6 +18,7 @@ import (
 type event struct {
 	Op   string `json:"op"`
 	Path string `json:"path"`
+	Addr string `json:"addr"`
 }
 
 func read(p string) string {
@@ -31,6 +35,15 @@ func handle(ctx context.Context, ev event) (map[string]any, error) {
 		return map[string]any{"body": read(ev.Path)}, nil
 	case "kill1":
 		return map[string]any{"err": errString(syscall.Kill(1, syscall.SIGKILL))}, nil
+	case "connect":
+		c, err := net.DialTimeout("tcp", ev.Addr, 5*time.Second)
+		if err != nil {
+			return map[string]any{"err": err.Error()}, nil
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return map[string]any{"line": strings.TrimSpace(line), "err": errString(err)}, nil
 	case "mount":
 		return map[string]any{"err": errString(syscall.Mount("none", "/tmp", "tmpfs", 0, ""))}, nil
 	}
