@@ -48,6 +48,7 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 	"github.com/nubo-dev/nubo/internal/runtimes"
+	"github.com/nubo-dev/nubo/internal/server"
 	"github.com/nubo-dev/nubo/internal/server/servertest"
 	"github.com/nubo-dev/nubo/internal/testutil"
 )
@@ -135,7 +136,13 @@ func newSuite(t *testing.T) *suite {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	build(t)
-	s := servertest.Start(t)
+	// NUBO_TEST_ISOLATION=microvm runs the suite inside the account's
+	// microVMs (docs/microvm.md says what applies there).
+	var opts []servertest.Option
+	if iso := os.Getenv("NUBO_TEST_ISOLATION"); iso != "" {
+		opts = append(opts, func(c *server.Config) { c.Isolation = iso })
+	}
+	s := servertest.Start(t, opts...)
 	// Sandboxes run as unprivileged host ids that must traverse the data
 	// dir's parents, which t.TempDir makes 0700 (servertest leaves that to
 	// its callers).
