@@ -127,12 +127,15 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 	if _, err := exec.LookPath(QEMU); err != nil {
 		return nil, fmt.Errorf("microvm: %s not found (install qemu-system-x86): %w", QEMU, err)
 	}
-	// What a killed nubo left: VM directories (their QEMUs died with it).
+	// What a killed nubo left: VM directories (their QEMUs died with it)
+	// and images (rebuilt once, on the first VM).
 	if old, _ := filepath.Glob(filepath.Join(cfg.Dir, "vm-*")); len(old) > 0 {
 		for _, d := range old {
 			unix.Unmount(filepath.Join(d, "root"), unix.MNT_DETACH)
-			os.RemoveAll(d)
 		}
+	}
+	if err := os.RemoveAll(cfg.Dir); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
 		return nil, err
