@@ -1,6 +1,7 @@
 package microvm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,10 @@ import (
 	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
+
+// maxVMs bounds the VMs of one backend (and the VMM uids it uses:
+// UIDBase+1 … UIDBase+maxVMs-1).
+const maxVMs = 10000
 
 // BackendConfig configures the microVM backend.
 type BackendConfig struct {
@@ -72,11 +77,15 @@ type Backend struct {
 	cfg BackendConfig
 	log *slog.Logger
 
-	prepOnce sync.Once
-	prepErr  error
+	prepMu   sync.Mutex
+	prepared bool
 	initrd   string
 	userland string
+	kernel   string // the guest kernel, copied where the VMMs can read it
 	accel    Accel
+
+	stops sync.WaitGroup // VM stops in flight (idle, dead)
+	uids  map[int]bool   // VMM uids in use (offsets from UIDBase)
 
 	// bootVM boots a reserved guest (g.boot; tests replace it).
 	bootVM func(*guest)
@@ -140,51 +149,83 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
 		return nil, err
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{}, bootVM: (*guest).boot}, nil
+	return &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{},
+		uids: map[int]bool{}, bootVM: (*guest).boot}, nil
 }
 
 // Name implements sandbox.Backend.
 func (b *Backend) Name() string { return "microvm" }
 
-// prepare builds the guest images and chooses the accelerator, once.
+// prepare builds the guest images and chooses the accelerator, once (a
+// failure is tried again by the next VM).
 func (b *Backend) prepare(ctx context.Context) error {
-	b.prepOnce.Do(func() {
-		t0 := time.Now()
-		images := filepath.Join(b.cfg.Dir, "images")
-		if b.prepErr = os.MkdirAll(images, 0o750); b.prepErr != nil {
-			return
-		}
-		os.Chown(images, 0, b.cfg.UIDBase)
-		if b.userland, b.prepErr = BuildUserland(images); b.prepErr != nil {
-			return
-		}
-		old, _ := filepath.Glob(filepath.Join(images, "initrd-*.cpio"))
-		for _, o := range old {
-			os.Remove(o)
-		}
-		if b.initrd, b.prepErr = BuildInitramfs(images, b.cfg.Kernel, b.cfg.Self); b.prepErr != nil {
-			return
-		}
-		// Readable by the VMMs' group only.
-		for _, f := range []string{b.userland, b.initrd} {
-			os.Chown(f, 0, b.cfg.UIDBase)
-			os.Chmod(f, 0o640)
-		}
-		tImages := time.Since(t0)
-		switch b.cfg.Accel {
-		case "kvm", "tcg":
-			b.accel = Accel{Name: b.cfg.Accel, Reason: "configured"}
-		default:
-			b.accel = DetectAccel(ctx, b.cfg.Kernel, b.initrd, readyMarker, guestEnv+"=probe")
-		}
-		b.log.Info("microVM tier ready", "accel", b.accel.Name, "why", b.accel.Reason, "kernel", b.cfg.Kernel,
-			"images", tImages.Round(time.Millisecond))
-	})
-	return b.prepErr
+	b.prepMu.Lock()
+	defer b.prepMu.Unlock()
+	if b.prepared {
+		return nil
+	}
+	t0 := time.Now()
+	images := filepath.Join(b.cfg.Dir, "images")
+	if err := os.MkdirAll(images, 0o750); err != nil {
+		return err
+	}
+	os.Chown(images, 0, b.cfg.UIDBase)
+	userland, err := BuildUserland(images)
+	if err != nil {
+		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(images, "initrd-*.cpio"))
+	for _, o := range old {
+		os.Remove(o)
+	}
+	initrd, err := BuildInitramfs(images, b.cfg.Kernel, b.cfg.Self)
+	if err != nil {
+		return err
+	}
+	// The kernel may be readable by root only where it lies (/boot).
+	kernel := filepath.Join(images, "kernel")
+	if err := copyFile(b.cfg.Kernel, kernel); err != nil {
+		return fmt.Errorf("microvm: guest kernel: %w", err)
+	}
+	// Readable by the VMMs' group only.
+	for _, f := range []string{userland, initrd, kernel} {
+		os.Chown(f, 0, b.cfg.UIDBase)
+		os.Chmod(f, 0o640)
+	}
+	tImages := time.Since(t0)
+	accel := Accel{Name: b.cfg.Accel, Reason: "configured"}
+	if accel.Name != "kvm" && accel.Name != "tcg" {
+		accel = DetectAccel(ctx, kernel, initrd, readyMarker, guestEnv+"=probe")
+	}
+	b.log.Info("microVM tier ready", "accel", accel.Name, "why", accel.Reason, "kernel", b.cfg.Kernel,
+		"images", tImages.Round(time.Millisecond))
+	b.userland, b.initrd, b.kernel, b.accel, b.prepared = userland, initrd, kernel, accel, true
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // Accel reports the accelerator chosen (empty before the first VM).
-func (b *Backend) Accel() Accel { return b.accel }
+func (b *Backend) Accel() Accel {
+	b.prepMu.Lock()
+	defer b.prepMu.Unlock()
+	return b.accel
+}
 
 // guest is one VM of one account.
 type guest struct {
@@ -203,6 +244,7 @@ type guest struct {
 	cg     cgroup.Cgroup
 	info   GuestInfo
 	detach func() error // the VM's network
+	uid    int          // offset from UIDBase, held until stop
 
 	// Guarded by b.mu.
 	usedMB int
@@ -227,7 +269,7 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 		return nil, errors.New("microvm: backend closed")
 	}
 	for _, g := range b.guests[account] {
-		if !g.gone && g.memMB-b.cfg.GuestOverheadMB-g.usedMB >= memMB {
+		if !g.gone && !g.dead() && g.memMB-b.cfg.GuestOverheadMB-g.usedMB >= memMB {
 			g.usedMB += memMB
 			g.boxes++
 			if g.idle != nil {
@@ -237,8 +279,19 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 			return g, nil
 		}
 	}
+	uid := 0
+	for off := 1; off < maxVMs; off++ {
+		if !b.uids[off] {
+			uid = off
+			break
+		}
+	}
+	if uid == 0 {
+		return nil, fmt.Errorf("microvm: %d VMs already run", maxVMs-1)
+	}
+	b.uids[uid] = true
 	b.nextVM++
-	g := &guest{
+	g := &guest{uid: uid,
 		b: b, n: b.nextVM, account: account, id: fmt.Sprintf("vm-%s-%d", account, b.nextVM),
 		memMB: max(b.cfg.MemoryMB, memMB+b.cfg.GuestOverheadMB), usedMB: memMB, boxes: 1,
 		ready: make(chan struct{}), exited: make(chan struct{}), puts: map[string]*putState{},
@@ -268,9 +321,24 @@ func (b *Backend) stopIfIdle(g *guest) {
 		return
 	}
 	b.forget(g)
+	b.stops.Add(1)
 	b.mu.Unlock()
 	b.log.Info("microVM idle: stopping", "vm", g.id)
-	g.stop()
+	go func() {
+		defer b.stops.Done()
+		<-g.ready // a boot in flight finishes first: nothing of it may escape stop
+		g.stop()
+	}()
+}
+
+// dead reports whether the VM's QEMU has exited.
+func (g *guest) dead() bool {
+	select {
+	case <-g.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // forget removes g from the account's VMs; b.mu held.
@@ -309,7 +377,7 @@ func (g *guest) start() error {
 	if err := b.prepare(ctx); err != nil {
 		return err
 	}
-	uid, gid := b.cfg.UIDBase+g.n, b.cfg.UIDBase
+	uid, gid := b.cfg.UIDBase+g.uid, b.cfg.UIDBase
 	if err := os.MkdirAll(filepath.Join(g.dir, "root"), 0o700); err != nil {
 		return err
 	}
@@ -334,7 +402,8 @@ func (g *guest) start() error {
 		return err
 	}
 	args := []string{
-		"-M", "microvm,rtc=off", "-accel", b.accel.Name, "-cpu", cpuModel(b.accel.Name),
+		// No guest RAM in host core dumps; no page merging across tenants.
+		"-M", "microvm,rtc=off,dump-guest-core=off,mem-merge=off", "-accel", b.accel.Name, "-cpu", cpuModel(b.accel.Name),
 		"-m", fmt.Sprint(g.memMB), "-smp", fmt.Sprint(b.cfg.CPUs),
 		"-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio", "-no-user-config",
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -343,7 +412,7 @@ func (g *guest) start() error {
 		"-chardev", "socket,id=host,fd=3", "-device", "virtio-serial-device", "-device", "virtserialport,chardev=host,name=" + portName,
 		"-drive", "file=/vm/userland,if=none,id=userland,format=raw,readonly=on",
 		"-device", "virtio-blk-device,drive=userland,serial=" + userlandSerial,
-		"-drive", "file=/vm/scratch,if=none,id=scratch,format=raw,cache=unsafe",
+		"-drive", "file=/vm/scratch,if=none,id=scratch,format=raw,cache=unsafe,discard=unmap",
 		"-device", "virtio-blk-device,drive=scratch,serial=" + scratchSerial,
 	}
 	var tap *os.File
@@ -361,7 +430,7 @@ func (g *guest) start() error {
 	}
 	spec := vmmSpec{
 		Root:     filepath.Join(g.dir, "root"),
-		Files:    map[string]string{"kernel": b.cfg.Kernel, "initrd": b.initrd, "userland": b.userland, "scratch": scratch},
+		Files:    map[string]string{"kernel": b.kernel, "initrd": b.initrd, "userland": b.userland, "scratch": scratch},
 		Writable: []string{"scratch"},
 		KVM:      b.accel.Name == "kvm", UID: uid, GID: gid, Args: args,
 	}
@@ -384,10 +453,26 @@ func (g *guest) start() error {
 		cmd.Wait()
 		close(g.exited)
 		conn.Close()
+		// A VM that dies by itself (guest panic, VMM killed for memory)
+		// takes no more sandboxes; what is left of it goes.
+		<-g.ready
+		b.mu.Lock()
+		if g.gone {
+			b.mu.Unlock()
+			return
+		}
+		b.forget(g)
+		b.stops.Add(1)
+		b.mu.Unlock()
+		b.log.Warn("microVM exited", "vm", g.id, "console", console.tail())
+		g.stop()
+		b.stops.Done()
 	}()
 	if b.cfg.Cgroups != nil {
 		cg, err := b.cfg.Cgroups.Create(g.id, cgroup.Resources{
-			MemoryBytes: int64(g.memMB+256) << 20, PidsMax: 512, IOWeight: 100})
+			MemoryBytes: int64(g.memMB+256) << 20, PidsMax: 512, IOWeight: 100,
+			// No more CPU than its vCPUs, whatever runs in the guest.
+			CPUMilli: b.cfg.CPUs * 1000})
 		if err != nil {
 			return fmt.Errorf("VMM cgroup: %w", err)
 		}
@@ -407,7 +492,14 @@ func (g *guest) start() error {
 		return fmt.Errorf("the guest was not ready after %v under %s: %s", b.cfg.BootTimeout, b.accel.Name, console.tail())
 	}
 	tBoot := time.Since(t0)
-	sess, err := yamux.Client(conn, yamuxConfig())
+	guarded := &frameGuard{Conn: conn, violation: func(why string) {
+		b.log.Warn("microVM broke the host protocol: stopping it", "vm", g.id, "account", g.account, "why", why)
+		cmd.Process.Kill()
+	}}
+	cfg := yamuxConfig()
+	// A guest that stops reading must not hold the host's writers long.
+	cfg.ConnectionWriteTimeout = 30 * time.Second
+	sess, err := yamux.Client(guarded, cfg)
 	if err != nil {
 		return err
 	}
@@ -418,6 +510,9 @@ func (g *guest) start() error {
 	resp, err := g.call(ctx, request{Op: opInfo}, nil)
 	if err != nil {
 		return err
+	}
+	if resp.Info == nil {
+		return errors.New("the guest answered info without it")
 	}
 	g.info = *resp.Info
 	go g.keepClock()
@@ -478,6 +573,9 @@ func (g *guest) stop() {
 	}
 	unix.Unmount(filepath.Join(g.dir, "root"), unix.MNT_DETACH)
 	os.RemoveAll(g.dir)
+	g.b.mu.Lock()
+	delete(g.b.uids, g.uid)
+	g.b.mu.Unlock()
 }
 
 // call sends one request on a new stream; body, when set, writes what
@@ -597,6 +695,10 @@ func (g *guest) create(ctx context.Context, spec sandbox.Spec) (*vmBox, error) {
 		}
 		return nil, fmt.Errorf("microvm %s: create: %w", g.id, err)
 	}
+	if resp.Paths == nil {
+		st.Close()
+		return nil, fmt.Errorf("microvm %s: create: the guest answered without paths", g.id)
+	}
 	paths := *resp.Paths
 	paths.HostTaskRoot, paths.HostOptDir = spec.CodeDir, spec.LayersDir
 	box := &vmBox{g: g, id: spec.ID, mem: max(spec.MemoryMB, 1), conn: st, paths: paths, done: make(chan struct{})}
@@ -625,7 +727,9 @@ func (s *vmBox) Conn() io.ReadWriteCloser { return s.conn }
 func (s *vmBox) Paths() sandbox.Paths     { return s.paths }
 func (s *vmBox) Done() <-chan struct{}    { return s.done }
 func (s *vmBox) op(op string) (response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Freeze and thaw sit between invocations: a guest that does not
+	// answer in time is not waited for long.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return s.g.call(ctx, request{Op: op, ID: s.id}, nil)
 }
@@ -696,6 +800,7 @@ func (b *Backend) Close() error {
 		}()
 	}
 	wg.Wait()
+	b.stops.Wait()
 	// Nothing of the tier stays: the images are rebuilt at the next start
 	// (a few seconds, once).
 	return os.RemoveAll(b.cfg.Dir)
@@ -724,25 +829,27 @@ func (c *console) Write(p []byte) (int, error) {
 	if len(c.buf) > 64<<10 {
 		c.buf = append(c.buf[:4<<10:4<<10], '\n')
 	}
+	start := 0
 	for {
-		i := strings.IndexByte(string(c.buf), '\n')
+		i := bytes.IndexByte(c.buf[start:], '\n')
 		if i < 0 {
 			break
 		}
-		line := strings.TrimRight(string(c.buf[:i]), "\r")
-		c.buf = c.buf[i+1:]
+		line := strings.TrimRight(string(c.buf[start:start+i]), "\r")
+		start += i + 1
 		if line == "" {
 			continue
 		}
 		c.log.Debug("guest console", "line", line)
-		c.last = append(c.last, line)
-		if len(c.last) > 20 {
+		if len(c.last) >= 20 {
 			c.last = c.last[1:]
 		}
+		c.last = append(c.last, line)
 		if strings.HasPrefix(line, readyMarker) {
 			c.once.Do(func() { close(c.ready) })
 		}
 	}
+	c.buf = c.buf[:copy(c.buf, c.buf[start:])]
 	return len(p), nil
 }
 

@@ -12,7 +12,7 @@ func fakeBackend(t *testing.T, idle time.Duration) (*Backend, *atomic.Int32) {
 	boots := new(atomic.Int32)
 	b := &Backend{
 		cfg: BackendConfig{Dir: t.TempDir(), MemoryMB: 1024, GuestOverheadMB: 256, IdleTimeout: idle},
-		log: slog.New(slog.DiscardHandler), guests: map[string][]*guest{},
+		log: slog.New(slog.DiscardHandler), guests: map[string][]*guest{}, uids: map[int]bool{},
 	}
 	b.bootVM = func(g *guest) {
 		boots.Add(1)

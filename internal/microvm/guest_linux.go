@@ -233,7 +233,8 @@ func guestStage2() error {
 		return err
 	}
 	const scratch = "/mnt/scratch"
-	if err := unix.Mount(dev, scratch, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+	// discard: blocks freed here are freed in the host's sparse file too.
+	if err := unix.Mount(dev, scratch, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "discard"); err != nil {
 		return fmt.Errorf("mount the scratch disk: %w", err)
 	}
 	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -545,7 +546,9 @@ func (g *guestAgent) create(st io.ReadWriteCloser, req request) {
 		st.Close()
 		return
 	}
-	// The stream is now the agent's connection.
+	// The stream is now the agent's connection. When either end goes (the
+	// host closed it, or the agent exited), the sandbox goes too: a host
+	// that failed half-way through create never leaks one here.
 	conn := sb.Conn()
 	go func() {
 		io.Copy(conn, st)
@@ -553,6 +556,12 @@ func (g *guestAgent) create(st io.ReadWriteCloser, req request) {
 	}()
 	io.Copy(st, conn)
 	st.Close()
+	g.mu.Lock()
+	if g.boxes[req.Spec.ID] == sb {
+		delete(g.boxes, req.Spec.ID)
+	}
+	g.mu.Unlock()
+	sb.Destroy()
 }
 
 func (g *guestAgent) createBox(req request) (sandbox.Sandbox, error) {

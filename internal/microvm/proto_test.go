@@ -91,3 +91,43 @@ func FuzzReadTar(f *testing.F) {
 		}
 	})
 }
+
+func yamuxFrame(typ byte, flags uint16, id, length uint32, payload []byte) []byte {
+	h := make([]byte, 12)
+	h[1] = typ
+	h[2], h[3] = byte(flags>>8), byte(flags)
+	h[4], h[5], h[6], h[7] = byte(id>>24), byte(id>>16), byte(id>>8), byte(id)
+	h[8], h[9], h[10], h[11] = byte(length>>24), byte(length>>16), byte(length>>8), byte(length)
+	return append(h, payload...)
+}
+
+func TestFrameGuard(t *testing.T) {
+	ok := bytes.Join([][]byte{
+		yamuxFrame(1, 2, 1, 0, nil),                            // ACK of the host's stream 1
+		yamuxFrame(0, 0, 1, 5, []byte("\x02\x00\x00\x00\x00")), // data that looks like a ping header
+		yamuxFrame(1, 4, 3, 0, nil),                            // FIN
+	}, nil)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		bad  bool
+	}{
+		{"normal", ok, false},
+		{"ping", append(ok, yamuxFrame(2, 1, 0, 7, nil)...), true},
+		{"guest SYN", append(ok, yamuxFrame(1, 1, 2, 0, nil)...), true},
+		{"even stream", append(ok, yamuxFrame(0, 0, 4, 0, nil)...), true},
+	} {
+		var why string
+		g := &frameGuard{violation: func(w string) { why = w }}
+		// Byte by byte: frames split across reads.
+		for i := range tc.in {
+			if w := g.inspect(tc.in[i : i+1]); w != "" {
+				why = w
+				break
+			}
+		}
+		if (why != "") != tc.bad {
+			t.Errorf("%s: violation %q, want bad=%v", tc.name, why, tc.bad)
+		}
+	}
+}

@@ -70,6 +70,9 @@ func startServe(t *testing.T, bin string, args ...string) (*serveProc, string) {
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		if t.Failed() {
+			t.Logf("nubo serve log:\n%s", p.log())
+		}
 	})
 	select {
 	case a := <-p.addr:

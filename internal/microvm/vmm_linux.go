@@ -3,7 +3,6 @@ package microvm
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +31,7 @@ type vmmSpec struct {
 	// Writable lists the names of Files bound read-write.
 	Writable []string `json:"writable"`
 	KVM      bool     `json:"kvm"`
+	gateFd   int
 	UID      int      `json:"uid"`
 	GID      int      `json:"gid"`
 	Args     []string `json:"args"`
@@ -55,12 +55,12 @@ func init() {
 
 func vmmStage(s vmmSpec) error {
 	// Wait for the host to have placed this process in the VM's cgroup.
-	gate := os.NewFile(4, "gate")
 	var b [1]byte
-	if _, err := io.ReadFull(gate, b[:]); err != nil {
-		return fmt.Errorf("gate: %w", err)
+	if n, err := unix.Read(4, b[:]); err != nil || n != 1 {
+		return fmt.Errorf("gate: %d bytes, %v", n, err)
 	}
-	gate.Close()
+	s.gateFd = 4 // kept (close-on-exec) to see whether nubo still lives
+	unix.CloseOnExec(4)
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return err
 	}
@@ -175,11 +175,30 @@ func vmmStage(s vmmSpec) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return err
 	}
+	// nubo may have died before the signal was set again: then the gate's
+	// write end is closed, and QEMU must not start.
+	if gone, err := peerGone(s.gateFd); err != nil || gone {
+		return fmt.Errorf("nubo is gone")
+	}
+	// No core dumps (they would hold the tenant's guest memory).
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+		return err
+	}
 	qemu, err := exec.LookPath(QEMU)
 	if err != nil {
 		return err
 	}
 	return unix.Exec(qemu, append([]string{QEMU}, s.Args...), []string{"PATH=/usr/bin:/bin"})
+}
+
+// peerGone reports whether the write end of the pipe fd is closed.
+func peerGone(fd int) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	if err != nil {
+		return false, err
+	}
+	return n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0, nil
 }
 
 // vmmCommand is the launcher stage's command: run it, place its pid in the

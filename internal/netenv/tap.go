@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // AttachTap attaches a virtual machine as environment id: a tap device
@@ -68,6 +69,22 @@ func (m *Manager) wireTap(l *Link) (*os.File, error) {
 	}
 	if err := m.nl.LinkSetIsolated(host, true); err != nil {
 		return fail(fmt.Errorf("isolate %s: %w", l.name, err))
+	}
+	// Unlike a sandbox, a guest kernel sends whatever frames it likes.
+	// The bridge learns nothing from this port (a spoofed source MAC
+	// cannot pull another environment's traffic here) and floods no
+	// unknown unicast into it; a static entry names the VM's own MAC.
+	if err := m.nl.LinkSetLearning(host, false); err != nil {
+		return fail(fmt.Errorf("learning off on %s: %w", l.name, err))
+	}
+	if err := m.nl.LinkSetFlood(host, false); err != nil {
+		return fail(fmt.Errorf("flooding off on %s: %w", l.name, err))
+	}
+	if err := m.nl.NeighSet(&netlink.Neigh{
+		LinkIndex: host.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_MASTER,
+		State: netlink.NUD_NOARP | netlink.NUD_PERMANENT, HardwareAddr: l.mac,
+	}); err != nil {
+		return fail(fmt.Errorf("bridge entry for %s: %w", l.name, err))
 	}
 	if err := m.nl.LinkSetUp(host); err != nil {
 		return fail(err)

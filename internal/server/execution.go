@@ -145,6 +145,9 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		}
 	}
 	get := func(kind string) (sandbox.Backend, error) {
+		if kind == "" {
+			kind = "namespace" // one backend, whichever way it is named
+		}
 		if b, ok := made[kind]; ok {
 			return b, nil
 		}
@@ -175,7 +178,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	router := &sandbox.ByAccount{Default: def, Accounts: map[string]sandbox.Backend{}}
 	for _, id := range accts.All() {
 		a, _ := accts.ByID(id)
-		if a.Isolation == "" || a.Isolation == cfg.Isolation {
+		if a.Isolation == "" || a.Isolation == cfg.Isolation || a.Isolation == "namespace" && cfg.Isolation == "" {
 			continue
 		}
 		b, err := get(a.Isolation)
