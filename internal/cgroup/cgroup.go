@@ -72,6 +72,12 @@ type Resources struct {
 	// (default 100); 0 leaves it alone. It is mapped onto v1's and BFQ's
 	// narrower ranges and silently skipped where no weight file exists.
 	IOWeight int
+	// CPUWeight is a proportional CPU weight in cgroup v2's scale, 1-10000
+	// (the kernel's default 100): cpu.weight on v2, cpu.shares on v1
+	// (weight × 1024 / 100, at least 2). 0 leaves it alone. It orders
+	// environments only when the CPUs are contended; unlike a quota it
+	// never idles a CPU.
+	CPUWeight int
 }
 
 func (r Resources) validate() error {
@@ -84,6 +90,8 @@ func (r Resources) validate() error {
 		return fmt.Errorf("cgroup: negative pids limit %d", r.PidsMax)
 	case r.IOWeight < 0 || r.IOWeight > 10000:
 		return fmt.Errorf("cgroup: io weight %d outside 1-10000", r.IOWeight)
+	case r.CPUWeight < 0 || r.CPUWeight > 10000:
+		return fmt.Errorf("cgroup: cpu weight %d outside 1-10000", r.CPUWeight)
 	}
 	return nil
 }
@@ -118,6 +126,12 @@ func CPUMilliForMemory(memoryMB, hostCPUs int) int {
 		m = hostCPUs * 1000
 	}
 	return m
+}
+
+// v1Shares maps a v2 cpu weight (default 100) onto v1's cpu.shares
+// (default 1024, at least 2).
+func v1Shares(w int) int {
+	return max(w*1024/100, 2)
 }
 
 // scaleWeight maps a v2 io weight (1-10000) linearly onto [lo, hi].

@@ -93,7 +93,7 @@ func (k *fakeKernel) log() []string {
 var ctrlFiles = map[string][][2]string{
 	"memory": {{"memory.max", "max"}, {"memory.swap.max", "max"}, {"memory.current", "0"},
 		{"memory.peak", "0"}, {"memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"}},
-	"cpu":  {{"cpu.max", "max 100000"}},
+	"cpu":  {{"cpu.max", "max 100000"}, {"cpu.weight", "100"}},
 	"pids": {{"pids.max", "max"}, {"pids.current", "0"}},
 	"io":   {{"io.weight", "default 100"}, {"io.bfq.weight", "100"}},
 }

@@ -322,6 +322,11 @@ func (c *v1Cgroup) Set(r Resources) error {
 	if err := w(filepath.Join(cpu, "cpu.cfs_quota_us"), strconv.FormatInt(quotaMicros(milli), 10)); err != nil {
 		return err
 	}
+	if r.CPUWeight > 0 {
+		if err := w(filepath.Join(cpu, "cpu.shares"), strconv.Itoa(v1Shares(r.CPUWeight))); err != nil {
+			return err
+		}
+	}
 
 	if err := w(filepath.Join(c.dirs["pids"], "pids.max"), strconv.Itoa(r.pidsMax())); err != nil {
 		return err

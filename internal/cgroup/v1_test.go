@@ -112,6 +112,23 @@ func TestV1Layout(t *testing.T) {
 	if v, _ := readInt(filepath.Join(p["memory"], "memory.limit_in_bytes")); v < 1<<60 {
 		t.Errorf("memory limit %d after Set(Resources{}), want unlimited", v)
 	}
+	// CPU weight: v2's scale onto cpu.shares; 0 leaves it as it was.
+	check("cpu", "cpu.shares", "1024")
+	for _, c := range []struct {
+		weight int
+		want   string
+	}{{1, "10"}, {0, "10"}, {100, "1024"}, {10000, "102400"}} {
+		if err := cg.Set(Resources{CPUWeight: c.weight}); err != nil {
+			t.Fatalf("Set CPUWeight %d: %v", c.weight, err)
+		}
+		check("cpu", "cpu.shares", c.want)
+	}
+	if err := cg.Set(Resources{CPUWeight: 10001}); err == nil {
+		t.Error("Set accepted cpu weight 10001")
+	}
+	if v, _ := readInt(filepath.Join(p["memory"], "memory.limit_in_bytes")); v < 1<<60 {
+		t.Errorf("memory limit %d after Set(Resources{}), want unlimited", v)
+	}
 
 	if _, err := m.Create("layout", Resources{}); !errors.Is(err, os.ErrExist) {
 		t.Errorf("duplicate Create: %v, want ErrExist", err)

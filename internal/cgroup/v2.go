@@ -421,6 +421,11 @@ func (c *v2Cgroup) Set(r Resources) error {
 		if err := w(c.file("cpu.max"), q+" "+strconv.FormatInt(CPUPeriod.Microseconds(), 10)); err != nil {
 			return err
 		}
+		if r.CPUWeight > 0 {
+			if err := w(c.file("cpu.weight"), strconv.Itoa(r.CPUWeight)); err != nil {
+				return err
+			}
+		}
 	}
 	if c.has("pids") {
 		if err := w(c.file("pids.max"), strconv.Itoa(r.pidsMax())); err != nil {

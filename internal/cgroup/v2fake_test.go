@@ -106,6 +106,17 @@ func TestV2DelegationDance(t *testing.T) {
 	if err := cg.Set(Resources{IOWeight: 20000}); err == nil {
 		t.Error("Set accepted io weight 20000")
 	}
+	for _, c := range []struct {
+		weight int
+		want   string
+	}{{1, "1"}, {0, "1"}, {100, "100"}} {
+		if err := cg.Set(Resources{CPUWeight: c.weight}); err != nil {
+			t.Fatal(err)
+		}
+		if got := k.get(env, "cpu.weight"); got != c.want {
+			t.Errorf("CPUWeight %d: cpu.weight = %q, want %q", c.weight, got, c.want)
+		}
+	}
 
 	const fakePid = 4194000 // above pid_max: never a real process
 	if err := cg.AddProc(fakePid); err != nil {

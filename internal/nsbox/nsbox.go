@@ -51,7 +51,8 @@ type Config struct {
 	// negative: none, every sandbox makes its own).
 	PoolVolumes int
 	// PoolShells caps the sandboxes made ahead per /tmp size, waiting for a
-	// function (default 4; negative: none).
+	// function (default 16; negative: none). How many are kept follows the
+	// largest recent burst of cold starts (see pool).
 	PoolShells int
 	// RuntimeDir is nubo's runtime clients, the same for every sandbox.
 	RuntimeDir string
@@ -102,7 +103,7 @@ func New(cfg Config) (*Backend, error) {
 	if n := orDefault(cfg.PoolVolumes, 8); n > 0 {
 		b.vols = newVolPool(filepath.Join(cfg.Dir, "pool"), n, cfg.Logger.Warn)
 	}
-	if n := orDefault(cfg.PoolShells, 4); n > 0 {
+	if n := orDefault(cfg.PoolShells, 16); n > 0 {
 		b.shells = newShellPool(b, n)
 	}
 	return b, nil
@@ -166,37 +167,44 @@ type box struct {
 	destroyed bool
 }
 
-// Create implements sandbox.Backend. A shell made ahead of demand (see
-// shellPool) is used when one of the right /tmp size is ready; otherwise a
-// new one is made on the spot. Either way the function's code is then
-// handed to it (assign).
+// Create implements sandbox.Backend. The shell comes from the pool (see
+// pool): a ready one of the right /tmp size, else the first one made, by a
+// refill under way or by a maker started for this call. Sandboxes without
+// network are not pooled and are made on the spot. Either way the
+// function's code is then handed to the shell (assign).
 func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox, error) {
 	t0 := time.Now()
 	tmpMB := max(spec.EphemeralMB, 1)
 	var s *box
+	var err error
 	if b.shells != nil && !spec.NoNetwork {
-		s, _ = b.shells.take(tmpMB)
+		s, err = b.shells.get(ctx, tmpMB)
+	} else {
+		s, err = b.newShell(tmpMB, spec.NoNetwork, true)
 	}
-	pooled := s != nil
-	if s == nil {
-		var err error
-		if s, err = b.newShell(tmpMB, spec.NoNetwork); err != nil {
-			return nil, err
-		}
+	if err != nil {
+		return nil, err
 	}
 	tShell := time.Now()
 	if err := s.assign(spec); err != nil {
 		s.Destroy()
 		return nil, err
 	}
-	b.log.Debug("sandbox created", "env", s.id, "pooled", pooled, "shell", tShell.Sub(t0), "assign", time.Since(tShell))
+	b.log.Debug("sandbox created", "env", s.id, "shell", tShell.Sub(t0), "assign", time.Since(tShell))
 	return s, nil
 }
 
 // newShell makes a sandbox with everything but the function: /tmp volume,
 // cgroup, namespaces, network, the root file system, and the agent started
 // and waiting for Start; /var/task and /opt are empty until assign.
-func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
+//
+// A shell made ahead (not urgent) gets the lowest CPU weight until assign:
+// on a small host, refills after a burst of cold starts would otherwise
+// take the CPUs from the very cold starts they are meant to speed up (the
+// agent's start, its share of a shell's cost, runs in the shell's cgroup).
+// The weight orders work only under contention; an idle host makes shells
+// as fast as before.
+func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error) {
 	slot, err := b.allocSlot()
 	if err != nil {
 		return nil, err
@@ -226,7 +234,11 @@ func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
 	tVol := time.Now()
 	if b.cfg.Cgroups != nil {
 		// The function's memory limit is set when the code arrives.
-		s.cg, err = b.cfg.Cgroups.Create(id, cgroup.Resources{PidsMax: cgroup.MaxPids, IOWeight: 100})
+		r := cgroup.Resources{PidsMax: cgroup.MaxPids, IOWeight: 100}
+		if !urgent {
+			r.CPUWeight = shellCPUWeight
+		}
+		s.cg, err = b.cfg.Cgroups.Create(id, r)
 		if err != nil {
 			return nil, err
 		}
@@ -254,6 +266,13 @@ func (b *Backend) newShell(tmpMB int, noNetwork bool) (_ *box, err error) {
 	return s, nil
 }
 
+// CPU weights (cgroup v2's scale): a shell made ahead, and every sandbox
+// once it has a function (the kernel's default).
+const (
+	shellCPUWeight = 1
+	envCPUWeight   = 100
+)
+
 // orDefault reads a pool size: 0 means def, negative means none.
 func orDefault(n, def int) int {
 	if n == 0 {
@@ -279,7 +298,8 @@ func (s *box) assign(spec sandbox.Spec) error {
 	}
 	s.memMB = spec.MemoryMB
 	if s.cg != nil {
-		if err := s.cg.Set(cgroup.Resources{MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids, IOWeight: 100}); err != nil {
+		if err := s.cg.Set(cgroup.Resources{MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids,
+			IOWeight: 100, CPUWeight: envCPUWeight}); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 	}

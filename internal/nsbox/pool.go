@@ -1,6 +1,8 @@
 package nsbox
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,31 +12,68 @@ import (
 
 // pool keeps things made ahead of demand — /tmp volumes, whole sandbox
 // shells — one queue per /tmp size, so a cold start does not wait for them.
-// Each item is handed out once; the pool refills in the background. How
-// many are kept per size follows demand: the number taken in the last
-// minute, at least one of the default size, at most max.
+// Each item is handed out once; the pool refills in the background.
+//
+// How many are kept per size follows bursts, not the average rate: cold
+// starts come in bursts (a deployment, a traffic spike), and a start that
+// finds the pool empty pays for a whole shell on its request path. The
+// pool keeps the largest number taken within any burstSpan of the last
+// sizingWindow, plus spare items (floor) on top, at most max. Items beyond
+// that are destroyed once the burst has left the window: an idle shell
+// holds memory.
+//
+// A get that finds the pool empty waits for the next item made — by a
+// refill already under way, or by one more maker it starts at once,
+// whichever finishes first (the other item goes to the pool). On a loaded
+// host a refill started earlier usually wins: it has had a head start.
 type pool[T any] struct {
-	name    string
-	max     int
-	mk      func(size int) (T, error)
+	name  string
+	max   int // at most this many ready per size
+	floor int // spare items kept beyond the recent burst
+	// mk makes an item; urgent when a get waits for it, otherwise it is
+	// made ahead and may yield the CPUs to the cold starts being served.
+	mk      func(size int, urgent bool) (T, error)
 	destroy func(T)
 	log     func(msg string, args ...any)
 
 	mu      sync.Mutex
-	ready   map[int][]T
-	taken   map[int][]time.Time // recent takes per size, for sizing
-	filling map[int]int
+	ready   map[int][]T         // per size, oldest first
+	taken   map[int][]time.Time // recent takes per size, in order, for sizing
+	filling map[int]int         // items being made per size (refills and gets)
+	waiting map[int][]chan made[T]
 	closed  bool
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // the refill loop and every maker
 	kick    chan struct{}
 }
 
-// defaultTmpMB is Lambda's default EphemeralStorage.
-const defaultTmpMB = 512
+// made is an item a waiting get receives, or why there is none.
+type made[T any] struct {
+	item T
+	err  error
+}
 
-func newPool[T any](name string, max int, mk func(int) (T, error), destroy func(T), log func(string, ...any)) *pool[T] {
-	p := &pool[T]{name: name, max: max, mk: mk, destroy: destroy, log: log, ready: map[int][]T{},
-		taken: map[int][]time.Time{defaultTmpMB: nil}, filling: map[int]int{}, kick: make(chan struct{}, 1)}
+const (
+	// defaultTmpMB is Lambda's default EphemeralStorage.
+	defaultTmpMB = 512
+	// burstSpan is what counts as one burst of takes; sizingWindow is how
+	// long the largest burst is remembered.
+	burstSpan    = time.Second
+	sizingWindow = time.Minute
+	// refillers bounds how many items the refill makes at once. Sandbox
+	// shells overlap well (clone, mounts, network) except for cgroup v1
+	// placement, which the kernel serialises; more makers than cores
+	// only add contention with the cold starts being served.
+	refillers = 4
+	// trimEvery is how often ready items beyond the demand are destroyed.
+	trimEvery = 10 * time.Second
+)
+
+var errPoolClosed = errors.New("nsbox: pool closed")
+
+func newPool[T any](name string, max, floor int, mk func(size int, urgent bool) (T, error), destroy func(T), log func(string, ...any)) *pool[T] {
+	p := &pool[T]{name: name, max: max, floor: min(floor, max), mk: mk, destroy: destroy, log: log,
+		ready: map[int][]T{}, taken: map[int][]time.Time{defaultTmpMB: nil}, filling: map[int]int{},
+		waiting: map[int][]chan made[T]{}, kick: make(chan struct{}, 1)}
 	p.wg.Add(1)
 	go p.refill()
 	p.poke()
@@ -52,50 +91,157 @@ func (p *pool[T]) poke() {
 func (p *pool[T]) take(size int) (item T, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.taken[size] = append(p.taken[size], time.Now())
 	defer p.poke()
+	p.noteTakeLocked(size)
+	return p.popLocked(size)
+}
+
+// get returns a ready item of size or, when none is ready, the next one
+// made: see pool. It fails only when the maker it started failed first,
+// when ctx ends, or when the pool is closed.
+func (p *pool[T]) get(ctx context.Context, size int) (item T, err error) {
+	p.mu.Lock()
+	defer p.poke()
+	p.noteTakeLocked(size)
+	if item, ok := p.popLocked(size); ok {
+		p.mu.Unlock()
+		return item, nil
+	}
+	if p.closed {
+		p.mu.Unlock()
+		return item, errPoolClosed
+	}
+	w := make(chan made[T], 1)
+	p.waiting[size] = append(p.waiting[size], w)
+	p.startMakerLocked(size, w)
+	p.mu.Unlock()
+	select {
+	case m := <-w:
+		return m.item, m.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if p.dropWaiterLocked(size, w) {
+		p.mu.Unlock()
+		return item, ctx.Err()
+	}
+	p.mu.Unlock()
+	// Served meanwhile: the item is not wasted.
+	if m := <-w; m.err == nil {
+		p.deliver(size, m.item, nil, nil, false)
+	}
+	return item, ctx.Err()
+}
+
+func (p *pool[T]) noteTakeLocked(size int) {
+	p.taken[size] = append(p.taken[size], time.Now())
+}
+
+func (p *pool[T]) popLocked(size int) (item T, ok bool) {
 	q := p.ready[size]
 	if len(q) == 0 {
 		return item, false
 	}
+	// The newest: the oldest are the ones trimmed.
 	item = q[len(q)-1]
 	p.ready[size] = q[:len(q)-1]
 	return item, true
 }
 
-// wantLocked is how many ready items of size to keep.
-func (p *pool[T]) wantLocked(size int) int {
-	cut := time.Now().Add(-time.Minute)
-	recent := p.taken[size][:0]
-	for _, t := range p.taken[size] {
-		if t.After(cut) {
-			recent = append(recent, t)
+func (p *pool[T]) dropWaiterLocked(size int, w chan made[T]) bool {
+	ws := p.waiting[size]
+	for i, x := range ws {
+		if x == w {
+			p.waiting[size] = append(ws[:i:i], ws[i+1:]...)
+			return true
 		}
 	}
-	p.taken[size] = recent
-	n := len(recent)
-	if size == defaultTmpMB {
-		n = max(n, 1)
-	}
-	return min(n, p.max)
+	return false
 }
 
-// refillers bounds how many items are made at once. Sandbox shells
-// overlap well (clone, mounts, network) except for cgroup v1 placement,
-// which the kernel serialises.
-const refillers = 4
+// startMakerLocked makes one item of size in the background. Its item goes
+// to the oldest waiting get, else to the pool; its error goes to own, the
+// get that started it, if that still waits.
+func (p *pool[T]) startMakerLocked(size int, own chan made[T]) {
+	p.filling[size]++
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		item, err := p.mk(size, true)
+		p.deliver(size, item, err, own, true)
+	}()
+}
+
+// deliver hands an item on (see startMakerLocked): one just made (fresh:
+// its maker was counted in filling), or one a cancelled get gives back. An
+// item arriving after close is destroyed.
+func (p *pool[T]) deliver(size int, item T, err error, own chan made[T], fresh bool) {
+	p.mu.Lock()
+	if fresh {
+		p.filling[size]--
+	}
+	switch {
+	case err != nil:
+		served := own != nil && p.dropWaiterLocked(size, own)
+		p.mu.Unlock()
+		if served {
+			own <- made[T]{err: err}
+		} else {
+			p.log("making a pooled "+p.name+" failed; retrying later", "err", err)
+		}
+		return
+	case p.closed:
+		p.mu.Unlock()
+		p.destroy(item)
+		return
+	}
+	if ws := p.waiting[size]; len(ws) > 0 {
+		w := ws[0]
+		p.waiting[size] = ws[1:]
+		p.mu.Unlock()
+		w <- made[T]{item: item}
+		return
+	}
+	p.ready[size] = append(p.ready[size], item)
+	p.mu.Unlock()
+}
+
+// wantLocked is how many items of size to keep: the largest burst of
+// takes in the window plus the spare floor (the floor alone for the
+// default size, nothing for other sizes unused in the window), at most max.
+func (p *pool[T]) wantLocked(size int, now time.Time) int {
+	cut := now.Add(-sizingWindow)
+	ts := p.taken[size]
+	i := 0
+	for i < len(ts) && !ts[i].After(cut) {
+		i++
+	}
+	ts = ts[i:]
+	p.taken[size] = ts
+	peak := 0
+	for lo, hi := 0, 0; hi < len(ts); hi++ {
+		for ts[hi].Sub(ts[lo]) >= burstSpan {
+			lo++
+		}
+		peak = max(peak, hi-lo+1)
+	}
+	if peak == 0 && size != defaultTmpMB {
+		return 0
+	}
+	return min(peak+p.floor, p.max)
+}
 
 func (p *pool[T]) refill() {
 	defer p.wg.Done()
-	tick := time.NewTicker(10 * time.Second)
+	tick := time.NewTicker(trimEvery)
 	defer tick.Stop()
 	sem := make(chan struct{}, refillers)
-	var makers sync.WaitGroup
-	defer makers.Wait()
 	for {
+		trim := false
 		select {
 		case <-p.kick:
 		case <-tick.C:
+			trim = true
 		}
 		for {
 			p.mu.Lock()
@@ -103,50 +249,69 @@ func (p *pool[T]) refill() {
 				p.mu.Unlock()
 				return
 			}
+			now := time.Now()
 			size := -1
+			var extra []T
 			for s := range p.taken {
-				if len(p.ready[s])+p.filling[s] < p.wantLocked(s) {
+				want := p.wantLocked(s, now)
+				// Waiting gets each have a maker of their own in filling.
+				have := len(p.ready[s]) + p.filling[s] - len(p.waiting[s])
+				if have < want && size < 0 {
 					size = s
-					break
 				}
+				if trim && len(p.ready[s]) > want {
+					n := len(p.ready[s]) - want
+					extra = append(extra, p.ready[s][:n]...)
+					p.ready[s] = append(p.ready[s][:0:0], p.ready[s][n:]...)
+				}
+				if len(p.taken[s]) == 0 && s != defaultTmpMB && len(p.ready[s])+p.filling[s]+len(p.waiting[s]) == 0 {
+					delete(p.taken, s)
+				}
+			}
+			trim = false
+			if size >= 0 {
+				p.filling[size]++
+			}
+			p.mu.Unlock()
+			for _, it := range extra {
+				p.destroy(it)
 			}
 			if size < 0 {
-				p.mu.Unlock()
 				break
 			}
-			p.filling[size]++
-			p.mu.Unlock()
+			// Bounded: a burst must not start a maker per take at once.
 			sem <- struct{}{}
-			makers.Add(1)
-			go func() {
-				defer makers.Done()
-				defer func() { <-sem }()
-				item, err := p.mk(size)
-				p.mu.Lock()
+			p.mu.Lock()
+			if p.closed {
 				p.filling[size]--
-				closed := p.closed
-				if err == nil && !closed {
-					p.ready[size] = append(p.ready[size], item)
-				}
 				p.mu.Unlock()
-				if err == nil && closed {
-					p.destroy(item)
-				}
-				if err != nil {
-					p.log("making a pooled "+p.name+" failed; retrying later", "err", err)
-				}
+				return
+			}
+			p.wg.Add(1)
+			p.mu.Unlock()
+			go func() {
+				defer p.wg.Done()
+				defer func() { <-sem }()
+				item, err := p.mk(size, false)
+				p.deliver(size, item, err, nil, true)
 			}()
 		}
 	}
 }
 
-// close stops refilling and destroys every ready item.
+// close stops refilling, fails every waiting get and destroys every ready
+// item; items still being made are destroyed as they arrive.
 func (p *pool[T]) close() {
 	p.mu.Lock()
 	p.closed = true
-	ready := p.ready
-	p.ready = map[int][]T{}
+	ready, waiting := p.ready, p.waiting
+	p.ready, p.waiting = map[int][]T{}, map[int][]chan made[T]{}
 	p.mu.Unlock()
+	for _, ws := range waiting {
+		for _, w := range ws {
+			w <- made[T]{err: errPoolClosed}
+		}
+	}
 	p.poke()
 	p.wg.Wait()
 	for _, q := range ready {
@@ -160,7 +325,7 @@ func (p *pool[T]) close() {
 func newVolPool(dir string, max int, log func(string, ...any)) *pool[*tmpVolume] {
 	var mu sync.Mutex
 	seq := 0
-	return newPool("tmp volume", max, func(size int) (*tmpVolume, error) {
+	return newPool("tmp volume", max, 1, func(size int, _ bool) (*tmpVolume, error) {
 		mu.Lock()
 		seq++
 		d := filepath.Join(dir, fmt.Sprintf("vol-%d", seq))
@@ -180,6 +345,9 @@ func newVolPool(dir string, max int, log func(string, ...any)) *pool[*tmpVolume]
 
 // newShellPool pools sandbox shells of b.
 func newShellPool(b *Backend, max int) *pool[*box] {
-	return newPool("sandbox shell", max, func(size int) (*box, error) { return b.newShell(size, false) },
+	return newPool("sandbox shell", max, shellFloor, func(size int, urgent bool) (*box, error) { return b.newShell(size, false, urgent) },
 		func(s *box) { s.Destroy() }, b.log.Warn)
 }
+
+// shellFloor is the spare shells kept beyond the largest recent burst.
+const shellFloor = 2

@@ -506,6 +506,11 @@ type envResult struct {
 	OverheadPSSKiB    float64 `json:"overhead_beyond_function_pss_kib"`
 	OverheadRSSKiB    float64 `json:"overhead_beyond_function_rss_kib"`
 	UserlandKiB       float64 `json:"userland_overhead_kib"`
+	// Shells nubo held ready in its pool before the burst and when memory
+	// was read: the pool grows after a burst (it is sized from bursts),
+	// and the shells added hold memory that is no environment's.
+	PooledBefore int `json:"pooled_shells_before"`
+	PooledAfter  int `json:"pooled_shells_after"`
 	// CPU per environment: nubo serve's CPU time over the burst divided by
 	// the environments made, and the mean CPU time of each environment's
 	// cgroup (agent, runtime, everything that ran there). Their sum bounds
@@ -541,6 +546,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		r.Err = err.Error()
 		return err
 	}
+	r.PooledBefore = n.pooledShells()
 	serverBefore, _ := smapsRollup(n.pid())
 	cpuBefore, _ := procCPU(n.pid())
 	availBefore, err := memAvailableKiB()
@@ -588,6 +594,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	}
 	serverAfter, _ := smapsRollup(n.pid())
 	agents, pm := n.environments()
+	r.PooledAfter = n.pooledShells()
 	r.LiveAgents = len(agents)
 	var fnPSS, fnRSS, agPSS int64
 	var envCPU time.Duration
@@ -611,12 +618,16 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		return errors.New(r.Err)
 	}
 	r.MemAvailDeltaKiB = availBefore - availAfter
-	r.PerEnvHostKiB = float64(r.MemAvailDeltaKiB) / k
 	r.FunctionPSSKiB = float64(fnPSS) / k
 	r.FunctionRSSKiB = float64(fnRSS) / k
 	r.AgentPSSKiB = float64(agPSS) / k
 	r.ServerPSSDeltaKiB = float64(serverAfter.PSS-serverBefore.PSS) / k
-	r.OverheadPSSKiB = r.PerEnvHostKiB - r.FunctionPSSKiB
+	// A pooled shell is an environment without its function (same agent,
+	// kernel objects, /tmp volume): the fall is k × (function + overhead)
+	// + Δshells × overhead.
+	dp := float64(r.PooledAfter - r.PooledBefore)
+	r.OverheadPSSKiB = (float64(r.MemAvailDeltaKiB) - k*r.FunctionPSSKiB) / max(k+dp, 1)
+	r.PerEnvHostKiB = r.FunctionPSSKiB + r.OverheadPSSKiB
 	r.OverheadRSSKiB = r.PerEnvHostKiB - r.FunctionRSSKiB
 	r.UserlandKiB = r.AgentPSSKiB + r.ServerPSSDeltaKiB
 	r.ServerCPUPerEnvMs = float64((cpuAfter - cpuBefore).Microseconds()) / 1000 / float64(cnt)

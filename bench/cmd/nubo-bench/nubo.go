@@ -402,6 +402,23 @@ func (n *nuboServer) environments() ([]int, map[int]int) {
 
 // waitEnvs waits until nubo has at most max environments left, so a block
 // of measurements never overlaps the teardown of the previous one.
+// pooledShells counts the shells nubo holds ready: agents without a
+// process below them (see environments).
+func (n *nuboServer) pooledShells() int {
+	pm := parentMap()
+	kids := map[int]int{}
+	for _, pp := range pm {
+		kids[pp]++
+	}
+	c := 0
+	for p, pp := range pm {
+		if pp == n.pid() && kids[p] == 0 && isAgent(p) {
+			c++
+		}
+	}
+	return c
+}
+
 func (n *nuboServer) waitEnvs(ctx context.Context, max int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for ctx.Err() == nil {

@@ -212,3 +212,14 @@ func cgroupCPU(pid int) (time.Duration, error) {
 	}
 	return 0, fmt.Errorf("no cpu accounting for pid %d", pid)
 }
+
+// isAgent reports whether pid is a sandbox's agent: nubo starts each
+// sandbox's init stage as "nubo-agent", and it becomes the agent in place.
+func isAgent(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	arg0, _, _ := bytes.Cut(b, []byte{0})
+	return string(arg0) == "nubo-agent"
+}

@@ -307,7 +307,8 @@ func (r *results) printDetails(w io.Writer) {
 		fmt.Fprintln(w, "\nenvironments (figure 4)")
 		fmt.Fprintf(w, "  %d first invokes of distinct functions, %d at a time: %.2f s, %.0f environments/s; first-invoke latency p50 %.1f ms, p99 %.1f ms\n",
 			e.Environments, e.Concurrency, e.Seconds, e.PerSecond, e.Latency.P50, e.Latency.P99)
-		fmt.Fprintf(w, "  %d idle environments: MemAvailable fell %.1f MiB = %.2f MiB per environment\n", e.LiveAgents, float64(e.MemAvailDeltaKiB)/1024, e.PerEnvHostKiB/1024)
+		fmt.Fprintf(w, "  %d idle environments: MemAvailable fell %.1f MiB = %.2f MiB per environment (pooled shells %d before, %d after)\n",
+			e.LiveAgents, float64(e.MemAvailDeltaKiB)/1024, e.PerEnvHostKiB/1024, e.PooledBefore, e.PooledAfter)
 		fmt.Fprintf(w, "  per environment: function PSS %.2f MiB (RSS %.2f MiB), agent PSS %.2f MiB, nubo serve PSS growth %.2f MiB\n",
 			e.FunctionPSSKiB/1024, e.FunctionRSSKiB/1024, e.AgentPSSKiB/1024, e.ServerPSSDeltaKiB/1024)
 		fmt.Fprintf(w, "  beyond the function: %.2f MiB (host − function PSS), %.2f MiB (host − function RSS); userland part %.2f MiB\n",
@@ -395,6 +396,6 @@ func methods(c config) []string {
 		"crun: `crun run` of a bundle from `crun spec` running /bin/true from a rootfs holding only it and its libraries; timed inside a long-lived helper in a private mount namespace where /sys/fs/cgroup/unified is unmounted (crun 1.8 refuses this host's hybrid cgroup mode otherwise); only crun's own run is timed.",
 		"Floors: fork+exec of the echo bootstrap outside Lambda (it exits at once, having started its runtime), `unshare --pid --fork --mount --net --uts --ipc /bin/true`, and the bare interpreter start for Python and Node.",
 		"Environments: N functions sharing one deployment package get their first invoke " + fmt.Sprint(c.envConcurrency) + " at a time; rate = N / wall time from the first request to the last response.",
-		"Idle memory: MemAvailable (median of 7 readings) before the burst minus after it, 2 s after the last response, divided by the live environments (nubo's agent children with a runtime below them; shells nubo holds ready in a pool are not environments and are there before and after), minus the mean PSS of each environment's function processes (PSS, not RSS, because the environments share one unpacked binary; the RSS variant is reported too). Includes kernel objects, the agent and nubo's own growth; neighbours on a shared machine add noise.",
+		"Idle memory: MemAvailable (median of 7 readings) before the burst minus after it, 2 s after the last response, divided by the live environments (nubo's agent children with a runtime below them; shells nubo holds ready in a pool are not environments: the pool grows after a burst, so each shell added since before the burst is counted as one environment's overhead without a function), minus the mean PSS of each environment's function processes (PSS, not RSS, because the environments share one unpacked binary; the RSS variant is reported too). Includes kernel objects, the agent and nubo's own growth; neighbours on a shared machine add noise.",
 	}
 }

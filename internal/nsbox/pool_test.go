@@ -1,0 +1,187 @@
+package nsbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// gatedMaker makes ints, each only once the test releases it.
+type gatedMaker struct {
+	calls     atomic.Int32
+	release   chan struct{}
+	destroyed atomic.Int32
+	err       error
+}
+
+func newGatedMaker() *gatedMaker { return &gatedMaker{release: make(chan struct{}, 100)} }
+
+func (g *gatedMaker) mk(int, bool) (int, error) {
+	n := g.calls.Add(1)
+	<-g.release
+	return int(n), g.err
+}
+
+func (g *gatedMaker) destroy(int) { g.destroyed.Add(1) }
+
+func nolog(string, ...any) {}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (p *pool[T]) readyLen(size int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready[size])
+}
+
+func TestPoolWantFollowsBursts(t *testing.T) {
+	p := &pool[int]{max: 16, floor: 2, taken: map[int][]time.Time{}}
+	now := time.Now()
+	at := func(ago ...time.Duration) []time.Time {
+		var ts []time.Time
+		for _, a := range ago {
+			ts = append(ts, now.Add(-a))
+		}
+		return ts
+	}
+	ms := time.Millisecond
+	for _, c := range []struct {
+		name  string
+		size  int
+		taken []time.Time
+		want  int
+	}{
+		{"default size unused keeps the floor", defaultTmpMB, nil, 2},
+		{"other size unused keeps nothing", 1024, nil, 0},
+		{"ten starts in 300 ms", defaultTmpMB, at(300*ms, 270*ms, 240*ms, 200*ms, 160*ms, 130*ms, 90*ms, 60*ms, 30*ms, 0), 12},
+		{"the same burst 40 s ago still counts", defaultTmpMB, at(40300*ms, 40200*ms, 40100*ms, 40000*ms), 6},
+		{"a burst older than the window does not", defaultTmpMB, at(61*time.Second, 61*time.Second, 61*time.Second), 2},
+		{"spread-out starts are not a burst", 1024, at(5*time.Second, 3*time.Second, time.Second), 3},
+		{"capped", defaultTmpMB, at(make([]time.Duration, 40)...), 16},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p.taken[c.size] = c.taken
+			if got := p.wantLocked(c.size, now); got != c.want {
+				t.Errorf("want %d, got %d", c.want, got)
+			}
+		})
+	}
+	if n := len(p.taken[defaultTmpMB]); n != 40 {
+		t.Errorf("recent takes pruned: %d left of 40", n)
+	}
+	p.taken[defaultTmpMB] = at(61*time.Second, 0)
+	p.wantLocked(defaultTmpMB, now)
+	if n := len(p.taken[defaultTmpMB]); n != 1 {
+		t.Errorf("takes older than the window kept: %d, want 1", n)
+	}
+}
+
+// A get that finds the pool empty takes whichever item is made first:
+// here the refill's, started before it, while its own maker still runs.
+func TestPoolGetTakesFirstItemMade(t *testing.T) {
+	g := newGatedMaker()
+	p := newPool("thing", 4, 1, g.mk, g.destroy, nolog)
+	waitFor(t, "the refill's maker", func() bool { return g.calls.Load() == 1 })
+	// The pool is empty: the get starts a maker of its own and waits.
+	got := make(chan int, 1)
+	go func() {
+		it, err := p.get(context.Background(), defaultTmpMB)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- it
+	}()
+	waitFor(t, "the get's own maker", func() bool { return g.calls.Load() >= 2 })
+	g.release <- struct{}{}
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("get did not return once an item was made")
+	}
+	// The other maker's item is not lost: it becomes a ready one.
+	g.release <- struct{}{}
+	waitFor(t, "the second item in the pool", func() bool { return p.readyLen(defaultTmpMB) >= 1 })
+	for range 10 {
+		g.release <- struct{}{}
+	}
+	p.close()
+	if d, c := g.destroyed.Load(), g.calls.Load(); d != c-1 {
+		t.Errorf("%d made, 1 handed out, %d destroyed", c, d)
+	}
+}
+
+func TestPoolGetFailsWithItsMaker(t *testing.T) {
+	g := newGatedMaker()
+	g.err = errors.New("no shell today")
+	for range 100 {
+		g.release <- struct{}{}
+	}
+	p := newPool("thing", 4, 1, g.mk, g.destroy, nolog)
+	defer p.close()
+	if _, err := p.get(context.Background(), defaultTmpMB); !errors.Is(err, g.err) {
+		t.Fatalf("get: %v, want %v", err, g.err)
+	}
+}
+
+func TestPoolGetCancelledKeepsItem(t *testing.T) {
+	g := newGatedMaker()
+	p := newPool("thing", 4, 1, g.mk, g.destroy, nolog)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.get(ctx, 2048)
+		errc <- err
+	}()
+	waitFor(t, "the get's maker", func() bool { return g.calls.Load() >= 2 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("get: %v, want context.Canceled", err)
+	}
+	for range 10 {
+		g.release <- struct{}{}
+	}
+	waitFor(t, "the cancelled get's item in the pool", func() bool { return p.readyLen(2048) >= 1 })
+	p.close()
+}
+
+func TestPoolCloseFailsWaitersAndDestroysLateItems(t *testing.T) {
+	g := newGatedMaker()
+	p := newPool("thing", 4, 1, g.mk, g.destroy, nolog)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.get(context.Background(), defaultTmpMB)
+		errc <- err
+	}()
+	waitFor(t, "the get's maker", func() bool { return g.calls.Load() >= 2 })
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.close()
+	}()
+	if err := <-errc; !errors.Is(err, errPoolClosed) {
+		t.Fatalf("get during close: %v, want errPoolClosed", err)
+	}
+	for range 10 {
+		g.release <- struct{}{}
+	}
+	wg.Wait()
+	if d, c := g.destroyed.Load(), g.calls.Load(); d != c {
+		t.Errorf("%d made after close, %d destroyed", c, d)
+	}
+	if _, err := p.get(context.Background(), defaultTmpMB); !errors.Is(err, errPoolClosed) {
+		t.Errorf("get after close: %v", err)
+	}
+}
