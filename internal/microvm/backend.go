@@ -666,6 +666,10 @@ func (g *guest) create(ctx context.Context, spec sandbox.Spec) (*vmBox, error) {
 	if g.err != nil {
 		return nil, g.err
 	}
+	// However the caller waits, a guest that does not make the sandbox in
+	// time fails the request rather than holding it.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	code, err := g.put(ctx, spec.CodeDir)
 	if err != nil {
 		return nil, err

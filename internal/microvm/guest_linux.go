@@ -586,7 +586,7 @@ func (g *guestAgent) createBox(req request) (sandbox.Sandbox, error) {
 			return nil, fmt.Errorf("code %s was not put: %w", d, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sb, err := b.Create(ctx, spec)
 	if err != nil {
