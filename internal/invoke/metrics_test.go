@@ -1,12 +1,19 @@
 package invoke_test
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/nubo-dev/nubo/internal/server"
 )
@@ -43,5 +50,27 @@ func TestColdStartPhaseMetrics(t *testing.T) {
 		if v, err := strconv.ParseFloat(string(sum[1]), 64); err != nil || v <= 0 || v > 30 {
 			t.Errorf("phase %s took %s s", phase, sum[1])
 		}
+	}
+}
+
+// TestCodeUnpackedAtCreate: creating a function unpacks its code on the
+// node at once, so its first cold start does not.
+func TestCodeUnpackedAtCreate(t *testing.T) {
+	h := newHarness(t)
+	out := h.create(t, "prefetched", nil)
+	sum, err := base64.StdEncoding.DecodeString(aws.ToString(out.CodeSha256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(h.s.DataDir, "code", "code", hex.EncodeToString(sum))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "bootstrap")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not unpacked 10 s after CreateFunction", dir)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
