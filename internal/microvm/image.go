@@ -29,6 +29,8 @@ var UserlandRoots = []string{
 	"/usr/lib/python3.11", "/usr/lib/python3.12", "/usr/lib/python3.13",
 	"/usr/bin/node", "/usr/bin/nodejs",
 	"/usr/sbin/mkfs.ext4", "/usr/sbin/mke2fs",
+	// What Lambda's base images carry besides the shell and coreutils.
+	"/usr/bin/curl",
 	"/etc/ssl/certs", "/usr/share/ca-certificates",
 	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/resolv.conf",
 	"/etc/os-release", "/usr/lib/os-release", "/etc/mime.types", "/etc/protocols", "/etc/services",
@@ -159,10 +161,50 @@ func exists(p string) bool {
 	return err == nil
 }
 
+// essentialFiles lists the programs of Debian's Essential packages (a
+// shell, coreutils, grep, sed, tar, …: what every Debian system has and
+// what functions' scripts expect), without their documentation or /etc.
+// Elsewhere than Debian it is empty, and the image holds the runtimes only.
+func essentialFiles() []string {
+	out, err := exec.Command("dpkg-query", "-W", "-f", "${Essential} ${Package}\n").Output()
+	if err != nil {
+		return nil
+	}
+	var pkgs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "yes" {
+			pkgs = append(pkgs, f[1])
+		}
+	}
+	if len(pkgs) == 0 {
+		return nil
+	}
+	list, err := exec.Command("dpkg", append([]string{"-L"}, pkgs...)...).Output()
+	if err != nil && len(list) == 0 {
+		return nil
+	}
+	var files []string
+	for _, p := range strings.Split(string(list), "\n") {
+		if !strings.HasPrefix(p, "/usr/") && !strings.HasPrefix(p, "/bin/") && !strings.HasPrefix(p, "/sbin/") && !strings.HasPrefix(p, "/lib") {
+			continue
+		}
+		skip := false
+		for _, d := range []string{"/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/locale/", "/usr/share/lintian/"} {
+			skip = skip || strings.HasPrefix(p, d)
+		}
+		// Files and links to files only: a link to a directory (merged
+		// /usr's /lib) would pull in all of it.
+		if st, err := os.Stat(p); !skip && err == nil && !st.IsDir() {
+			files = append(files, p)
+		}
+	}
+	return files
+}
+
 // BuildUserland writes the guest's read-only root image into dir (reused
 // while the host's files are unchanged) and returns its path.
 func BuildUserland(dir string) (string, error) {
-	files, err := userlandFiles(UserlandRoots)
+	files, err := userlandFiles(append(UserlandRoots, essentialFiles()...))
 	if err != nil {
 		return "", err
 	}
