@@ -28,7 +28,6 @@ import (
 	"runtime"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,12 +54,14 @@ type Agent struct {
 	idleMu sync.Mutex
 	idleID string
 
-	// outMu is held while a chunk of runtime output is being forwarded, so
-	// a flush can wait for in-flight chunks (see flushOutput).
-	outMu      sync.Mutex
-	outFDs     []int
-	outWaiting [2]atomic.Bool // per stream: relay idle in Read
-	outWG      sync.WaitGroup
+	// outMu is held across every read of the output pipes and the sending
+	// of what was read, so a flush that drains the pipes under it knows
+	// nothing read earlier is still unsent (see flushOutput).
+	outMu  sync.Mutex
+	outFDs []int          // the pipes' read ends (non-blocking), stdout then stderr
+	outHdr []*agentproto.Log
+	outBuf []byte // guarded by outMu
+	outWG  sync.WaitGroup
 	outPipe    [2]*os.File // stdout, stderr write ends shared by all children
 }
 
@@ -161,9 +162,17 @@ func (a *Agent) setup() error {
 			return err
 		}
 		a.outPipe[i] = w
-		a.outFDs = append(a.outFDs, int(r.Fd()))
+		rc, err := r.SyscallConn()
+		if err != nil {
+			return err
+		}
+		// The fd as is (Fd() would make it blocking): the poller waits
+		// for it, reads happen under outMu.
+		rc.Control(func(fd uintptr) { a.outFDs = append(a.outFDs, int(fd)) })
+		hdr := &agentproto.Log{Stream: stream}
+		a.outHdr = append(a.outHdr, hdr)
 		a.outWG.Add(1)
-		go a.relay(r, stream, &a.outWaiting[i])
+		go a.relay(r, rc, i)
 	}
 	for _, path := range exts {
 		p, err := a.reap.start(procSpec{name: filepath.Base(path), argv: []string{path}, env: a.start.Env,
@@ -204,51 +213,57 @@ func listExtensions(dir string) ([]string, error) {
 	return out, nil
 }
 
-// relay forwards one output stream to the host as Log frames.
-func (a *Agent) relay(r *os.File, stream string, waiting *atomic.Bool) {
+// relay forwards one output stream to the host as Log frames. It reads
+// only under outMu (see flushOutput); between reads it waits in the poller.
+func (a *Agent) relay(r *os.File, rc syscall.RawConn, i int) {
 	defer a.outWG.Done()
-	buf := make([]byte, 64<<10)
-	hdr := &agentproto.Log{Stream: stream}
+	defer runtime.KeepAlive(r) // its finalizer would close the fd
 	for {
-		// waiting is true only while the relay sits in Read with nothing
-		// of what it read before still unsent (see flushOutput).
-		waiting.Store(true)
-		n, err := r.Read(buf)
-		waiting.Store(false)
-		if n > 0 {
+		done := false
+		err := rc.Read(func(fd uintptr) bool {
 			a.outMu.Lock()
-			_ = a.conn.Send(agentproto.TLog, hdr, buf[:n])
-			a.outMu.Unlock()
-		}
-		if err != nil {
+			defer a.outMu.Unlock()
+			n, err := a.readChunk(i)
+			switch {
+			case err == unix.EAGAIN:
+				return false // nothing yet: wait in the poller
+			case err != nil || n == 0:
+				done = true // the write ends are closed (or broken)
+			}
+			return true
+		})
+		if done || err != nil {
 			return
 		}
 	}
 }
 
-// flushOutput waits until everything the runtime wrote so far has reached
-// the host, so an invocation's log lines precede its Result. Output written
-// before the runtime posted its response is already in the pipe buffers;
-// it has been sent once every pipe reads empty and every relay is back in
-// Read (a relay between Read and Send holds bytes the pipe no longer shows).
+// readChunk reads once from output pipe i and sends what it got; outMu held.
+func (a *Agent) readChunk(i int) (int, error) {
+	if a.outBuf == nil {
+		a.outBuf = make([]byte, 64<<10)
+	}
+	n, err := unix.Read(a.outFDs[i], a.outBuf)
+	if n > 0 {
+		_ = a.conn.Send(agentproto.TLog, a.outHdr[i], a.outBuf[:n])
+	}
+	return n, err
+}
+
+// flushOutput sends everything the runtime wrote so far, so an
+// invocation's log lines precede its Result: output written before the
+// runtime posted its response is in the pipe buffers or was read and sent
+// by a relay; under outMu, the pipes are drained here until they are
+// empty, and no relay can hold bytes read but unsent.
 func (a *Agent) flushOutput() {
-	deadline := time.Now().Add(200 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		pending := 0
-		for _, fd := range a.outFDs {
-			// TIOCINQ is FIONREAD: the bytes unread in the pipe.
-			if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil {
-				pending += n
+	a.outMu.Lock()
+	defer a.outMu.Unlock()
+	for i := range a.outFDs {
+		for {
+			if n, err := a.readChunk(i); err != nil || n == 0 {
+				break
 			}
 		}
-		idle := true
-		for i := range a.outWaiting {
-			idle = idle && a.outWaiting[i].Load()
-		}
-		if pending == 0 && idle {
-			return
-		}
-		time.Sleep(100 * time.Microsecond)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +73,32 @@ func TestCodeUnpackedAtCreate(t *testing.T) {
 			t.Fatalf("%s not unpacked 10 s after CreateFunction", dir)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTailAlwaysHoldsOutput: what the function printed before returning is
+// in its own invocation's log tail every time, not now and then in the
+// next one (the agent once sent the Result while a relay held the last
+// chunk it had read but not yet forwarded).
+func TestTailAlwaysHoldsOutput(t *testing.T) {
+	h := newHarness(t)
+	h.create(t, "tailrace", nil)
+	missed := 0
+	for i := range 300 {
+		msg := "line-" + strconv.Itoa(i)
+		r := h.invokeOK(t, "tailrace", []byte(`{"op":"print","msg":"`+msg+`"}`), tail)
+		b, err := base64.StdEncoding.DecodeString(aws.ToString(r.LogResult))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), msg+"\n") {
+			missed++
+			if missed <= 3 {
+				t.Errorf("invocation %d: tail lacks %q:\n%s", i, msg, b)
+			}
+		}
+	}
+	if missed > 0 {
+		t.Errorf("%d of 300 tails lacked the function's output", missed)
 	}
 }
