@@ -57,12 +57,12 @@ type Agent struct {
 	// outMu is held across every read of the output pipes and the sending
 	// of what was read, so a flush that drains the pipes under it knows
 	// nothing read earlier is still unsent (see flushOutput).
-	outMu  sync.Mutex
-	outFDs []int          // the pipes' read ends (non-blocking), stdout then stderr
-	outHdr []*agentproto.Log
-	outBuf []byte // guarded by outMu
-	outWG  sync.WaitGroup
-	outPipe    [2]*os.File // stdout, stderr write ends shared by all children
+	outMu   sync.Mutex
+	outFDs  []int // the pipes' read ends (non-blocking), stdout then stderr
+	outHdr  []*agentproto.Log
+	outBuf  []byte // guarded by outMu
+	outWG   sync.WaitGroup
+	outPipe [2]*os.File // stdout, stderr write ends shared by all children
 }
 
 // Run serves one environment over rw until Shutdown or until the host goes
