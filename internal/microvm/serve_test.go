@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nubo-dev/nubo/internal/netenv"
 	"github.com/nubo-dev/nubo/internal/server/servertest"
 )
 
@@ -154,6 +155,9 @@ func TestServeKill9AndStop(t *testing.T) {
 	args := []string{"--isolation", "microvm", "--microvm-accel", "tcg", "--data-dir", data, "--net-name", net,
 		"--subnet", fmt.Sprintf("10.233.%d.0/24", slot), "--sandbox-uid-base", strconv.Itoa(50_000_000 + slot*64_000),
 		"--microvm-uid-base", strconv.Itoa(vmmBase)}
+	// Whatever happens to the servers, their network goes (a killed one
+	// leaves its bridge and firewall table for the next start to remove).
+	t.Cleanup(func() { netenv.CleanupStale(netenv.Config{Name: net}) })
 	p, addr := startServe(t, bin, args...)
 	ctx := servertest.Ctx(t, 5*time.Minute)
 	c := servertest.Client("http://"+addr, "test", "test")
@@ -190,7 +194,14 @@ func TestServeKill9AndStop(t *testing.T) {
 		t.Fatal("nubo serve did not stop after SIGTERM")
 	}
 	time.Sleep(200 * time.Millisecond)
-	if left := tierLeftovers(data, net, p.cmd.Process.Pid, q.cmd.Process.Pid); len(left) > 0 || qemuOrphans(vmmBase) {
+	left := tierLeftovers(data, net, p.cmd.Process.Pid, q.cmd.Process.Pid)
+	if _, err := exec.Command("ip", "link", "show", net+"0").Output(); err == nil {
+		left = append(left, "bridge: "+net+"0")
+	}
+	if out, _ := exec.Command("nft", "list", "tables").Output(); bytes.Contains(out, []byte("inet "+net+"\n")) {
+		left = append(left, "nft table: inet "+net)
+	}
+	if len(left) > 0 || qemuOrphans(vmmBase) {
 		t.Fatalf("left behind after SIGTERM: %v (QEMU of ours running: %v)\n%s", left, qemuOrphans(vmmBase), q.log())
 	}
 }
