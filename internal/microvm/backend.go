@@ -41,7 +41,9 @@ type BackendConfig struct {
 	// keep for themselves (default 256).
 	MemoryMB        int
 	GuestOverheadMB int
-	// CPUs per VM (default: the host's, at most 2).
+	// CPUs per VM (default: the host's, at most 2, under KVM; 1 under
+	// TCG, where two emulated vCPUs on a busy 2-core host were seen
+	// spinning for minutes, never reaching the guest agent).
 	CPUs int
 	// IdleTimeout stops a VM that has had no sandbox for this long
 	// (default 60 s).
@@ -107,9 +109,7 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 	if cfg.GuestOverheadMB == 0 {
 		cfg.GuestOverheadMB = 256
 	}
-	if cfg.CPUs == 0 {
-		cfg.CPUs = min(runtime.NumCPU(), 2)
-	}
+	// CPUs 0: chosen once the accelerator is known (see vcpus).
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = time.Minute
 	}
@@ -404,7 +404,7 @@ func (g *guest) start() error {
 	args := []string{
 		// No guest RAM in host core dumps; no page merging across tenants.
 		"-M", "microvm,rtc=off,dump-guest-core=off,mem-merge=off", "-accel", b.accel.Name, "-cpu", cpuModel(b.accel.Name),
-		"-m", fmt.Sprint(g.memMB), "-smp", fmt.Sprint(b.cfg.CPUs),
+		"-m", fmt.Sprint(g.memMB), "-smp", fmt.Sprint(b.vcpus()),
 		"-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio", "-no-user-config",
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-kernel", "/vm/kernel", "-initrd", "/vm/initrd",
@@ -472,7 +472,7 @@ func (g *guest) start() error {
 		cg, err := b.cfg.Cgroups.Create(g.id, cgroup.Resources{
 			MemoryBytes: int64(g.memMB+256) << 20, PidsMax: 512, IOWeight: 100,
 			// No more CPU than its vCPUs, whatever runs in the guest.
-			CPUMilli: b.cfg.CPUs * 1000})
+			CPUMilli: b.vcpus() * 1000})
 		if err != nil {
 			return fmt.Errorf("VMM cgroup: %w", err)
 		}
@@ -539,6 +539,17 @@ func (g *guest) keepClock() {
 			}
 		}
 	}
+}
+
+// vcpus is the number of vCPUs a VM gets.
+func (b *Backend) vcpus() int {
+	switch {
+	case b.cfg.CPUs > 0:
+		return b.cfg.CPUs
+	case b.accel.Name == "kvm":
+		return min(runtime.NumCPU(), 2)
+	}
+	return 1
 }
 
 func cpuModel(accel string) string {

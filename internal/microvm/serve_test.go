@@ -152,7 +152,7 @@ func TestServeKill9AndStop(t *testing.T) {
 	slot := os.Getpid()%200 + 1
 	net := fmt.Sprintf("nm%x", slot)
 	vmmBase := 1_950_000 + slot*1000
-	args := []string{"--isolation", "microvm", "--microvm-accel", "tcg", "--data-dir", data, "--net-name", net,
+	args := []string{"--isolation", "microvm", "--microvm-accel", "tcg", "--log-level", "debug", "--data-dir", data, "--net-name", net,
 		"--subnet", fmt.Sprintf("10.233.%d.0/24", slot), "--sandbox-uid-base", strconv.Itoa(50_000_000 + slot*64_000),
 		"--microvm-uid-base", strconv.Itoa(vmmBase)}
 	// Whatever happens to the servers, their network goes (a killed one
