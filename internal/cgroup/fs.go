@@ -3,12 +3,14 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -286,5 +288,71 @@ func killAll(timeout time.Duration, procs func() ([]int, error), freeze, thaw fu
 			p, err := procs()
 			return len(p) == 0, err
 		})
+	}
+}
+
+// keptFile is a cgroup file read on every invocation (the memory figures
+// of REPORT): opened once and re-read from offset 0, which makes the
+// kernel generate its content afresh, instead of an open, a read and a
+// close (and the poller's attempt to register the descriptor) each time.
+type keptFile struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	buf  [512]byte
+}
+
+func (k *keptFile) read() (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.f == nil {
+		f, err := os.Open(k.path)
+		if err != nil {
+			return "", err
+		}
+		k.f = f
+	}
+	n, err := k.f.ReadAt(k.buf[:], 0)
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	return string(k.buf[:n]), nil
+}
+
+func (k *keptFile) uint() (uint64, error) {
+	s, err := k.read()
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cgroup: parse %s: %w", k.path, err)
+	}
+	return v, nil
+}
+
+func (k *keptFile) keyed(key string) (uint64, error) {
+	s, err := k.read()
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(s, "\n") {
+		if kk, val, ok := strings.Cut(strings.TrimSpace(line), " "); ok && kk == key {
+			v, err := strconv.ParseUint(strings.TrimSpace(val), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("cgroup: parse %s %s: %w", k.path, key, err)
+			}
+			return v, nil
+		}
+	}
+	return 0, nil
+}
+
+func (k *keptFile) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.f != nil {
+		k.f.Close()
+		k.f = nil
 	}
 }

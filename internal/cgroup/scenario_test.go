@@ -65,8 +65,14 @@ func killAndDelete(t *testing.T, cg Cgroup) {
 func scenarioOOM(t *testing.T, m Manager) {
 	const limit = 64 << 20
 	cg := mustCreate(t, m, "oom", Resources{MemoryBytes: limit, PidsMax: 64})
+	// Memory keeps its files open: a read before the hog and one after
+	// must both be current.
+	peak0, oom0, err := cg.Memory()
+	if err != nil || oom0 != 0 {
+		t.Fatalf("Memory before: peak %d, oom kills %d, %v", peak0, oom0, err)
+	}
 	h := placeAndRun(t, cg, "hog", withEnv("NUBO_HOG_MB=200"))
-	err := h.wait(t, 20*time.Second)
+	err = h.wait(t, 20*time.Second)
 	if !killedBySIGKILL(err) {
 		t.Fatalf("hog ended with %v (output %v), want SIGKILL by the OOM killer", err, h.lines)
 	}
@@ -75,6 +81,9 @@ func scenarioOOM(t *testing.T, m Manager) {
 		t.Fatal(err)
 	}
 	t.Logf("after OOM kill: %+v", st)
+	if peak1, oom1, err := cg.Memory(); err != nil || oom1 != st.OOMKills || peak1 != st.MemoryPeak || peak1 <= peak0 {
+		t.Errorf("Memory after: peak %d (before %d), oom kills %d, %v; want the fresh figures %d, %d", peak1, peak0, oom1, err, st.MemoryPeak, st.OOMKills)
+	}
 	if st.OOMKills < 1 {
 		t.Errorf("OOMKills = %d, want >= 1", st.OOMKills)
 	}

@@ -270,6 +270,10 @@ type v1Cgroup struct {
 	name string
 	dirs map[string]string
 	mu   sync.Mutex // serialises Set, freezer transitions
+
+	// The files Memory reads on every invocation, kept open.
+	memOnce     sync.Once
+	peakF, oomF keptFile
 }
 
 func (c *v1Cgroup) Name() string { return c.name }
@@ -449,11 +453,15 @@ func v1Thaw(sys *sysfs, dir string) error {
 }
 
 func (c *v1Cgroup) Memory() (peak, oomKills uint64, err error) {
-	mem := c.dirs["memory"]
-	if peak, err = readUint(filepath.Join(mem, "memory.max_usage_in_bytes")); err != nil {
+	c.memOnce.Do(func() {
+		mem := c.dirs["memory"]
+		c.peakF.path = filepath.Join(mem, "memory.max_usage_in_bytes")
+		c.oomF.path = filepath.Join(mem, "memory.oom_control")
+	})
+	if peak, err = c.peakF.uint(); err != nil {
 		return 0, 0, err
 	}
-	oomKills, _, err = readKeyed(filepath.Join(mem, "memory.oom_control"), "oom_kill")
+	oomKills, err = c.oomF.keyed("oom_kill")
 	return peak, oomKills, err
 }
 
@@ -531,6 +539,8 @@ func (c *v1Cgroup) Procs() ([]int, error) { return treeProcs(uniqueDirs(c.dirs).
 func (c *v1Cgroup) Kill() error { return c.m.killDirs(c.dirs) }
 
 func (c *v1Cgroup) Delete() error {
+	c.peakF.close()
+	c.oomF.close()
 	c.m.mu.Lock()
 	if c.m.envs[c.name] == c {
 		delete(c.m.envs, c.name)

@@ -343,6 +343,8 @@ type v2Cgroup struct {
 	m    *v2Manager
 	name string
 	dir  string
+	// The files Memory reads on every invocation, kept open (under mu).
+	curF, eventsF keptFile
 
 	mu sync.Mutex
 	// peakFD is memory.peak opened for the per-descriptor watermark reset
@@ -502,14 +504,17 @@ func (c *v2Cgroup) Memory() (peak, oomKills uint64, err error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cur, err := readUint(c.file("memory.current"))
+	if c.curF.path == "" {
+		c.curF.path, c.eventsF.path = c.file("memory.current"), c.file("memory.events")
+	}
+	cur, err := c.curF.uint()
 	if err != nil {
 		return 0, 0, err
 	}
 	if peak, err = c.peak(cur); err != nil {
 		return 0, 0, err
 	}
-	oomKills, _, err = readKeyed(c.file("memory.events"), "oom_kill")
+	oomKills, err = c.eventsF.keyed("oom_kill")
 	return peak, oomKills, err
 }
 
@@ -625,6 +630,8 @@ func (c *v2Cgroup) Delete() error {
 	}
 	c.m.mu.Unlock()
 	c.closePeak()
+	c.curF.close()
+	c.eventsF.close()
 	if err := c.m.sys.removeTree(c.dir); err != nil {
 		return fmt.Errorf("cgroup v2: delete %s: %w", c.name, err)
 	}
