@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/cgroup"
+	"github.com/nubo-dev/nubo/internal/errdefs"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
 
@@ -45,6 +46,11 @@ type BackendConfig struct {
 	// TCG, where two emulated vCPUs on a busy 2-core host were seen
 	// spinning for minutes, never reaching the guest agent).
 	CPUs int
+	// CapacityMB bounds the memory of all VMs together (0: no bound). A
+	// VM that would not fit first stops idle VMs, oldest first; if that is
+	// not enough, the sandbox is refused as the node's capacity is
+	// (TooManyRequestsException).
+	CapacityMB int
 	// IdleTimeout stops a VM that has had no sandbox for this long
 	// (default 60 s).
 	IdleTimeout time.Duration
@@ -279,6 +285,10 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 			return g, nil
 		}
 	}
+	need := max(b.cfg.MemoryMB, memMB+b.cfg.GuestOverheadMB)
+	if err := b.makeRoomLocked(need); err != nil {
+		return nil, err
+	}
 	uid := 0
 	for off := 1; off < maxVMs; off++ {
 		if !b.uids[off] {
@@ -293,13 +303,50 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 	b.nextVM++
 	g := &guest{uid: uid,
 		b: b, n: b.nextVM, account: account, id: fmt.Sprintf("vm-%s-%d", account, b.nextVM),
-		memMB: max(b.cfg.MemoryMB, memMB+b.cfg.GuestOverheadMB), usedMB: memMB, boxes: 1,
+		memMB: need, usedMB: memMB, boxes: 1,
 		ready: make(chan struct{}), exited: make(chan struct{}), puts: map[string]*putState{},
 	}
 	g.dir = filepath.Join(b.cfg.Dir, g.id)
 	b.guests[account] = append(b.guests[account], g)
 	go b.bootVM(g)
 	return g, nil
+}
+
+// makeRoomLocked makes sure a VM of need MB fits in CapacityMB, stopping
+// idle VMs (of any account) if it must; b.mu held.
+func (b *Backend) makeRoomLocked(need int) error {
+	if b.cfg.CapacityMB <= 0 {
+		return nil
+	}
+	for {
+		total := 0
+		var idlest *guest
+		for _, list := range b.guests {
+			for _, g := range list {
+				total += g.memMB
+				if g.boxes == 0 && (idlest == nil || g.n < idlest.n) {
+					idlest = g
+				}
+			}
+		}
+		if total+need <= b.cfg.CapacityMB {
+			return nil
+		}
+		if idlest == nil {
+			return errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
+		}
+		if idlest.idle != nil {
+			idlest.idle.Stop()
+		}
+		b.forget(idlest)
+		b.stops.Add(1)
+		b.log.Info("microVM stopped for room", "vm", idlest.id, "need_mb", need)
+		go func(g *guest) {
+			defer b.stops.Done()
+			<-g.ready
+			g.stop()
+		}(idlest)
+	}
 }
 
 // release returns memMB to g; a VM left without sandboxes stops after the

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/errdefs"
 )
 
 // fakeBackend boots nothing: guests are ready at once.
@@ -86,4 +88,41 @@ func TestIdleVMStops(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("a busy VM was stopped (%d VMs)", n)
 	}
+}
+
+func TestVMCapacity(t *testing.T) {
+	b, _ := fakeBackend(t, time.Hour)
+	b.cfg.CapacityMB = 2048
+	a, err := b.reserve("111111111111", 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := b.reserve("222222222222", 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-a.ready
+	<-bb.ready
+	// Two 1024 MB VMs fill 2048 MB: a third account is refused...
+	if _, err := b.reserve("333333333333", 128); !errdefs.Is(err, errdefs.KindThrottled) {
+		t.Fatalf("third VM beyond capacity: %v, want TooManyRequests", err)
+	}
+	// ...until a VM is idle: then that one stops for it.
+	b.release(bb, 128)
+	c, err := b.reserve("333333333333", 128)
+	if err != nil {
+		t.Fatalf("with an idle VM to stop: %v", err)
+	}
+	<-c.ready
+	b.mu.Lock()
+	_, stillB := b.guests["222222222222"]
+	b.mu.Unlock()
+	if stillB {
+		t.Fatal("the idle VM was not stopped to make room")
+	}
+	// Room in an existing VM of the account needs no capacity.
+	if g, err := b.reserve("111111111111", 128); err != nil || g != a {
+		t.Fatalf("a second sandbox in the account's VM: %v (same VM: %v)", err, g == a)
+	}
+	b.stops.Wait()
 }

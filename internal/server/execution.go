@@ -194,10 +194,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	if len(router.Accounts) > 0 {
 		backend = router
 	}
-	capacity := cfg.CapacityMB
-	if capacity == 0 {
-		capacity = memTotalMB() * 3 / 4
-	}
+	capacity := capacityMB(cfg)
 	pool := worker.New(worker.Config{
 		Backend: backend, Code: cache, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
 		AccountConcurrency: cfg.AccountConcurrency, CapacityMB: capacity,
@@ -292,6 +289,15 @@ func (n netAttacher) Attach(pid int, id string) (func() error, error) {
 	return func() error { return n.m.Detach(l) }, nil
 }
 
+// capacityMB is the memory for environments on this node: --capacity-mb,
+// or three quarters of the RAM.
+func capacityMB(cfg Config) int {
+	if cfg.CapacityMB > 0 {
+		return cfg.CapacityMB
+	}
+	return memTotalMB() * 3 / 4
+}
+
 func memTotalMB() int {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
@@ -375,7 +381,8 @@ func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.M
 	return microvm.NewBackend(microvm.BackendConfig{
 		Dir: filepath.Join(cfg.DataDir, "microvm"), Accel: cfg.MicroVMAccel, MemoryMB: cfg.MicroVMMemoryMB,
 		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, Network: tapAttacher{*nets},
-		UIDBase: cfg.MicroVMUIDBase, Logger: log,
+		CapacityMB: capacityMB(cfg),
+		UIDBase:    cfg.MicroVMUIDBase, Logger: log,
 	})
 }
 
