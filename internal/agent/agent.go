@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -86,6 +87,10 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// the work itself (measured: fewer context switches and less CPU per
 	// invocation with one; see docs/performance.md, "Warm path, session 2").
 	runtime.GOMAXPROCS(1)
+	// Nothing above the agent reaches the function: every descriptor
+	// beyond stdin, stdout and stderr (the connection to the host among
+	// them) closes when a runtime or extension is exec'd.
+	closeOnExecFrom(3)
 	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
@@ -526,5 +531,19 @@ func (a *Agent) killAll() {
 	}
 	for _, p := range a.exts {
 		p.signal(syscall.SIGKILL)
+	}
+}
+
+// closeOnExecFrom marks every descriptor from fd up close-on-exec.
+func closeOnExecFrom(fd int) {
+	if err := unix.CloseRange(uint(fd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return
+	}
+	// Before Linux 5.11: one by one.
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n >= fd {
+			unix.FcntlInt(uintptr(n), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
 	}
 }

@@ -116,6 +116,8 @@ func (r *reaper) start(s procSpec) (*proc, error) {
 	attr.Files[0] = devnull
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// Anything opened since without close-on-exec stays here too.
+	closeOnExecFrom(3)
 	osp, err := os.StartProcess(s.argv[0], s.argv, attr)
 	if err != nil {
 		return nil, err

@@ -347,14 +347,29 @@ func moveMountsInto(ns *os.File, mounts []nsMount) error {
 	if ns == nil {
 		return errors.New("no mount namespace")
 	}
+	// A descriptor of our own: a Destroy running meanwhile closes ns, and
+	// its number could then name another sandbox's namespace.
+	rc, err := ns.SyscallConn()
+	if err != nil {
+		return err
+	}
+	own := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { own, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return fmt.Errorf("mount namespace: %w", err)
+	}
+	if derr != nil {
+		return fmt.Errorf("mount namespace: %w", derr)
+	}
+	defer unix.Close(own)
 	mounterOnce.Do(startMounter)
-	req := mountReq{ns: ns, mounts: mounts, done: make(chan error, 1)}
+	req := mountReq{ns: own, mounts: mounts, done: make(chan error, 1)}
 	mounterReqs <- req
 	return <-req.done
 }
 
 type mountReq struct {
-	ns     *os.File
+	ns     int // owned by the caller until done
 	mounts []nsMount
 	done   chan error
 }
@@ -381,11 +396,15 @@ func startMounter() {
 				req.done <- fmt.Errorf("mount thread: %w", err)
 				continue
 			}
-			req.done <- mountIn(req)
+			merr := mountIn(req)
+			// Back home before answering: the caller may destroy the
+			// sandbox at once.
 			if berr := unix.Setns(host, unix.CLONE_NEWNS); berr != nil {
 				// Stranded in a sandbox's namespace: refuse all further work.
 				err = fmt.Errorf("return to the host mount namespace: %w", berr)
+				merr = errors.Join(merr, err)
 			}
+			req.done <- merr
 		}
 	}()
 }
@@ -402,7 +421,7 @@ func setupMounter() (host int, err error) {
 }
 
 func mountIn(req mountReq) error {
-	if err := unix.Setns(int(req.ns.Fd()), unix.CLONE_NEWNS); err != nil {
+	if err := unix.Setns(req.ns, unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("join mount namespace: %w", err)
 	}
 	for _, m := range req.mounts {
@@ -705,7 +724,8 @@ func detachedMount(dir string, readOnly bool) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open_tree %s: %w", dir, err)
 	}
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	// Private: the clone shares no propagation with the host's mount.
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: unix.MS_PRIVATE}
 	if readOnly {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}

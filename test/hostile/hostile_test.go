@@ -506,6 +506,11 @@ func (su *suite) testAgent(t *testing.T) {
 			t.Errorf("%s: %q; want EACCES", k, got)
 		}
 	}
+	// The runtime starts with stdin, stdout and stderr only: never the
+	// agent's connection to the host, nor anything nubo inherited.
+	if got, ok := r.Agent["inherited_fds"]; !ok || got != "" {
+		t.Errorf("the runtime started with descriptors beyond 0-2: %q", got)
+	}
 	checkAgentThreads(t, f.name)
 }
 

@@ -41,6 +41,34 @@ type event struct {
 }
 
 // token names this runtime process, so the test can tell environments apart.
+// inheritedFDs lists the descriptors beyond 0-2 this process held when it
+// started, before it opened anything itself: whatever the agent (or
+// anyone above it) let through exec. Read at package initialisation.
+var inheritedFDs = func() string {
+	// Raw system calls: os.Open would register the directory with Go's
+	// poller, creating descriptors of this process's own first.
+	d, err := syscall.Open("/proc/self/fd", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer syscall.Close(d)
+	buf := make([]byte, 8192)
+	n, err := syscall.ReadDirent(d, buf)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	_, _, names := syscall.ParseDirent(buf[:n], -1, nil)
+	var out []string
+	for _, name := range names {
+		if name == "0" || name == "1" || name == "2" || name == strconv.Itoa(d) {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + name)
+		out = append(out, name+"->"+target)
+	}
+	return strings.Join(out, ",")
+}()
+
 var token = func() string {
 	b := make([]byte, 8)
 	rand.Read(b)
@@ -384,6 +412,7 @@ func agent() map[string]string {
 	} else {
 		out["proc1_environ"] = fmt.Sprintf("read %d bytes", len(b))
 	}
+	out["inherited_fds"] = inheritedFDs
 	if ents, err := os.ReadDir("/proc/1/fd"); err != nil {
 		out["proc1_fd"] = errName(err)
 	} else {
