@@ -13,7 +13,8 @@ import (
 // CleanupStale removes everything a Manager with cfg's Name could have
 // left behind, in this process or in one killed with SIGKILL: veths named
 // "<Name>-*", links carrying the Name's bridge alias (the bridge, whatever
-// Config.Bridge was then), the nftables table "inet <Name>", the iptables
+// Config.Bridge was then), the nftables tables "inet <Name>" and "bridge
+// <Name>" (the latter holds VMs' tap guards), the iptables
 // chains "<NAME>-*" and every jump into them — both firewall backends,
 // whichever was in use. Links go first, so no environment is left wired
 // without rules. Namespaces are not this package's: they live as long as

@@ -18,7 +18,8 @@ var DefaultSubnet = netip.MustParsePrefix("10.213.0.0/16")
 type Config struct {
 	// Name scopes every object the Manager creates, so that several
 	// instances (a daemon and its tests) can share a host: host veths are
-	// "<Name>-<id>", the nftables table is "inet <Name>", the iptables
+	// "<Name>-<id>", the nftables tables are "inet <Name>" and "bridge
+	// <Name>" (tap guards), the iptables
 	// chains are "<NAME>-INPUT", "<NAME>-FORWARD" and "<NAME>-POSTROUTING",
 	// and the bridge defaults to "<Name>0". At most 8 lowercase letters and
 	// digits, starting with a letter (no "-", so no instance's veth prefix

@@ -45,9 +45,12 @@
 // New picks the backend (Config.Backend; "auto" tries nftables first and
 // falls back to iptables) and logs which one is in use. nftables: one table
 // "inet <Name>" with chains input and forward (filter, priority -10) and
-// postrouting (nat), replaced and removed atomically. iptables: chains
+// postrouting (nat), replaced and removed atomically, and, once a VM's tap
+// is attached, a table "bridge <Name>" guarding taps against spoofed
+// sources (see AttachTap and TapGuard). iptables: chains
 // <NAME>-INPUT, <NAME>-FORWARD (filter) and <NAME>-POSTROUTING (nat), each
-// entered by one jump inserted first in the built-in chain. Neither touches
+// entered by one jump inserted first in the built-in chain; it cannot
+// filter bridge ports, so taps go unguarded (logged once). Neither touches
 // anything else on the host; with iptables-nft, the host's iptables tables
 // ("ip filter", "ip nat") may be created by the first rule and, as with any
 // iptables user, stay after ours are gone.
@@ -57,14 +60,16 @@
 // # Invariants
 //
 //   - Everything the package creates is named after Config.Name (default
-//     "nubo"): links "<Name>-*" plus a bridge marked by its alias, table
-//     "inet <Name>", chains "<NAME>-*". CleanupStale finds and removes all
+//     "nubo"): links "<Name>-*" plus a bridge marked by its alias, tables
+//     "inet <Name>" and "bridge <Name>", chains "<NAME>-*". CleanupStale finds and removes all
 //     of it, whichever backend a crashed run used; New calls it first, Close
 //     removes the same set. Several instances with different Names share a
 //     host without touching each other's objects; two with one Name do not.
 //   - Attach and Detach change no firewall rule: the policy is fixed per
 //     bridge and subnet, so wiring an environment is a few netlink messages
-//     and can be done ahead, when the sandbox is prepared.
+//     and can be done ahead, when the sandbox is prepared. AttachTap and
+//     Detach of a tap add and remove that tap's guard (one nftables
+//     transaction each).
 //   - Links go away before rules (Close, CleanupStale): an environment is
 //     never wired while unfiltered.
 //   - Addresses are allocated round robin in memory and never reused while

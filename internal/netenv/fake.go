@@ -2,6 +2,8 @@ package netenv
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -13,6 +15,7 @@ import (
 type Fake struct {
 	mu        sync.Mutex
 	policy    *Policy
+	guards    map[string]FakeGuard
 	setups    int
 	teardowns int
 	// SetupErr and TeardownErr, when set, are returned by Setup and Teardown.
@@ -46,7 +49,41 @@ func (f *Fake) Teardown() error {
 		return f.TeardownErr
 	}
 	f.policy = nil
+	f.guards = nil
 	return nil
+}
+
+// FakeGuard is a tap guard a Fake records.
+type FakeGuard struct {
+	MAC  net.HardwareAddr
+	Addr netip.Addr
+}
+
+// GuardTap records iface's guard (see TapGuard); nothing is filtered.
+func (f *Fake) GuardTap(iface string, mac net.HardwareAddr, addr netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.guards == nil {
+		f.guards = map[string]FakeGuard{}
+	}
+	f.guards[iface] = FakeGuard{MAC: mac, Addr: addr}
+	return nil
+}
+
+// UnguardTap forgets iface's guard.
+func (f *Fake) UnguardTap(iface string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.guards, iface)
+	return nil
+}
+
+// Guard returns the guard recorded for iface, if any.
+func (f *Fake) Guard(iface string) (FakeGuard, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	g, ok := f.guards[iface]
+	return g, ok
 }
 
 // Installed returns the policy in force, if any.

@@ -300,8 +300,8 @@ func assertNothingLeft(t *testing.T, name, bridge string) {
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
 		for _, line := range strings.Split(run(t, "nft", "list", "tables"), "\n") {
-			if strings.TrimSpace(line) == "table inet "+name {
-				t.Errorf("nft table inet %s left behind", name)
+			if l := strings.TrimSpace(line); l == "table inet "+name || l == "table bridge "+name {
+				t.Errorf("nft %s left behind", l)
 			}
 		}
 	}

@@ -20,6 +20,7 @@ type Link struct {
 	prefix   netip.Prefix
 	gateway  netip.Addr
 	mac      net.HardwareAddr
+	tap      bool // guarded (TapGuard): Detach removes the guard
 	detached bool // guarded by Manager.mu
 }
 
@@ -255,6 +256,16 @@ func (m *Manager) Detach(l *Link) error {
 		return fmt.Errorf("netenv: detach %q: delete %s: %w", l.id, l.name, err)
 	}
 	m.delNeigh(l.addr)
+	// The port is gone: its guard can go. A guard left behind (the error
+	// is returned, but the link is detached regardless) filters nothing
+	// else, is replaced when a tap takes the name again, and goes with the
+	// whole table at Close.
+	var gerr error
+	if g, ok := m.fw.(TapGuard); ok && l.tap {
+		if err := g.UnguardTap(l.name); err != nil {
+			gerr = fmt.Errorf("netenv: detach %q: remove guard of %s: %w", l.id, l.name, err)
+		}
+	}
 	m.mu.Lock()
 	m.forget(l)
 	m.mu.Unlock()
@@ -269,7 +280,7 @@ func (m *Manager) Detach(l *Link) error {
 		m.mu.Unlock()
 	}()
 	m.log.Debug("netenv: detached", "env", l.id, "veth", l.name)
-	return nil
+	return gerr
 }
 
 // delNeigh removes the bridge's permanent entry for an environment.

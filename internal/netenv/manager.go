@@ -43,8 +43,9 @@ type Manager struct {
 	brMAC   net.HardwareAddr
 	gateway netip.Addr
 
-	life sync.RWMutex
-	bg   sync.WaitGroup // Detach's background address release
+	life    sync.RWMutex
+	bg      sync.WaitGroup // Detach's background address release
+	tapWarn sync.Once      // the firewall cannot guard taps: said once
 
 	mu     sync.Mutex
 	closed bool

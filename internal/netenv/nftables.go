@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -25,10 +26,12 @@ const nftPriorityFilter = -10
 // postrouting. One table makes replacing and removing the whole ruleset a
 // single atomic operation. Being inet, the table also sees IPv6, which the
 // policy's NotIPv4 rule drops. NAT in an inet table needs Linux 5.2; on
-// older kernels Setup fails and BackendAuto falls back to iptables.
+// older kernels Setup fails and BackendAuto falls back to iptables. VMs'
+// tap guards live in a second table, of family bridge (tapguard.go).
 type nftFirewall struct {
 	table string
 	log   *slog.Logger
+	tapMu sync.Mutex // serialises GuardTap and UnguardTap (see tapguard.go)
 }
 
 func newNftables(name string, log *slog.Logger) (Firewall, error) {
@@ -118,20 +121,27 @@ func (f *nftFirewall) teardown() (removed []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range tables {
-		if t.Name == f.table {
+	// The inet table (the policy) and the bridge table (taps' guards).
+	for _, fam := range []struct {
+		family nftables.TableFamily
+		name   string
+	}{{nftables.TableFamilyINet, "inet"}, {nftables.TableFamilyBridge, "bridge"}} {
+		tables, err := c.ListTablesOfFamily(fam.family)
+		if err != nil {
+			return removed, err
+		}
+		for _, t := range tables {
+			if t.Name != f.table {
+				continue
+			}
 			c.DelTable(t)
 			if err := c.Flush(); err != nil {
-				return nil, fmt.Errorf("delete table inet %s: %w", f.table, err)
+				return removed, fmt.Errorf("delete table %s %s: %w", fam.name, f.table, err)
 			}
-			return []string{"nftables table inet " + f.table}, nil
+			removed = append(removed, "nftables table "+fam.name+" "+f.table)
 		}
 	}
-	return nil, nil
+	return removed, nil
 }
 
 // nftExprs renders one rule. Interfaces are matched by name, not index: a

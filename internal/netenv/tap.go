@@ -17,6 +17,14 @@ import (
 // goes when that file is closed in every process holding it and Detach
 // has run. The guest configures the address on its virtio-net interface
 // itself, with the MAC address MAC returns.
+//
+// A guest kernel can forge any frame, so the port is also guarded when the
+// firewall implements TapGuard (nftables does): frames from the tap pass
+// only with the VM's own MAC as source and only as IPv4 from the VM's
+// address or ARP naming the VM's MAC and address as sender; all else,
+// IPv6 included, is dropped. The guard is in place before the device
+// exists and goes with Detach. The iptables backend cannot filter bridge
+// ports; there a warning is logged once and taps go unguarded.
 func (m *Manager) AttachTap(id string) (*Link, *os.File, error) {
 	m.life.RLock()
 	defer m.life.RUnlock()
@@ -24,12 +32,28 @@ func (m *Manager) AttachTap(id string) (*Link, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	g, guard := m.fw.(TapGuard)
+	if guard {
+		l.tap = true
+		if err := g.GuardTap(l.name, l.mac, l.addr); err != nil {
+			m.unreserve(l)
+			return nil, nil, fmt.Errorf("netenv: attach tap %q: %w", id, err)
+		}
+	} else {
+		m.tapWarn.Do(func() {
+			m.log.Warn("netenv: firewall cannot guard VM taps against spoofed source addresses; a VM can send frames as another environment's MAC or IP address (use the nftables backend)",
+				"firewall", m.fw.Name())
+		})
+	}
 	f, err := m.wireTap(l)
 	if err != nil {
 		if hl, lerr := m.nl.LinkByName(l.name); lerr == nil {
 			_ = m.nl.LinkDel(hl)
 		}
 		m.delNeigh(l.addr)
+		if guard {
+			_ = g.UnguardTap(l.name)
+		}
 		m.unreserve(l)
 		return nil, nil, fmt.Errorf("netenv: attach tap %q: %w", id, err)
 	}

@@ -49,8 +49,15 @@ func TestAttachTap(t *testing.T) {
 	if !l.Prefix().Contains(l.Gateway()) {
 		t.Errorf("address %s and gateway %s are not on one subnet", l.Prefix(), l.Gateway())
 	}
+	fake := m.fw.(*Fake)
+	if g, ok := fake.Guard(l.HostIface()); !ok || g.Addr != l.Addr() || g.MAC.String() != l.MAC().String() {
+		t.Errorf("guard of %s: %+v, %v; want %s %s", l.HostIface(), g, ok, l.MAC(), l.Addr())
+	}
 	if err := m.Detach(l); err != nil {
 		t.Fatal(err)
+	}
+	if _, ok := fake.Guard(l.HostIface()); ok {
+		t.Errorf("guard of %s outlived Detach", l.HostIface())
 	}
 	f.Close()
 	if _, err := netlink.LinkByName(l.HostIface()); err == nil {
