@@ -181,7 +181,14 @@ func writeTar(w io.Writer, dir string) error {
 // readTar unpacks a tar stream into dir. The archive is the unpacked
 // deployment package, which its owner wrote: every entry is resolved
 // through os.Root, so no name or symlink can reach outside dir.
-func readTar(r io.Reader, dir string) error {
+func readTar(r io.Reader, dir string) error { return readTarLimit(r, dir, maxTarBytes) }
+
+// maxTarBytes bounds what one tar stream may unpack to: more than a
+// function's code (250 MB unzipped) plus its layers.
+const maxTarBytes = 2 << 30
+
+// readTarLimit is readTar unpacking at most limit bytes of file content.
+func readTarLimit(r io.Reader, dir string, limit int64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -219,11 +226,15 @@ func readTar(r io.Reader, dir string) error {
 				return err
 			}
 		case tar.TypeReg:
+			if hdr.Size < 0 || hdr.Size > limit {
+				return fmt.Errorf("microvm: tar entry %q: %d bytes is beyond what is left (%d)", hdr.Name, hdr.Size, limit)
+			}
+			limit -= hdr.Size
 			f, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode)
 			if err != nil {
 				return err
 			}
-			if _, err := io.Copy(f, tr); err != nil {
+			if _, err := io.CopyN(f, tr, hdr.Size); err != nil {
 				f.Close()
 				return err
 			}
