@@ -23,7 +23,21 @@ fuzz_time=${NUBO_FUZZTIME:-8s}
 for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' internal | sort -u | sed 's/func //'); do
   pkg=$(grep -rlE "^func ${target}\(" --include='*_test.go' internal | head -1 | xargs dirname)
   echo "-- $target ($pkg)"
-  go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzz_time" "./$pkg" >/tmp/nubo-fuzz.log 2>&1 || { cat /tmp/nubo-fuzz.log; exit 1; }
+  # Go 1.26's fuzz coordinator sometimes ends a timed run with "context
+  # deadline exceeded" and no failing input (a race at the -fuzztime
+  # boundary, golang/go#75804, fixed in Go 1.27): that is the
+  # toolchain's, not a finding, and gets another go. A real finding writes
+  # its input and fails at once.
+  for attempt in 1 2 3; do
+    if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzz_time" "./$pkg" >/tmp/nubo-fuzz.log 2>&1; then
+      break
+    fi
+    if grep -q "Failing input written" /tmp/nubo-fuzz.log || ! grep -q "context deadline exceeded" /tmp/nubo-fuzz.log || [ "$attempt" = 3 ]; then
+      cat /tmp/nubo-fuzz.log
+      exit 1
+    fi
+    echo "   (the fuzzer's own deadline flake; again)"
+  done
 done
 
 echo "== aws cli smoke"
