@@ -92,7 +92,10 @@ type Backend struct {
 	kernel   string // the guest kernel, copied where the VMMs can read it
 	accel    Accel
 
-	stops sync.WaitGroup // VM stops in flight (idle, dead)
+	stops sync.WaitGroup // VM stops in flight (idle, dead) and the first prepare
+
+	prepCtx    context.Context // ends with Close
+	prepCancel context.CancelFunc
 	uids  map[int]bool   // VMM uids in use (offsets from UIDBase)
 
 	// bootVM boots a reserved guest (g.boot; tests replace it).
@@ -155,8 +158,19 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
 		return nil, err
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{},
-		uids: map[int]bool{}, bootVM: (*guest).boot}, nil
+	b := &Backend{cfg: cfg, log: cfg.Logger.With("backend", "microvm"), guests: map[string][]*guest{},
+		uids: map[int]bool{}, bootVM: (*guest).boot}
+	// Images and the KVM probe (about 11 s on the development machine)
+	// start now, not at the first invocation that needs a VM.
+	b.prepCtx, b.prepCancel = context.WithCancel(context.Background())
+	b.stops.Add(1)
+	go func() {
+		defer b.stops.Done()
+		if err := b.prepare(b.prepCtx); err != nil && b.prepCtx.Err() == nil {
+			b.log.Warn("microVM tier: preparing the guest images", "err", err)
+		}
+	}()
+	return b, nil
 }
 
 // Name implements sandbox.Backend.
@@ -839,6 +853,9 @@ func (b *Backend) Guests() map[string][]GuestInfo {
 
 // Close implements sandbox.Backend: every VM stops and its files go.
 func (b *Backend) Close() error {
+	if b.prepCancel != nil {
+		b.prepCancel()
+	}
 	b.mu.Lock()
 	b.closed = true
 	var all []*guest
