@@ -96,7 +96,7 @@ type Backend struct {
 
 	prepCtx    context.Context // ends with Close
 	prepCancel context.CancelFunc
-	uids  map[int]bool   // VMM uids in use (offsets from UIDBase)
+	uids       map[int]bool // VMM uids in use (offsets from UIDBase)
 
 	// bootVM boots a reserved guest (g.boot; tests replace it).
 	bootVM func(*guest)
