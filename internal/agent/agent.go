@@ -87,10 +87,6 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// the work itself (measured: fewer context switches and less CPU per
 	// invocation with one; see docs/performance.md, "Warm path, session 2").
 	runtime.GOMAXPROCS(1)
-	// Nothing above the agent reaches the function: every descriptor
-	// beyond stdin, stdout and stderr (the connection to the host among
-	// them) closes when a runtime or extension is exec'd.
-	closeOnExecFrom(3)
 	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {

@@ -240,13 +240,6 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// Accel reports the accelerator chosen (empty before the first VM).
-func (b *Backend) Accel() Accel {
-	b.prepMu.Lock()
-	defer b.prepMu.Unlock()
-	return b.accel
-}
-
 // guest is one VM of one account.
 type guest struct {
 	b       *Backend
@@ -829,26 +822,6 @@ func (s *vmBox) Destroy() error {
 		s.g.b.release(s.g, s.mem)
 	})
 	return err
-}
-
-// Guests lists the running VMs: account and guest boot id (for tests and
-// diagnostics).
-func (b *Backend) Guests() map[string][]GuestInfo {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := map[string][]GuestInfo{}
-	for acct, list := range b.guests {
-		for _, g := range list {
-			select {
-			case <-g.ready:
-				if g.err == nil {
-					out[acct] = append(out[acct], g.info)
-				}
-			default:
-			}
-		}
-	}
-	return out
 }
 
 // Close implements sandbox.Backend: every VM stops and its files go.

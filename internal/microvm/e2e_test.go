@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -117,26 +116,6 @@ func invoke(t *testing.T, ctx context.Context, c *lambda.Client, name string, ev
 		t.Fatalf("invoke %s: %v: %s", name, err, out.Payload)
 	}
 	return m
-}
-
-// qemuProcs lists the QEMU processes this test process started.
-func qemuProcs() []string {
-	var out []string
-	self := strconv.Itoa(os.Getpid())
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !bytes.HasPrefix(cmd, []byte(microvm.QEMU)) {
-			continue
-		}
-		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == self {
-				out = append(out, e.Name())
-			}
-		}
-	}
-	return out
 }
 
 // upstream makes a network namespace standing for the outside world,
@@ -319,7 +298,7 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	}
 
 	// The VMM is confined: another user, its own namespaces.
-	procs := qemuProcs()
+	procs := childQEMUs(os.Getpid())
 	if len(procs) < 2 {
 		t.Fatalf("want at least 2 QEMU processes (one per account), found %v", procs)
 	}
@@ -343,10 +322,10 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	s.Close()
 	// After the server stops, no QEMU and no VM file remains.
 	deadline := time.Now().Add(10 * time.Second)
-	for len(qemuProcs()) > 0 && time.Now().Before(deadline) {
+	for len(childQEMUs(os.Getpid())) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if left := qemuProcs(); len(left) > 0 {
+	if left := childQEMUs(os.Getpid()); len(left) > 0 {
 		t.Fatalf("QEMU still running after Close: %v", left)
 	}
 	if left, _ := os.ReadDir(filepath.Join(s.DataDir, "microvm")); len(left) > 0 {

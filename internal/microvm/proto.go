@@ -75,11 +75,10 @@ type guestSpec struct {
 }
 
 type response struct {
-	Error string          `json:"error,omitempty"`
-	Paths *sandbox.Paths  `json:"paths,omitempty"`
-	Stats *sandbox.Stats  `json:"stats,omitempty"`
-	Info  *GuestInfo      `json:"info,omitempty"`
-	Extra json.RawMessage `json:"extra,omitempty"`
+	Error string         `json:"error,omitempty"`
+	Paths *sandbox.Paths `json:"paths,omitempty"`
+	Stats *sandbox.Stats `json:"stats,omitempty"`
+	Info  *GuestInfo     `json:"info,omitempty"`
 }
 
 // GuestInfo describes a running guest.
