@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -146,9 +147,6 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		}
 	}
 	get := func(kind string) (sandbox.Backend, error) {
-		if kind == "" {
-			kind = "namespace" // one backend, whichever way it is named
-		}
 		if b, ok := made[kind]; ok {
 			return b, nil
 		}
@@ -158,7 +156,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		case "process":
 			log.Warn("isolation=process: functions run as plain child processes with NO isolation; use it only for code you trust")
 			b, err = sandbox.NewProcess(filepath.Join(cfg.DataDir, "envs"), log)
-		case "namespace", "":
+		case "namespace":
 			b, err = newNamespaceBackend(cfg, log, rtDir, &cgm, &nets)
 		case "microvm":
 			b, err = newMicroVMBackend(cfg, log, rtDir, &cgm, &nets)
@@ -171,7 +169,9 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		made[kind] = b
 		return b, nil
 	}
-	def, err := get(cfg.Isolation)
+	// "" is the default, namespace: one name, so one backend for both.
+	defKind := cmp.Or(cfg.Isolation, "namespace")
+	def, err := get(defKind)
 	if err != nil {
 		closeMade()
 		return nil, err
@@ -179,7 +179,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	router := &sandbox.ByAccount{Default: def, Accounts: map[string]sandbox.Backend{}}
 	for _, id := range accts.All() {
 		a, _ := accts.ByID(id)
-		if a.Isolation == "" || a.Isolation == cfg.Isolation || a.Isolation == "namespace" && cfg.Isolation == "" {
+		if a.Isolation == "" || a.Isolation == defKind {
 			continue
 		}
 		b, err := get(a.Isolation)
