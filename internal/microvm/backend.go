@@ -455,20 +455,15 @@ func (g *guest) start() error {
 	if err != nil {
 		return err
 	}
-	args := []string{
-		// No guest RAM in host core dumps; no page merging across tenants.
-		"-M", "microvm,rtc=off,dump-guest-core=off,mem-merge=off", "-accel", b.accel.Name, "-cpu", cpuModel(b.accel.Name),
-		"-m", fmt.Sprint(g.memMB), "-smp", fmt.Sprint(b.vcpus()),
-		"-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio", "-no-user-config",
-		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-		"-kernel", "/vm/kernel", "-initrd", "/vm/initrd",
-		"-append", kernelCmdline(b.accel.Name, guestEnv+"=1"),
-		"-chardev", "socket,id=host,fd=3", "-device", "virtio-serial-device", "-device", "virtserialport,chardev=host,name=" + portName,
+	base := Config{Kernel: "/vm/kernel", Initrd: "/vm/initrd", MemoryMB: g.memMB, CPUs: b.vcpus(),
+		Accel: b.accel.Name, Cmdline: guestEnv + "=1"}
+	args := append(base.args(),
+		"-chardev", "socket,id=host,fd=3", "-device", "virtio-serial-device", "-device", "virtserialport,chardev=host,name="+portName,
 		"-drive", "file=/vm/userland,if=none,id=userland,format=raw,readonly=on",
-		"-device", "virtio-blk-device,drive=userland,serial=" + userlandSerial,
+		"-device", "virtio-blk-device,drive=userland,serial="+userlandSerial,
 		"-drive", "file=/vm/scratch,if=none,id=scratch,format=raw,cache=unsafe,discard=unmap",
-		"-device", "virtio-blk-device,drive=scratch,serial=" + scratchSerial,
-	}
+		"-device", "virtio-blk-device,drive=scratch,serial="+scratchSerial,
+	)
 	var tap *os.File
 	var gnet *GuestNet
 	if b.cfg.Network != nil {
@@ -604,13 +599,6 @@ func (b *Backend) vcpus() int {
 		return min(runtime.NumCPU(), 2)
 	}
 	return 1
-}
-
-func cpuModel(accel string) string {
-	if accel == "kvm" {
-		return "host,-arch-capabilities"
-	}
-	return "max"
 }
 
 // stop ends the VM: the guest powers off when its host connection closes;

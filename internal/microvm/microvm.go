@@ -78,24 +78,25 @@ func (c *Config) args() []string {
 	if mem == 0 {
 		mem = 256
 	}
-	cpus := max(c.CPUs, 1)
-	cpu := "max"
-	if c.Accel == "kvm" {
-		// -cpu host trips over MSRs some nested hosts refuse; the probe
-		// boot decides whether KVM is usable at all.
-		cpu = "host,-arch-capabilities"
-	}
 	return []string{
-		"-M", "microvm,rtc=off", "-accel", c.Accel, "-cpu", cpu,
-		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
-		"-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio",
+		// No guest RAM in host core dumps; no page merging across tenants.
+		"-M", "microvm,rtc=off,dump-guest-core=off,mem-merge=off", "-accel", c.Accel, "-cpu", cpuModel(c.Accel),
+		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(max(c.CPUs, 1)),
+		"-nodefaults", "-no-reboot", "-nographic", "-serial", "stdio", "-no-user-config",
 		// QEMU's own seccomp filter confines the VMM process.
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-kernel", c.Kernel, "-initrd", c.Initrd,
-		// no_timer_check: under emulation on a busy host the APIC timer
-		// check misjudges the clock and can stall early boot.
 		"-append", kernelCmdline(c.Accel, c.Cmdline),
 	}
+}
+
+// cpuModel is the guest CPU: -cpu host trips over MSRs some nested hosts
+// refuse (the probe boot decides whether KVM is usable at all).
+func cpuModel(accel string) string {
+	if accel == "kvm" {
+		return "host,-arch-capabilities"
+	}
+	return "max"
 }
 
 // kernelCmdline is the guest kernel's command line. Under TCG the guest
