@@ -397,7 +397,7 @@ func (g *guestAgent) setup(r io.Reader, gn *GuestNet) (err error) {
 			return fmt.Errorf("sandbox network: %w", err)
 		}
 		c.nets = nets
-		network = guestNetwork{nets}
+		network = netenv.Sandboxes{M: nets}
 	}
 	if c.cgm, err = cgroup.New(cgroup.Options{MoveSiblings: true}); err != nil {
 		return fmt.Errorf("cgroups: %w", err)
@@ -436,17 +436,6 @@ func (c closers) Close() error {
 		c.cgm.Close()
 	}
 	return err
-}
-
-// guestNetwork adapts netenv to nsbox's Network hook.
-type guestNetwork struct{ m *netenv.Manager }
-
-func (n guestNetwork) Attach(pid int, id string) (func() error, error) {
-	l, err := n.m.AttachPID(pid, id)
-	if err != nil {
-		return nil, err
-	}
-	return func() error { return n.m.Detach(l) }, nil
 }
 
 func linkUp(name string) error {

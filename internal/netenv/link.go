@@ -317,3 +317,17 @@ func isGone(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
 }
+
+// Sandboxes adapts a Manager to a sandbox backend's network hook
+// (nsbox.Network): attach the network namespace of a sandbox's first
+// process, and get back how to detach it.
+type Sandboxes struct{ M *Manager }
+
+// Attach implements nsbox.Network.
+func (s Sandboxes) Attach(pid int, id string) (func() error, error) {
+	l, err := s.M.AttachPID(pid, id)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return s.M.Detach(l) }, nil
+}

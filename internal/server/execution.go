@@ -278,17 +278,6 @@ func (ex *execution) close() {
 	}
 }
 
-// netAttacher adapts netenv to the sandbox's Network hook.
-type netAttacher struct{ m *netenv.Manager }
-
-func (n netAttacher) Attach(pid int, id string) (func() error, error) {
-	l, err := n.m.AttachPID(pid, id)
-	if err != nil {
-		return nil, err
-	}
-	return func() error { return n.m.Detach(l) }, nil
-}
-
 // capacityMB is the memory for environments on this node: --capacity-mb,
 // or three quarters of the RAM.
 func capacityMB(cfg Config) int {
@@ -365,7 +354,7 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 		return nil, err
 	}
 	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
-		Network: netAttacher{*nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
+		Network: netenv.Sandboxes{M: *nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
 		RuntimeDir: rtDir, Logger: log})
 }
 
