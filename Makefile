@@ -5,7 +5,7 @@
 export CGO_ENABLED=0
 
 build:
-	go build -o bin/nubo ./cmd/nubo
+	bash scripts/build.sh bin/nubo
 
 run: build
 	bash scripts/deps.sh
@@ -19,7 +19,7 @@ test:
 RIE_MODULE = github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@latest
 bench:
 	bash scripts/deps.sh --bench
-	go build -o bin/nubo ./cmd/nubo
+	bash scripts/build.sh bin/nubo
 	GOBIN=$(CURDIR)/bench/.bin go install $(RIE_MODULE)
 	go build -trimpath -ldflags='-s -w' -o bench/.bin/echo-bootstrap ./bench/echo
 	go build -o bench/.bin/nubo-bench ./bench/cmd/nubo-bench

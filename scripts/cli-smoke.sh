@@ -21,7 +21,7 @@ fi
 
 if [[ ! -x $nubo || -n $(find "$root/cmd" "$root/internal" -name '*.go' -newer "$nubo" -print -quit) ]]; then
 	echo "cli-smoke: building $nubo"
-	(cd "$root" && CGO_ENABLED=0 go build -o "$nubo" ./cmd/nubo)
+	bash "$root/scripts/build.sh" "$nubo"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/nubo-cli-smoke.XXXXXX")

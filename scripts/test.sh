@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test
 export CGO_ENABLED=0
-go build -o bin/nubo ./cmd/nubo
+bash scripts/build.sh bin/nubo
 go vet ./...
 
 echo "== go test"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -143,6 +144,43 @@ func warm(t *testing.T, p *proc, e *leakEnv) {
 	}
 	if left := e.leftovers(t); len(left) < 4 {
 		t.Fatalf("a warm nubo should show mounts, cgroups, links and a table; found only %v", left)
+	}
+	checkAgentsEmbedded(t, p.cmd.Process.Pid)
+}
+
+// checkAgentsEmbedded: a nubo built as make builds it starts its sandboxes
+// from the small agent executable it embeds (a sealed memfd), not from its
+// own binary.
+func checkAgentsEmbedded(t *testing.T, server int) {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The fields after the parenthesised name: state, ppid, …
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(server) {
+			continue
+		}
+		argv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || string(bytes.TrimRight(argv, "\x00")) != "nubo-agent" {
+			continue
+		}
+		n++
+		if !strings.HasPrefix(exe, "/memfd:nubo-agent") {
+			t.Errorf("sandbox %d runs %s, want the embedded agent (/memfd:nubo-agent)", pid, exe)
+		}
+	}
+	if n == 0 {
+		t.Error("no sandbox process found below nubo serve")
 	}
 }
 

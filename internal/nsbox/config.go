@@ -21,7 +21,10 @@ type initConfig struct {
 	// when a function gets the sandbox (see box.assign).
 	Runtime string `json:"runtime,omitempty"`
 	// Tmp is the mounted /tmp volume.
-	Tmp      string `json:"tmp"`
+	Tmp string `json:"tmp"`
+	// Exe is the executable the init stage was started from when it is
+	// not nubo's own binary (Config.Agent), to be closed like the above.
+	Exe      string `json:"exe,omitempty"`
 	Hostname string `json:"hostname"`
 	UID      int    `json:"uid"`
 	GID      int    `json:"gid"`

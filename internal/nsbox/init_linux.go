@@ -41,6 +41,11 @@ func init() {
 // not needed for any of this: the host moves it onto /var/task and /opt
 // when a function gets the sandbox, before it sends Start.
 func initStage() error {
+	// Started from a descriptor (Config.Agent), the process would be
+	// called "5" in ps and top; this runs on the main thread, whose name
+	// is the process's.
+	name, _ := unix.BytePtrFromString("nubo-agent")
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafePointer(name)), 0, 0, 0)
 	// Opened before pivot_root: the agent may have to be exec'd from this
 	// very binary (see becomeAgent), which the sandbox's root does not
 	// contain.
@@ -67,7 +72,7 @@ func initStage() error {
 		return err
 	}
 	// The inherited directory fds are not needed past the mounts.
-	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Runtime, cfg.Tmp} {
+	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Runtime, cfg.Tmp, cfg.Exe} {
 		if n, ok := strings.CutPrefix(p, "/proc/self/fd/"); ok {
 			if fd, err := strconv.Atoi(n); err == nil && fd > fdConfig {
 				unix.Close(fd)
@@ -113,11 +118,18 @@ func becomeAgent(self int, cfg *initConfig) error {
 		if err := syscall.SetNonblock(fdAgentConn, true); err != nil {
 			return err
 		}
-		if err := agent.Run(os.NewFile(fdAgentConn, "agent-conn"), log); err != nil {
-			fmt.Fprintln(os.Stderr, "nubo agent:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		// Not on this goroutine: package initialisation, where this runs,
+		// keeps it locked to the main thread, so every hand-off between it
+		// and the agent's other goroutines would be a switch of threads.
+		// It parks here for good, its thread asleep.
+		go func() {
+			if err := agent.Run(os.NewFile(fdAgentConn, "agent-conn"), log); err != nil {
+				fmt.Fprintln(os.Stderr, "nubo agent:", err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}()
+		select {}
 	}
 	env := []string{"NUBO_AGENT=1", "PATH=/usr/local/bin:/usr/bin:/bin"}
 	if debug {

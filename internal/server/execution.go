@@ -355,7 +355,7 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 	}
 	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
 		Network: netenv.Sandboxes{M: *nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
-		RuntimeDir: rtDir, Logger: log})
+		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, Logger: log})
 }
 
 // newMicroVMBackend makes the microVM backend: each account's sandboxes in

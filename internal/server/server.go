@@ -74,7 +74,10 @@ type Config struct {
 	NetName        string
 	SandboxUIDBase int
 	SandboxSlots   int
-	Logger         *slog.Logger
+	// SandboxAgent is the small executable namespace sandboxes start from
+	// (cmd/nubo-agent, embedded by cmd/nubo); nil: nubo's own binary.
+	SandboxAgent []byte
+	Logger       *slog.Logger
 }
 
 // Server is a running nubo.
