@@ -79,6 +79,9 @@ type Backend struct {
 	live   map[*box]struct{}
 	vols   *pool[*tmpVolume]
 	shells *pool[*box]
+	// starting counts sandboxes handed out whose runtime has not finished
+	// init: shells made ahead wait for it to fall to zero (see quiet).
+	starting quiet
 }
 
 // New prepares the backend: it removes leftovers of an earlier run under
@@ -173,6 +176,10 @@ type box struct {
 	tmpMB   int
 	done    chan struct{}
 	destroy sync.Once
+	// started is called once the sandbox's cold start is over: after its
+	// init, or at Destroy (see Backend.starting).
+	started     func()
+	startedOnce sync.Once
 
 	// confineMu orders AfterInit's background cgroup moves against
 	// Destroy, which sets destroyed.
@@ -199,6 +206,8 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		return nil, err
 	}
 	tShell := time.Now()
+	b.starting.enter()
+	s.started = b.starting.leave
 	if err := s.assign(spec); err != nil {
 		s.Destroy()
 		return nil, err
@@ -594,6 +603,15 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	return nil
 }
 
+// coldStartOver ends the sandbox's count in Backend.starting, once.
+func (s *box) coldStartOver() {
+	s.startedOnce.Do(func() {
+		if s.started != nil {
+			s.started()
+		}
+	})
+}
+
 func (s *box) ID() string               { return s.id }
 func (s *box) Conn() io.ReadWriteCloser { return s.conn }
 func (s *box) Paths() sandbox.Paths     { return s.paths }
@@ -610,6 +628,7 @@ func (s *box) Done() <-chan struct{}    { return s.done }
 // between init and the first invocation. Until it lands the runtime runs
 // unthrottled, as it did during init.
 func (s *box) AfterInit() error {
+	s.coldStartOver()
 	if s.cg == nil || s.cmd == nil || s.cmd.Process == nil {
 		return nil
 	}
@@ -664,6 +683,7 @@ func (s *box) Stats() (sandbox.Stats, error) {
 // namespace) and removes everything the sandbox had on the host.
 func (s *box) Destroy() error {
 	var errs []error
+	s.coldStartOver()
 	s.destroy.Do(func() {
 		// No quota may be applied from here on (see AfterInit).
 		s.confineMu.Lock()

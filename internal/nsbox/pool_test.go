@@ -40,12 +40,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (p *pool[T]) readyLen(size int) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.ready[size])
-}
-
 func TestPoolWantFollowsBursts(t *testing.T) {
 	p := &pool[int]{max: 16, floor: 2, taken: map[int][]time.Time{}}
 	now := time.Now()
@@ -184,4 +178,48 @@ func TestPoolCloseFailsWaitersAndDestroysLateItems(t *testing.T) {
 	if _, err := p.get(context.Background(), defaultTmpMB); !errors.Is(err, errPoolClosed) {
 		t.Errorf("get after close: %v", err)
 	}
+}
+
+// TestQuietSettle: a refill waits for a pause in cold starts, but not past
+// its deadline, and not when the pool has run dry.
+func TestQuietSettle(t *testing.T) {
+	var q quiet
+	never := func() bool { return false }
+	t0 := time.Now()
+	q.settle(20*time.Millisecond, t0.Add(time.Second), never)
+	if d := time.Since(t0); d > 10*time.Millisecond {
+		t.Fatalf("nothing ever in progress: settle took %v", d)
+	}
+
+	q.enter()
+	done := make(chan time.Time)
+	go func() {
+		q.settle(20*time.Millisecond, time.Now().Add(5*time.Second), never)
+		done <- time.Now()
+	}()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("settled while a cold start was in progress")
+	default:
+	}
+	left := time.Now()
+	q.leave()
+	at := <-done
+	if d := at.Sub(left); d < 20*time.Millisecond {
+		t.Fatalf("settled %v after the last cold start, before the 20ms gap", d)
+	}
+
+	q.enter()
+	t0 = time.Now()
+	q.settle(20*time.Millisecond, t0.Add(30*time.Millisecond), never)
+	if d := time.Since(t0); d < 30*time.Millisecond || d > time.Second {
+		t.Fatalf("busy until the deadline of 30ms: settle took %v", d)
+	}
+	t0 = time.Now()
+	q.settle(20*time.Millisecond, t0.Add(5*time.Second), func() bool { return true })
+	if d := time.Since(t0); d > 10*time.Millisecond {
+		t.Fatalf("pool dry: settle took %v", d)
+	}
+	q.leave()
 }
