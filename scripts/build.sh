@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Builds nubo into $1 (default bin/nubo): first the sandbox agent
-# (cmd/nubo-agent), which nubo embeds, then nubo itself.
+# (cmd/nubo-agent), which nubo embeds, then nubo itself. Both get one random
+# build stamp: nubo uses an embedded agent only if it carries its own.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/bin/nubo}
 cd "$root"
 export CGO_ENABLED=0
-go build -trimpath -ldflags='-s -w' -o cmd/nubo/agent/nubo-agent ./cmd/nubo-agent
-go build -o "$out" ./cmd/nubo
+stamp=nubo-build-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+x="-X github.com/nubo-dev/nubo/internal/nsbox.BuildStamp=$stamp"
+# Built outside the source tree, then moved in: the go:embed pattern must
+# never see a half-written file (other builds may be reading the tree).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go build -trimpath -ldflags="-s -w $x" -o "$tmp/nubo-agent" ./cmd/nubo-agent
+mv -f "$tmp/nubo-agent" cmd/nubo/agent/nubo-agent
+go build -ldflags="$x" -o "$out" ./cmd/nubo

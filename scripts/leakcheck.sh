@@ -10,7 +10,7 @@ while read -r line; do found+=("cgroup: $line"); done < <(find /sys/fs/cgroup -m
 while read -r line; do found+=("link: $line"); done < <(ip -d -o link 2>/dev/null | grep "alias nubo netenv" | awk '{print $2}')
 while read -r line; do found+=("nft: $line"); done < <(nft list tables 2>/dev/null | awk '$3 ~ /^(nubo|n[tlm][0-9a-f]+|nbench)$/')
 while read -r line; do found+=("iptables: $line"); done < <(iptables-save 2>/dev/null | grep -E '^:(NUBO|N[TLM][0-9A-F]+)-' )
-while read -r line; do found+=("process: $line"); done < <(ps -eo pid=,args= | awk '$2 == "nubo-agent" || $2 == "nubo-vmm" || $3 == "nsbox-init" || ($2 ~ /qemu-system-x86_64$/ && $3 == "-M" && $4 ~ /^microvm/)')
+while read -r line; do found+=("process: $line"); done < <(ps -eo pid=,args= | awk '$2 == "nubo-agent" || $2 == "nubo-spawner" || $2 == "nubo-vmm" || $3 == "nsbox-init" || ($2 ~ /qemu-system-x86_64$/ && $3 == "-M" && $4 ~ /^microvm/)')
 if [ ${#found[@]} -gt 0 ]; then
   echo "leakcheck: left behind by the tests:" >&2
   printf '  %s\n' "${found[@]}" >&2

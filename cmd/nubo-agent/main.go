@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"os"
 
-	_ "github.com/nubo-dev/nubo/internal/nsbox" // the init stage
+	"github.com/nubo-dev/nubo/internal/nsbox" // the init stage, in its initialiser
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "nubo-agent: started by nubo only, as a sandbox's init")
+	// Naming the stamp also keeps it in the executable, where nubo looks
+	// for it (see cmd/nubo/agent.go).
+	fmt.Fprintf(os.Stderr, "nubo-agent (%s): started by nubo only, as a sandbox's init\n", nsbox.BuildStamp)
 	os.Exit(2)
 }

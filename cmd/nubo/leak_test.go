@@ -150,11 +150,11 @@ func warm(t *testing.T, p *proc, e *leakEnv) {
 
 // checkAgentsEmbedded: a nubo built as make builds it starts its sandboxes
 // from the small agent executable it embeds (a sealed memfd), not from its
-// own binary.
+// own binary, through its spawner, itself started from that executable.
 func checkAgentsEmbedded(t *testing.T, server int) {
 	t.Helper()
+	parent := map[int]int{}
 	ents, _ := os.ReadDir("/proc")
-	n := 0
 	for _, d := range ents {
 		pid, err := strconv.Atoi(d.Name())
 		if err != nil {
@@ -166,21 +166,38 @@ func checkAgentsEmbedded(t *testing.T, server int) {
 		}
 		// The fields after the parenthesised name: state, ppid, …
 		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-		if len(f) < 2 || f[1] != strconv.Itoa(server) {
+		if len(f) > 1 {
+			parent[pid], _ = strconv.Atoi(f[1])
+		}
+	}
+	below := func(pid, ancestor int) bool {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == ancestor {
+				return true
+			}
+		}
+		return false
+	}
+	count := map[string]int{}
+	for pid := range parent {
+		if !below(pid, server) {
 			continue
 		}
 		argv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil || string(bytes.TrimRight(argv, "\x00")) != "nubo-agent" {
+		name := string(bytes.TrimRight(argv, "\x00"))
+		if name != "nubo-agent" && name != "nubo-spawner" {
 			continue
 		}
-		n++
-		if !strings.HasPrefix(exe, "/memfd:nubo-agent") {
-			t.Errorf("sandbox %d runs %s, want the embedded agent (/memfd:nubo-agent)", pid, exe)
+		count[name]++
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || !strings.HasPrefix(exe, "/memfd:nubo-agent") {
+			t.Errorf("%s %d runs %q (%v), want the embedded agent (/memfd:nubo-agent)", name, pid, exe, err)
+		}
+		if name == "nubo-agent" && parent[parent[pid]] != server {
+			t.Errorf("sandbox %d is not a child of nubo's spawner", pid)
 		}
 	}
-	if n == 0 {
-		t.Error("no sandbox process found below nubo serve")
+	if count["nubo-agent"] == 0 || count["nubo-spawner"] != 1 {
+		t.Errorf("below nubo serve: %d sandboxes, %d spawners; want some and one", count["nubo-agent"], count["nubo-spawner"])
 	}
 }
 

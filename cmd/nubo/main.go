@@ -108,7 +108,10 @@ func serve(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = logger
-	cfg.SandboxAgent = embeddedAgent()
+	var why string
+	if cfg.SandboxAgent, why = embeddedAgent(); why != "" {
+		logger.Info("sandboxes start from nubo's own binary, not the small agent executable", "why", why)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := server.Run(ctx, cfg); err != nil {

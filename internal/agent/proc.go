@@ -101,7 +101,10 @@ func (r *reaper) start(s procSpec) (*proc, error) {
 		Files: []*os.File{nil, s.stdout, s.stderr},
 		Sys: &syscall.SysProcAttr{
 			Setpgid: true,
-			// Outside a pid namespace the runtime must not outlive a crashed agent.
+			// Outside a pid namespace the runtime must not outlive a crashed
+			// agent. The signal follows the forking thread, not the process:
+			// the agent's threads last as long as it does (no goroutine of it
+			// exits locked to its thread, which would end the thread).
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}

@@ -21,10 +21,7 @@ type initConfig struct {
 	// when a function gets the sandbox (see box.assign).
 	Runtime string `json:"runtime,omitempty"`
 	// Tmp is the mounted /tmp volume.
-	Tmp string `json:"tmp"`
-	// Exe is the executable the init stage was started from when it is
-	// not nubo's own binary (Config.Agent), to be closed like the above.
-	Exe      string `json:"exe,omitempty"`
+	Tmp      string `json:"tmp"`
 	Hostname string `json:"hostname"`
 	UID      int    `json:"uid"`
 	GID      int    `json:"gid"`

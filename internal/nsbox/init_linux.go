@@ -25,6 +25,9 @@ const (
 )
 
 func init() {
+	if os.Getenv(spawnerEnv) == "1" {
+		runSpawner() // does not return
+	}
 	if os.Getenv(initEnv) != "1" {
 		return
 	}
@@ -72,7 +75,7 @@ func initStage() error {
 		return err
 	}
 	// The inherited directory fds are not needed past the mounts.
-	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Runtime, cfg.Tmp, cfg.Exe} {
+	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Runtime, cfg.Tmp} {
 		if n, ok := strings.CutPrefix(p, "/proc/self/fd/"); ok {
 			if fd, err := strconv.Atoi(n); err == nil && fd > fdConfig {
 				unix.Close(fd)
@@ -90,8 +93,7 @@ func initStage() error {
 
 // becomeAgent drops every privilege of the init stage, on all of its
 // threads, loads the seccomp filter, and runs the agent in this very
-// process: no second start of the nubo binary (a 32 MB Go program takes
-// ~5 ms of CPU to start). A binary built with cgo cannot change all of its
+// process: no second start of a Go program (several ms of CPU each). A binary built with cgo cannot change all of its
 // threads' credentials itself (AllThreadsSyscall refuses); it execs itself
 // as the agent instead, which leaves one thread, as before.
 func becomeAgent(self int, cfg *initConfig) error {

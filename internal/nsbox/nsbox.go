@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -73,6 +72,8 @@ type Backend struct {
 	land []userlandEntry
 	// agent is Config.Agent in a sealed memfd; nil: /proc/self/exe.
 	agent *os.File
+	// spawner clones the sandboxes' init stages (see spawner.go).
+	spawner *spawner
 
 	mu     sync.Mutex
 	slots  []bool
@@ -104,15 +105,22 @@ func New(cfg Config) (*Backend, error) {
 	}
 	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{}}
 	var err error
-	if len(cfg.Agent) > 0 {
-		if b.agent, err = sealedExecutable("nubo-agent", cfg.Agent); err != nil {
-			return nil, fmt.Errorf("agent executable: %w", err)
-		}
-	}
 	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc")); err != nil {
 		return nil, err
 	}
 	if b.land, err = hostUserland(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Agent) > 0 {
+		// Not fatal: nubo's own binary holds the same init stage.
+		if b.agent, err = sealedExecutable("nubo-agent", cfg.Agent); err != nil {
+			b.log.Warn("cannot run the embedded sandbox agent; sandboxes start from nubo's own binary", "err", err)
+		}
+	}
+	if b.spawner, err = newSpawner(b.agent, cfg.Logger); err != nil {
+		if b.agent != nil {
+			b.agent.Close()
+		}
 		return nil, err
 	}
 	// Pools last: their refills make sandboxes from everything above.
@@ -165,7 +173,8 @@ type box struct {
 	id      string
 	slot    int
 	dir     string
-	cmd     *exec.Cmd
+	pid     int      // of the init stage, later the agent (host pid namespace)
+	pidfd   *os.File // of the same process, in the network poller
 	conn    *os.File
 	mntns   *os.File // the sandbox's mount namespace, for assign
 	cg      cgroup.Cgroup
@@ -176,15 +185,14 @@ type box struct {
 	tmpMB   int
 	done    chan struct{}
 	destroy sync.Once
-	// started is called once the sandbox's cold start is over: after its
-	// init, or at Destroy (see Backend.starting).
-	started     func()
-	startedOnce sync.Once
 
 	// confineMu orders AfterInit's background cgroup moves against
-	// Destroy, which sets destroyed.
+	// Destroy, which sets destroyed. It also guards starting: the sandbox
+	// counts in Backend.starting from Create until its init is over (or
+	// it is destroyed).
 	confineMu sync.Mutex
 	destroyed bool
+	starting  bool
 }
 
 // Create implements sandbox.Backend. The shell comes from the pool (see
@@ -206,8 +214,12 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		return nil, err
 	}
 	tShell := time.Now()
-	b.starting.enter()
-	s.started = b.starting.leave
+	s.confineMu.Lock()
+	if !s.destroyed {
+		b.starting.enter()
+		s.starting = true
+	}
+	s.confineMu.Unlock()
 	if err := s.assign(spec); err != nil {
 		s.Destroy()
 		return nil, err
@@ -455,7 +467,7 @@ func mountIn(req mountReq) error {
 }
 
 // agentStartTimeout bounds how long a new sandbox's agent may take to say
-// Ready (a 32 MB Go binary's start, on a loaded host).
+// Ready (a Go program's start, on a loaded host).
 const agentStartTimeout = 30 * time.Second
 
 // waitAgent waits until the agent has written to its connection: its
@@ -513,23 +525,13 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	defer cfgR.Close()
 	defer cfgW.Close()
 
-	cmd := exec.Command("/proc/self/exe")
 	// The init stage becomes the agent in place: name it so from the start.
-	cmd.Args = []string{"nubo-agent"}
-	cmd.Env = []string{initEnv + "=1", "GOMAXPROCS=1"}
+	req := spawnRequest{Args: []string{"nubo-agent"}, Env: []string{initEnv + "=1", "GOMAXPROCS=1"},
+		IDBase: base, IDSize: idRange}
 	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
-		cmd.Env = append(cmd.Env, "NUBO_AGENT_DEBUG=1")
+		req.Env = append(req.Env, "NUBO_AGENT_DEBUG=1")
 	}
-	cmd.ExtraFiles = []*os.File{child, cfgR} // fd 3, fd 4
-	if s.b.agent != nil {
-		// The child execs its own copy of the descriptor (fd 5), which the
-		// init stage then closes: no path on the host is involved, so the
-		// child, already an unprivileged host id, needs no access to any
-		// directory (see sealedExecutable).
-		cfg.Exe = fmt.Sprintf("/proc/self/fd/%d", 3+len(cmd.ExtraFiles))
-		cmd.Path = cfg.Exe
-		cmd.ExtraFiles = append(cmd.ExtraFiles, s.b.agent)
-	}
+	files := []*os.File{child, cfgR} // fd 3, fd 4
 	// Host directories go as detached mounts on fds 5, 6, … (see initConfig).
 	for _, m := range []struct {
 		p  *string
@@ -543,55 +545,57 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			return err
 		}
 		defer f.Close()
-		*m.p = fmt.Sprintf("/proc/self/fd/%d", 3+len(cmd.ExtraFiles))
-		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		*m.p = fmt.Sprintf("/proc/self/fd/%d", 3+len(files))
+		files = append(files, f)
 	}
-	cmd.Stderr = &logWriter{log: s.b.log, id: s.id}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
-			syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: idRange}},
-		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: idRange}},
-		GidMappingsEnableSetgroups: true,
-		// Become the namespace's root (host id base) once the maps are
-		// written: the unmapped host root would be "nobody" without
-		// capabilities inside.
-		Credential: &syscall.Credential{Uid: 0, Gid: 0},
-		Pdeathsig:  syscall.SIGKILL,
+	// Its stderr is logged line by line.
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		return err
 	}
+	defer logW.Close()
+	go func() {
+		io.Copy(&logWriter{log: s.b.log, id: s.id}, logR)
+		logR.Close()
+	}()
 	// On cgroup v2 the child is cloned straight into its cgroup; on v1 it
 	// is moved there below, before it is released.
+	var cgDir *os.File
 	if s.cg != nil {
 		if dir, err := s.cg.OpenDir(); err == nil {
 			defer dir.Close()
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
+			cgDir = dir
 		}
 	}
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
+	pid, pidfd, err := s.b.spawner.spawn(req, logW, files, cgDir)
+	if err != nil {
 		return fmt.Errorf("start sandbox init: %w", err)
 	}
 	tStart := time.Now()
-	s.cmd = cmd
-	// Opened before anything may reap the child, so the pid is surely the
-	// sandbox's: assign joins this namespace.
-	s.mntns, err = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+	s.pid, s.pidfd = pid, pidfd
 	go func() {
-		cmd.Wait()
+		pidfdWait(pidfd)
 		close(s.done)
 	}()
+	// The pid is the sandbox's as long as its process lives (the spawner
+	// reaps it only after its end): checked through the pidfd once the
+	// namespace is open.
+	s.mntns, err = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err == nil && !pidfdUnreaped(pidfd) {
+		err = errors.New("the init stage is gone")
+	}
 	if err != nil {
 		return fmt.Errorf("sandbox mount namespace: %w", err)
 	}
-	if s.cg != nil && !cmd.SysProcAttr.UseCgroupFD {
-		if err := s.cg.AddProc(cmd.Process.Pid); err != nil {
+	if s.cg != nil && cgDir == nil {
+		if err := s.cg.AddProc(pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 	}
 	tCg := time.Now()
 	if s.b.cfg.Network != nil && !noNetwork {
-		if s.detach, err = s.b.cfg.Network.Attach(cmd.Process.Pid, s.id); err != nil {
+		if s.detach, err = s.b.cfg.Network.Attach(pid, s.id); err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
 	}
@@ -605,11 +609,12 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 
 // coldStartOver ends the sandbox's count in Backend.starting, once.
 func (s *box) coldStartOver() {
-	s.startedOnce.Do(func() {
-		if s.started != nil {
-			s.started()
-		}
-	})
+	s.confineMu.Lock()
+	defer s.confineMu.Unlock()
+	if s.starting {
+		s.starting = false
+		s.b.starting.leave()
+	}
 }
 
 func (s *box) ID() string               { return s.id }
@@ -629,18 +634,25 @@ func (s *box) Done() <-chan struct{}    { return s.done }
 // unthrottled, as it did during init.
 func (s *box) AfterInit() error {
 	s.coldStartOver()
-	if s.cg == nil || s.cmd == nil || s.cmd.Process == nil {
+	if s.cg == nil || s.pidfd == nil {
 		return nil
 	}
-	pid := s.cmd.Process.Pid
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	// Children are listed per thread that forked them, and the agent
+	// forks from any of its threads.
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", s.pid))
 	if err != nil {
 		return err
 	}
 	var kids []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			kids = append(kids, n)
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", s.pid, t.Name()))
+		if err != nil {
+			continue // a thread that ended meanwhile
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, n)
+			}
 		}
 	}
 	milli := cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU())
@@ -683,19 +695,23 @@ func (s *box) Stats() (sandbox.Stats, error) {
 // namespace) and removes everything the sandbox had on the host.
 func (s *box) Destroy() error {
 	var errs []error
-	s.coldStartOver()
 	s.destroy.Do(func() {
-		// No quota may be applied from here on (see AfterInit).
+		// No quota may be applied from here on (see AfterInit), and the
+		// sandbox no longer counts as starting.
 		s.confineMu.Lock()
 		s.destroyed = true
 		s.confineMu.Unlock()
-		if s.cmd != nil && s.cmd.Process != nil {
-			s.cmd.Process.Kill()
+		s.coldStartOver()
+		if s.pidfd != nil {
+			pidfdKill(s.pidfd)
 			select {
 			case <-s.done:
 			case <-time.After(5 * time.Second):
 				errs = append(errs, fmt.Errorf("sandbox %s: init did not exit", s.id))
 			}
+		}
+		if s.pidfd != nil {
+			s.pidfd.Close()
 		}
 		if s.conn != nil {
 			s.conn.Close()
@@ -750,6 +766,7 @@ func (b *Backend) Close() error {
 	if b.vols != nil {
 		b.vols.close()
 	}
+	b.spawner.close()
 	if b.agent != nil {
 		b.agent.Close()
 	}

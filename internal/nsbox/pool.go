@@ -35,6 +35,7 @@ type pool[T any] struct {
 	mk      func(size int, urgent bool) (T, error)
 	destroy func(T)
 	log     func(msg string, args ...any)
+	hold    func(p *pool[T], size int) // see newHeldPool; may be nil
 
 	mu      sync.Mutex
 	ready   map[int][]T         // per size, oldest first
@@ -71,7 +72,14 @@ const (
 var errPoolClosed = errors.New("nsbox: pool closed")
 
 func newPool[T any](name string, max, floor int, mk func(size int, urgent bool) (T, error), destroy func(T), log func(string, ...any)) *pool[T] {
-	p := &pool[T]{name: name, max: max, floor: min(floor, max), mk: mk, destroy: destroy, log: log,
+	return newHeldPool(name, max, floor, mk, destroy, log, nil)
+}
+
+// newHeldPool is newPool with a hold: the refill calls it before it makes
+// each item ahead, and waits while it runs.
+func newHeldPool[T any](name string, max, floor int, mk func(size int, urgent bool) (T, error), destroy func(T),
+	log func(string, ...any), hold func(p *pool[T], size int)) *pool[T] {
+	p := &pool[T]{name: name, max: max, floor: min(floor, max), mk: mk, destroy: destroy, log: log, hold: hold,
 		ready: map[int][]T{}, taken: map[int][]time.Time{defaultTmpMB: nil}, filling: map[int]int{},
 		waiting: map[int][]chan made[T]{}, kick: make(chan struct{}, 1)}
 	p.wg.Add(1)
@@ -279,6 +287,9 @@ func (p *pool[T]) refill() {
 			if size < 0 {
 				break
 			}
+			if p.hold != nil {
+				p.hold(p, size)
+			}
 			// Bounded: a burst must not start a maker per take at once.
 			sem <- struct{}{}
 			p.mu.Lock()
@@ -345,29 +356,25 @@ func newVolPool(dir string, max int, log func(string, ...any)) *pool[*tmpVolume]
 
 // newShellPool pools sandbox shells of b.
 //
-// A shell made ahead first waits for a pause in cold starts (see
-// refillGap), as long as a shell of its size is still ready: making one
-// takes 10–20 ms of CPU in nubo and in the shell, and on a small host a
-// refill run beside a cold start slows that very start (measured: the echo
-// runtime's init took 13 ms instead of 3 with four refills beside it).
-// Refills run at once when the pool has run dry, and after refillHoldoff
-// in any case.
+// Before it makes a shell ahead, the refill waits for a pause in cold
+// starts (refillGap), as long as more than one shell of that size is still
+// ready, and for at most refillHoldoff: making a shell takes 10–20 ms of
+// CPU in nubo and in the shell, and on a small host a refill run beside a
+// cold start slows that very start (measured: the echo runtime's init took
+// 13 ms instead of 3 with four refills beside it).
 func newShellPool(b *Backend, max int) *pool[*box] {
-	var p *pool[*box]
-	p = newPool("sandbox shell", max, shellFloor, func(size int, urgent bool) (*box, error) {
-		if !urgent {
-			b.starting.settle(refillGap, time.Now().Add(refillHoldoff), func() bool { return p.readyLen(size) == 0 })
-		}
+	return newHeldPool("sandbox shell", max, shellFloor, func(size int, urgent bool) (*box, error) {
 		return b.newShell(size, false, urgent)
-	}, func(s *box) { s.Destroy() }, b.log.Warn)
-	return p
+	}, func(s *box) { s.Destroy() }, b.log.Warn, func(p *pool[*box], size int) {
+		b.starting.settle(refillGap, time.Now().Add(refillHoldoff), func() bool { return p.readyLen(size) <= 1 })
+	})
 }
 
 const (
 	// refillGap is the pause in cold starts that refills wait for;
-	// refillHoldoff bounds the wait.
+	// refillHoldoff bounds the wait (it holds up every refill).
 	refillGap     = 20 * time.Millisecond
-	refillHoldoff = time.Second
+	refillHoldoff = 250 * time.Millisecond
 )
 
 // readyLen is how many items of size are ready.

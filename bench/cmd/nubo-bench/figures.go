@@ -547,8 +547,8 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		return err
 	}
 	r.PooledBefore = n.pooledShells()
-	serverBefore, _ := smapsRollup(n.pid())
-	cpuBefore, _ := procCPU(n.pid())
+	serverBefore, _ := n.memory()
+	cpuBefore, _ := n.cpu()
 	availBefore, err := memAvailableKiB()
 	if err != nil {
 		r.Err = err.Error()
@@ -582,7 +582,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	r.Seconds = el.Seconds()
 	r.PerSecond = float64(cnt) / el.Seconds()
 	r.Latency, _ = (&Series{Samples: lat}).Summarize()
-	cpuAfter, _ := procCPU(n.pid())
+	cpuAfter, _ := n.cpu()
 	b.collectPhases(n, "nubo-env-burst", names)
 	// Let the last environments settle into idle (their runtimes block on
 	// /next) before reading memory.
@@ -592,7 +592,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		r.Err = err.Error()
 		return err
 	}
-	serverAfter, _ := smapsRollup(n.pid())
+	serverAfter, _ := n.memory()
 	agents, pm := n.environments()
 	r.PooledAfter = n.pooledShells()
 	r.LiveAgents = len(agents)

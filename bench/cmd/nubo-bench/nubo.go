@@ -381,23 +381,69 @@ func (n *nuboServer) deleteMany(ctx context.Context, names []string) error {
 }
 
 // environments lists the agents of nubo's live environments, with the
-// process table they were read from. Each sandbox's agent is a direct child
-// of nubo (nubo re-executes itself as it); an agent with a process below it
-// has a runtime, one without is a shell nubo made ahead of demand and holds
-// in its pool, which is not an environment yet.
+// process table they were read from. Each sandbox's agent is a process
+// below nubo named nubo-agent (a child of nubo's spawner, or of nubo
+// itself in older builds); an agent with a process below it has a
+// runtime, one without is a shell nubo made ahead of demand and holds in
+// its pool, which is not an environment yet.
 func (n *nuboServer) environments() ([]int, map[int]int) {
-	pm := parentMap()
+	envs, _, pm := n.agents()
+	return envs, pm
+}
+
+// agents splits the agents below nubo into environments and pooled shells.
+func (n *nuboServer) agents() (envs, shells []int, pm map[int]int) {
+	pm = parentMap()
 	kids := map[int]int{}
 	for _, pp := range pm {
 		kids[pp]++
 	}
-	var envs []int
-	for p, pp := range pm {
-		if pp == n.pid() && kids[p] > 0 {
+	for _, p := range descendants(pm, n.pid()) {
+		if !isAgent(p) {
+			continue
+		}
+		if kids[p] > 0 {
 			envs = append(envs, p)
+		} else {
+			shells = append(shells, p)
 		}
 	}
-	return envs, pm
+	return envs, shells, pm
+}
+
+// helpers are nubo's own processes beside its sandboxes (the spawner that
+// clones them): their CPU and memory count as nubo's.
+func (n *nuboServer) helpers() []int {
+	var out []int
+	for p, pp := range parentMap() {
+		if pp == n.pid() && !isAgent(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// cpu is the CPU time of nubo serve and its helpers.
+func (n *nuboServer) cpu() (time.Duration, error) {
+	total, err := procCPU(n.pid())
+	for _, p := range n.helpers() {
+		if c, err := procCPU(p); err == nil {
+			total += c
+		}
+	}
+	return total, err
+}
+
+// memory is the smaps rollup of nubo serve and its helpers.
+func (n *nuboServer) memory() (rollup, error) {
+	total, err := smapsRollup(n.pid())
+	for _, p := range n.helpers() {
+		if r, err := smapsRollup(p); err == nil {
+			total.RSS += r.RSS
+			total.PSS += r.PSS
+		}
+	}
+	return total, err
 }
 
 // waitEnvs waits until nubo has at most max environments left, so a block
@@ -405,18 +451,8 @@ func (n *nuboServer) environments() ([]int, map[int]int) {
 // pooledShells counts the shells nubo holds ready: agents without a
 // process below them (see environments).
 func (n *nuboServer) pooledShells() int {
-	pm := parentMap()
-	kids := map[int]int{}
-	for _, pp := range pm {
-		kids[pp]++
-	}
-	c := 0
-	for p, pp := range pm {
-		if pp == n.pid() && kids[p] == 0 && isAgent(p) {
-			c++
-		}
-	}
-	return c
+	_, shells, _ := n.agents()
+	return len(shells)
 }
 
 func (n *nuboServer) waitEnvs(ctx context.Context, max int, timeout time.Duration) error {

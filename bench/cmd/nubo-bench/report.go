@@ -309,11 +309,11 @@ func (r *results) printDetails(w io.Writer) {
 			e.Environments, e.Concurrency, e.Seconds, e.PerSecond, e.Latency.P50, e.Latency.P99)
 		fmt.Fprintf(w, "  %d idle environments: MemAvailable fell %.1f MiB = %.2f MiB per environment (pooled shells %d before, %d after)\n",
 			e.LiveAgents, float64(e.MemAvailDeltaKiB)/1024, e.PerEnvHostKiB/1024, e.PooledBefore, e.PooledAfter)
-		fmt.Fprintf(w, "  per environment: function PSS %.2f MiB (RSS %.2f MiB), agent PSS %.2f MiB, nubo serve PSS growth %.2f MiB\n",
+		fmt.Fprintf(w, "  per environment: function PSS %.2f MiB (RSS %.2f MiB), agent PSS %.2f MiB, nubo (serve and spawner) PSS growth %.2f MiB\n",
 			e.FunctionPSSKiB/1024, e.FunctionRSSKiB/1024, e.AgentPSSKiB/1024, e.ServerPSSDeltaKiB/1024)
 		fmt.Fprintf(w, "  beyond the function: %.2f MiB (host − function PSS), %.2f MiB (host − function RSS); userland part %.2f MiB\n",
 			e.OverheadPSSKiB/1024, e.OverheadRSSKiB/1024, e.UserlandKiB/1024)
-		fmt.Fprintf(w, "  CPU per environment: nubo serve %.1f ms + the environment's cgroup %.1f ms; bound on %d cores: %.0f environments/s\n",
+		fmt.Fprintf(w, "  CPU per environment: nubo (serve and spawner) %.1f ms + the environment's cgroup %.1f ms; bound on %d cores: %.0f environments/s\n",
 			e.ServerCPUPerEnvMs, e.EnvCPUMs, runtime.NumCPU(), e.CapacityPerSecond)
 		if e.Err != "" {
 			fmt.Fprintf(w, "  error: %s\n", e.Err)

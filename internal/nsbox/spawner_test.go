@@ -1,0 +1,158 @@
+package nsbox
+
+import (
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/testutil"
+)
+
+// spawnedEnv marks this test binary, started by the spawner in
+// TestSpawner, as the child: it waits to be killed.
+const spawnedEnv = "NUBO_TEST_SPAWNED"
+
+func init() {
+	if os.Getenv(spawnedEnv) == "1" {
+		time.Sleep(time.Minute)
+		os.Exit(3)
+	}
+}
+
+// TestSpawner: the spawner clones children in new namespaces with the
+// requested id maps, hands back a pidfd that kills and waits, is started
+// anew when it has died, and exits when nubo closes it.
+func TestSpawner(t *testing.T) {
+	testutil.RequiresRoot(t)
+	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	const base = 3_900_000
+	spawn := func() (int, *os.File) {
+		t.Helper()
+		devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		defer devnull.Close()
+		pid, pidfd, err := sp.spawn(spawnRequest{Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
+			IDBase: base, IDSize: idRange}, devnull, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid, pidfd
+	}
+	pid, pidfd := spawn()
+	defer pidfd.Close()
+	status := procStatus(t, pid)
+	if uids := strings.Fields(status["Uid"]); len(uids) == 0 || uids[0] != strconv.Itoa(base) {
+		t.Errorf("host uid of the child: %q, want %d (its root, mapped)", status["Uid"], base)
+	}
+	if ns := strings.Fields(status["NSpid"]); len(ns) != 2 || ns[1] != "1" {
+		t.Errorf("NSpid %q: want PID 1 of a pid namespace of its own", status["NSpid"])
+	}
+	for _, ns := range []string{"user", "mnt", "net", "pid", "uts", "ipc"} {
+		mine, _ := os.Readlink("/proc/self/ns/" + ns)
+		its, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + ns)
+		if err != nil || its == mine {
+			t.Errorf("%s namespace of the child: %q (%v), the test's is %q", ns, its, err, mine)
+		}
+	}
+	if !pidfdUnreaped(pidfd) {
+		t.Fatal("the child is gone")
+	}
+	if err := pidfdKill(pidfd); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- pidfdWait(pidfd) }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("pidfd wait did not return after the kill")
+	}
+
+	// A spawner that died is replaced at the next request.
+	spPid := spawnerPid(t, os.Getpid())
+	syscall.Kill(spPid, syscall.SIGKILL)
+	time.Sleep(100 * time.Millisecond)
+	pid2, pidfd2 := spawn()
+	defer pidfd2.Close()
+	if got := spawnerPid(t, os.Getpid()); got == spPid {
+		t.Fatalf("still the old spawner %d", got)
+	}
+	// The child of the killed spawner died with it (parent-death signal):
+	// gone, or a zombie until its new parent reaps it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			break
+		}
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d outlived its spawner", pid)
+		}
+	}
+	pidfdKill(pidfd2)
+	pidfdWait(pidfd2)
+	_ = pid2
+
+	sp.close()
+	if p := spawnerPidOrZero(os.Getpid()); p != 0 {
+		t.Errorf("spawner %d still running after close", p)
+	}
+}
+
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+func spawnerPid(t *testing.T, parent int) int {
+	t.Helper()
+	p := spawnerPidOrZero(parent)
+	if p == 0 {
+		t.Fatal("no spawner process below the test")
+	}
+	return p
+}
+
+// spawnerPidOrZero finds the live child of parent named nubo-spawner.
+func spawnerPidOrZero(parent int) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(parent) && f[0] != "Z" && strings.Contains(s[:i], "(nubo-spawner") {
+			return pid
+		}
+	}
+	return 0
+}
