@@ -11,12 +11,12 @@ Standard library only; runs on Python 3.8 and later.
 """
 
 import decimal
-import http.client
 import importlib
 import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 import traceback
@@ -68,20 +68,36 @@ class RuntimeAPI(object):
     Every call opens its own connection: the environment is frozen between
     invocations for an unbounded time, and a kept-alive connection may have
     been dropped by the server meanwhile.
+
+    HTTP/1.1 is spoken here directly over a socket rather than through
+    http.client: importing that module (with the email parser and ssl it
+    pulls in) takes about 20 ms, half of the whole runtime start.
     """
 
     def __init__(self, address):
         self.address = address
+        host, _, port = address.rpartition(":")
+        self.host = host.strip("[]") or "127.0.0.1"
+        self.port = int(port)
 
     def _call(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection(self.address)
+        lines = [
+            "{} {}{} HTTP/1.1".format(method, API_PREFIX, path),
+            "Host: " + self.address,
+            "Connection: close",
+        ]
+        for name, value in (headers or {}).items():
+            lines.append("{}: {}".format(name, value))
+        if body is not None:
+            lines.append("Content-Length: {}".format(len(body)))
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        sock = socket.create_connection((self.host, self.port))
         try:
-            conn.request(method, API_PREFIX + path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, resp.headers, data
+            sock.sendall(request + body if body else request)
+            with sock.makefile("rb") as f:
+                return _read_response(f)
         finally:
-            conn.close()
+            sock.close()
 
     def next(self):
         status, headers, body = self._call("GET", "/invocation/next")
@@ -117,6 +133,68 @@ class RuntimeAPI(object):
             "application/json",
             error.get("errorType"),
         )
+
+
+class Headers(object):
+    """Response headers, looked up without regard to case."""
+
+    def __init__(self):
+        self._fields = {}
+
+    def add(self, name, value):
+        self._fields[name.strip().lower()] = value.strip()
+
+    def get(self, name, default=None):
+        return self._fields.get(name.lower(), default)
+
+
+_MAX_LINE = 65536
+
+
+def _read_line(f):
+    line = f.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise RuntimeError("Runtime API: header line too long")
+    return line
+
+
+def _read_response(f):
+    """Reads one HTTP/1.1 response: (status, Headers, body bytes)."""
+    parts = _read_line(f).split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise RuntimeError("Runtime API: malformed status line")
+    status = int(parts[1])
+    headers = Headers()
+    while True:
+        line = _read_line(f)
+        if not line:
+            raise RuntimeError("Runtime API: connection closed in the headers")
+        if line in (b"\r\n", b"\n"):
+            break
+        name, sep, value = line.decode("latin-1").partition(":")
+        if sep:
+            headers.add(name, value)
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        body = bytearray()
+        while True:
+            size = int(_read_line(f).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while _read_line(f) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                break
+            chunk = f.read(size)
+            if len(chunk) != size:
+                raise RuntimeError("Runtime API: connection closed in the body")
+            body += chunk
+            _read_line(f)
+        return status, headers, bytes(body)
+    length = headers.get("Content-Length")
+    if length is None:
+        return status, headers, f.read()
+    body = f.read(int(length))
+    if len(body) != int(length):
+        raise RuntimeError("Runtime API: connection closed in the body")
+    return status, headers, body
 
 
 def _header_safe(value):
