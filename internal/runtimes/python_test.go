@@ -131,6 +131,14 @@ func TestPythonInvocations(t *testing.T) {
 		t.Errorf("event = %v", res["event"])
 	}
 
+	// An event too large for one buffer arrives chunked from this server
+	// (no Content-Length), and a large result goes back whole.
+	big := strings.Repeat("x", 300<<10)
+	res = api.invoke(t, invocation{id: "id-2b", body: `{"big":"` + big + `"}`}).json(t)
+	if ev, _ := res["event"].(map[string]any); ev["big"] != big {
+		t.Errorf("a 300 KiB event came back as %d bytes", len(fmt.Sprint(ev["big"])))
+	}
+
 	// None is null; bytes go out raw.
 	if got := api.invoke(t, invocation{id: "id-3", body: `{"action":"none"}`}); got.kind != "response" || string(got.body) != "null" {
 		t.Errorf("None: posted %s %q, want response null", got.kind, got.body)
@@ -176,8 +184,8 @@ func TestPythonInvocations(t *testing.T) {
 		t.Errorf("non-JSON payload: %s %v", got.kind, doc)
 	}
 	// The handler ran for every invocation but id-7, whose event never parsed.
-	if res := api.invoke(t, invocation{id: "id-8", body: `{}`}).json(t); res["count"] != 7.0 {
-		t.Errorf("after failures count = %v, want 7 (the process must survive them)", res["count"])
+	if res := api.invoke(t, invocation{id: "id-8", body: `{}`}).json(t); res["count"] != 8.0 {
+		t.Errorf("after failures count = %v, want 8 (the process must survive them)", res["count"])
 	}
 
 	// Logs: print as is, logging with AWS's prefix, errors as one event.
