@@ -252,7 +252,16 @@ func start(t *testing.T, family, interpreter string, api *fakeAPI, taskRoot, han
 	if err := os.WriteFile(ricPath, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	argv := Command(Runtime{ID: family, Family: family, Interpreter: interpreter}, ricPath)
+	rt := Runtime{ID: family, Family: family, Interpreter: interpreter}
+	if family == FamilyPython {
+		// As nubo runs it: compiled ahead (see Precompile).
+		rts, err := Precompile(runtimeDir, runtimeDir, []Runtime{rt})
+		if err != nil || rts[0].Compiled == "" {
+			t.Fatalf("precompile: %v", err)
+		}
+		rt = rts[0]
+	}
+	argv := Command(rt, ricPath)
 
 	// Keep the host's variables (a pyenv shim needs HOME and PATH) but none
 	// that would change how the runtime behaves.

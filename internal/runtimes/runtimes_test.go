@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
 // entry is a file of a fake userland.
@@ -197,5 +199,41 @@ func TestCommand(t *testing.T) {
 		if got := command(provided, "", exists); !reflect.DeepEqual(got, []string{tc.want}) {
 			t.Errorf("provided with %q: %q, want %q", tc.present, got, tc.want)
 		}
+	}
+}
+
+// TestPrecompile: the Python RIC is compiled once per source and
+// interpreter, a changed source gets a new file (the old one goes), and
+// the command runs the compiled file.
+func TestPrecompile(t *testing.T) {
+	py := testutil.RequiresBinary(t, "python3")
+	dir := t.TempDir()
+	write := func(src string) {
+		if err := os.WriteFile(filepath.Join(dir, "bootstrap.py"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rts := []Runtime{{ID: "python", Family: FamilyPython, Interpreter: py}, {ID: "provided", Family: FamilyProvided}}
+	write("print('one')\n")
+	got, err := Precompile(dir, "/var/runtime", rts)
+	if err != nil || got[0].Compiled == "" || got[1].Compiled != "" {
+		t.Fatalf("Precompile: %+v, %v", got, err)
+	}
+	first := got[0].Compiled
+	argv := Command(got[0], filepath.Join(dir, "bootstrap.py"))
+	if out, err := exec.Command(argv[0], argv[1:]...).Output(); err != nil || string(out) != "one\n" {
+		t.Fatalf("%v: %q, %v", argv, out, err)
+	}
+	write("print('two')\n")
+	got, err = Precompile(dir, "/var/runtime", rts)
+	if err != nil || got[0].Compiled == first {
+		t.Fatalf("a changed source kept %s (%v)", got[0].Compiled, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, first)); err == nil {
+		t.Errorf("%s of the old source is still there", first)
+	}
+	argv = Command(got[0], filepath.Join(dir, "bootstrap.py"))
+	if out, err := exec.Command(argv[0], argv[1:]...).Output(); err != nil || string(out) != "two\n" {
+		t.Fatalf("%v: %q, %v", argv, out, err)
 	}
 }

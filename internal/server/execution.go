@@ -139,6 +139,9 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	if err != nil {
 		return nil, err
 	}
+	if rts, err = runtimes.Precompile(rtDir, "/var/runtime", rts); err != nil {
+		log.Warn("Python runtimes will compile their runtime client at every start", "err", err)
+	}
 	// One backend per isolation the server and its accounts ask for.
 	made := map[string]sandbox.Backend{}
 	closeMade := func() {

@@ -30,7 +30,9 @@ ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 LOG_LINE_JOIN = "\r"
 LOG_INDENT = "\u00a0"
 
-THIS_FILE = os.path.abspath(__file__)
+# The file the code below was compiled from: __file__ would name the .pyc
+# when nubo runs the RIC compiled ahead (see runtimes.Precompile).
+THIS_FILE = os.path.abspath(sys._getframe().f_code.co_filename)
 
 _request_id = None
 _tenant_id = None
@@ -518,7 +520,9 @@ class _Unbuffered(object):
 
 def setup_sys_path(task_root):
     """Puts the function's code first and the layers next, as Lambda does."""
-    here = os.path.dirname(THIS_FILE)
+    # The directory Python put first on sys.path: the script's (the .pyc's
+    # when compiled ahead, whose code names the source's path instead).
+    here = os.path.dirname(os.path.abspath(sys.argv[0]))
     version = "python{}.{}".format(sys.version_info[0], sys.version_info[1])
     front = [task_root, "/opt/python/lib/{}/site-packages".format(version), "/opt/python"]
     # The runtime's own directory goes last so that a function module named
