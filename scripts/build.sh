@@ -9,10 +9,11 @@ cd "$root"
 export CGO_ENABLED=0
 stamp=nubo-build-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 x="-X github.com/nubo-dev/nubo/internal/nsbox.BuildStamp=$stamp"
-# Built outside the source tree, then moved in: the go:embed pattern must
-# never see a half-written file (other builds may be reading the tree).
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-go build -trimpath -ldflags="-s -w $x" -o "$tmp/nubo-agent" ./cmd/nubo-agent
-mv -f "$tmp/nubo-agent" cmd/nubo/agent/nubo-agent
+# Built under a dot name, which go:embed's directory pattern skips, then
+# renamed in the same directory: other builds reading the tree never see a
+# half-written file.
+tmp=cmd/nubo/agent/.nubo-agent.$$
+trap 'rm -f "$tmp"' EXIT
+go build -trimpath -ldflags="-s -w $x" -o "$tmp" ./cmd/nubo-agent
+mv -f "$tmp" cmd/nubo/agent/nubo-agent
 go build -ldflags="$x" -o "$out" ./cmd/nubo

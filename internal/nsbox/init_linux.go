@@ -25,7 +25,7 @@ const (
 )
 
 func init() {
-	if os.Getenv(spawnerEnv) == "1" {
+	if os.Getenv(spawnerEnv) != "" {
 		runSpawner() // does not return
 	}
 	if os.Getenv(initEnv) != "1" {

@@ -599,6 +599,12 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			return fmt.Errorf("network: %w", err)
 		}
 	}
+	// The cgroup move and the network resolved the pid again: still ours
+	// if the process has not been reaped since (it waits for its config,
+	// so only a kill ends it early).
+	if !pidfdUnreaped(pidfd) {
+		return errors.New("the init stage is gone")
+	}
 	b, _ := json.Marshal(cfg)
 	if _, err := cfgW.Write(b); err != nil {
 		return fmt.Errorf("release sandbox init: %w", err)
@@ -654,6 +660,9 @@ func (s *box) AfterInit() error {
 				kids = append(kids, n)
 			}
 		}
+	}
+	if !pidfdUnreaped(s.pidfd) {
+		return errors.New("the sandbox's agent is gone") // its pid may name another process now
 	}
 	milli := cgroup.CPUMilliForMemory(s.memMB, runtime.NumCPU())
 	go func() {

@@ -66,10 +66,16 @@ type spawner struct {
 	exe *os.File // the agent executable; nil: nubo's own binary
 	log *slog.Logger
 
-	mu   sync.Mutex // one request at a time; guards the fields below
-	conn *net.UnixConn
-	done chan struct{} // closed when the helper has exited
+	mu     sync.Mutex // one request at a time; guards the fields below
+	conn   *net.UnixConn
+	proc   *os.Process
+	done   chan struct{} // closed when the helper has exited
+	closed bool
 }
+
+// spawnTimeout bounds one request: a helper that does not answer in time
+// is taken for dead.
+const spawnTimeout = 10 * time.Second
 
 func newSpawner(exe *os.File, log *slog.Logger) (*spawner, error) {
 	sp := &spawner{exe: exe, log: log}
@@ -97,14 +103,18 @@ func (sp *spawner) startLocked() error {
 	}
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{"nubo-spawner"}
-	cmd.Env = []string{spawnerEnv + "=1", "GOMAXPROCS=1"}
+	cmd.Env = []string{spawnerEnv + "=self", "GOMAXPROCS=1"}
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
 	if sp.exe != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, sp.exe) // fd 4
 		cmd.Path = "/proc/self/fd/4"
+		cmd.Env[0] = spawnerEnv + "=exe"
 	}
 	cmd.Stderr = &logWriter{log: sp.log, id: "spawner"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A session of its own: a terminal's ^C or ^\ goes to nubo, which
+	// stops the sandboxes in order, not to the spawner, whose end would
+	// kill them all at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
 	done := make(chan struct{})
 	started := make(chan error, 1)
 	go func() {
@@ -124,13 +134,14 @@ func (sp *spawner) startLocked() error {
 		c.Close()
 		return fmt.Errorf("start spawner: %w", err)
 	}
-	sp.conn, sp.done = c.(*net.UnixConn), done
+	sp.conn, sp.proc, sp.done = c.(*net.UnixConn), cmd.Process, done
 	return nil
 }
 
 // spawn starts one init stage through the helper; it returns its pid and a
-// pidfd (non-blocking, in the network poller). A helper found dead is
-// restarted once.
+// pidfd (non-blocking, in the network poller). A helper found gone (its
+// socket broken, or no answer within spawnTimeout) is replaced once; any
+// other failure leaves it be: replacing it kills every sandbox it made.
 func (sp *spawner) spawn(req spawnRequest, stderr *os.File, files []*os.File, cgroupDir *os.File) (int, *os.File, error) {
 	req.Files = len(files)
 	req.Cgroup = cgroupDir != nil
@@ -150,14 +161,17 @@ func (sp *spawner) spawn(req spawnRequest, stderr *os.File, files []*os.File, cg
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	for attempt := 0; ; attempt++ {
+		if sp.closed {
+			return 0, nil, errors.New("spawner: closed")
+		}
 		if sp.conn == nil {
 			if err := sp.startLocked(); err != nil {
 				return 0, nil, err
 			}
 		}
 		pid, pidfd, err := sp.roundTripLocked(msg, fds)
-		var re *remoteError
-		if err == nil || errors.As(err, &re) || attempt > 0 {
+		var gone *goneError
+		if err == nil || !errors.As(err, &gone) || attempt > 0 {
 			return pid, pidfd, err
 		}
 		sp.log.Warn("the sandbox spawner is gone; starting a new one", "err", err)
@@ -165,27 +179,37 @@ func (sp *spawner) spawn(req spawnRequest, stderr *os.File, files []*os.File, cg
 	}
 }
 
-// remoteError is a failure the helper reported (the helper itself is fine).
-type remoteError struct{ msg string }
+// goneError is a failure of the helper itself: its socket broke, or it did
+// not answer in time.
+type goneError struct{ err error }
 
-func (e *remoteError) Error() string { return "spawner: " + e.msg }
+func (e *goneError) Error() string { return "spawner gone: " + e.err.Error() }
+func (e *goneError) Unwrap() error { return e.err }
 
 func (sp *spawner) roundTripLocked(msg []byte, fds []int) (int, *os.File, error) {
+	sp.conn.SetDeadline(time.Now().Add(spawnTimeout))
+	defer sp.conn.SetDeadline(time.Time{})
 	if _, _, err := sp.conn.WriteMsgUnix(msg, unix.UnixRights(fds...), nil); err != nil {
-		return 0, nil, err
+		return 0, nil, &goneError{err}
 	}
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := sp.conn.ReadMsgUnix(buf, oob)
+	n, oobn, flags, _, err := sp.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, &goneError{err}
 	}
 	if n == 0 {
-		return 0, nil, errors.New("spawner closed its socket")
+		return 0, nil, &goneError{errors.New("socket closed")}
 	}
 	got, err := parseRights(oob[:oobn])
 	if err != nil {
 		return 0, nil, err
+	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		// nubo is out of descriptors: the child's pidfd was dropped. The
+		// child, never released, ends when start closes its config pipe.
+		closeAll(got)
+		return 0, nil, errors.New("spawner reply: descriptors dropped (out of descriptors?)")
 	}
 	var rep spawnReply
 	if err := json.Unmarshal(buf[:n], &rep); err != nil {
@@ -194,7 +218,7 @@ func (sp *spawner) roundTripLocked(msg []byte, fds []int) (int, *os.File, error)
 	}
 	if rep.Err != "" {
 		closeAll(got)
-		return 0, nil, &remoteError{rep.Err}
+		return 0, nil, errors.New("spawner: " + rep.Err)
 	}
 	if len(got) != 1 || rep.Pid <= 0 {
 		closeAll(got)
@@ -217,14 +241,18 @@ func (sp *spawner) stopLocked() {
 	select {
 	case <-sp.done:
 	case <-time.After(5 * time.Second):
-		sp.log.Warn("the sandbox spawner did not exit")
+		sp.log.Warn("the sandbox spawner did not exit; killing it")
+		sp.proc.Kill()
+		<-sp.done
 	}
-	sp.conn = nil
+	sp.conn, sp.proc = nil, nil
 }
 
+// close stops the helper for good: a later spawn fails.
 func (sp *spawner) close() {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	sp.closed = true
 	sp.stopLocked()
 }
 

@@ -2,11 +2,13 @@ package nsbox
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,10 +25,17 @@ func runSpawner() {
 	// whatever nubo itself inherited without close-on-exec would pass on
 	// to every sandbox: none may. The spawner runs from its executable's
 	// mapping; that descriptor is not needed at all.
-	unix.Close(4)
+	if os.Getenv(spawnerEnv) == "exe" {
+		unix.Close(4)
+	}
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		for fd := 3; fd < 1024; fd++ {
-			unix.CloseOnExec(fd)
+		// Before Linux 5.11: each open descriptor.
+		if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+			for _, e := range ents {
+				if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+					unix.CloseOnExec(fd)
+				}
+			}
 		}
 	}
 	// Children are reaped as they end (nubo follows each through its
@@ -132,6 +141,13 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		return 0, -1, err
+	}
+	if pidfd < 0 {
+		// A kernel without CLONE_PIDFD (before 5.2): nubo cannot follow
+		// the child safely.
+		cmd.Process.Kill()
+		cmd.Process.Release()
+		return 0, -1, errors.New("no pidfd for the child (Linux 5.2 or later is needed)")
 	}
 	// os keeps a duplicate of the pidfd; this process never waits through
 	// it (the SIGCHLD loop reaps).

@@ -116,7 +116,8 @@ print(name)
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		cmd := exec.CommandContext(ctx, rt.Interpreter, "-I", "-c", script,
+		// -I -S: no environment, user site or .pth file of the host runs here.
+		cmd := exec.CommandContext(ctx, rt.Interpreter, "-I", "-S", "-c", script,
 			filepath.Join(dir, "bootstrap.py"), dir, path.Join(sandboxDir, "bootstrap.py"), prefix)
 		b, err := cmd.Output()
 		cancel()

@@ -144,7 +144,8 @@ class Headers(object):
         self._fields = {}
 
     def add(self, name, value):
-        self._fields[name.strip().lower()] = value.strip()
+        # The first of repeated fields counts, as with http.client's get.
+        self._fields.setdefault(name.strip().lower(), value.strip())
 
     def get(self, name, default=None):
         return self._fields.get(name.lower(), default)
@@ -162,33 +163,42 @@ def _read_line(f):
 
 def _read_response(f):
     """Reads one HTTP/1.1 response: (status, Headers, body bytes)."""
-    parts = _read_line(f).split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise RuntimeError("Runtime API: malformed status line")
-    status = int(parts[1])
-    headers = Headers()
     while True:
-        line = _read_line(f)
-        if not line:
-            raise RuntimeError("Runtime API: connection closed in the headers")
-        if line in (b"\r\n", b"\n"):
-            break
-        name, sep, value = line.decode("latin-1").partition(":")
-        if sep:
-            headers.add(name, value)
+        parts = _read_line(f).split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise RuntimeError("Runtime API: malformed status line")
+        status = int(parts[1])
+        headers = Headers()
+        count = 0
+        while True:
+            line = _read_line(f)
+            if not line:
+                raise RuntimeError("Runtime API: connection closed in the headers")
+            if line in (b"\r\n", b"\n"):
+                break
+            count += 1
+            if count > 100:
+                raise RuntimeError("Runtime API: too many header fields")
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers.add(name, value)
+        if not 100 <= status < 200:
+            break  # an interim (1xx) response is followed by the real one
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
         body = bytearray()
         while True:
-            size = int(_read_line(f).split(b";")[0].strip() or b"0", 16)
+            line = _read_line(f).split(b";")[0].strip()
+            if not line:
+                raise RuntimeError("Runtime API: connection closed in the body")
+            size = int(line, 16)
             if size == 0:
                 while _read_line(f) not in (b"\r\n", b"\n", b""):
                     pass  # trailer fields
                 break
             chunk = f.read(size)
-            if len(chunk) != size:
+            if len(chunk) != size or _read_line(f) not in (b"\r\n", b"\n"):
                 raise RuntimeError("Runtime API: connection closed in the body")
             body += chunk
-            _read_line(f)
         return status, headers, bytes(body)
     length = headers.get("Content-Length")
     if length is None:
