@@ -344,6 +344,10 @@ func checkWiring(t *testing.T, w *world) {
 	if pi, err := netlink.LinkGetProtinfo(host); err != nil || !pi.Isolated {
 		t.Errorf("port not isolated: %+v, %v", pi, err)
 	}
+	// The port is up and makes no IPv6 address (no link-local, no DAD).
+	if v6, err := netlink.AddrList(host, netlink.FAMILY_V6); err != nil || len(v6) != 0 {
+		t.Errorf("IPv6 addresses on the port %s: %v, %v", w.la.HostIface(), v6, err)
+	}
 	if br.Attrs().HardwareAddr.String() != w.m.brMAC.String() {
 		t.Errorf("bridge MAC changed to %s with ports (set %s)", br.Attrs().HardwareAddr, w.m.brMAC)
 	}

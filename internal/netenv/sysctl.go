@@ -32,13 +32,21 @@ func writeSysctl(path, value string) error {
 // backend. A kernel without IPv6 (ipv6.disable=1) has nothing to disable.
 func disableIPv6(ifname string) error {
 	err := writeSysctl("net/ipv6/conf/"+ifname+"/disable_ipv6", "1")
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, serr := os.Stat("/proc/sys/net/ipv6"); errors.Is(serr, fs.ErrNotExist) {
-			return nil
-		}
+	if errors.Is(err, fs.ErrNotExist) && !ipv6Present() {
+		return nil
 	}
 	return err
 }
+
+// ipv6Present reports whether the kernel has IPv6 (not ipv6.disable=1).
+func ipv6Present() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: the device makes no IPv6
+// address of its own, link-local included.
+const addrGenModeNone = 1
 
 // enableForwarding sets net.ipv4.ip_forward=1, without which nothing is
 // routed from the bridge to the outside. It is host-wide and stays on after
