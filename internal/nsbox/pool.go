@@ -441,5 +441,11 @@ func (q *quiet) settle(gap time.Duration, deadline time.Time, stop func() bool) 
 	}
 }
 
-// shellFloor is the spare shells kept beyond the largest recent burst.
-const shellFloor = 2
+// shellFloor is the spare shells kept beyond the largest recent burst. A
+// cold start that leaves more than one ready does not start refills at
+// once (see newShellPool), so the floor is how many cold starts of a first
+// burst find a shell without refills beside them. With 2, the third of ten
+// back-to-back cold starts already ran beside refills (first ten of
+// nubo-bench --figures 3 --cold 30, two runs each: mean 16.0 and 18.0 ms
+// with 2, 10.9 and 12.0 ms with 4; an idle shell holds about 2.5 MiB).
+const shellFloor = 4
