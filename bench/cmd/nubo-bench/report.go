@@ -141,13 +141,6 @@ func (r *results) p(name string, q string) *float64 {
 	return nil
 }
 
-func (r *results) label(name string) string {
-	if s, ok := r.byName[name]; ok {
-		return s.Label
-	}
-	return name
-}
-
 // buildRows turns the measurements into the table, with the issue's
 // targets; a figure that was not run has no row.
 func (r *results) buildRows(figs map[int]bool) {
