@@ -34,8 +34,10 @@
 //     address of whatever interface it leaves by; replies come back;
 //   - nothing from outside may open a connection to an environment.
 //
-// Environments are IPv4 only: IPv6 is disabled on eth0, on the bridge and
-// on the host veth ends, so they have no IPv6 address or route at all.
+// Environments are IPv4 only: IPv6 is disabled on eth0 (from its creation:
+// the environment's namespace defaults to IPv6 off before the veth is
+// made), on the bridge and on the host veth ends, so they have no IPv6
+// address or route at all.
 // DNS follows from the policy: a resolver on the host (127.0.0.53) is out of
 // reach, so the sandbox's resolv.conf must name resolvers reachable by
 // egress.

@@ -212,6 +212,7 @@ func (m *Manager) createBridge() error {
 	if err := m.nl.LinkSetHardwareAddr(br, m.brMAC); err != nil {
 		return err
 	}
+	loadIPv6()
 	if err := disableIPv6(m.cfg.Bridge); err != nil {
 		return err
 	}

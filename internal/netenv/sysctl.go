@@ -44,9 +44,19 @@ func ipv6Present() bool {
 	return !errors.Is(err, fs.ErrNotExist)
 }
 
-// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: the device makes no IPv6
-// address of its own, link-local included.
-const addrGenModeNone = 1
+// loadIPv6 makes the kernel load IPv6 if it is a module not loaded yet:
+// otherwise nubo would find nothing to disable, and a function's first
+// IPv6 socket would load it later, with IPv6 on everywhere. Opening a
+// socket of the family is what loads it; a kernel booted with
+// ipv6.disable=1 refuses, and then has no IPv6 to fear.
+func loadIPv6() {
+	if ipv6Present() {
+		return
+	}
+	if fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+	}
+}
 
 // enableForwarding sets net.ipv4.ip_forward=1, without which nothing is
 // routed from the bridge to the outside. It is host-wide and stays on after

@@ -25,7 +25,7 @@ const (
 )
 
 func init() {
-	if os.Getenv(spawnerEnv) != "" {
+	if v := os.Getenv(spawnerEnv); v == "self" || v == "exe" {
 		runSpawner() // does not return
 	}
 	if os.Getenv(initEnv) != "1" {

@@ -447,5 +447,7 @@ func (q *quiet) settle(gap time.Duration, deadline time.Time, stop func() bool) 
 // burst find a shell without refills beside them. With 2, the third of ten
 // back-to-back cold starts already ran beside refills (first ten of
 // nubo-bench --figures 3 --cold 30, two runs each: mean 16.0 and 18.0 ms
-// with 2, 10.9 and 12.0 ms with 4; an idle shell holds about 2.5 MiB).
+// with 2, 10.9 and 12.0 ms with 4). An idle shell holds about 2.5 MiB, a
+// mounted /tmp volume, an address, a veth and a uid slot; the floor
+// applies to every /tmp size taken within the last minute.
 const shellFloor = 4

@@ -1,9 +1,11 @@
 package nsbox
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -71,11 +73,16 @@ type spawner struct {
 	proc   *os.Process
 	done   chan struct{} // closed when the helper has exited
 	closed bool
+	// late counts replies still owed for requests that timed out: they
+	// are read and dropped before the next request's.
+	late    int
+	timeout time.Duration // spawnTimeout; shorter in tests
 }
 
-// spawnTimeout bounds one request: a helper that does not answer in time
-// is taken for dead.
-const spawnTimeout = 10 * time.Second
+// spawnTimeout bounds one request. A helper that does not answer in time
+// is taken for dead only if it has exited; a slow one (a fork under memory
+// pressure) fails the request and stays.
+const spawnTimeout = 30 * time.Second
 
 func newSpawner(exe *os.File, log *slog.Logger) (*spawner, error) {
 	sp := &spawner{exe: exe, log: log}
@@ -179,24 +186,55 @@ func (sp *spawner) spawn(req spawnRequest, stderr *os.File, files []*os.File, cg
 	}
 }
 
-// goneError is a failure of the helper itself: its socket broke, or it did
-// not answer in time.
+// goneError is a failure of the helper itself: its end of the socket is
+// closed, or it exited.
 type goneError struct{ err error }
 
 func (e *goneError) Error() string { return "spawner gone: " + e.err.Error() }
 func (e *goneError) Unwrap() error { return e.err }
 
-func (sp *spawner) roundTripLocked(msg []byte, fds []int) (int, *os.File, error) {
-	sp.conn.SetDeadline(time.Now().Add(spawnTimeout))
-	defer sp.conn.SetDeadline(time.Time{})
-	if _, _, err := sp.conn.WriteMsgUnix(msg, unix.UnixRights(fds...), nil); err != nil {
-		return 0, nil, &goneError{err}
+// transportError classifies a socket error: only a closed peer, or a
+// helper that has exited, means the helper is gone. Anything else (nubo
+// out of memory or descriptors, a slow helper) fails the one request.
+func (sp *spawner) transportError(err error) error {
+	select {
+	case <-sp.done:
+		return &goneError{err}
+	default:
 	}
+	if errors.Is(err, io.EOF) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+		return &goneError{err}
+	}
+	return fmt.Errorf("spawner: %w", err)
+}
+
+func (sp *spawner) roundTripLocked(msg []byte, fds []int) (int, *os.File, error) {
+	sp.conn.SetDeadline(time.Now().Add(cmp.Or(sp.timeout, spawnTimeout)))
+	defer sp.conn.SetDeadline(time.Time{})
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
+	for sp.late > 0 {
+		// The child of a timed-out request was never released: it ends
+		// when its config pipe closes (see box.start).
+		_, oobn, _, _, err := sp.conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return 0, nil, sp.transportError(err)
+		}
+		if got, err := parseRights(oob[:oobn]); err == nil {
+			closeAll(got)
+		}
+		sp.late--
+	}
+	if _, _, err := sp.conn.WriteMsgUnix(msg, unix.UnixRights(fds...), nil); err != nil {
+		return 0, nil, sp.transportError(err)
+	}
 	n, oobn, flags, _, err := sp.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return 0, nil, &goneError{err}
+		err = sp.transportError(err)
+		if !errors.As(err, new(*goneError)) {
+			sp.late++ // its answer may still come
+		}
+		return 0, nil, err
 	}
 	if n == 0 {
 		return 0, nil, &goneError{errors.New("socket closed")}
@@ -243,7 +281,11 @@ func (sp *spawner) stopLocked() {
 	case <-time.After(5 * time.Second):
 		sp.log.Warn("the sandbox spawner did not exit; killing it")
 		sp.proc.Kill()
-		<-sp.done
+		select {
+		case <-sp.done:
+		case <-time.After(5 * time.Second):
+			sp.log.Warn("the sandbox spawner survives SIGKILL (uninterruptible?); leaving it")
+		}
 	}
 	sp.conn, sp.proc = nil, nil
 }

@@ -1,13 +1,18 @@
 package nsbox
 
 import (
+	"encoding/json"
+	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/testutil"
 )
@@ -155,4 +160,83 @@ func spawnerPidOrZero(parent int) int {
 		}
 	}
 	return 0
+}
+
+// TestSpawnerProtocol: a helper that answers late fails one request but is
+// kept (replacing it would kill every sandbox it made), and its late answer
+// is dropped before the next request's; a helper whose socket closed is
+// gone. The helper here is the test, at the other end of the socket.
+func TestSpawnerProtocol(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "ours")
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := os.NewFile(uintptr(fds[1]), "helper")
+	hc, err := net.FileConn(helper)
+	helper.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := &spawner{conn: c.(*net.UnixConn), done: make(chan struct{}), log: slog.New(slog.DiscardHandler),
+		timeout: 100 * time.Millisecond}
+	h := hc.(*net.UnixConn)
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	reply := func(pid int) {
+		t.Helper()
+		pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
+		if err != nil {
+			t.Skipf("pidfd_open: %v", err)
+		}
+		defer unix.Close(pidfd)
+		msg, _ := json.Marshal(spawnReply{Pid: pid})
+		if _, _, err := h.WriteMsgUnix(msg, unix.UnixRights(pidfd), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readRequest := func() {
+		t.Helper()
+		buf, oob := make([]byte, 4096), make([]byte, 256)
+		_, oobn, _, _, err := h.ReadMsgUnix(buf, oob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := parseRights(oob[:oobn])
+		closeAll(got)
+	}
+
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	// No answer in time: an error, but not a gone helper.
+	_, _, err = sp.roundTripLocked([]byte(`{}`), []int{int(devnull.Fd())})
+	readRequest()
+	if err == nil || errors.As(err, new(*goneError)) || sp.late != 1 {
+		t.Fatalf("a late helper: err %v, late %d; want a plain error and one late answer", err, sp.late)
+	}
+	// The late answer comes, then the next request's: the next request
+	// gets its own.
+	reply(111)
+	go func() {
+		readRequest()
+		reply(222)
+	}()
+	pid, pidfd, err := sp.roundTripLocked([]byte(`{}`), []int{int(devnull.Fd())})
+	if err != nil || pid != 222 {
+		t.Fatalf("after a late answer: pid %d, %v; want 222", pid, err)
+	}
+	pidfd.Close()
+	if sp.late != 0 {
+		t.Errorf("late = %d after draining", sp.late)
+	}
+	// The helper's end closed: gone.
+	h.Close()
+	if _, _, err := sp.roundTripLocked([]byte(`{}`), []int{int(devnull.Fd())}); !errors.As(err, new(*goneError)) {
+		t.Fatalf("closed helper: %v, want a gone error", err)
+	}
 }

@@ -29,12 +29,22 @@ func runSpawner() {
 		unix.Close(4)
 	}
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		// Before Linux 5.11: each open descriptor.
+		// Before Linux 5.11: each open descriptor, or every number up to
+		// the limit when /proc cannot tell.
 		if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 			for _, e := range ents {
 				if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
 					unix.CloseOnExec(fd)
 				}
+			}
+		} else {
+			var lim unix.Rlimit
+			max := uint64(4096)
+			if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < 1<<20 {
+				max = lim.Cur
+			}
+			for fd := 3; uint64(fd) < max; fd++ {
+				unix.CloseOnExec(fd)
 			}
 		}
 	}

@@ -163,7 +163,7 @@ def _read_line(f):
 
 def _read_response(f):
     """Reads one HTTP/1.1 response: (status, Headers, body bytes)."""
-    while True:
+    for _ in range(10):
         parts = _read_line(f).split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise RuntimeError("Runtime API: malformed status line")
@@ -182,14 +182,16 @@ def _read_response(f):
             name, sep, value = line.decode("latin-1").partition(":")
             if sep:
                 headers.add(name, value)
-        if not 100 <= status < 200:
+        if not 100 <= status < 200 or status == 101:
             break  # an interim (1xx) response is followed by the real one
+    else:
+        raise RuntimeError("Runtime API: too many interim responses")
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
         body = bytearray()
         while True:
             line = _read_line(f).split(b";")[0].strip()
-            if not line:
-                raise RuntimeError("Runtime API: connection closed in the body")
+            if not line or line.strip(b"0123456789abcdefABCDEF"):
+                raise RuntimeError("Runtime API: malformed chunk size")
             size = int(line, 16)
             if size == 0:
                 while _read_line(f) not in (b"\r\n", b"\n", b""):
