@@ -44,6 +44,7 @@ type Manager struct {
 	gateway netip.Addr
 
 	life    sync.RWMutex
+	wireMu  sync.Mutex     // see Attach
 	bg      sync.WaitGroup // Detach's background address release
 	tapWarn sync.Once      // the firewall cannot guard taps: said once
 
