@@ -338,8 +338,8 @@ func isGone(err error) bool {
 type Sandboxes struct{ M *Manager }
 
 // Attach implements nsbox.Network.
-func (s Sandboxes) Attach(pid int, id string) (func() error, error) {
-	l, err := s.M.AttachPID(pid, id)
+func (s Sandboxes) Attach(nsFD int, id string) (func() error, error) {
+	l, err := s.M.Attach(nsFD, id)
 	if err != nil {
 		return nil, err
 	}

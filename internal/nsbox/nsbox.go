@@ -27,8 +27,9 @@ import (
 
 // Network wires a sandbox's network namespace to the host (package netenv).
 type Network interface {
-	// Attach connects the network namespace of process pid.
-	Attach(pid int, id string) (detach func() error, err error)
+	// Attach connects the network namespace nsFD refers to (an open
+	// /proc/<pid>/ns/net; the caller keeps it).
+	Attach(nsFD int, id string) (detach func() error, err error)
 }
 
 // Config configures the backend.
@@ -580,13 +581,21 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	}()
 	// The pid is the sandbox's as long as its process lives (the spawner
 	// reaps it only after its end): checked through the pidfd once the
-	// namespace is open.
+	// namespaces are open, which then stay the sandbox's whatever happens
+	// to the pid.
 	s.mntns, err = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	var netns *os.File
+	if err == nil {
+		netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	}
+	if netns != nil {
+		defer netns.Close()
+	}
 	if err == nil && !pidfdUnreaped(pidfd) {
 		err = errors.New("the init stage is gone")
 	}
 	if err != nil {
-		return fmt.Errorf("sandbox mount namespace: %w", err)
+		return fmt.Errorf("sandbox namespaces: %w", err)
 	}
 	if s.cg != nil && cgDir == nil {
 		if err := s.cg.AddProc(pid); err != nil {
@@ -595,13 +604,13 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	}
 	tCg := time.Now()
 	if s.b.cfg.Network != nil && !noNetwork {
-		if s.detach, err = s.b.cfg.Network.Attach(pid, s.id); err != nil {
+		if s.detach, err = s.b.cfg.Network.Attach(int(netns.Fd()), s.id); err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
 	}
-	// The cgroup move and the network resolved the pid again: still ours
-	// if the process has not been reaped since (it waits for its config,
-	// so only a kill ends it early).
+	// The cgroup move (v1) resolved the pid again: still ours if the
+	// process has not been reaped since (it waits for its config, so only
+	// a kill ends it early).
 	if !pidfdUnreaped(pidfd) {
 		return errors.New("the init stage is gone")
 	}
