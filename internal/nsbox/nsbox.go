@@ -598,8 +598,14 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		return fmt.Errorf("sandbox namespaces: %w", err)
 	}
 	if s.cg != nil && cgDir == nil {
+		// cgroup v1 names the process by pid: still ours if it has not
+		// been reaped since (it waits for its config, so only a kill ends
+		// it early).
 		if err := s.cg.AddProc(pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
+		}
+		if !pidfdUnreaped(pidfd) {
+			return errors.New("the init stage is gone")
 		}
 	}
 	tCg := time.Now()
@@ -607,12 +613,6 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		if s.detach, err = s.b.cfg.Network.Attach(int(netns.Fd()), s.id); err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
-	}
-	// The cgroup move (v1) resolved the pid again: still ours if the
-	// process has not been reaped since (it waits for its config, so only
-	// a kill ends it early).
-	if !pidfdUnreaped(pidfd) {
-		return errors.New("the init stage is gone")
 	}
 	b, _ := json.Marshal(cfg)
 	if _, err := cfgW.Write(b); err != nil {
