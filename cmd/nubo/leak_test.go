@@ -153,25 +153,9 @@ func warm(t *testing.T, p *proc, e *leakEnv) {
 // own binary, through its spawner, itself started from that executable.
 func checkAgentsEmbedded(t *testing.T, server int) {
 	t.Helper()
-	parent := map[int]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, d := range ents {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// The fields after the parenthesised name: state, ppid, …
-		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-		if len(f) > 1 {
-			parent[pid], _ = strconv.Atoi(f[1])
-		}
-	}
+	procs := testutil.Procs()
 	below := func(pid, ancestor int) bool {
-		for p := parent[pid]; p > 1; p = parent[p] {
+		for p := procs[pid].PPID; p > 1; p = procs[p].PPID {
 			if p == ancestor {
 				return true
 			}
@@ -179,7 +163,7 @@ func checkAgentsEmbedded(t *testing.T, server int) {
 		return false
 	}
 	count := map[string]int{}
-	for pid := range parent {
+	for pid := range procs {
 		if !below(pid, server) {
 			continue
 		}
@@ -192,7 +176,7 @@ func checkAgentsEmbedded(t *testing.T, server int) {
 		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || !strings.HasPrefix(exe, "/memfd:nubo-agent") {
 			t.Errorf("%s %d runs %q (%v), want the embedded agent (/memfd:nubo-agent)", name, pid, exe, err)
 		}
-		if name == "nubo-agent" && parent[parent[pid]] != server {
+		if name == "nubo-agent" && procs[procs[pid].PPID].PPID != server {
 			t.Errorf("sandbox %d is not a child of nubo's spawner", pid)
 		}
 	}

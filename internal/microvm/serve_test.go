@@ -18,6 +18,7 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/netenv"
 	"github.com/nubo-dev/nubo/internal/server/servertest"
+	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
 // serveProc is a real `nubo serve` process.
@@ -94,17 +95,12 @@ func (p *serveProc) log() string {
 // childQEMUs lists QEMU processes whose parent is pid.
 func childQEMUs(pid int) []string {
 	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !bytes.HasPrefix(cmd, []byte("qemu-system")) {
+	for child, p := range testutil.Procs() {
+		if p.PPID != pid {
 			continue
 		}
-		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-				out = append(out, e.Name())
-			}
+		if cmd, err := os.ReadFile("/proc/" + strconv.Itoa(child) + "/cmdline"); err == nil && bytes.HasPrefix(cmd, []byte("qemu-system")) {
+			out = append(out, strconv.Itoa(child))
 		}
 	}
 	return out

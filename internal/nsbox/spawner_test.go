@@ -95,11 +95,7 @@ func TestSpawner(t *testing.T) {
 	// The child of the killed spawner died with it (parent-death signal):
 	// gone, or a zombie until its new parent reaps it.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			break
-		}
-		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "Z" {
+		if p, ok := testutil.Procs()[pid]; !ok || p.State == "Z" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -142,20 +138,8 @@ func spawnerPid(t *testing.T, parent int) int {
 
 // spawnerPidOrZero finds the live child of parent named nubo-spawner.
 func spawnerPidOrZero(parent int) int {
-	ents, _ := os.ReadDir("/proc")
-	for _, d := range ents {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(parent) && f[0] != "Z" && strings.Contains(s[:i], "(nubo-spawner") {
+	for pid, p := range testutil.Procs() {
+		if p.PPID == parent && p.State != "Z" && p.Comm == "nubo-spawner" {
 			return pid
 		}
 	}

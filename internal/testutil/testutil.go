@@ -1,4 +1,5 @@
-// Package testutil holds the capability gates shared by nubo's tests.
+// Package testutil holds the capability gates shared by nubo's tests, and
+// a reading of the host's process table (Procs).
 //
 // A gate skips a test on a machine that cannot run it (a laptop without root,
 // a host without cgroup v2) but fails it when CI=true and this kind of machine
@@ -7,8 +8,11 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -59,4 +63,41 @@ func RequiresBinary(t testing.TB, name string) string {
 		skipOrFail(t, true, "needs "+name+" on PATH")
 	}
 	return p
+}
+
+// Proc is one process as /proc/<pid>/stat shows it.
+type Proc struct {
+	PPID  int
+	State string // R, S, Z, …
+	Comm  string
+}
+
+// Procs reads every process of the host's process table (the caller's pid
+// namespace) from /proc; processes that end while it reads are left out.
+func Procs() map[int]Proc {
+	m := map[int]Proc{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// comm may hold spaces and parentheses: the fields after it start
+		// after the last ')'.
+		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(string(b[end+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		m[pid] = Proc{PPID: ppid, State: f[0], Comm: string(b[open+1 : end])}
+	}
+	return m
 }
