@@ -76,11 +76,13 @@ type Backend struct {
 	// spawner clones the sandboxes' init stages (see spawner.go).
 	spawner *spawner
 
-	mu     sync.Mutex
-	slots  []bool
-	live   map[*box]struct{}
-	vols   *pool[*tmpVolume]
-	shells *pool[*box]
+	mu    sync.Mutex
+	slots []bool
+	live  map[*box]struct{}
+	// volumes makes /tmp volumes; vols holds some made ahead.
+	volumes *volumeMaker
+	vols    *pool[*tmpVolume]
+	shells  *pool[*box]
 	// starting counts sandboxes handed out whose runtime has not finished
 	// init: shells made ahead wait for it to fall to zero (see quiet).
 	starting quiet
@@ -104,7 +106,8 @@ func New(cfg Config) (*Backend, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o711); err != nil {
 		return nil, err
 	}
-	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{}}
+	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{},
+		volumes: newVolumeMaker(filepath.Join(cfg.Dir, "templates"))}
 	var err error
 	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc")); err != nil {
 		return nil, err
@@ -118,7 +121,7 @@ func New(cfg Config) (*Backend, error) {
 			b.log.Warn("cannot run the embedded sandbox agent; sandboxes start from nubo's own binary", "err", err)
 		}
 	}
-	if b.spawner, err = newSpawner(b.agent, cfg.Logger); err != nil {
+	if b.spawner, err = newSpawner(b.agent, cfg.Dir, cfg.Logger); err != nil {
 		if b.agent != nil {
 			b.agent.Close()
 		}
@@ -126,7 +129,7 @@ func New(cfg Config) (*Backend, error) {
 	}
 	// Pools last: their refills make sandboxes from everything above.
 	if n := orDefault(cfg.PoolVolumes, 8); n > 0 {
-		b.vols = newVolPool(filepath.Join(cfg.Dir, "pool"), n, cfg.Logger.Warn)
+		b.vols = newVolPool(b.volumes, filepath.Join(cfg.Dir, "pool"), n, cfg.Logger.Warn)
 	}
 	if n := orDefault(cfg.PoolShells, 16); n > 0 {
 		b.shells = newShellPool(b, n)
@@ -263,7 +266,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 		if err := s.vol.own(base+SandboxUID, base+SandboxGID); err != nil {
 			return nil, err
 		}
-	} else if s.vol, err = newTmpVolume(s.dir, tmpMB, base+SandboxUID, base+SandboxGID); err != nil {
+	} else if s.vol, err = b.volumes.volume(s.dir, tmpMB, base+SandboxUID, base+SandboxGID); err != nil {
 		return nil, err
 	}
 	tVol := time.Now()

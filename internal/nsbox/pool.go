@@ -333,7 +333,7 @@ func (p *pool[T]) close() {
 }
 
 // newVolPool pools /tmp volumes under dir.
-func newVolPool(dir string, max int, log func(string, ...any)) *pool[*tmpVolume] {
+func newVolPool(m *volumeMaker, dir string, max int, log func(string, ...any)) *pool[*tmpVolume] {
 	var mu sync.Mutex
 	seq := 0
 	return newPool("tmp volume", max, 1, func(size int, _ bool) (*tmpVolume, error) {
@@ -344,7 +344,7 @@ func newVolPool(dir string, max int, log func(string, ...any)) *pool[*tmpVolume]
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
-		v, err := newTmpVolume(d, size, 0, 0)
+		v, err := m.volume(d, size, 0, 0)
 		if err != nil {
 			os.RemoveAll(d)
 			return nil, err

@@ -1,0 +1,125 @@
+package nsbox
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/nubo-dev/nubo/internal/testutil"
+)
+
+// TestVolumeImageFromTemplate: a volume image is the template's file system
+// byte for byte, as sparse as the template, and the template is made once
+// per size however many volumes are asked for at once.
+func TestVolumeImageFromTemplate(t *testing.T) {
+	testutil.RequiresBinary(t, "mkfs.ext4")
+	dir := t.TempDir()
+	m := newVolumeMaker(filepath.Join(dir, "templates"))
+	const sizeMB = 64
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.image(filepath.Join(dir, "vol"+string(rune('a'+i))+".img"), sizeMB)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("image %d: %v", i, err)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "templates"))
+	if len(ents) != 1 {
+		t.Fatalf("templates dir holds %d files; want 1 (one template per size)", len(ents))
+	}
+	tmpl, err := m.template(sizeMB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != sizeMB<<20 {
+		t.Fatalf("template is %d bytes; want %d", len(want), sizeMB<<20)
+	}
+	if !bytes.Equal(want[1024+0x38:1024+0x3a], []byte{0x53, 0xef}) { // s_magic 0xEF53
+		t.Fatalf("template has no ext4 superblock magic")
+	}
+	for i := range errs {
+		p := filepath.Join(dir, "vol"+string(rune('a'+i))+".img")
+		got, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s differs from the template", p)
+		}
+		var st, tst syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Stat(tmpl, &tst); err != nil {
+			t.Fatal(err)
+		}
+		// Blocks are 512 bytes; allow a little for the file system's own
+		// allocation granularity.
+		if st.Blocks > tst.Blocks+64 || st.Blocks*512 > 4<<20 {
+			t.Errorf("%s allocates %d KiB, the template %d KiB; want it as sparse", p, st.Blocks/2, tst.Blocks/2)
+		}
+	}
+	// A second volume of the same name is refused, not overwritten.
+	if err := m.image(filepath.Join(dir, "vola.img"), sizeMB); err == nil {
+		t.Errorf("image over an existing file succeeded")
+	}
+}
+
+// TestCopyDataKeepsHoles: data past holes lands at its offsets, and the
+// holes stay holes.
+func TestCopyDataKeepsHoles(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.Create(filepath.Join(dir, "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	const size = 16 << 20
+	if err := src.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	chunks := map[int64][]byte{0: bytes.Repeat([]byte("a"), 5000), 4 << 20: []byte("middle"), size - 3: []byte("end")}
+	for off, b := range chunks {
+		if _, err := src.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst, err := os.Create(filepath.Join(dir, "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := dst.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyData(dst, src, size); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(src.Name())
+	got, _ := os.ReadFile(dst.Name())
+	if !bytes.Equal(got, want) {
+		t.Fatal("copy differs from the source")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dst.Name(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 > 1<<20 {
+		t.Errorf("copy allocates %d KiB of a 16 MiB file with 5 KB of data; want its holes kept", st.Blocks/2)
+	}
+}
