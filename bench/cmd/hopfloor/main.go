@@ -19,14 +19,21 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 func main() {
 	n := flag.Int("n", 3000, "round trips per series")
 	rounds := flag.Int("rounds", 2, "rounds over all series")
+	echo := flag.String("echo", "bench/.bin/echo-bootstrap", "the aws-lambda-go echo bootstrap (skipped when missing)")
+	rie := flag.String("rie", "bench/.bin/aws-lambda-rie", "the Runtime Interface Emulator (skipped when missing)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		child(flag.Args())
@@ -63,12 +70,127 @@ func main() {
 	last := spawn("echo")
 	one := spawn("forward", last)
 	two := spawn("forward", one)
+	var lean, emu string
+	if _, err := os.Stat(*echo); err == nil {
+		abs, _ := filepath.Abs(*echo)
+		lean = spawn("lambda", abs) + "/invoke"
+		if _, err := os.Stat(*rie); err == nil {
+			bin, _ := filepath.Abs(*rie)
+			emu = startRIE(bin, abs, &procs)
+		}
+	}
 	payload := []byte(`{"key":"` + strings.Repeat("x", 88) + `"}`)
 	c := newClient()
 	for range *rounds {
 		measure("1 process (client → echo)", *n, last, c, payload)
 		measure("2 processes (client → fwd → echo)", *n, one, c, payload)
 		measure("3 processes (client → fwd → fwd → echo)", *n, two, c, payload)
+		var pe, pl float64
+		if emu != "" {
+			pe = measure("emulator (client → RIE → aws-lambda-go)", *n, emu, c, payload)
+		}
+		if lean != "" {
+			pl = measure("least server (client → srv → aws-lambda-go)", *n, lean, c, payload)
+		}
+		if pe > 0 && pl > 0 {
+			fmt.Printf("%-42s %.2f× the emulator's p50\n", "least server", pl/pe)
+		}
+	}
+}
+
+// startRIE starts the emulator serving bootstrap and waits until it
+// answers; it returns its invoke URL.
+func startRIE(bin, bootstrap string, procs *[]*exec.Cmd) string {
+	ports := make([]int, 2)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	c := exec.Command(bin, "--runtime-interface-emulator-address", addr,
+		"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", ports[1]), bootstrap)
+	c.Dir = filepath.Dir(bootstrap)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := c.Start(); err != nil {
+		panic(err)
+	}
+	*procs = append(*procs, c)
+	url := "http://" + addr + "/2015-03-31/functions/function/invocations"
+	cl := newClient()
+	for range 200 {
+		resp, err := cl.Post(url, "application/json", strings.NewReader(`{}`))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return url
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	panic("the emulator did not answer")
+}
+
+// serveLambda is the least a Lambda server can do for a runtime: a client
+// request's body goes to the runtime's pending /next, the runtime's
+// /response goes back as the answer.
+func serveLambda(bootstrap string) http.HandlerFunc {
+	type invocation struct {
+		id   string
+		body []byte
+		done chan []byte
+	}
+	var (
+		seq     atomic.Int64
+		pending = make(chan *invocation)
+		mu      sync.Mutex
+		current = map[string]*invocation{}
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", func(w http.ResponseWriter, r *http.Request) {
+		inv := <-pending
+		mu.Lock()
+		current[inv.id] = inv
+		mu.Unlock()
+		h := w.Header()
+		h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
+		h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
+		h.Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:echo")
+		h.Set("Content-Type", "application/json")
+		_, _ = w.Write(inv.body)
+	})
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		inv := current[r.PathValue("id")]
+		delete(current, r.PathValue("id"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+		if inv != nil {
+			inv.done <- b
+		}
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() { _ = http.Serve(l, mux) }()
+	rt := exec.Command(bootstrap)
+	rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+l.Addr().String())
+	rt.Stdout, rt.Stderr = os.Stderr, os.Stderr
+	rt.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := rt.Start(); err != nil {
+		panic(err)
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		inv := &invocation{id: strconv.FormatInt(seq.Add(1), 10), body: b, done: make(chan []byte, 1)}
+		pending <- inv
+		out := <-inv.done
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(out)
 	}
 }
 
@@ -100,6 +222,8 @@ func child(args []string) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(out)
 		}
+	case "lambda":
+		h = serveLambda(args[1])
 	default:
 		fmt.Fprintln(os.Stderr, "hopfloor: unknown role", args[0])
 		os.Exit(2)
@@ -113,7 +237,7 @@ func child(args []string) {
 	_, _ = io.Copy(io.Discard, os.Stdin) // the parent is gone
 }
 
-func measure(name string, n int, url string, c *http.Client, payload []byte) {
+func measure(name string, n int, url string, c *http.Client, payload []byte) float64 {
 	lat := make([]time.Duration, n)
 	for i := range lat {
 		t0 := time.Now()
@@ -124,11 +248,12 @@ func measure(name string, n int, url string, c *http.Client, payload []byte) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		lat[i] = time.Since(t0)
-		if !bytes.Equal(b, payload) {
+		if !bytes.Equal(bytes.TrimSpace(b), payload) {
 			panic(fmt.Sprintf("%s: answer %q", name, b))
 		}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p int) float64 { return float64(lat[(n-1)*p/100].Microseconds()) / 1000 }
 	fmt.Printf("%-42s n=%d  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms\n", name, n, q(50), q(90), q(99))
+	return q(50)
 }

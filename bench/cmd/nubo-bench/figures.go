@@ -262,11 +262,17 @@ func (b *bench) figThroughput(ctx context.Context) error {
 			if k == "rie-seq" {
 				call = rieCall
 			}
+			share := func() cpuShare { return n.cpuShare() }
+			if k == "rie-seq" {
+				share = r.cpuShare
+			}
+			before := share()
 			cnt, el, lat, err := burst(ctx, t.Concurrency, b.cfg.tputDuration, 0, call)
 			if err != nil {
 				t.Err = err.Error()
 				continue
 			}
+			t.cpu = t.cpu.add(share().sub(before))
 			t.Requests += cnt
 			t.elapsed += el
 			t.lat = append(t.lat, lat...)
@@ -278,6 +284,9 @@ func (b *bench) figThroughput(ctx context.Context) error {
 			t.PerSecond = float64(t.Requests) / t.elapsed.Seconds()
 			t.Seconds = t.elapsed.Seconds()
 			t.Latency, _ = (&Series{Samples: t.lat}).Summarize()
+			if t.Requests > 0 {
+				t.CPUPerRequest = t.cpu.perRequest(t.Requests)
+			}
 		}
 		b.res.Throughput = append(b.res.Throughput, t)
 	}
@@ -293,8 +302,30 @@ type throughput struct {
 	PerSecond   float64 `json:"per_second"`
 	Latency     Summary `json:"latency"`
 	Err         string  `json:"error,omitempty"`
-	elapsed     time.Duration
-	lat         []time.Duration
+	// CPUPerRequest is the CPU time each party used per request, in µs:
+	// "client" (this benchmark), "server" (nubo serve and its spawner, or
+	// the emulator), "agent" (nubo's agents; none for the emulator) and
+	// "runtime" (the function's processes).
+	CPUPerRequest map[string]float64 `json:"cpu_per_request_us,omitempty"`
+	elapsed       time.Duration
+	lat           []time.Duration
+	cpu           cpuShare
+}
+
+// cpuShare is CPU time used so far by each party of a warm invocation.
+type cpuShare struct{ client, server, agent, runtime time.Duration }
+
+func (a cpuShare) add(b cpuShare) cpuShare {
+	return cpuShare{a.client + b.client, a.server + b.server, a.agent + b.agent, a.runtime + b.runtime}
+}
+
+func (a cpuShare) sub(b cpuShare) cpuShare {
+	return cpuShare{a.client - b.client, a.server - b.server, a.agent - b.agent, a.runtime - b.runtime}
+}
+
+func (a cpuShare) perRequest(n int) map[string]float64 {
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	return map[string]float64{"client": us(a.client), "server": us(a.server), "agent": us(a.agent), "runtime": us(a.runtime)}
 }
 
 // burst runs c callers until dur has passed (dur > 0) or total calls are

@@ -434,6 +434,27 @@ func (n *nuboServer) cpu() (time.Duration, error) {
 	return total, err
 }
 
+// cpuShare is the CPU time used so far by this benchmark, nubo, its agents
+// and the processes below them (the runtimes). Only live processes count:
+// a throughput target runs on environments that stay.
+func (n *nuboServer) cpuShare() cpuShare {
+	var s cpuShare
+	s.client, _ = procCPU(os.Getpid())
+	s.server, _ = n.cpu()
+	envs, shells, pm := n.agents()
+	for _, a := range append(envs, shells...) {
+		if c, err := procCPU(a); err == nil {
+			s.agent += c
+		}
+		for _, p := range descendants(pm, a) {
+			if c, err := procCPU(p); err == nil {
+				s.runtime += c
+			}
+		}
+	}
+	return s
+}
+
 // memory is the smaps rollup of nubo serve and its helpers.
 func (n *nuboServer) memory() (rollup, error) {
 	total, err := smapsRollup(n.pid())

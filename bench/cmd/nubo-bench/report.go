@@ -272,9 +272,11 @@ func (r *results) printDetails(w io.Writer) {
 	if len(r.Throughput) > 0 {
 		fmt.Fprintln(w, "\nwarm throughput")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "target\trequests\tseconds\treq/s\tp50 ms\tp99 ms\tnote")
+		fmt.Fprintln(tw, "target\trequests\tseconds\treq/s\tp50 ms\tp99 ms\tCPU µs/request: client\tserver\tagent\truntime\ttotal\tnote")
 		for _, t := range r.Throughput {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.2f\t%.2f\t%s\n", t.Label, t.Requests, t.Seconds, t.PerSecond, t.Latency.P50, t.Latency.P99, t.Err)
+			c := t.CPUPerRequest
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n", t.Label, t.Requests, t.Seconds, t.PerSecond, t.Latency.P50, t.Latency.P99,
+				c["client"], c["server"], c["agent"], c["runtime"], c["client"]+c["server"]+c["agent"]+c["runtime"], t.Err)
 		}
 		tw.Flush()
 	}
@@ -383,7 +385,7 @@ func methods(c config) []string {
 		"nubo: `nubo serve` (namespace isolation, every control on; its own bridge, subnet and uid range when the binary has those flags, so it coexists with other nubo servers) on 127.0.0.1, driven over its Lambda API with a keep-alive net/http client; every request is SigV4-signed anew (payload hash + signature) and timed from before signing to the last response byte.",
 		"Payload: a 100-byte JSON event; every response is checked to equal it (as JSON for Python/Node).",
 		"Warm: 20 untimed invokes first (the first is the cold start), then sequential invokes of one function. RIE: aws-lambda-rie serving the same echo bootstrap, POST /2015-03-31/functions/function/invocations, sequential (it crashes on overlapping requests).",
-		"Throughput: per round, RIE sequential for " + c.tputDuration.String() + ", then nubo at each concurrency for " + c.tputDuration.String() + " against one function (its environments warmed first); req/s = completed invokes / wall time over all rounds.",
+		"Throughput: per round, RIE sequential for " + c.tputDuration.String() + ", then nubo at each concurrency for " + c.tputDuration.String() + " against one function (its environments warmed first); req/s = completed invokes / wall time over all rounds. CPU per request: user + system time from /proc/PID/stat over each target's bursts, divided by its requests: client = this benchmark, server = nubo serve and its spawner (or the emulator), agent = nubo's agents, runtime = the processes below them (below the emulator); at 10 ms tick resolution.",
 		"Cold (nubo): for each sample a new function is created and reaches Active untimed; the sample is its first Invoke end to end (new sandbox, runtime start, init, response). Functions are deleted after each block and their environments waited out before the next.",
 		"Cold (RIE): from fork+exec of aws-lambda-rie to the first successful response, retrying the connection every 0.2 ms until it listens; a new emulator per sample.",
 		"crun: `crun run` of a bundle from `crun spec` running /bin/true from a rootfs holding only it and its libraries; timed inside a long-lived helper in a private mount namespace where /sys/fs/cgroup/unified is unmounted (crun 1.8 refuses this host's hybrid cgroup mode otherwise); only crun's own run is timed.",

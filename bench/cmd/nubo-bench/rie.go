@@ -81,6 +81,21 @@ func startRIE(o rieOptions) (*rieProcess, error) {
 	return r, nil
 }
 
+// cpuShare is the CPU time used so far by this benchmark, the emulator and
+// the runtime below it.
+func (r *rieProcess) cpuShare() cpuShare {
+	var s cpuShare
+	s.client, _ = procCPU(os.Getpid())
+	pid := r.cmd.Process.Pid
+	s.server, _ = procCPU(pid)
+	for _, p := range descendants(parentMap(), pid) {
+		if c, err := procCPU(p); err == nil {
+			s.runtime += c
+		}
+	}
+	return s
+}
+
 // firstResponse retries the first invoke until the emulator listens and
 // answers, and returns the time from process start to that answer.
 func (r *rieProcess) firstResponse(ctx context.Context, payload []byte) (time.Duration, error) {
