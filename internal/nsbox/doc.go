@@ -15,12 +15,8 @@
 //     executable is the small agent nubo embeds (cmd/nubo-agent, run from a
 //     sealed memfd; agentexe.go), or nubo's own binary when it has none;
 //     both hold this package. Cloning from the small helper instead of nubo
-//     serve spares nubo a fork of its large heap. The spawner lives in a
-//     private copy of the host's mount namespace as it was at its start, so
-//     a new sandbox copies those few mounts, not every live environment's
-//     /tmp; and it clones from a thread whose capability bounding set holds
-//     only what an init stage uses. Every sandbox dies with the spawner
-//     (parent-death signal), as the spawner dies with nubo. The user namespace maps
+//     serve spares nubo a fork of its large heap. Every sandbox dies with
+//     the spawner (parent-death signal), as the spawner dies with nubo. The user namespace maps
 //     the sandbox's ids 0–999 onto a host range owned by no one and unique to
 //     the environment (see slots).
 //  3. The child — the init stage — blocks reading its configuration from a

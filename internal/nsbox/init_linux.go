@@ -156,6 +156,12 @@ func becomeAgent(self int, cfg *initConfig) error {
 // CAP_SETPCAP, gone after setuid), then groups, gid and uid change; a
 // setuid away from 0 clears the permitted and effective sets.
 func dropPrivileges(uid, gid int) error {
+	last := 40
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			last = n
+		}
+	}
 	// The bounding and ambient sets are per thread: every thread of this
 	// Go process is cleared (the agent runs in it, and any of its threads
 	// may fork the runtime). Without cgo AllThreadsSyscall does that; with
@@ -170,13 +176,7 @@ func dropPrivileges(uid, gid int) error {
 		}
 		return nil
 	}
-	// Only what is there: the spawner left few (narrowBoundingSet), and
-	// every drop stops all threads. All threads hold the same set, the
-	// main thread's since the execve: reading this thread's is enough.
-	for c := 0; c <= lastCap(); c++ {
-		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0); err == nil && in == 0 {
-			continue
-		}
+	for c := 0; c <= last; c++ {
 		if err := prctl(unix.PR_CAPBSET_DROP, uintptr(c)); err != nil && err != unix.EINVAL {
 			return fmt.Errorf("drop capability %d: %w", c, err)
 		}
@@ -220,14 +220,4 @@ func loopbackUp() error {
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
-}
-
-// lastCap is the highest capability number this kernel knows.
-func lastCap() int {
-	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			return n
-		}
-	}
-	return 40
 }

@@ -121,7 +121,7 @@ func New(cfg Config) (*Backend, error) {
 			b.log.Warn("cannot run the embedded sandbox agent; sandboxes start from nubo's own binary", "err", err)
 		}
 	}
-	if b.spawner, err = newSpawner(b.agent, cfg.Dir, cfg.Logger); err != nil {
+	if b.spawner, err = newSpawner(b.agent, cfg.Logger); err != nil {
 		if b.agent != nil {
 			b.agent.Close()
 		}

@@ -41,10 +41,6 @@ import (
 // spawnerEnv marks a re-executed nubo (or agent executable) as the spawner.
 const spawnerEnv = "NUBO_NSBOX_SPAWNER"
 
-// spawnerDetachEnv names a directory whose mounts the spawner detaches
-// from its own mount namespace when it starts.
-const spawnerDetachEnv = "NUBO_NSBOX_SPAWNER_DETACH"
-
 // spawnRequest asks for one sandbox init stage. The descriptors attached
 // are its stderr, then its extra files (fd 3, 4, …), then, when Cgroup is
 // set, the cgroup directory it is cloned into (cgroup v2).
@@ -71,10 +67,6 @@ const maxSpawnFDs = 16
 type spawner struct {
 	exe *os.File // the agent executable; nil: nubo's own binary
 	log *slog.Logger
-	// dir is the backend's directory: the mounts under it (environments'
-	// /tmp volumes) are detached from the spawner's copy of the host's
-	// mount namespace, where they would stay busy after their unmount.
-	dir string
 
 	mu     sync.Mutex // one request at a time; guards the fields below
 	conn   *net.UnixConn
@@ -92,8 +84,8 @@ type spawner struct {
 // pressure) fails the request and stays.
 const spawnTimeout = 30 * time.Second
 
-func newSpawner(exe *os.File, dir string, log *slog.Logger) (*spawner, error) {
-	sp := &spawner{exe: exe, dir: dir, log: log}
+func newSpawner(exe *os.File, log *slog.Logger) (*spawner, error) {
+	sp := &spawner{exe: exe, log: log}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if err := sp.startLocked(); err != nil {
@@ -116,37 +108,20 @@ func (sp *spawner) startLocked() error {
 	if err != nil {
 		return fmt.Errorf("spawner socket: %w", err)
 	}
-	command := func(unshare uintptr) *exec.Cmd {
-		cmd := exec.Command("/proc/self/exe")
-		cmd.Args = []string{"nubo-spawner"}
-		cmd.Env = []string{spawnerEnv + "=self", "GOMAXPROCS=1"}
-		if unshare&syscall.CLONE_NEWNS != 0 && sp.dir != "" {
-			cmd.Env = append(cmd.Env, spawnerDetachEnv+"="+sp.dir)
-		}
-		cmd.ExtraFiles = []*os.File{theirs} // fd 3
-		if sp.exe != nil {
-			cmd.ExtraFiles = append(cmd.ExtraFiles, sp.exe) // fd 4
-			cmd.Path = "/proc/self/fd/4"
-			cmd.Env[0] = spawnerEnv + "=exe"
-		}
-		cmd.Stderr = &logWriter{log: sp.log, id: "spawner"}
-		// A session of its own: a terminal's ^C or ^\ goes to nubo, which
-		// stops the sandboxes in order, not to the spawner, whose end would
-		// kill them all at once.
-		//
-		// A mount namespace of its own, private, a copy of the host's as
-		// it is now: every sandbox's mount namespace starts as a copy of
-		// the spawner's, so one made later copies (and its init stage then
-		// walks and detaches) only the mounts that were there when nubo
-		// started, not every live environment's /tmp volume as well.
-		// Sandboxes get the mounts made since as detached trees, which
-		// need no namespace. The mounts of environments alive when the
-		// spawner (re)starts are detached from its copy (spawnerDetachEnv):
-		// it would hold them, and their loop devices, after their end.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true, Unshareflags: unshare}
-		return cmd
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"nubo-spawner"}
+	cmd.Env = []string{spawnerEnv + "=self", "GOMAXPROCS=1"}
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	if sp.exe != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, sp.exe) // fd 4
+		cmd.Path = "/proc/self/fd/4"
+		cmd.Env[0] = spawnerEnv + "=exe"
 	}
-	cmd := command(syscall.CLONE_NEWNS)
+	cmd.Stderr = &logWriter{log: sp.log, id: "spawner"}
+	// A session of its own: a terminal's ^C or ^\ goes to nubo, which
+	// stops the sandboxes in order, not to the spawner, whose end would
+	// kill them all at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
 	done := make(chan struct{})
 	started := make(chan error, 1)
 	go func() {
@@ -154,13 +129,7 @@ func (sp *spawner) startLocked() error {
 		// child ends, not the process: this goroutine keeps its thread
 		// until the spawner has exited (and ends it then, still locked).
 		runtime.LockOSThread()
-		err := cmd.Start()
-		if errors.Is(err, syscall.EPERM) {
-			// No CAP_SYS_ADMIN here: the host's mount namespace it is.
-			cmd = command(0)
-			err = cmd.Start()
-		}
-		if err != nil {
+		if err := cmd.Start(); err != nil {
 			started <- err
 			return
 		}

@@ -33,7 +33,7 @@ func init() {
 // anew when it has died, and exits when nubo closes it.
 func TestSpawner(t *testing.T) {
 	testutil.RequiresRoot(t)
-	sp, err := newSpawner(nil, "", slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"syscall"
 
@@ -49,12 +48,6 @@ func runSpawner() {
 			}
 		}
 	}
-	if dir := os.Getenv(spawnerDetachEnv); dir != "" {
-		if err := unmountUnder(dir); err != nil {
-			fmt.Fprintln(os.Stderr, "nubo spawner: detaching the mounts under", dir+":", err)
-		}
-	}
-	os.Unsetenv(spawnerDetachEnv)
 	// Children are reaped as they end (nubo follows each through its
 	// pidfd): no zombies, and no thread blocked in a wait per child.
 	chld := make(chan os.Signal, 1)
@@ -77,14 +70,6 @@ func runSpawner() {
 		os.Exit(1)
 	}
 	conn := c.(*net.UnixConn)
-	// Every clone is made from this thread, which keeps of the capability
-	// bounding set only what an init stage needs (see narrowBoundingSet).
-	// Go makes its other threads from a template thread, not from a locked
-	// one, so the rest of the spawner keeps the full set.
-	runtime.LockOSThread()
-	if err := narrowBoundingSet(); err != nil {
-		fmt.Fprintln(os.Stderr, "nubo spawner: bounding set:", err)
-	}
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(maxSpawnFDs*4))
 	for {
@@ -179,33 +164,4 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 	pid := cmd.Process.Pid
 	cmd.Process.Release()
 	return pid, pidfd, nil
-}
-
-// initStageCaps are the capabilities an init stage uses, all of them within
-// its own user namespace: mounts, pivot_root, the cgroup namespace and the
-// host name (CAP_SYS_ADMIN), the loopback device (CAP_NET_ADMIN), and the
-// drop to the sandbox user (CAP_SETPCAP for the bounding set, CAP_SETUID,
-// CAP_SETGID).
-var initStageCaps = []int{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SETUID, unix.CAP_SETGID}
-
-// narrowBoundingSet drops every other capability from the calling thread's
-// bounding set. A child cloned from the thread inherits the narrowed set,
-// and the execve that follows grants the init stage (root in its user
-// namespace) only what is left. The init stage empties the set anyway;
-// each capability it still finds there costs it a stop of all its threads
-// (dropPrivileges), about 30 µs apiece, and there are 41.
-func narrowBoundingSet() error {
-	keep := map[int]bool{}
-	for _, c := range initStageCaps {
-		keep[c] = true
-	}
-	for c := 0; c <= lastCap(); c++ {
-		if keep[c] {
-			continue
-		}
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
-			return fmt.Errorf("drop capability %d: %w", c, err)
-		}
-	}
-	return nil
 }

@@ -46,10 +46,12 @@ type volumeMaker struct {
 	templates map[int]*volumeTemplate
 }
 
+// volumeTemplate is the template of one size: its path once made. Only a
+// success is kept: a failed mkfs (a full disk, a kill under memory
+// pressure) is tried again by the next volume of the size.
 type volumeTemplate struct {
-	once sync.Once
+	mu   sync.Mutex
 	path string
-	err  error
 }
 
 func newVolumeMaker(dir string) *volumeMaker {
@@ -57,7 +59,7 @@ func newVolumeMaker(dir string) *volumeMaker {
 }
 
 // template returns the path of the empty file system of sizeMB, making it
-// on first use.
+// when there is none yet (or it was removed since).
 func (m *volumeMaker) template(sizeMB int) (string, error) {
 	m.mu.Lock()
 	t := m.templates[sizeMB]
@@ -66,23 +68,29 @@ func (m *volumeMaker) template(sizeMB int) (string, error) {
 		m.templates[sizeMB] = t
 	}
 	m.mu.Unlock()
-	t.once.Do(func() {
-		if err := os.MkdirAll(m.dir, 0o700); err != nil {
-			t.err = err
-			return
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.path != "" {
+		if _, err := os.Stat(t.path); err == nil {
+			return t.path, nil
 		}
-		path := filepath.Join(m.dir, fmt.Sprintf("tmp-%dM.img", sizeMB))
-		part := path + ".part"
+		t.path = ""
+	}
+	if err := os.MkdirAll(m.dir, 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(m.dir, fmt.Sprintf("tmp-%dM.img", sizeMB))
+	part := path + ".part"
+	os.Remove(part)
+	if err := mkfsImage(part, sizeMB); err != nil {
+		return "", err
+	}
+	if err := os.Rename(part, path); err != nil {
 		os.Remove(part)
-		if err := mkfsImage(part, sizeMB); err != nil {
-			t.err = err
-			return
-		}
-		if t.err = os.Rename(part, path); t.err == nil {
-			t.path = path
-		}
-	})
-	return t.path, t.err
+		return "", err
+	}
+	t.path = path
+	return path, nil
 }
 
 // mkfsImage makes an empty ext4 file system in a new sparse image: no
@@ -151,6 +159,14 @@ var errNoSeekData = errors.New("SEEK_DATA not supported")
 // offsets of dst, leaving its holes holes.
 func copyData(dst, src *os.File, size int64) error {
 	sfd, dfd := int(src.Fd()), int(dst.Fd())
+	// A file system without real SEEK_DATA support (the generic one of
+	// NFSv3, 9p, some FUSE) calls the whole file data: copying that would
+	// write every byte of the volume.
+	var st unix.Stat_t
+	if err := unix.Fstat(sfd, &st); err != nil {
+		return err
+	}
+	allocated := st.Blocks * 512
 	for off := int64(0); off < size; {
 		data, err := unix.Seek(sfd, off, unix.SEEK_DATA)
 		if err == unix.ENXIO {
@@ -165,6 +181,9 @@ func copyData(dst, src *os.File, size int64) error {
 		hole, err := unix.Seek(sfd, data, unix.SEEK_HOLE)
 		if err != nil {
 			return fmt.Errorf("seek hole: %w", err)
+		}
+		if hole-data > allocated+1<<20 {
+			return errNoSeekData
 		}
 		if err := copyRange(dfd, sfd, data, hole-data); err != nil {
 			return err
@@ -188,8 +207,11 @@ func copyRange(dfd, sfd int, off, n int64) error {
 		}
 		n -= int64(c)
 	}
-	buf := make([]byte, 64<<10)
+	var buf []byte
 	for n > 0 {
+		if buf == nil {
+			buf = make([]byte, 64<<10)
+		}
 		r, err := unix.Pread(sfd, buf[:min(n, int64(len(buf)))], roff)
 		if err != nil {
 			return fmt.Errorf("read template: %w", err)

@@ -123,3 +123,37 @@ func TestCopyDataKeepsHoles(t *testing.T) {
 		t.Errorf("copy allocates %d KiB of a 16 MiB file with 5 KB of data; want its holes kept", st.Blocks/2)
 	}
 }
+
+// TestVolumeTemplateRetriedAfterFailure: a failed template is not kept; the
+// next volume of the size makes it, and so does one after the template was
+// removed.
+func TestVolumeTemplateRetriedAfterFailure(t *testing.T) {
+	testutil.RequiresBinary(t, "mkfs.ext4")
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "templates")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := newVolumeMaker(blocker)
+	if err := m.image(filepath.Join(dir, "a.img"), 32); err == nil {
+		t.Fatal("image with no place for its template succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.img")); !os.IsNotExist(err) {
+		t.Errorf("failed image left its file: %v", err)
+	}
+	os.Remove(blocker)
+	if err := m.image(filepath.Join(dir, "b.img"), 32); err != nil {
+		t.Fatalf("image after the failure: %v", err)
+	}
+	tmpl, err := m.template(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(tmpl)
+	if err := m.image(filepath.Join(dir, "c.img"), 32); err != nil {
+		t.Fatalf("image after the template was removed: %v", err)
+	}
+	if _, err := os.Stat(tmpl); err != nil {
+		t.Errorf("template not made again: %v", err)
+	}
+}
