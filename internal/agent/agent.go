@@ -87,6 +87,11 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// the work itself (measured: fewer context switches and less CPU per
 	// invocation with one; see docs/performance.md, "Warm path, session 2").
 	runtime.GOMAXPROCS(1)
+	// Nothing above the agent reaches the function: every descriptor it
+	// inherited beyond stdin, stdout and stderr (the connection to the host
+	// among them) closes when the runtime or an extension is exec'd. Those
+	// it opens itself are close-on-exec already.
+	CloseOnExecFrom(3)
 	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
@@ -530,8 +535,10 @@ func (a *Agent) killAll() {
 	}
 }
 
-// closeOnExecFrom marks every descriptor from fd up close-on-exec.
-func closeOnExecFrom(fd int) {
+// CloseOnExecFrom marks every descriptor from fd up close-on-exec: what a
+// process inherited then never reaches the programs it starts. The agent
+// uses it, and so does nubo's sandbox spawner.
+func CloseOnExecFrom(fd int) {
 	if err := unix.CloseRange(uint(fd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
 		return
 	}

@@ -119,10 +119,6 @@ func (r *reaper) start(s procSpec) (*proc, error) {
 	attr.Files[0] = devnull
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// Nothing above the agent reaches the function: every descriptor
-	// beyond stdin, stdout and stderr (the connection to the host among
-	// them) closes when the runtime or an extension is exec'd.
-	closeOnExecFrom(3)
 	osp, err := os.StartProcess(s.argv[0], s.argv, attr)
 	if err != nil {
 		return nil, err

@@ -47,8 +47,7 @@ func initStage() error {
 	// Started from a descriptor (Config.Agent), the process would be
 	// called "5" in ps and top; this runs on the main thread, whose name
 	// is the process's.
-	name, _ := unix.BytePtrFromString("nubo-agent")
-	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafePointer(name)), 0, 0, 0)
+	nameThread("nubo-agent")
 	// Opened before pivot_root: the agent may have to be exec'd from this
 	// very binary (see becomeAgent), which the sandbox's root does not
 	// contain.

@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/agent"
 )
 
 // runSpawner is the spawner's side (see spawner.go): it serves requests on
@@ -19,8 +20,7 @@ import (
 // main thread, so every child is forked from the thread that lives as
 // long as the process (a parent-death signal follows the thread).
 func runSpawner() {
-	name, _ := unix.BytePtrFromString("nubo-spawner")
-	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafePointer(name)), 0, 0, 0)
+	nameThread("nubo-spawner")
 	// fd 3 (the socket), fd 4 (the executable, when started from one) and
 	// whatever nubo itself inherited without close-on-exec would pass on
 	// to every sandbox: none may. The spawner runs from its executable's
@@ -28,26 +28,7 @@ func runSpawner() {
 	if os.Getenv(spawnerEnv) == "exe" {
 		unix.Close(4)
 	}
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		// Before Linux 5.11: each open descriptor, or every number up to
-		// the limit when /proc cannot tell.
-		if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
-			for _, e := range ents {
-				if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
-					unix.CloseOnExec(fd)
-				}
-			}
-		} else {
-			var lim unix.Rlimit
-			max := uint64(4096)
-			if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < 1<<20 {
-				max = lim.Cur
-			}
-			for fd := 3; uint64(fd) < max; fd++ {
-				unix.CloseOnExec(fd)
-			}
-		}
-	}
+	agent.CloseOnExecFrom(3)
 	// Children are reaped as they end (nubo follows each through its
 	// pidfd): no zombies, and no thread blocked in a wait per child.
 	chld := make(chan os.Signal, 1)

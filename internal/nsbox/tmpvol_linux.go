@@ -158,7 +158,7 @@ var errNoSeekData = errors.New("SEEK_DATA not supported")
 // copyData copies the data extents of src (size bytes) to the same
 // offsets of dst, leaving its holes holes.
 func copyData(dst, src *os.File, size int64) error {
-	sfd, dfd := int(src.Fd()), int(dst.Fd())
+	sfd := int(src.Fd())
 	// A file system without real SEEK_DATA support (the generic one of
 	// NFSv3, 9p, some FUSE) calls the whole file data: copying that would
 	// write every byte of the volume.
@@ -185,44 +185,18 @@ func copyData(dst, src *os.File, size int64) error {
 		if hole-data > allocated+1<<20 {
 			return errNoSeekData
 		}
-		if err := copyRange(dfd, sfd, data, hole-data); err != nil {
+		// io.CopyN between files is one copy_file_range in the kernel,
+		// or a copy through a buffer where that cannot be.
+		if _, err := src.Seek(data, io.SeekStart); err != nil {
 			return err
 		}
+		if _, err := dst.Seek(data, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.CopyN(dst, src, hole-data); err != nil {
+			return fmt.Errorf("copy template: %w", err)
+		}
 		off = hole
-	}
-	return nil
-}
-
-// copyRange copies n bytes at off from sfd to dfd, in the kernel where it
-// can.
-func copyRange(dfd, sfd int, off, n int64) error {
-	roff, woff := off, off
-	for n > 0 {
-		c, err := unix.CopyFileRange(sfd, &roff, dfd, &woff, int(min(n, 1<<30)), 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || c == 0 {
-			break // not between these files: copy by hand below
-		}
-		n -= int64(c)
-	}
-	var buf []byte
-	for n > 0 {
-		if buf == nil {
-			buf = make([]byte, 64<<10)
-		}
-		r, err := unix.Pread(sfd, buf[:min(n, int64(len(buf)))], roff)
-		if err != nil {
-			return fmt.Errorf("read template: %w", err)
-		}
-		if r == 0 {
-			return io.ErrUnexpectedEOF
-		}
-		if _, err := unix.Pwrite(dfd, buf[:r], woff); err != nil {
-			return fmt.Errorf("write volume: %w", err)
-		}
-		roff, woff, n = roff+int64(r), woff+int64(r), n-int64(r)
 	}
 	return nil
 }
