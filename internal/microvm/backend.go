@@ -342,18 +342,24 @@ func (b *Backend) makeRoomLocked(need int) error {
 		if idlest == nil {
 			return errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
 		}
-		if idlest.idle != nil {
-			idlest.idle.Stop()
-		}
-		b.forget(idlest)
-		b.stops.Add(1)
 		b.log.Info("microVM stopped for room", "vm", idlest.id, "need_mb", need)
-		go func(g *guest) {
-			defer b.stops.Done()
-			<-g.ready
-			g.stop()
-		}(idlest)
+		b.retireLocked(idlest)
 	}
+}
+
+// retireLocked takes g out of service and stops it in the background; b.mu
+// held. Close waits for every such stop (b.stops).
+func (b *Backend) retireLocked(g *guest) {
+	if g.idle != nil {
+		g.idle.Stop()
+	}
+	b.forget(g)
+	b.stops.Add(1)
+	go func() {
+		defer b.stops.Done()
+		<-g.ready // a boot in flight finishes first: nothing of it may escape stop
+		g.stop()
+	}()
 }
 
 // release returns memMB to g; a VM left without sandboxes stops after the
@@ -374,15 +380,9 @@ func (b *Backend) stopIfIdle(g *guest) {
 		b.mu.Unlock()
 		return
 	}
-	b.forget(g)
-	b.stops.Add(1)
-	b.mu.Unlock()
 	b.log.Info("microVM idle: stopping", "vm", g.id)
-	go func() {
-		defer b.stops.Done()
-		<-g.ready // a boot in flight finishes first: nothing of it may escape stop
-		g.stop()
-	}()
+	b.retireLocked(g)
+	b.mu.Unlock()
 }
 
 // dead reports whether the VM's QEMU has exited.
@@ -824,22 +824,9 @@ func (b *Backend) Close() error {
 		all = append(all, list...)
 	}
 	for _, g := range all {
-		if g.idle != nil {
-			g.idle.Stop()
-		}
-		b.forget(g)
+		b.retireLocked(g)
 	}
 	b.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, g := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-g.ready
-			g.stop()
-		}()
-	}
-	wg.Wait()
 	b.stops.Wait()
 	// Nothing of the tier stays: the images are rebuilt at the next start
 	// (a few seconds, once).

@@ -5,7 +5,7 @@
 // The sandbox creates each environment's network namespace itself
 // (clone with CLONE_NEWNET; the namespace lives exactly as long as the
 // sandbox's processes, nothing bind-mounts it) and brings its lo up. Given
-// that namespace (Attach, AttachPID), a Manager adds a veth pair: the host
+// that namespace (Attach), a Manager adds a veth pair: the host
 // end "<Name>-<short id>" becomes an isolated port of the bridge, the other
 // end is created directly inside the namespace as eth0 with an address from
 // the subnet, a default route via the bridge's address (the subnet's first

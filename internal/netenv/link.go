@@ -40,16 +40,6 @@ func (l *Link) Gateway() netip.Addr { return l.gateway }
 // HostIface is the name of the host end of the veth.
 func (l *Link) HostIface() string { return l.name }
 
-// AttachPID attaches the network namespace of process pid; see Attach.
-func (m *Manager) AttachPID(pid int, id string) (*Link, error) {
-	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("netenv: attach %q: network namespace of pid %d: %w", id, pid, err)
-	}
-	defer unix.Close(fd)
-	return m.Attach(fd, id)
-}
-
 // Attach wires the network namespace nsFD refers to (an open
 // /proc/<pid>/ns/net of the sandbox's init; the caller keeps it) to the
 // bridge as environment id: a veth pair whose host end "<Name>-<id>" is an

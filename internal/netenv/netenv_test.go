@@ -91,7 +91,7 @@ func newWorld(t *testing.T, n int, backend string, fw Firewall) *world {
 	w.m = newManager(t, w.cfg)
 	w.a, w.b, w.up = newTestNS(t), newTestNS(t), newTestNS(t)
 	var err error
-	if w.la, err = w.m.AttachPID(w.a.pid, fmt.Sprintf("nubo-%d0000000a", n)); err != nil {
+	if w.la, err = w.m.Attach(w.a.fd, fmt.Sprintf("nubo-%d0000000a", n)); err != nil {
 		t.Fatal(err)
 	}
 	if w.lb, err = w.m.Attach(w.b.fd, fmt.Sprintf("nubo-%d0000000b", n)); err != nil {

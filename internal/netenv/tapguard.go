@@ -66,7 +66,11 @@ func (f *nftFirewall) GuardTap(iface string, mac net.HardwareAddr, addr netip.Ad
 	})
 	// A guard an earlier holder of the name left (a failed Detach):
 	// replaced in the same transaction, so the name is never unguarded.
-	if err := f.delTapJumps(c, t, iface); err != nil {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
+	if err != nil {
+		return err
+	}
+	if err := f.delTapJumps(c, t, chains, iface); err != nil {
 		return err
 	}
 	ch := c.AddChain(&nftables.Chain{Name: nftTapChain(iface), Table: t})
@@ -108,7 +112,7 @@ func (f *nftFirewall) UnguardTap(iface string) error {
 			ch = x
 		}
 	}
-	if err := f.delTapJumps(c, t, iface); err != nil {
+	if err := f.delTapJumps(c, t, chains, iface); err != nil {
 		return err
 	}
 	if ch != nil {
@@ -122,13 +126,9 @@ func (f *nftFirewall) UnguardTap(iface string) error {
 	return nil
 }
 
-// delTapJumps queues the deletion of the base chain's jumps for iface.
-// A missing table or chain has none.
-func (f *nftFirewall) delTapJumps(c *nftables.Conn, t *nftables.Table, iface string) error {
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
-	if err != nil {
-		return err
-	}
+// delTapJumps queues the deletion of the base chain's jumps for iface;
+// chains are the bridge family's. A missing table or chain has none.
+func (f *nftFirewall) delTapJumps(c *nftables.Conn, t *nftables.Table, chains []*nftables.Chain, iface string) error {
 	found := false
 	for _, x := range chains {
 		if x.Table.Name == f.table && x.Name == nftTapBase {
