@@ -41,6 +41,15 @@ func (e *leakEnv) leftovers(t *testing.T) []string {
 			}
 		}
 	}
+	// /tmp volumes: loop devices backed by images under the data dir
+	// (their mounts are detached, in no host mount table).
+	if loops, err := filepath.Glob("/sys/block/loop*/loop/backing_file"); err == nil {
+		for _, f := range loops {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), e.dataDir) {
+				out = append(out, "loop: "+strings.TrimSpace(string(b)))
+			}
+		}
+	}
 	for _, pid := range e.pids {
 		prefix := fmt.Sprintf("nubo-%d-", pid)
 		filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
@@ -143,7 +152,7 @@ func warm(t *testing.T, p *proc, e *leakEnv) {
 		}
 	}
 	if left := e.leftovers(t); len(left) < 4 {
-		t.Fatalf("a warm nubo should show mounts, cgroups, links and a table; found only %v", left)
+		t.Fatalf("a warm nubo should show loop devices, cgroups, links and a table; found only %v", left)
 	}
 	checkAgentsEmbedded(t, p.cmd.Process.Pid)
 }
@@ -260,9 +269,9 @@ func TestKill9Recovery(t *testing.T) {
 		var out []string
 		for _, l := range killed {
 			// Pool volumes reuse their paths (and mount ids are recycled),
-			// so only environments' own mounts, whose ids are random,
-			// identify the killed run here.
-			if now[l] && strings.HasPrefix(l, "mount: ") && strings.Contains(l, "/sandboxes/nubo-") {
+			// so only environments' own mounts and loop devices, whose
+			// paths are random, identify the killed run here.
+			if now[l] && (strings.HasPrefix(l, "mount: ") || strings.HasPrefix(l, "loop: ")) && strings.Contains(l, "/sandboxes/nubo-") {
 				out = append(out, l)
 			}
 		}

@@ -20,7 +20,7 @@ type initConfig struct {
 	// empty: the function's code and layers are moved onto them by the host
 	// when a function gets the sandbox (see box.assign).
 	Runtime string `json:"runtime,omitempty"`
-	// Tmp is the mounted /tmp volume.
+	// Tmp is the /tmp volume (a detached mount, as /proc/self/fd/N).
 	Tmp      string `json:"tmp"`
 	Hostname string `json:"hostname"`
 	UID      int    `json:"uid"`

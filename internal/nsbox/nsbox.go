@@ -282,7 +282,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 		}
 	}
 	cfg := initConfig{
-		Root: "/tmp", Userland: b.land, Etc: b.etc, Runtime: b.cfg.RuntimeDir, Tmp: s.vol.mount,
+		Root: "/tmp", Userland: b.land, Etc: b.etc, Runtime: b.cfg.RuntimeDir,
 		Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID, Seccomp: b.cfg.Seccomp,
 	}
 	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
@@ -540,7 +540,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	for _, m := range []struct {
 		p  *string
 		ro bool
-	}{{&cfg.Etc, true}, {&cfg.Certs, true}, {&cfg.Runtime, true}, {&cfg.Tmp, false}} {
+	}{{&cfg.Etc, true}, {&cfg.Certs, true}, {&cfg.Runtime, true}} {
 		if *m.p == "" {
 			continue
 		}
@@ -551,6 +551,11 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		defer f.Close()
 		*m.p = fmt.Sprintf("/proc/self/fd/%d", 3+len(files))
 		files = append(files, f)
+	}
+	// The /tmp volume is one already (see tmpVolume).
+	if s.vol != nil {
+		cfg.Tmp = fmt.Sprintf("/proc/self/fd/%d", 3+len(files))
+		files = append(files, s.vol.tree)
 	}
 	// Its stderr is logged line by line.
 	logR, logW, err := os.Pipe()

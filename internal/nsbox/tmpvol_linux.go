@@ -19,10 +19,16 @@ import (
 // fails with ENOSPC; it lives on disk, so it is not charged to the
 // function's memory cgroup (a tmpfs would be); and it survives runtime
 // restarts, going away only with the environment.
+//
+// The file system is a detached mount (fsmount): it is in no mount table
+// until the sandbox's init stage moves it onto its /tmp. The host's mount
+// table does not grow with the environments, which every new sandbox's
+// mount namespace would copy, and a nubo that is killed leaves no mount
+// behind: the descriptors close, the mount goes, the loop device clears.
 type tmpVolume struct {
 	image string
-	mount string
-	// dir holds image and mount point when the volume came from the pool.
+	tree  *os.File // the detached mount
+	// dir holds the image when the volume came from the pool.
 	dir string
 }
 
@@ -201,15 +207,10 @@ func copyData(dst, src *os.File, size int64) error {
 	return nil
 }
 
-// volume makes a new /tmp volume under dir, mounted on dir/tmp and owned
-// by uid:gid.
+// volume makes a new /tmp volume under dir, owned by uid:gid.
 func (m *volumeMaker) volume(dir string, sizeMB, uid, gid int) (*tmpVolume, error) {
-	v := &tmpVolume{image: filepath.Join(dir, "tmp.img"), mount: filepath.Join(dir, "tmp")}
+	v := &tmpVolume{image: filepath.Join(dir, "tmp.img")}
 	if err := m.image(v.image, sizeMB); err != nil {
-		return nil, err
-	}
-	if err := os.Mkdir(v.mount, 0o700); err != nil {
-		os.Remove(v.image)
 		return nil, err
 	}
 	loop, err := attachLoop(v.image)
@@ -218,7 +219,7 @@ func (m *volumeMaker) volume(dir string, sizeMB, uid, gid int) (*tmpVolume, erro
 		return nil, err
 	}
 	defer loop.Close()
-	if err := unix.Mount(loop.Name(), v.mount, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+	if v.tree, err = mountDetached(loop.Name()); err != nil {
 		v.destroy()
 		return nil, fmt.Errorf("mount /tmp volume: %w", err)
 	}
@@ -229,17 +230,41 @@ func (m *volumeMaker) volume(dir string, sizeMB, uid, gid int) (*tmpVolume, erro
 	return v, nil
 }
 
+// mountDetached mounts the ext4 file system on dev as a detached mount,
+// nosuid and nodev.
+func mountDetached(dev string) (*os.File, error) {
+	fsfd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigSetString(fsfd, "source", dev); err != nil {
+		return nil, fmt.Errorf("fsconfig source: %w", err)
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return nil, fmt.Errorf("fsconfig create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return nil, fmt.Errorf("fsmount: %w", err)
+	}
+	return os.NewFile(uintptr(mfd), "tmp volume"), nil
+}
+
 // own gives the volume's root to the sandbox user that will use it: sticky
-// and world-writable, like /tmp.
+// and world-writable, like /tmp. The root is reached through the mount's
+// descriptor.
 func (v *tmpVolume) own(uid, gid int) error {
-	if err := os.Chown(v.mount, uid, gid); err != nil {
+	root := fmt.Sprintf("/proc/self/fd/%d", v.tree.Fd())
+	if err := os.Chown(root, uid, gid); err != nil {
 		return err
 	}
-	return os.Chmod(v.mount, 0o1777)
+	return os.Chmod(root, 0o1777)
 }
 
 // attachLoop binds image to a free loop device that frees itself when its
-// last user goes (autoclear): after the unmount, nothing is left behind.
+// last user goes (autoclear): once the file system is gone, nothing is
+// left behind.
 func attachLoop(image string) (*os.File, error) {
 	img, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
@@ -277,20 +302,20 @@ func attachLoop(image string) (*os.File, error) {
 	return nil, fmt.Errorf("no free loop device")
 }
 
-// destroy unmounts (the loop device then clears itself) and removes the image.
+// destroy lets go of the mount (a detached one goes at once; one moved
+// into a sandbox goes with the sandbox's mount namespace, and the loop
+// device then clears itself) and removes the image.
 func (v *tmpVolume) destroy() error {
-	var first error
+	if v.tree != nil {
+		v.tree.Close()
+	}
 	if v.dir != "" {
-		defer os.RemoveAll(v.dir)
+		return os.RemoveAll(v.dir)
 	}
-	if err := unix.Unmount(v.mount, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		first = err
+	if err := os.Remove(v.image); err != nil && !os.IsNotExist(err) {
+		return err
 	}
-	os.Remove(v.mount)
-	if err := os.Remove(v.image); err != nil && !os.IsNotExist(err) && first == nil {
-		first = err
-	}
-	return first
+	return nil
 }
 
 // unmountUnder detaches every mount below dir (leftovers of a killed run),
