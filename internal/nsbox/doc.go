@@ -7,8 +7,8 @@
 //  1. The host prepares: a directory per environment, a /tmp volume (an ext4
 //     image on a loop device, capped at EphemeralStorage, disk-backed so it
 //     is not charged to the function's memory; copied from an empty file
-//     system made once per size, tmpvol_linux.go), and the environment's
-//     cgroup (package cgroup).
+//     system made once per size, and mounted detached, in no mount table;
+//     tmpvol_linux.go), and the environment's cgroup (package cgroup).
 //  2. The host's spawner (spawner.go), a small helper process started once,
 //     clones the init stage in new user, mount, pid, net, uts and ipc
 //     namespaces: it execs its own executable with NUBO_NSBOX_INIT=1. That
