@@ -394,6 +394,10 @@ func platformError(errType, requestID, msg string) []byte {
 
 // invoke runs one invocation and sends its Result.
 func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
+	if inv.DeadlineMs == 0 {
+		// Sent along with Start: the timeout starts now, after init.
+		inv.DeadlineMs = time.Now().Add(time.Duration(inv.TimeoutMs) * time.Millisecond).UnixMilli()
+	}
 	deadline := time.UnixMilli(inv.DeadlineMs)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()

@@ -13,7 +13,8 @@
 //
 // Conversation:
 //
-//	host → agent   Start (once), Invoke, Shutdown
+//	host → agent   Start (once), Invoke, Shutdown (an Invoke may follow
+//	               Start at once: the agent takes it after init)
 //	agent → host   Ready (agent up), InitDone | InitError (after Start and
 //	               after every runtime restart), Result (one per Invoke),
 //	               Idle (after a Result, once the runtime and extensions are
@@ -116,7 +117,10 @@ type Start struct {
 
 // Invoke is one invocation; the payload is the frame body.
 type Invoke struct {
-	RequestID          string `json:"requestId"`
+	RequestID string `json:"requestId"`
+	// DeadlineMs is the epoch-millisecond deadline. 0 marks an invocation
+	// sent right behind Start: its deadline is TimeoutMs from when the
+	// agent starts it, once init is over.
 	DeadlineMs         int64  `json:"deadlineMs"`
 	InvokedFunctionARN string `json:"invokedFunctionArn"`
 	TraceID            string `json:"traceId,omitempty"`

@@ -68,6 +68,9 @@ type Config struct {
 	// times: "agent_ready" (sandbox handed over → agent Ready), "init"
 	// (the runtime's init) and "first_invoke" (the first invocation).
 	ObservePhase func(phase string, d time.Duration)
+	// Initialised, when set, is called once the first init is over (with
+	// StartInvoke, while the first invocation may already be running).
+	Initialised func()
 }
 
 // Environment is one execution environment.
@@ -98,6 +101,10 @@ type Environment struct {
 	// are written (see Invoke); nil when nothing is pending. Only the
 	// invoking goroutine touches it; the worker orders invocations.
 	reporting chan struct{}
+	// queued is the first invocation when it travelled with Start (see
+	// StartInvoke): readLoop writes its START once the init outcome
+	// arrives, so that the line precedes everything the invocation logs.
+	queued    atomic.Pointer[Request]
 	coldInit  float64 // init duration to report on the first invoke, ms
 	lastUsed  atomic.Int64
 	readyAt   atomic.Int64 // when the agent said Ready (cold start timing)
@@ -126,6 +133,50 @@ type result struct {
 // and the next invocation runs init again and reports its failure. On error
 // the sandbox is destroyed.
 func StartIn(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config) (*Environment, error) {
+	e := begin(sb, id, cfg)
+	if err := e.init(ctx, nil); err != nil {
+		e.Destroy()
+		return nil, err
+	}
+	e.state.Store(int32(Idle))
+	return e, nil
+}
+
+// pipelineMax bounds the payload of a first invocation sent along with
+// Start: the frame waits in the connection's buffer until the agent is done
+// with init, and a larger one would hold up the sender.
+const pipelineMax = 64 << 10
+
+// StartInvoke starts an environment as StartIn does and runs req as its
+// first invocation. The invocation travels to the agent right behind Start,
+// so the runtime gets it the moment its init is over, without a round trip
+// through the host in between (half a millisecond of every cold start; see
+// docs/performance.md). Its timeout counts from the end of init, as in
+// Lambda. As with StartIn, an error means no environment and no invocation
+// ran; a failed init is not an error (the invocation runs init again and
+// reports its failure). A payload too large to wait in the connection's
+// buffer is sent once init is over.
+func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config, req *Request) (*Environment, *Response, error) {
+	if len(req.Payload) > pipelineMax {
+		e, err := StartIn(ctx, sb, id, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, err := e.Invoke(ctx, req)
+		return e, resp, err
+	}
+	e := begin(sb, id, cfg)
+	if err := e.init(ctx, req); err != nil {
+		e.Destroy()
+		return nil, nil, err
+	}
+	e.state.Store(int32(Busy))
+	e.current.Store(&req.RequestID)
+	return e, e.await(req, time.Now()), nil
+}
+
+// begin makes the Environment for sb and starts reading its agent.
+func begin(sb sandbox.Sandbox, id string, cfg Config) *Environment {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -141,22 +192,27 @@ func StartIn(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config) (*E
 		<-sb.Done()
 		e.markDead("sandbox exited")
 	}()
-	if err := e.init(ctx); err != nil {
-		e.Destroy()
-		return nil, err
-	}
-	e.state.Store(int32(Idle))
-	return e, nil
+	return e
 }
 
-func (e *Environment) init(ctx context.Context) error {
+// init sends Start, and first behind it when not nil, and waits for the
+// init phase's outcome.
+func (e *Environment) init(ctx context.Context, first *Request) error {
 	wait := e.cfg.InitTimeout + 5*time.Second
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	e.platform(fmt.Sprintf("INIT_START Runtime Version: %s\tRuntime Version ARN: arn:aws:lambda:nubo::runtime:%s", e.cfg.RuntimeVersion, e.cfg.RuntimeVersion))
 	if err := e.conn.Send(agentproto.TStart, &e.cfg.Start, nil); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
-	e.platform(fmt.Sprintf("INIT_START Runtime Version: %s\tRuntime Version ARN: arn:aws:lambda:nubo::runtime:%s", e.cfg.RuntimeVersion, e.cfg.RuntimeVersion))
+	if first != nil {
+		e.queued.Store(first)
+		// No deadline yet: the agent starts the timeout when it starts
+		// the invocation, after init.
+		if err := e.conn.Send(agentproto.TInvoke, invokeFrame(first, 0), first.Payload); err != nil {
+			return fmt.Errorf("send invoke: %w", err)
+		}
+	}
 	select {
 	case out := <-e.initDone:
 		e.log.Debug("environment initialised", "agent_ready", time.Unix(0, e.readyAt.Load()).Sub(e.created),
@@ -168,11 +224,11 @@ func (e *Environment) init(ctx context.Context) error {
 			obs("agent_ready", time.Unix(0, e.readyAt.Load()).Sub(e.created))
 			obs("init", time.Duration(out.durationMs*float64(time.Millisecond)))
 		}
-		if !out.ok {
-			e.platform(fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: error\tError Type: %s", out.durationMs, out.errType))
-		}
 		if err := e.sb.AfterInit(); err != nil {
 			return fmt.Errorf("after init: %w", err)
+		}
+		if e.cfg.Initialised != nil {
+			e.cfg.Initialised()
 		}
 		return nil
 	case <-e.dead:
@@ -202,11 +258,11 @@ func (e *Environment) readLoop() {
 		case agentproto.TInitDone:
 			var d agentproto.InitDone
 			_ = f.Decode(&d)
-			e.initDone <- initOutcome{ok: true, durationMs: d.DurationMs}
+			e.initOver(initOutcome{ok: true, durationMs: d.DurationMs})
 		case agentproto.TInitError:
 			var ie agentproto.InitError
 			_ = f.Decode(&ie)
-			e.initDone <- initOutcome{errType: ie.ErrorType, payload: f.Body, durationMs: ie.DurationMs}
+			e.initOver(initOutcome{errType: ie.ErrorType, payload: f.Body, durationMs: ie.DurationMs})
 		case agentproto.TResult:
 			r := &result{body: f.Body}
 			_ = f.Decode(&r.hdr)
@@ -225,6 +281,23 @@ func (e *Environment) readLoop() {
 			default:
 			}
 		}
+	}
+}
+
+// initOver writes what the init outcome adds to the log, in order with
+// the agent's frames: a failed init's INIT_REPORT, then the START of a
+// first invocation sent with Start. It then hands the outcome to init.
+func (e *Environment) initOver(out initOutcome) {
+	if !out.ok {
+		e.platform(fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: error\tError Type: %s", out.durationMs, out.errType))
+	}
+	if req := e.queued.Swap(nil); req != nil {
+		e.startLog(req)
+	}
+	select {
+	case e.initDone <- out:
+	default:
+		e.log.Warn("init outcome without an init", "error_type", out.errType)
 	}
 }
 
@@ -312,7 +385,16 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	}
 	e.freezeMu.Unlock()
 	start := time.Now()
-	deadline := start.Add(req.Timeout)
+	e.startLog(req)
+	if err := e.conn.Send(agentproto.TInvoke, invokeFrame(req, start.Add(req.Timeout).UnixMilli()), req.Payload); err != nil {
+		e.markDead("send invoke: " + err.Error())
+		return nil, ErrDead
+	}
+	return e.await(req, start), nil
+}
+
+// startLog begins req's part of the log: its tail, if asked, and START.
+func (e *Environment) startLog(req *Request) {
 	e.logMu.Lock()
 	e.tail = nil
 	if req.Tail {
@@ -320,18 +402,24 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	}
 	e.logMu.Unlock()
 	e.platform(fmt.Sprintf("START RequestId: %s Version: %s", req.RequestID, e.cfg.ExecutedVersion))
-	inv := &agentproto.Invoke{
-		RequestID: req.RequestID, DeadlineMs: deadline.UnixMilli(), InvokedFunctionARN: req.InvokedFunctionARN,
+}
+
+// invokeFrame is req for the agent; deadlineMs 0 lets the agent start the
+// timeout itself.
+func invokeFrame(req *Request, deadlineMs int64) *agentproto.Invoke {
+	return &agentproto.Invoke{
+		RequestID: req.RequestID, DeadlineMs: deadlineMs, InvokedFunctionARN: req.InvokedFunctionARN,
 		TraceID: req.TraceID, ClientContext: req.ClientContext, CognitoIdentity: req.CognitoIdentity,
 		TenantID: req.TenantID, TimeoutMs: req.Timeout.Milliseconds(),
 	}
-	if err := e.conn.Send(agentproto.TInvoke, inv, req.Payload); err != nil {
-		e.markDead("send invoke: " + err.Error())
-		return nil, ErrDead
-	}
+}
+
+// await waits for the result of req, sent at start, and ends the
+// invocation.
+func (e *Environment) await(req *Request, start time.Time) *Response {
 	// The agent enforces the deadline; the watchdog only catches an agent
 	// that cannot (frozen, wedged, killed).
-	watchdog := time.NewTimer(time.Until(deadline) + 3*time.Second)
+	watchdog := time.NewTimer(time.Until(start.Add(req.Timeout)) + 3*time.Second)
 	defer watchdog.Stop()
 	resp := &Response{}
 	if obs := e.cfg.ObservePhase; obs != nil && e.uses.Load() == 0 {
@@ -384,7 +472,7 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 			}
 			e.report(id, d, peak, cold, "")
 		}()
-		return resp, nil
+		return resp
 	}
 	if st, err := e.sb.Stats(); err == nil {
 		resp.MaxMemoryMB = st.MemoryPeak >> 20
@@ -395,7 +483,7 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 		}
 	}
 	e.finish(req, resp, cold)
-	return resp, nil
+	return resp
 }
 
 // fatalPayload builds the error for an environment that died mid-invoke.

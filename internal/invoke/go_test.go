@@ -29,6 +29,7 @@ func TestGoFunction(t *testing.T) {
 	t.Run("EchoByteExact", func(t *testing.T) { t.Parallel(); testEcho(t, h) })
 	t.Run("Errors", func(t *testing.T) { t.Parallel(); testErrors(t, h) })
 	t.Run("TimeoutKeepsEnvironment", func(t *testing.T) { t.Parallel(); testTimeout(t, h) })
+	t.Run("TimeoutAfterInit", func(t *testing.T) { t.Parallel(); testTimeoutAfterInit(t, h) })
 	t.Run("ExitError", func(t *testing.T) { t.Parallel(); testExit(t, h) })
 	t.Run("LogTail", func(t *testing.T) { t.Parallel(); testTail(t, h) })
 	t.Run("DryRunAndValidation", func(t *testing.T) { t.Parallel(); testDryRun(t, h) })
@@ -115,6 +116,45 @@ func testErrors(t *testing.T, h *harness) {
 
 func timeoutPayload(id string, secs string) string {
 	return `{"errorType":"Sandbox.Timedout","errorMessage":"RequestId: ` + id + ` Error: Task timed out after ` + secs + ` seconds"}`
+}
+
+// testTimeoutAfterInit: a cold start's timeout starts when init is over,
+// as in Lambda: an init longer than the timeout does not time the first
+// invocation out, and its deadline lies a timeout beyond the end of init.
+// The first invocation travels to the agent with Start (env.StartInvoke)
+// unless its payload is large, so both ways are run. Its START line is
+// the tail's first, after the init's own output.
+func testTimeoutAfterInit(t *testing.T, h *harness) {
+	for _, tc := range []struct {
+		name string
+		pad  int
+	}{{"slowinit", 0}, {"slowinit-big", 100 << 10}} {
+		h.create(t, tc.name, nil, func(in *lambda.CreateFunctionInput) {
+			in.Timeout = aws.Int32(1)
+			in.Environment = &types.Environment{Variables: map[string]string{"FN_INIT_SLEEP_MS": "1500"}}
+		})
+		payload := []byte(`{"op":"context","msg":"` + strings.Repeat("x", tc.pad) + `"}`)
+		t0 := time.Now()
+		r := h.invokeOK(t, tc.name, payload, tail)
+		took := time.Since(t0)
+		var c fnContext
+		if err := json.Unmarshal(r.Payload, &c); err != nil {
+			t.Fatalf("%s: %s: %v", tc.name, r.Payload, err)
+		}
+		if took < 1500*time.Millisecond {
+			t.Errorf("%s: cold start took %v; want the 1.5 s init in it", tc.name, took)
+		}
+		if earliest := t0.Add(2400 * time.Millisecond).UnixMilli(); c.DeadlineMs < earliest {
+			t.Errorf("%s: deadline %d ms, %d ms after the request; want about 2500 (init, then the 1 s timeout)", tc.name, c.DeadlineMs, c.DeadlineMs-t0.UnixMilli())
+		}
+		b, err := base64.StdEncoding.DecodeString(aws.ToString(r.LogResult))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(b), "START RequestId: "+r.RequestID+" ") || !strings.Contains(string(b), "Init Duration: ") {
+			t.Errorf("%s: tail %q; want START first and Init Duration in REPORT", tc.name, b)
+		}
+	}
 }
 
 func testTimeout(t *testing.T, h *harness) {

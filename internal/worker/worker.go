@@ -150,18 +150,17 @@ func (p *Pool) Invoke(ctx context.Context, inv *Invocation) (*env.Response, erro
 	}
 	// A closure: e may be replaced below and release must see the last one.
 	defer func() { p.release(g, fk, e) }()
+	var resp *env.Response
 	if e == nil {
-		if e, err = p.create(ctx, v, g); err != nil {
-			return nil, err
-		}
-	}
-	resp, err := e.Invoke(ctx, inv.Request)
-	if err == env.ErrDead {
-		// Died while idle (frozen and killed, OOM): one more try on a fresh one.
-		if e, err = p.create(ctx, v, g); err != nil {
-			return nil, err
-		}
+		e, resp, err = p.start(ctx, v, "on-demand", inv.Request)
+	} else {
 		resp, err = e.Invoke(ctx, inv.Request)
+	}
+	if err == env.ErrDead {
+		// Died while idle (frozen and killed, OOM): one more try on a fresh
+		// one, which takes over the dead one's reservation.
+		p.shutdownAsync(e, "failure")
+		e, resp, err = p.start(ctx, v, "on-demand", inv.Request)
 	}
 	return resp, err
 }
@@ -315,26 +314,29 @@ func (p *Pool) runtime(id string) (runtimes.Runtime, bool) {
 	return runtimes.Runtime{}, false
 }
 
-// create starts a new environment for v.
-func (p *Pool) create(ctx context.Context, v *control.Version, g *group) (*env.Environment, error) {
-	return p.createAs(ctx, v, "on-demand")
-}
-
 // createAs starts an environment whose AWS_LAMBDA_INITIALIZATION_TYPE is initType.
 func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string) (*env.Environment, error) {
+	e, _, err := p.start(ctx, v, initType, nil)
+	return e, err
+}
+
+// start starts an environment for v whose AWS_LAMBDA_INITIALIZATION_TYPE is
+// initType; with first, it runs first as the environment's first
+// invocation (env.StartInvoke). e is nil whenever err is not.
+func (p *Pool) start(ctx context.Context, v *control.Version, initType string, first *env.Request) (e *env.Environment, resp *env.Response, err error) {
 	c := &v.Config
 	rt, ok := p.runtime(c.Runtime)
 	if !ok {
-		return nil, errdefs.InvalidParameter("The runtime parameter of %s is not supported on this nubo node; it offers: %s", c.Runtime, p.offered())
+		return nil, nil, errdefs.InvalidParameter("The runtime parameter of %s is not supported on this nubo node; it offers: %s", c.Runtime, p.offered())
 	}
 	tCode := time.Now()
 	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
 	if err != nil {
-		return nil, fmt.Errorf("unpack code: %w", err)
+		return nil, nil, fmt.Errorf("unpack code: %w", err)
 	}
 	optDir, err := p.cfg.Code.Opt(ctx, v.LayerHexes)
 	if err != nil {
-		return nil, fmt.Errorf("unpack layers: %w", err)
+		return nil, nil, fmt.Errorf("unpack layers: %w", err)
 	}
 	id := newID()
 	spec := sandbox.Spec{ID: "nubo-" + id[:12], Account: v.Account, MemoryMB: c.MemorySize, EphemeralMB: c.EphemeralStorage.Size,
@@ -342,7 +344,7 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	t0 := time.Now()
 	sb, err := p.cfg.Backend.Create(ctx, spec)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
+		return nil, nil, fmt.Errorf("sandbox: %w", err)
 	}
 	tSandbox := time.Now()
 	if obs := p.cfg.ObservePhase; obs != nil {
@@ -365,20 +367,27 @@ func (p *Pool) createAs(ctx context.Context, v *control.Version, initType string
 	if p.cfg.Logs != nil {
 		sink = p.cfg.Logs(v.Account, group, stream)
 	}
-	e, err := env.StartIn(ctx, sb, sb.ID(), env.Config{
+	cfg := env.Config{
 		Start: start, MemoryMB: c.MemorySize, InitTimeout: p.cfg.InitTimeout, RuntimeVersion: rt.ID,
 		ExecutedVersion: c.Version, Logs: sink, Logger: p.log, Provisioned: initType == "provisioned-concurrency",
 		ObservePhase: p.cfg.ObservePhase,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start environment: %w", err)
+		Initialised: func() {
+			if obs := p.cfg.ObservePhase; obs != nil {
+				obs("start", time.Since(tCode))
+			}
+			p.log.Debug("environment started", "env", sb.ID(), "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
+				"agent_and_init", time.Since(tSandbox), "total", time.Since(t0))
+		},
 	}
-	if obs := p.cfg.ObservePhase; obs != nil {
-		obs("start", time.Since(tCode))
+	if first == nil {
+		e, err = env.StartIn(ctx, sb, sb.ID(), cfg)
+	} else {
+		e, resp, err = env.StartInvoke(ctx, sb, sb.ID(), cfg, first)
 	}
-	p.log.Debug("environment started", "env", sb.ID(), "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
-		"agent_and_init", time.Since(tSandbox), "total", time.Since(t0))
-	return e, nil
+	if e == nil && err != nil {
+		return nil, nil, fmt.Errorf("start environment: %w", err)
+	}
+	return e, resp, err
 }
 
 func joinOpt(opt, sub string) string {

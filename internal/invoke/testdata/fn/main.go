@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,5 +125,9 @@ func state() []byte {
 }
 
 func main() {
+	// FN_INIT_SLEEP_MS makes the init phase take that long.
+	if ms, err := strconv.Atoi(os.Getenv("FN_INIT_SLEEP_MS")); err == nil {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
 	lambda.Start(handler{})
 }
