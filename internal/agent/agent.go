@@ -94,6 +94,9 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	CloseOnExecFrom(3)
 	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
+	if err := warmUp(log); err != nil {
+		log.Debug("warm-up", "err", err)
+	}
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
 		return err
 	}

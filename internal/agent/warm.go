@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/runtimeapi"
+)
+
+// warmUp runs the agent's per-invocation code once, before the environment
+// has a function: the protocol frames it sends and receives, and one
+// invocation through a Runtime API of its own to a client on loopback.
+//
+// A new process pays for the first use of every code page it touches, of
+// its heap, and of encoding/json's per-type caches; without this, all of
+// that falls on the cold start, between the runtime's first /next and its
+// first response (measured: docs/performance.md, "Session 5"). An agent
+// started ahead of demand (a pooled shell) pays it while it waits. Nothing
+// of it is needed: the caller ignores the error, which says what did not
+// run.
+func warmUp(log *slog.Logger) error {
+	if err := warmFrames(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	api := runtimeapi.New(runtimeapi.Options{FunctionName: "warm-up", Logger: log})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = api.Serve(ctx, ln)
+	}()
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		warmClient(ctx, ln.Addr().String())
+	}()
+	err = api.WaitInit(ctx)
+	var res *runtimeapi.Result
+	if err == nil {
+		res, err = api.Invoke(ctx, &runtimeapi.Invocation{RequestID: "warm-up", Payload: []byte(warmPayload),
+			InvokedFunctionARN: "arn:aws:lambda:nubo:000000000000:function:warm-up"})
+	}
+	if err == nil && string(res.Payload) != warmPayload {
+		err = fmt.Errorf("warm-up: the client answered %q", res.Payload)
+	}
+	<-ran
+	cancel()
+	ln.Close()
+	<-served
+	return err
+}
+
+// warmPayload is the event of the warm-up invocation, which the client
+// echoes.
+const warmPayload = `{"warm":"up"}`
+
+// warmFrames sends every frame type the agent sends and receives those it
+// receives, through a buffer.
+func warmFrames() error {
+	c := agentproto.NewConn(&bufferConn{})
+	send := []struct {
+		t Type
+		h any
+	}{
+		{agentproto.TStart, &agentproto.Start{Argv: []string{"/var/runtime/bootstrap"}, Env: []string{"A=b"}, Dir: "/var/task", RuntimeAPI: "127.0.0.1:9001"}},
+		{agentproto.TInvoke, &agentproto.Invoke{RequestID: "warm-up", DeadlineMs: 1, InvokedFunctionARN: "arn", TimeoutMs: 1}},
+		{agentproto.TInitDone, &agentproto.InitDone{DurationMs: 1}},
+		{agentproto.TResult, &agentproto.Result{RequestID: "warm-up", ContentType: "application/json"}},
+		{agentproto.TLog, &agentproto.Log{Stream: "stdout"}},
+		{agentproto.TIdle, &agentproto.Idle{RequestID: "warm-up"}},
+	}
+	for _, s := range send {
+		if err := c.Send(s.t, s.h, []byte("{}")); err != nil {
+			return err
+		}
+	}
+	for range send {
+		f, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		switch f.Type {
+		case agentproto.TStart:
+			err = f.Decode(&agentproto.Start{})
+		case agentproto.TInvoke:
+			err = f.Decode(&agentproto.Invoke{})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Type abbreviates agentproto.Type for warmFrames' table.
+type Type = agentproto.Type
+
+// bufferConn is an in-memory io.ReadWriteCloser.
+type bufferConn struct{ bytes.Buffer }
+
+func (*bufferConn) Close() error { return nil }
+
+// warmClient plays a runtime for one invocation, as an HTTP/1.1 client on
+// one kept-alive connection, the way runtimes talk to the Runtime API.
+func warmClient(ctx context.Context, addr string) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	r := bufio.NewReader(conn)
+	next := "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: warm-up\r\n\r\n"
+	if _, err := io.WriteString(conn, next); err != nil {
+		return
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	id := resp.Header.Get("Lambda-Runtime-Aws-Request-Id")
+	if id == "" {
+		return
+	}
+	body := warmPayload
+	post := "POST /2018-06-01/runtime/invocation/" + id + "/response HTTP/1.1\r\nHost: " + addr +
+		"\r\nUser-Agent: warm-up\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	if _, err := io.WriteString(conn, post); err != nil {
+		return
+	}
+	if resp, err = http.ReadResponse(r, nil); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
