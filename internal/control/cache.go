@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 
@@ -12,18 +13,68 @@ import (
 // invoke path, so a warm invocation reads no store. Control-plane reads
 // stay authoritative (they go to the store); only InvokeTarget uses this.
 //
-// Correctness: this process drops an entry synchronously whenever it
-// writes or deletes the key (mutate, create, delete, purge), and a KV watch
-// drops entries that other nodes change. A cached record is never mutated:
-// writers build new records.
+// Correctness: every record is cached with the store revision it was read
+// or written at, and an entry only ever gives way to a later revision.
+// This process puts the records it writes (create, mutate), so a new or
+// changed function's first invocation reads no store either, and drops
+// those it deletes; a KV watch drops entries that anyone (other nodes
+// included) changed at a later revision than the one cached. A cached
+// record is never mutated: writers build new records.
 type invokeCache struct {
 	mu   sync.RWMutex
-	recs map[string]*record  // fn key → record
-	vers map[string]*Version // ver key → version
+	recs map[string]cachedRec // fn key → record
+	vers map[string]*Version  // ver key → version
+}
+
+// cachedRec is a record and the store revision it has.
+type cachedRec struct {
+	rec *record
+	rev uint64
 }
 
 func newInvokeCache() *invokeCache {
-	return &invokeCache{recs: map[string]*record{}, vers: map[string]*Version{}}
+	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}}
+}
+
+// put caches rec at revision rev unless a later one is cached. rec must
+// not be changed afterwards.
+func (c *invokeCache) put(key string, rec *record, rev uint64, acct string) {
+	// Made before the record is shared, so readers need no lock for it.
+	rec.latest = &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
+	rec.latest.digest = rec.latest.Config.Digest()
+	c.mu.Lock()
+	if cur, ok := c.recs[key]; !ok || cur.rev < rev {
+		c.recs[key] = cachedRec{rec, rev}
+	}
+	c.mu.Unlock()
+}
+
+// putWritten caches a record this process has just written at rev: a
+// copy as the store holds it (through JSON), so the cache holds the same
+// whether it was filled by this write or by a later read.
+func (c *invokeCache) putWritten(key string, rec *record, rev uint64, acct string) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		c.drop(key)
+		return
+	}
+	var cp record
+	if err := json.Unmarshal(b, &cp); err != nil {
+		c.drop(key)
+		return
+	}
+	c.put(key, &cp, rev, acct)
+}
+
+// changed drops what a store update of key at rev makes stale: a record
+// cached at an earlier revision, and a version.
+func (c *invokeCache) changed(key string, rev uint64) {
+	c.mu.Lock()
+	if cur, ok := c.recs[key]; ok && cur.rev < rev {
+		delete(c.recs, key)
+	}
+	delete(c.vers, key)
+	c.mu.Unlock()
 }
 
 func (c *invokeCache) drop(key string) {
@@ -46,7 +97,7 @@ func (c *invokeCache) dropPrefix(prefix string) {
 
 // watch drops entries changed by anyone (other nodes included) until ctx
 // ends. It also closes the window in which a reader that loaded a record
-// just before a local write caches it just after that write's drop.
+// just before a local delete caches it just after that delete's drop.
 func (c *invokeCache) watch(ctx context.Context, kv jetstream.KeyValue) {
 	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
@@ -60,7 +111,7 @@ func (c *invokeCache) watch(ctx context.Context, kv jetstream.KeyValue) {
 				return
 			case e := <-w.Updates():
 				if e != nil {
-					c.drop(e.Key())
+					c.changed(e.Key(), e.Revision())
 				}
 			}
 		}
@@ -71,21 +122,16 @@ func (c *invokeCache) watch(ctx context.Context, kv jetstream.KeyValue) {
 func (s *Service) cachedRecord(ctx context.Context, acct, name string) (*record, error) {
 	key := fnKey(acct, name)
 	s.cache.mu.RLock()
-	rec := s.cache.recs[key]
+	c, ok := s.cache.recs[key]
 	s.cache.mu.RUnlock()
-	if rec != nil {
-		return rec, nil
+	if ok {
+		return c.rec, nil
 	}
-	rec, _, err := s.load(ctx, acct, name)
+	rec, rev, err := s.load(ctx, acct, name)
 	if err != nil {
 		return nil, err
 	}
-	// Made before the record is shared, so readers need no lock for it.
-	rec.latest = &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
-	rec.latest.digest = rec.latest.Config.Digest()
-	s.cache.mu.Lock()
-	s.cache.recs[key] = rec
-	s.cache.mu.Unlock()
+	s.cache.put(key, rec, rev, acct)
 	return rec, nil
 }
 

@@ -232,14 +232,15 @@ func (s *Service) mutate(ctx context.Context, acct, name string, fn func(*record
 		if err := fn(rec); err != nil {
 			return nil, err
 		}
-		_, err = s.st.Update(ctx, fnKey(acct, name), rec, rev)
-		s.cache.drop(fnKey(acct, name))
-		if errors.Is(err, store.ErrRevision) && attempt < 50 {
-			continue
-		}
+		nrev, err := s.st.Update(ctx, fnKey(acct, name), rec, rev)
 		if err != nil {
+			s.cache.drop(fnKey(acct, name))
+			if errors.Is(err, store.ErrRevision) && attempt < 50 {
+				continue
+			}
 			return nil, err
 		}
+		s.cache.putWritten(fnKey(acct, name), rec, nrev, acct)
 		if s.opts.OnChange != nil {
 			s.opts.OnChange(acct, name)
 		}

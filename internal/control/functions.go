@@ -191,12 +191,14 @@ func (s *Service) createRecord(ctx context.Context, acct, name string, rec *reco
 	if err := s.purgeVersions(ctx, acct, name); err != nil {
 		return err
 	}
-	if _, err := s.st.Create(ctx, fnKey(acct, name), rec); err != nil {
+	rev, err := s.st.Create(ctx, fnKey(acct, name), rec)
+	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return errdefs.Conflict("Function already exist: %s", name)
 		}
 		return err
 	}
+	s.cache.putWritten(fnKey(acct, name), rec, rev, acct)
 	return nil
 }
 
