@@ -48,8 +48,10 @@ type BackendConfig struct {
 	CPUs int
 	// CapacityMB bounds the memory of all VMs together (0: no bound). A
 	// VM that would not fit first stops idle VMs, oldest first; if that is
-	// not enough, the sandbox is refused as the node's capacity is
-	// (TooManyRequestsException).
+	// not enough, the sandbox is refused with sandbox.ErrNoRoom: the
+	// worker pool then shuts down idle environments of the tier (which
+	// idles their VMs) and tries again, and failing that answers
+	// TooManyRequestsException.
 	CapacityMB int
 	// IdleTimeout stops a VM that has had no sandbox for this long
 	// (default 60 s).
@@ -340,7 +342,7 @@ func (b *Backend) makeRoomLocked(need int) error {
 			return nil
 		}
 		if idlest == nil {
-			return errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
+			return fmt.Errorf("%w: %w", sandbox.ErrNoRoom, errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded."))
 		}
 		b.log.Info("microVM stopped for room", "vm", idlest.id, "need_mb", need)
 		b.retireLocked(idlest)

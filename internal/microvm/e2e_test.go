@@ -332,3 +332,31 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 		t.Fatalf("VM files left in %s: %v", filepath.Join(s.DataDir, "microvm"), left)
 	}
 }
+
+// TestIdleEnvironmentsYieldTheirVM: on a node with room for one VM, an
+// account whose VM holds only an idle environment gives way to another
+// account's first invoke: the idle environment is shut down, its VM
+// stopped, and the other account's VM boots. Before, that invoke was
+// throttled although nothing was running.
+func TestIdleEnvironmentsYieldTheirVM(t *testing.T) {
+	requireVMs(t)
+	s := servertest.Start(t, func(c *server.Config) {
+		c.Isolation = "microvm"
+		c.MicroVMIdleTimeout = time.Hour
+		c.CapacityMB = 1500 // one 1024 MB VM, not two
+	})
+	ctx := servertest.Ctx(t, 8*time.Minute)
+	dev, a := s.Dev(), s.A()
+	createFn(t, ctx, dev, "one", "000000000000", 128)
+	createFn(t, ctx, a, "one", servertest.AccountA.AccountID, 128)
+	id := func(m map[string]any) string { s, _ := m["bootId"].(string); return s }
+	first := id(invoke(t, ctx, dev, "one", nil))
+	other := id(invoke(t, ctx, a, "one", nil))
+	again := id(invoke(t, ctx, dev, "one", nil))
+	if first == "" || other == "" || again == "" || first == other || again == other || again == first {
+		t.Fatalf("boot ids %q, then the other account %q, then the first again %q: want three VMs, one after the other", first, other, again)
+	}
+	if n := len(childQEMUs(os.Getpid())); n != 1 {
+		t.Errorf("%d QEMU processes run; want 1 (room for one VM)", n)
+	}
+}

@@ -12,8 +12,15 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"io"
 )
+
+// ErrNoRoom is wrapped by the errors of a Create refused because the
+// backend's own capacity is taken by sandboxes that exist, idle
+// environments' among them: the caller may shut some of those down and try
+// again. Such an error also carries the throttle to answer if it cannot.
+var ErrNoRoom = errors.New("sandbox: no room on this node")
 
 // Spec describes the sandbox one execution environment needs.
 type Spec struct {
@@ -92,6 +99,14 @@ type ByAccount struct {
 	Accounts map[string]Backend
 }
 
+// For returns the backend of account's sandboxes.
+func (r *ByAccount) For(account string) Backend {
+	if b, ok := r.Accounts[account]; ok {
+		return b
+	}
+	return r.Default
+}
+
 // Name implements Backend.
 func (r *ByAccount) Name() string {
 	names := r.Default.Name()
@@ -107,10 +122,7 @@ func (r *ByAccount) Name() string {
 
 // Create implements Backend.
 func (r *ByAccount) Create(ctx context.Context, spec Spec) (Sandbox, error) {
-	if b, ok := r.Accounts[spec.Account]; ok {
-		return b.Create(ctx, spec)
-	}
-	return r.Default.Create(ctx, spec)
+	return r.For(spec.Account).Create(ctx, spec)
 }
 
 // Close implements Backend: every distinct backend closes once.

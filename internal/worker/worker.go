@@ -22,6 +22,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -231,6 +232,46 @@ func (p *Pool) evictLocked(need int) bool {
 	return p.liveMB+need <= p.cfg.CapacityMB
 }
 
+// shutdownIdle shuts down the least recently used idle environment whose
+// sandbox lives in the backend that serves acct, and reports whether there
+// was one. A backend with a capacity of its own (the microVM tier's VMs)
+// can refuse a sandbox while idle environments hold that capacity; the
+// pool's own budget did not ask for their room (see evictLocked).
+func (p *Pool) shutdownIdle(acct string) bool {
+	backendOf := func(a string) sandbox.Backend {
+		if r, ok := p.cfg.Backend.(*sandbox.ByAccount); ok {
+			return r.For(a)
+		}
+		return p.cfg.Backend
+	}
+	want := backendOf(acct)
+	p.mu.Lock()
+	var lru *env.Environment
+	var lg *group
+	for _, g := range p.groups {
+		if backendOf(g.acct) != want {
+			continue
+		}
+		for _, e := range g.idle {
+			if lru == nil || e.LastUsed().Before(lru.LastUsed()) {
+				lru, lg = e, g
+			}
+		}
+	}
+	if lru == nil {
+		p.mu.Unlock()
+		return false
+	}
+	p.removeIdleLocked(lg, lru)
+	p.dropEmptyLocked(lg)
+	p.shutdown.Add(1)
+	p.mu.Unlock()
+	defer p.shutdown.Done()
+	p.log.Info("environment shut down for room", "env", lru.ID, "for_account", acct)
+	lru.Shutdown("spindown", p.cfg.ShutdownGrace)
+	return true
+}
+
 func (p *Pool) removeIdleLocked(g *group, e *env.Environment) {
 	for i, x := range g.idle {
 		if x == e {
@@ -343,6 +384,9 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 		CodeDir: codeDir, LayersDir: optDir, RuntimeDir: p.cfg.RuntimeDir, NoNetwork: c.NuboNetwork == "none"}
 	t0 := time.Now()
 	sb, err := p.cfg.Backend.Create(ctx, spec)
+	for errors.Is(err, sandbox.ErrNoRoom) && p.shutdownIdle(v.Account) {
+		sb, err = p.cfg.Backend.Create(ctx, spec)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox: %w", err)
 	}
