@@ -96,6 +96,42 @@ func (r Resources) validate() error {
 	return nil
 }
 
+// delta says which of a Set's settings to write.
+type delta struct{ memory, quota, weight, pids, io bool }
+
+// changes says which settings of r differ from prev, what the cgroup
+// holds after the last Set (everything r sets when prev is nil: unknown).
+// Skipping the rest matters on the cold path: a pooled sandbox gets its
+// function's limits with one Set, where only the memory limit and the CPU
+// weight change, and every cgroup file written costs tens of µs.
+func (r Resources) changes(prev *Resources) delta {
+	if prev == nil {
+		return delta{memory: true, quota: true, weight: r.CPUWeight > 0, pids: true, io: r.IOWeight > 0}
+	}
+	return delta{
+		memory: r.MemoryBytes != prev.MemoryBytes,
+		quota:  r.CPUMilli != prev.CPUMilli,
+		weight: r.CPUWeight > 0 && r.CPUWeight != prev.CPUWeight,
+		pids:   r.pidsMax() != prev.pidsMax(),
+		io:     r.IOWeight > 0 && r.IOWeight != prev.IOWeight,
+	}
+}
+
+// after is what the cgroup holds once r is set over prev: the weights r
+// leaves alone (0) keep their earlier values.
+func (r Resources) after(prev *Resources) *Resources {
+	n := r
+	if prev != nil {
+		if n.CPUWeight == 0 {
+			n.CPUWeight = prev.CPUWeight
+		}
+		if n.IOWeight == 0 {
+			n.IOWeight = prev.IOWeight
+		}
+	}
+	return &n
+}
+
 func (r Resources) pidsMax() int {
 	if r.PidsMax <= 0 || r.PidsMax > MaxPids {
 		return MaxPids

@@ -270,6 +270,9 @@ type v1Cgroup struct {
 	name string
 	dirs map[string]string
 	mu   sync.Mutex // serialises Set, freezer transitions
+	// applied is what the last Set wrote, all of it (nil: unknown); a
+	// Set writes only what differs (see Resources.changes).
+	applied *Resources
 
 	// The files Memory reads on every invocation, kept open.
 	memOnce     sync.Once
@@ -307,9 +310,14 @@ func (c *v1Cgroup) Set(r Resources) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	prev := c.applied
+	ch := r.changes(prev)
+	c.applied = nil
 	w := c.m.sys.write
-	if err := c.setMemory(r.MemoryBytes); err != nil {
-		return err
+	if ch.memory {
+		if err := c.setMemory(r.MemoryBytes); err != nil {
+			return err
+		}
 	}
 
 	cpu := c.dirs["cpu"]
@@ -317,26 +325,30 @@ func (c *v1Cgroup) Set(r Resources) error {
 	if capm := c.m.cpuCapMilli; capm > 0 && milli > capm {
 		milli = capm
 	}
-	period := strconv.FormatInt(CPUPeriod.Microseconds(), 10)
-	if cur, err := readString(filepath.Join(cpu, "cpu.cfs_period_us")); err != nil || cur != period {
-		if err := w(filepath.Join(cpu, "cpu.cfs_period_us"), period); err != nil {
+	if ch.quota {
+		period := strconv.FormatInt(CPUPeriod.Microseconds(), 10)
+		if cur, err := readString(filepath.Join(cpu, "cpu.cfs_period_us")); err != nil || cur != period {
+			if err := w(filepath.Join(cpu, "cpu.cfs_period_us"), period); err != nil {
+				return err
+			}
+		}
+		if err := w(filepath.Join(cpu, "cpu.cfs_quota_us"), strconv.FormatInt(quotaMicros(milli), 10)); err != nil {
 			return err
 		}
 	}
-	if err := w(filepath.Join(cpu, "cpu.cfs_quota_us"), strconv.FormatInt(quotaMicros(milli), 10)); err != nil {
-		return err
-	}
-	if r.CPUWeight > 0 {
+	if ch.weight {
 		if err := w(filepath.Join(cpu, "cpu.shares"), strconv.Itoa(v1Shares(r.CPUWeight))); err != nil {
 			return err
 		}
 	}
 
-	if err := w(filepath.Join(c.dirs["pids"], "pids.max"), strconv.Itoa(r.pidsMax())); err != nil {
-		return err
+	if ch.pids {
+		if err := w(filepath.Join(c.dirs["pids"], "pids.max"), strconv.Itoa(r.pidsMax())); err != nil {
+			return err
+		}
 	}
 
-	if blk, ok := c.dirs["blkio"]; ok && r.IOWeight > 0 {
+	if blk, ok := c.dirs["blkio"]; ok && ch.io {
 		// blkio.weight (CFQ, gone since 5.0) takes 10-1000; BFQ's own file
 		// takes 1-1000. Either or neither may exist.
 		for _, f := range []struct {
@@ -352,6 +364,7 @@ func (c *v1Cgroup) Set(r Resources) error {
 			}
 		}
 	}
+	c.applied = r.after(prev)
 	return nil
 }
 

@@ -347,6 +347,9 @@ type v2Cgroup struct {
 	curF, eventsF keptFile
 
 	mu sync.Mutex
+	// applied is what the last Set wrote, all of it (nil: unknown); a
+	// Set writes only what differs (see Resources.changes).
+	applied *Resources
 	// peakFD is memory.peak opened for the per-descriptor watermark reset
 	// of Linux 6.12+: a write through a descriptor resets the peak seen by
 	// reads through that same descriptor only, so it is kept open.
@@ -396,8 +399,11 @@ func (c *v2Cgroup) Set(r Resources) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	prev := c.applied
+	ch := r.changes(prev)
+	c.applied = nil
 	w := c.m.sys.write
-	if c.has("memory") {
+	if c.has("memory") && ch.memory {
 		limit := "max"
 		if r.MemoryBytes > 0 {
 			limit = strconv.FormatInt(r.MemoryBytes, 10)
@@ -420,21 +426,23 @@ func (c *v2Cgroup) Set(r Resources) error {
 		if us := quotaMicros(r.CPUMilli); us > 0 {
 			q = strconv.FormatInt(us, 10)
 		}
-		if err := w(c.file("cpu.max"), q+" "+strconv.FormatInt(CPUPeriod.Microseconds(), 10)); err != nil {
-			return err
+		if ch.quota {
+			if err := w(c.file("cpu.max"), q+" "+strconv.FormatInt(CPUPeriod.Microseconds(), 10)); err != nil {
+				return err
+			}
 		}
-		if r.CPUWeight > 0 {
+		if ch.weight {
 			if err := w(c.file("cpu.weight"), strconv.Itoa(r.CPUWeight)); err != nil {
 				return err
 			}
 		}
 	}
-	if c.has("pids") {
+	if c.has("pids") && ch.pids {
 		if err := w(c.file("pids.max"), strconv.Itoa(r.pidsMax())); err != nil {
 			return err
 		}
 	}
-	if c.has("io") && r.IOWeight > 0 {
+	if c.has("io") && ch.io {
 		// io.weight drives the iocost controller (1-10000), io.bfq.weight
 		// the BFQ scheduler (1-1000); which one matters depends on each
 		// disk's scheduler, so both are set where they exist.
@@ -449,6 +457,7 @@ func (c *v2Cgroup) Set(r Resources) error {
 			}
 		}
 	}
+	c.applied = r.after(prev)
 	return nil
 }
 

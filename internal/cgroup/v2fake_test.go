@@ -473,3 +473,56 @@ func TestV2OpenDir(t *testing.T) {
 		t.Error("OpenDir did not open the cgroup directory")
 	}
 }
+
+// TestV2SetWritesOnlyChanges: a Set writes only the files whose settings
+// differ from what the last Set left (a pooled sandbox's assign changes
+// the memory limit and the CPU weight, nothing else); weights a Set leaves
+// alone (0) count as kept.
+func TestV2SetWritesOnlyChanges(t *testing.T) {
+	k := newFakeKernel(t, allV2, "/app.slice/nubo.service")
+	m, err := newFakeV2(t, k, "/app.slice/nubo.service", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell := Resources{PidsMax: MaxPids, IOWeight: 100, CPUWeight: 1}
+	cg, err := m.Create("pooled", shell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := cg.Paths()[""]
+	rel, _ := filepath.Rel(k.root, env)
+	setWrites := func(r Resources) []string {
+		t.Helper()
+		before := len(k.log())
+		if err := cg.Set(r); err != nil {
+			t.Fatal(err)
+		}
+		var files []string
+		for _, w := range k.log()[before:] {
+			if f, ok := strings.CutPrefix(w, rel+"/"); ok {
+				files = append(files, f[:strings.IndexByte(f, '=')])
+			}
+		}
+		return files
+	}
+	assigned := shell
+	assigned.MemoryBytes, assigned.CPUWeight = 128<<20, 100
+	if got := setWrites(assigned); !slices.Equal(got, []string{"memory.max", "memory.swap.max", "cpu.weight"}) {
+		t.Errorf("assign wrote %v; want the memory limit and the CPU weight only", got)
+	}
+	if got := setWrites(assigned); len(got) != 0 {
+		t.Errorf("the same Set again wrote %v; want nothing", got)
+	}
+	if got := setWrites(Resources{MemoryBytes: 128 << 20, PidsMax: MaxPids}); len(got) != 0 {
+		t.Errorf("a Set leaving the weights alone wrote %v; want nothing", got)
+	}
+	if got := setWrites(Resources{MemoryBytes: 128 << 20, PidsMax: 16, CPUMilli: 500}); !slices.Equal(got, []string{"cpu.max", "pids.max"}) {
+		t.Errorf("quota and pids change wrote %v; want cpu.max and pids.max", got)
+	}
+	for f, want := range map[string]string{"memory.max": strconv.Itoa(128 << 20), "cpu.weight": "100", "pids.max": "16",
+		"cpu.max": "50000 100000", "io.weight": "default 100"} {
+		if got := k.get(env, f); got != want {
+			t.Errorf("%s = %q, want %q", f, got, want)
+		}
+	}
+}
