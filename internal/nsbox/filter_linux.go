@@ -2,7 +2,6 @@ package nsbox
 
 import (
 	"fmt"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -15,15 +14,8 @@ import (
 // sethostname). The agent and every process it starts inherit it.
 func loadFilter(b []byte) error {
 	if len(b) == 0 {
-		// Every thread: the agent runs in this process (see becomeAgent).
-		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
-		if errno == unix.ENOTSUP {
-			return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-		}
-		if errno != 0 {
-			return errno
-		}
-		return nil
+		// This thread: the agent is exec'd from it (see becomeAgent).
+		return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 	}
 	p, err := seccomp.FromBytes(b)
 	if err != nil {

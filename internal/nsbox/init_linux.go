@@ -4,15 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/nubo-dev/nubo/internal/agent"
 )
 
 // initEnv marks a re-executed nubo as a sandbox's init stage.
@@ -90,50 +87,32 @@ func initStage() error {
 	return becomeAgent(self, &cfg)
 }
 
-// becomeAgent drops every privilege of the init stage, on all of its
-// threads, loads the seccomp filter, and runs the agent in this very
-// process: no second start of a Go program (several ms of CPU each). A binary built with cgo cannot change all of its
-// threads' credentials itself (AllThreadsSyscall refuses); it execs itself
-// as the agent instead, which leaves one thread, as before.
+// becomeAgent drops every privilege of the init stage and loads the
+// seccomp filter, on this thread alone, and then executes this binary
+// again as the agent: exec leaves this one thread, and every thread the
+// agent starts later inherits its credentials and filter.
+//
+// Changing the credentials of every thread of the running Go process
+// instead (AllThreadsSyscall, once per capability in the bounding set)
+// stops the world and waits for each thread to answer a signal, 44 times
+// over. On a loaded 2-core host that wait was 10 % of all CPU while
+// environments were created (perf during figure 4 with 400 environments:
+// about 4 ms per sandbox), more than a second start of the small agent
+// costs (docs/performance.md, "Session 5").
 func becomeAgent(self int, cfg *initConfig) error {
-	inProcess := true
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0); errno == unix.ENOTSUP {
-		inProcess = false
-	}
 	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
 		return err
 	}
 	if err := loadFilter(cfg.Seccomp); err != nil {
 		return err
 	}
-	debug := os.Getenv("NUBO_AGENT_DEBUG") != ""
-	if inProcess {
-		unix.Close(self)
-		os.Clearenv()
-		os.Setenv("PATH", "/usr/local/bin:/usr/bin:/bin")
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		if debug {
-			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		}
-		// In the network poller, as the host's end (see box.start).
-		if err := syscall.SetNonblock(fdAgentConn, true); err != nil {
-			return err
-		}
-		// Not on this goroutine: package initialisation, where this runs,
-		// keeps it locked to the main thread, so every hand-off between it
-		// and the agent's other goroutines would be a switch of threads.
-		// It parks here for good, its thread asleep.
-		go func() {
-			if err := agent.Run(os.NewFile(fdAgentConn, "agent-conn"), log); err != nil {
-				fmt.Fprintln(os.Stderr, "nubo agent:", err)
-				os.Exit(1)
-			}
-			os.Exit(0)
-		}()
-		select {}
+	// In the agent's network poller, as the host's end (see box.start):
+	// the flag belongs to the open file, so it survives the exec.
+	if err := syscall.SetNonblock(fdAgentConn, true); err != nil {
+		return err
 	}
-	env := []string{"NUBO_AGENT=1", "PATH=/usr/local/bin:/usr/bin:/bin"}
-	if debug {
+	env := []string{"NUBO_AGENT=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin"}
+	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
 		env = append(env, "NUBO_AGENT_DEBUG=1")
 	}
 	argv0, _ := unix.BytePtrFromString("nubo-agent")
@@ -151,9 +130,11 @@ func becomeAgent(self int, cfg *initConfig) error {
 }
 
 // dropPrivileges leaves the init stage's root (in the user namespace) for
-// the sandbox user: the bounding set is emptied first (that needs
-// CAP_SETPCAP, gone after setuid), then groups, gid and uid change; a
-// setuid away from 0 clears the permitted and effective sets.
+// the sandbox user, on the calling thread (see becomeAgent): the bounding
+// set is emptied first (that needs CAP_SETPCAP, gone after setuid), then
+// groups, gid and uid change; a setuid away from 0 clears the permitted
+// and effective sets. Raw system calls: package syscall's set*id would
+// change every thread.
 func dropPrivileges(uid, gid int) error {
 	last := 40
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
@@ -161,38 +142,23 @@ func dropPrivileges(uid, gid int) error {
 			last = n
 		}
 	}
-	// The bounding and ambient sets are per thread: every thread of this
-	// Go process is cleared (the agent runs in it, and any of its threads
-	// may fork the runtime). Without cgo AllThreadsSyscall does that; with
-	// cgo it refuses and becomeAgent execs, which leaves only this thread.
-	prctl := func(op, arg uintptr) error {
-		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, op, arg, 0)
-		if errno == unix.ENOTSUP {
-			_, _, errno = unix.RawSyscall(unix.SYS_PRCTL, op, arg, 0)
-		}
-		if errno != 0 {
-			return errno
-		}
-		return nil
-	}
 	for c := 0; c <= last; c++ {
-		if err := prctl(unix.PR_CAPBSET_DROP, uintptr(c)); err != nil && err != unix.EINVAL {
-			return fmt.Errorf("drop capability %d: %w", c, err)
+		if _, _, errno := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); errno != 0 && errno != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, errno)
 		}
 	}
-	if err := prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL); err != nil && err != unix.EINVAL {
-		return fmt.Errorf("clear ambient capabilities: %w", err)
+	if _, _, errno := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); errno != 0 && errno != unix.EINVAL {
+		return fmt.Errorf("clear ambient capabilities: %w", errno)
 	}
-	// package syscall's set*id calls change every thread (x/sys/unix's
-	// Setgroups only the calling one).
-	if err := syscall.Setgroups([]int{gid}); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+	groups := []uint32{uint32(gid)}
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETGROUPS, 1, uintptr(unsafePointer(&groups[0])), 0); errno != 0 {
+		return fmt.Errorf("setgroups: %w", errno)
 	}
-	if err := syscall.Setresgid(gid, gid, gid); err != nil {
-		return fmt.Errorf("setgid: %w", err)
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); errno != 0 {
+		return fmt.Errorf("setgid: %w", errno)
 	}
-	if err := syscall.Setresuid(uid, uid, uid); err != nil {
-		return fmt.Errorf("setuid: %w", err)
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); errno != 0 {
+		return fmt.Errorf("setuid: %w", errno)
 	}
 	// A credential change clears the parent-death signal; the sandbox must
 	// still die with nubo. It is a property of the thread the host cloned,

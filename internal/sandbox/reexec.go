@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agent"
 )
@@ -22,6 +25,11 @@ func init() {
 		return
 	}
 	os.Unsetenv(agentEnv)
+	// Executed from a descriptor (the namespace sandboxes' agent), the
+	// process would be called by that descriptor's number in ps and top.
+	if name, err := unix.BytePtrFromString("nubo-agent"); err == nil {
+		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0)
+	}
 	conn := os.NewFile(3, "agent-conn")
 	var log *slog.Logger
 	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
@@ -29,9 +37,16 @@ func init() {
 	} else {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if err := agent.Run(conn, log); err != nil {
-		fmt.Fprintln(os.Stderr, "nubo agent:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
+	// Not on this goroutine: package initialisation, where this runs,
+	// keeps it locked to the main thread, so every hand-off between it and
+	// the agent's other goroutines would be a switch of threads. It parks
+	// here for good, its thread asleep.
+	go func() {
+		if err := agent.Run(conn, log); err != nil {
+			fmt.Fprintln(os.Stderr, "nubo agent:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}()
+	select {}
 }
