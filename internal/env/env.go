@@ -68,10 +68,10 @@ type Config struct {
 	// times: "agent_ready" (sandbox handed over → agent Ready), "init"
 	// (the runtime's init) and "first_invoke" (the first invocation).
 	ObservePhase func(phase string, d time.Duration)
-	// Initialised, when set, is called once the first init is over (with
-	// StartInvoke, once the first invocation has answered or has run for
-	// afterInitDelay).
-	Initialised func()
+	// Initialised, when set, is called with the time the first init was
+	// over (with StartInvoke, once the first invocation has answered or
+	// has run for afterInitDelay).
+	Initialised func(at time.Time)
 }
 
 // Environment is one execution environment.
@@ -107,8 +107,10 @@ type Environment struct {
 	// arrives, so that the line precedes everything the invocation logs.
 	queued   atomic.Pointer[Request]
 	coldInit float64 // init duration to report on the first invoke, ms
-	// initOutcome is the first init's, for initialised.
+	// initOutcome is the first init's, and initAt when it arrived, for
+	// initialised.
 	initOutcome initOutcome
+	initAt      time.Time
 	lastUsed    atomic.Int64
 	readyAt     atomic.Int64 // when the agent said Ready (cold start timing)
 	uses        atomic.Int64
@@ -247,7 +249,7 @@ func (e *Environment) init(ctx context.Context, first *Request) error {
 		if !e.cfg.Provisioned {
 			e.coldInit = out.durationMs
 		}
-		e.initOutcome = out
+		e.initOutcome, e.initAt = out, time.Now()
 		if first != nil {
 			return nil // see StartInvoke
 		}
@@ -266,17 +268,18 @@ func (e *Environment) init(ctx context.Context, first *Request) error {
 }
 
 // initialised reports the first init: its log line, its phase timings and
-// the Initialised hook.
+// the Initialised hook, timed to when the outcome arrived (with
+// StartInvoke this runs later).
 func (e *Environment) initialised() {
 	out := e.initOutcome
 	e.log.Debug("environment initialised", "agent_ready", time.Unix(0, e.readyAt.Load()).Sub(e.created),
-		"runtime_init_ms", out.durationMs, "total", time.Since(e.created))
+		"runtime_init_ms", out.durationMs, "total", e.initAt.Sub(e.created))
 	if obs := e.cfg.ObservePhase; obs != nil {
 		obs("agent_ready", time.Unix(0, e.readyAt.Load()).Sub(e.created))
 		obs("init", time.Duration(out.durationMs*float64(time.Millisecond)))
 	}
 	if e.cfg.Initialised != nil {
-		e.cfg.Initialised()
+		e.cfg.Initialised(e.initAt)
 	}
 }
 

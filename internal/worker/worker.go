@@ -415,12 +415,12 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 		Start: start, MemoryMB: c.MemorySize, InitTimeout: p.cfg.InitTimeout, RuntimeVersion: rt.ID,
 		ExecutedVersion: c.Version, Logs: sink, Logger: p.log, Provisioned: initType == "provisioned-concurrency",
 		ObservePhase: p.cfg.ObservePhase,
-		Initialised: func() {
+		Initialised: func(at time.Time) {
 			if obs := p.cfg.ObservePhase; obs != nil {
-				obs("start", time.Since(tCode))
+				obs("start", at.Sub(tCode))
 			}
 			p.log.Debug("environment started", "env", sb.ID(), "function", c.FunctionArn, "sandbox", tSandbox.Sub(t0),
-				"agent_and_init", time.Since(tSandbox), "total", time.Since(t0))
+				"agent_and_init", at.Sub(tSandbox), "total", at.Sub(t0))
 		},
 	}
 	if first == nil {
