@@ -46,12 +46,16 @@ type BackendConfig struct {
 	// TCG, where two emulated vCPUs on a busy 2-core host were seen
 	// spinning for minutes, never reaching the guest agent).
 	CPUs int
-	// CapacityMB bounds the memory of all VMs together (0: no bound). A
-	// VM that would not fit first stops idle VMs, oldest first; if that is
-	// not enough, the sandbox is refused with sandbox.ErrNoRoom: the
-	// worker pool then shuts down idle environments of the tier (which
-	// idles their VMs) and tries again, and failing that answers
-	// TooManyRequestsException.
+	// Ledger is the node's memory budget, shared with the worker pool:
+	// each VM charges its memory to it (the backend is a sandbox.Charger).
+	// A VM that does not fit first stops idle VMs, oldest first; if that
+	// is not enough, the sandbox is refused with sandbox.ErrNoRoom: the
+	// worker pool then shuts down idle environments (which frees their
+	// memory, or idles their VM) and tries again, and failing that answers
+	// TooManyRequestsException. When nil, one of CapacityMB is made.
+	Ledger *sandbox.Ledger
+	// CapacityMB bounds the memory of all VMs together when there is no
+	// Ledger (0: no bound).
 	CapacityMB int
 	// IdleTimeout stops a VM that has had no sandbox for this long
 	// (default 60 s).
@@ -120,6 +124,9 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 	if cfg.GuestOverheadMB == 0 {
 		cfg.GuestOverheadMB = 256
 	}
+	if cfg.Ledger == nil {
+		cfg.Ledger = sandbox.NewLedger(cfg.CapacityMB)
+	}
 	// CPUs 0: chosen once the accelerator is known (see vcpus).
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = time.Minute
@@ -177,6 +184,9 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 
 // Name implements sandbox.Backend.
 func (b *Backend) Name() string { return "microvm" }
+
+// ChargesLedger implements sandbox.Charger: each VM charges its memory.
+func (b *Backend) ChargesLedger() bool { return true }
 
 // prepare builds the guest images and chooses the accelerator, once (a
 // failure is tried again by the next VM).
@@ -321,25 +331,20 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 	return g, nil
 }
 
-// makeRoomLocked makes sure a VM of need MB fits in CapacityMB, stopping
-// idle VMs (of any account) if it must; b.mu held.
+// makeRoomLocked charges a VM of need MB to the ledger, stopping idle VMs
+// (of any account) if it must; b.mu held.
 func (b *Backend) makeRoomLocked(need int) error {
-	if b.cfg.CapacityMB <= 0 {
-		return nil
-	}
 	for {
-		total := 0
+		if b.cfg.Ledger.Take(need) {
+			return nil
+		}
 		var idlest *guest
 		for _, list := range b.guests {
 			for _, g := range list {
-				total += g.memMB
 				if g.boxes == 0 && (idlest == nil || g.n < idlest.n) {
 					idlest = g
 				}
 			}
-		}
-		if total+need <= b.cfg.CapacityMB {
-			return nil
 		}
 		if idlest == nil {
 			return fmt.Errorf("%w: %w", sandbox.ErrNoRoom, errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded."))
@@ -399,7 +404,11 @@ func (g *guest) dead() bool {
 
 // forget removes g from the account's VMs; b.mu held.
 func (b *Backend) forget(g *guest) {
+	if g.gone {
+		return
+	}
 	g.gone = true
+	b.cfg.Ledger.Give(g.memMB)
 	list := b.guests[g.account]
 	for i, x := range list {
 		if x == g {

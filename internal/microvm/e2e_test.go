@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -358,5 +359,38 @@ func TestIdleEnvironmentsYieldTheirVM(t *testing.T) {
 	}
 	if n := len(childQEMUs(os.Getpid())); n != 1 {
 		t.Errorf("%d QEMU processes run; want 1 (room for one VM)", n)
+	}
+}
+
+// TestTiersShareTheNodeCapacity: on a node running both tiers, namespace
+// environments and microVMs charge one memory budget. An idle namespace
+// environment gives way to a VM; a VM then holding the memory throttles a
+// namespace function that would not fit beside it, where each tier used to
+// count only itself and the node took twice its capacity.
+func TestTiersShareTheNodeCapacity(t *testing.T) {
+	requireVMs(t)
+	accts := filepath.Join(t.TempDir(), "accounts.json")
+	acctB := servertest.AccountB
+	acctB.Isolation = "namespace"
+	raw, _ := json.Marshal([]any{servertest.AccountA, acctB})
+	if err := os.WriteFile(accts, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := servertest.Start(t, func(c *server.Config) {
+		c.Isolation = "microvm"
+		c.MicroVMIdleTimeout = time.Hour
+		c.AccountsFile = accts
+		c.CapacityMB = 1500 // one 1024 MB VM or one 1024 MB function, not both
+	})
+	ctx := servertest.Ctx(t, 8*time.Minute)
+	dev, b := s.Dev(), s.B()
+	createFn(t, ctx, dev, "one", "000000000000", 128)
+	createFn(t, ctx, b, "big", servertest.AccountB.AccountID, 1024)
+	invoke(t, ctx, b, "big", nil)
+	invoke(t, ctx, dev, "one", nil) // the VM: B's idle environment makes room
+	_, err := b.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big")})
+	var tooMany *types.TooManyRequestsException
+	if !errors.As(err, &tooMany) {
+		t.Fatalf("a 1024 MB namespace function beside a 1024 MB VM on a 1500 MB node: %v; want TooManyRequestsException", err)
 	}
 }

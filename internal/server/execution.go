@@ -142,6 +142,8 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	if rts, err = runtimes.Precompile(rtDir, "/var/runtime", rts); err != nil {
 		log.Warn("Python runtimes will compile their runtime client at every start", "err", err)
 	}
+	// One memory budget for the node, whichever tiers run on it.
+	ledger := sandbox.NewLedger(capacityMB(cfg))
 	// One backend per isolation the server and its accounts ask for.
 	made := map[string]sandbox.Backend{}
 	closeMade := func() {
@@ -162,7 +164,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		case "namespace":
 			b, err = newNamespaceBackend(cfg, log, rtDir, &cgm, &nets)
 		case "microvm":
-			b, err = newMicroVMBackend(cfg, log, rtDir, &cgm, &nets)
+			b, err = newMicroVMBackend(cfg, log, rtDir, &cgm, &nets, ledger)
 		default:
 			err = fmt.Errorf("--isolation %q: want namespace, microvm, process or none", kind)
 		}
@@ -200,7 +202,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	capacity := capacityMB(cfg)
 	pool := worker.New(worker.Config{
 		Backend: backend, Code: cache, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
-		AccountConcurrency: cfg.AccountConcurrency, CapacityMB: capacity,
+		AccountConcurrency: cfg.AccountConcurrency, Ledger: ledger,
 		IdleTimeout: cfg.IdleTimeout, MaxLifetime: cfg.MaxLifetime,
 		Logs:         func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
 		ObservePhase: coldStartPhases(reg),
@@ -363,7 +365,7 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 
 // newMicroVMBackend makes the microVM backend: each account's sandboxes in
 // QEMU microVMs of that account only.
-func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager, nets **netenv.Manager) (sandbox.Backend, error) {
+func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.Manager, nets **netenv.Manager, ledger *sandbox.Ledger) (sandbox.Backend, error) {
 	if err := hostCgroups(log, cgm); err != nil {
 		return nil, err
 	}
@@ -373,8 +375,8 @@ func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.M
 	return microvm.NewBackend(microvm.BackendConfig{
 		Dir: filepath.Join(cfg.DataDir, "microvm"), Accel: cfg.MicroVMAccel, MemoryMB: cfg.MicroVMMemoryMB,
 		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, Network: tapAttacher{*nets},
-		CapacityMB: capacityMB(cfg),
-		UIDBase:    cfg.MicroVMUIDBase, Logger: log,
+		Ledger:  ledger,
+		UIDBase: cfg.MicroVMUIDBase, Logger: log,
 	})
 }
 

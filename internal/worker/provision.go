@@ -19,17 +19,17 @@ func (p *Pool) Provision(ctx context.Context, v *control.Version, n int) (int, e
 	}
 	g := p.groups[k]
 	if g == nil {
-		g = &group{key: k, acct: v.Account, name: v.Config.FunctionName, memMB: v.Config.MemorySize}
-		p.groups[k] = g
+		g = p.newGroupLocked(k, v)
 	}
 	g.pinned = n
 	missing := n - len(g.idle) - g.busy - g.starting
 	if missing > 0 {
-		if p.cfg.CapacityMB > 0 && p.liveMB+missing*g.memMB > p.cfg.CapacityMB {
-			p.evictLocked(missing * g.memMB)
+		// Provisioned concurrency is what an administrator asked for: it
+		// is charged even where idle environments cannot make room.
+		if !p.evictLocked(missing * g.charge) {
+			p.ledger.Add(missing * g.charge)
 		}
 		g.starting += missing
-		p.liveMB += missing * g.memMB
 	}
 	p.mu.Unlock()
 	var firstErr error
@@ -38,12 +38,12 @@ func (p *Pool) Provision(ctx context.Context, v *control.Version, n int) (int, e
 		p.mu.Lock()
 		g.starting--
 		if err != nil {
-			p.liveMB -= g.memMB
+			p.ledger.Give(g.charge)
 			if firstErr == nil {
 				firstErr = err
 			}
 		} else if p.closed || g.retired {
-			p.liveMB -= g.memMB
+			p.ledger.Give(g.charge)
 			p.shutdownAsync(e, "spindown")
 		} else {
 			// Least recently used end: on-demand invocations prefer the

@@ -52,7 +52,12 @@ type Config struct {
 	Region     string
 
 	AccountConcurrency int
-	// CapacityMB bounds the sum of MemorySize over live environments.
+	// Ledger is the node's memory budget, shared with backends that charge
+	// it themselves (sandbox.Charger); when nil, one of CapacityMB is made.
+	// The pool charges every other environment's MemorySize to it.
+	Ledger *sandbox.Ledger
+	// CapacityMB bounds the sum of MemorySize over live environments when
+	// there is no Ledger.
 	CapacityMB  int
 	IdleTimeout time.Duration
 	MaxLifetime time.Duration
@@ -77,7 +82,7 @@ type Pool struct {
 	groups   map[string]*group
 	byFunc   map[string]int // account/name → busy environments
 	byAcct   map[string]int // account → busy environments
-	liveMB   int
+	ledger   *sandbox.Ledger
 	closed   bool
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -86,10 +91,13 @@ type Pool struct {
 
 // group is the environments of one pool key.
 type group struct {
-	key     string
-	acct    string
-	name    string
-	memMB   int
+	key   string
+	acct  string
+	name  string
+	memMB int
+	// charge is what each environment of the group charges the ledger:
+	// memMB, or 0 where the backend charges it (sandbox.Charger).
+	charge  int
 	idle    []*env.Environment // most recently used last
 	busy    int
 	retired bool
@@ -120,8 +128,11 @@ func New(cfg Config) *Pool {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Ledger == nil {
+		cfg.Ledger = sandbox.NewLedger(cfg.CapacityMB)
+	}
 	p := &Pool{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, byFunc: map[string]int{},
-		byAcct: map[string]int{}, stop: make(chan struct{})}
+		byAcct: map[string]int{}, ledger: cfg.Ledger, stop: make(chan struct{})}
 	p.wg.Add(1)
 	go p.reaper()
 	return p
@@ -182,8 +193,7 @@ func (p *Pool) acquire(k, fk string, v *control.Version, reserved *int) (*env.En
 	}
 	g := p.groups[k]
 	if g == nil {
-		g = &group{key: k, acct: v.Account, name: v.Config.FunctionName, memMB: v.Config.MemorySize}
-		p.groups[k] = g
+		g = p.newGroupLocked(k, v)
 	}
 	var e *env.Environment
 	for len(g.idle) > 0 && e == nil {
@@ -192,15 +202,14 @@ func (p *Pool) acquire(k, fk string, v *control.Version, reserved *int) (*env.En
 		if cand.State() == env.Idle {
 			e = cand
 		} else {
-			p.liveMB -= g.memMB
+			p.ledger.Give(g.charge)
 			p.shutdownAsync(cand, "failure")
 		}
 	}
 	if e == nil {
-		if p.cfg.CapacityMB > 0 && p.liveMB+g.memMB > p.cfg.CapacityMB && !p.evictLocked(g.memMB) {
+		if !p.ledger.Take(g.charge) && !p.evictLocked(g.charge) {
 			return nil, nil, errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
 		}
-		p.liveMB += g.memMB
 	}
 	g.busy++
 	p.byFunc[fk]++
@@ -208,8 +217,11 @@ func (p *Pool) acquire(k, fk string, v *control.Version, reserved *int) (*env.En
 	return e, g, nil
 }
 
-// evictLocked shuts down idle environments, least recently used first,
-// until need MB fit.
+// evictLocked shuts down idle environments the pool charged, least
+// recently used first, until need MB can be taken from the ledger, and
+// takes them; it reports whether it did. (Idle environments of a backend
+// that charges the ledger itself free nothing there at once: see
+// shutdownIdle.)
 func (p *Pool) evictLocked(need int) bool {
 	type cand struct {
 		g *group
@@ -217,41 +229,53 @@ func (p *Pool) evictLocked(need int) bool {
 	}
 	var all []cand
 	for _, g := range p.groups {
+		if g.charge == 0 {
+			continue
+		}
 		for _, e := range g.idle {
 			all = append(all, cand{g, e})
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].e.LastUsed().Before(all[j].e.LastUsed()) })
 	for _, c := range all {
-		if p.liveMB+need <= p.cfg.CapacityMB {
-			break
+		if p.ledger.Take(need) {
+			return true
 		}
 		p.removeIdleLocked(c.g, c.e)
 		p.shutdownAsync(c.e, "spindown")
 	}
-	return p.liveMB+need <= p.cfg.CapacityMB
+	return p.ledger.Take(need)
 }
 
-// shutdownIdle shuts down the least recently used idle environment whose
-// sandbox lives in the backend that serves acct, and reports whether there
-// was one. A backend with a capacity of its own (the microVM tier's VMs)
-// can refuse a sandbox while idle environments hold that capacity; the
-// pool's own budget did not ask for their room (see evictLocked).
-func (p *Pool) shutdownIdle(acct string) bool {
-	backendOf := func(a string) sandbox.Backend {
-		if r, ok := p.cfg.Backend.(*sandbox.ByAccount); ok {
-			return r.For(a)
-		}
-		return p.cfg.Backend
+// newGroupLocked adds the group of key k, for v.
+func (p *Pool) newGroupLocked(k string, v *control.Version) *group {
+	g := &group{key: k, acct: v.Account, name: v.Config.FunctionName, memMB: v.Config.MemorySize, charge: v.Config.MemorySize}
+	if sandbox.Charges(p.backendOf(v.Account)) {
+		g.charge = 0
 	}
-	want := backendOf(acct)
+	p.groups[k] = g
+	return g
+}
+
+// backendOf is the backend of account's sandboxes.
+func (p *Pool) backendOf(acct string) sandbox.Backend {
+	if r, ok := p.cfg.Backend.(*sandbox.ByAccount); ok {
+		return r.For(acct)
+	}
+	return p.cfg.Backend
+}
+
+// shutdownIdle shuts down the least recently used idle environment and
+// reports whether there was one. A backend that charges the ledger itself
+// (the microVM tier's VMs) refuses a sandbox with sandbox.ErrNoRoom when
+// the ledger is full, and idle environments may be what fills it: those
+// the pool charged free their memory at once, a VM's once its last
+// environment is gone (the backend then stops it for room).
+func (p *Pool) shutdownIdle(acct string) bool {
 	p.mu.Lock()
 	var lru *env.Environment
 	var lg *group
 	for _, g := range p.groups {
-		if backendOf(g.acct) != want {
-			continue
-		}
 		for _, e := range g.idle {
 			if lru == nil || e.LastUsed().Before(lru.LastUsed()) {
 				lru, lg = e, g
@@ -276,7 +300,7 @@ func (p *Pool) removeIdleLocked(g *group, e *env.Environment) {
 	for i, x := range g.idle {
 		if x == e {
 			g.idle = append(g.idle[:i], g.idle[i+1:]...)
-			p.liveMB -= g.memMB
+			p.ledger.Give(g.charge)
 			return
 		}
 	}
@@ -314,12 +338,12 @@ func (p *Pool) releaseLocked(g *group, fk string, e *env.Environment) (idle bool
 	}
 	switch {
 	case e == nil || e.State() == env.Dead:
-		p.liveMB -= g.memMB
+		p.ledger.Give(g.charge)
 		if e != nil {
 			p.shutdownAsync(e, "failure")
 		}
 	case g.retired || p.closed || time.Since(e.Created()) > p.cfg.MaxLifetime:
-		p.liveMB -= g.memMB
+		p.ledger.Give(g.charge)
 		p.shutdownAsync(e, "spindown")
 	default:
 		g.idle = append(g.idle, e)
@@ -471,7 +495,7 @@ func (p *Pool) Invalidate(acct, name string, current map[string]bool) {
 		}
 		g.retired = true
 		for _, e := range g.idle {
-			p.liveMB -= g.memMB
+			p.ledger.Give(g.charge)
 			p.shutdownAsync(e, "spindown")
 		}
 		g.idle = nil
@@ -516,7 +540,7 @@ func (p *Pool) reaper() {
 				// those beyond the pinned count age out.
 				keepWarm := len(g.idle)-i+g.busy <= g.pinned && e.State() != env.Dead && now.Sub(e.Created()) <= p.cfg.MaxLifetime
 				if !keepWarm && (now.Sub(e.LastUsed()) > p.cfg.IdleTimeout || now.Sub(e.Created()) > p.cfg.MaxLifetime || e.State() == env.Dead) {
-					p.liveMB -= g.memMB
+					p.ledger.Give(g.charge)
 					p.shutdownAsync(e, "spindown")
 					continue
 				}
@@ -538,7 +562,7 @@ type Stats struct {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{LiveMB: p.liveMB}
+	s := Stats{LiveMB: p.ledger.Used()}
 	for _, g := range p.groups {
 		s.Idle += len(g.idle)
 		s.Busy += g.busy
