@@ -43,15 +43,20 @@ func warmUp(log *slog.Logger) error {
 		defer close(served)
 		_ = api.Serve(ctx, ln)
 	}()
+	// A client that fails ends the wait for it.
+	wctx, fail := context.WithCancel(ctx)
+	defer fail()
 	ran := make(chan struct{})
 	go func() {
 		defer close(ran)
-		warmClient(ctx, ln.Addr().String())
+		if !warmClient(wctx, ln.Addr().String()) {
+			fail()
+		}
 	}()
-	err = api.WaitInit(ctx)
+	err = api.WaitInit(wctx)
 	var res *runtimeapi.Result
 	if err == nil {
-		res, err = api.Invoke(ctx, &runtimeapi.Invocation{RequestID: "warm-up", Payload: []byte(warmPayload),
+		res, err = api.Invoke(wctx, &runtimeapi.Invocation{RequestID: "warm-up", Payload: []byte(warmPayload),
 			InvokedFunctionARN: "arn:aws:lambda:nubo:000000000000:function:warm-up"})
 	}
 	if err == nil && string(res.Payload) != warmPayload {
@@ -115,12 +120,13 @@ type bufferConn struct{ bytes.Buffer }
 func (*bufferConn) Close() error { return nil }
 
 // warmClient plays a runtime for one invocation, as an HTTP/1.1 client on
-// one kept-alive connection, the way runtimes talk to the Runtime API.
-func warmClient(ctx context.Context, addr string) {
+// one kept-alive connection, the way runtimes talk to the Runtime API. It
+// reports whether it posted the answer.
+func warmClient(ctx context.Context, addr string) bool {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return
+		return false
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -129,26 +135,27 @@ func warmClient(ctx context.Context, addr string) {
 	r := bufio.NewReader(conn)
 	next := "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: warm-up\r\n\r\n"
 	if _, err := io.WriteString(conn, next); err != nil {
-		return
+		return false
 	}
 	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
-		return
+		return false
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	id := resp.Header.Get("Lambda-Runtime-Aws-Request-Id")
 	if id == "" {
-		return
+		return false
 	}
 	body := warmPayload
 	post := "POST /2018-06-01/runtime/invocation/" + id + "/response HTTP/1.1\r\nHost: " + addr +
 		"\r\nUser-Agent: warm-up\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	if _, err := io.WriteString(conn, post); err != nil {
-		return
+		return false
 	}
 	if resp, err = http.ReadResponse(r, nil); err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
+	return true
 }

@@ -386,6 +386,12 @@ func (c *v2Cgroup) Confine(pids []int, cpuMilli int) error {
 	if !c.has("cpu") {
 		return nil
 	}
+	// cpu.max changes behind Set's back: the next Set writes it again.
+	c.mu.Lock()
+	if c.applied != nil {
+		c.applied.CPUMilli = -1
+	}
+	c.mu.Unlock()
 	q := "max"
 	if us := quotaMicros(cpuMilli); us > 0 {
 		q = strconv.FormatInt(us, 10)

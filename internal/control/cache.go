@@ -14,7 +14,8 @@ import (
 // stay authoritative (they go to the store); only InvokeTarget uses this.
 //
 // Correctness: every record is cached with the store revision it was read
-// or written at, and an entry only ever gives way to a later revision.
+// or written at, and an entry only ever gives way to a later revision;
+// nothing older than the latest change the watch has reported is cached.
 // This process puts the records it writes (create, mutate), so a new or
 // changed function's first invocation reads no store either, and drops
 // those it deletes; a KV watch drops entries that anyone (other nodes
@@ -24,6 +25,9 @@ type invokeCache struct {
 	mu   sync.RWMutex
 	recs map[string]cachedRec // fn key → record
 	vers map[string]*Version  // ver key → version
+	// seen is the latest revision of each fn key the watch has reported:
+	// a record read or written before it must not be cached after it.
+	seen map[string]uint64
 }
 
 // cachedRec is a record and the store revision it has.
@@ -33,7 +37,7 @@ type cachedRec struct {
 }
 
 func newInvokeCache() *invokeCache {
-	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}}
+	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}, seen: map[string]uint64{}}
 }
 
 // put caches rec at revision rev unless a later one is cached. rec must
@@ -43,7 +47,7 @@ func (c *invokeCache) put(key string, rec *record, rev uint64, acct string) {
 	rec.latest = &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
 	rec.latest.digest = rec.latest.Config.Digest()
 	c.mu.Lock()
-	if cur, ok := c.recs[key]; !ok || cur.rev < rev {
+	if cur, ok := c.recs[key]; (!ok || cur.rev < rev) && rev >= c.seen[key] {
 		c.recs[key] = cachedRec{rec, rev}
 	}
 	c.mu.Unlock()
@@ -70,6 +74,9 @@ func (c *invokeCache) putWritten(key string, rec *record, rev uint64, acct strin
 // cached at an earlier revision, and a version.
 func (c *invokeCache) changed(key string, rev uint64) {
 	c.mu.Lock()
+	if strings.HasPrefix(key, "fn.") && rev > c.seen[key] {
+		c.seen[key] = rev
+	}
 	if cur, ok := c.recs[key]; ok && cur.rev < rev {
 		delete(c.recs, key)
 	}

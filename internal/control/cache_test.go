@@ -111,4 +111,15 @@ func TestInvokeCacheRevisions(t *testing.T) {
 		t.Fatal("the record is still cached after its delete")
 	}
 	waitFor("b's cache to drop the deleted record", func() bool { _, ok := cached(b); return !ok })
+	// A write that lost the race to the delete, put after the watch
+	// reported the delete, must not bring the record back.
+	waitFor("a's watch to report the delete", func() bool {
+		a.cache.mu.RLock()
+		defer a.cache.mu.RUnlock()
+		return a.cache.seen[key] > c3.rev
+	})
+	a.cache.put(key, c3.rec, c3.rev, acct)
+	if _, ok := cached(a); ok {
+		t.Fatal("a record older than the reported delete was cached")
+	}
 }

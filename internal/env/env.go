@@ -143,7 +143,7 @@ func StartIn(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config) (*E
 		e.Destroy()
 		return nil, err
 	}
-	e.state.Store(int32(Idle))
+	e.state.CompareAndSwap(int32(Starting), int32(Idle)) // not if it died meanwhile
 	return e, nil
 }
 
@@ -175,7 +175,7 @@ func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config,
 		e.Destroy()
 		return nil, nil, err
 	}
-	e.state.Store(int32(Busy))
+	e.state.CompareAndSwap(int32(Starting), int32(Busy)) // not if it died meanwhile: await sees it
 	e.current.Store(&req.RequestID)
 	// What follows init (the sandbox's AfterInit, which applies the CPU
 	// quota, and the init's report) waits for the invocation's answer, or
@@ -184,20 +184,31 @@ func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config,
 	// first answer 0.2 ms later beside it). The runtime runs unthrottled
 	// that much longer; moving it under its quota takes 1-20 ms on cgroup
 	// v1 anyway.
+	// An AfterInit that fails retires the environment once the invocation
+	// is over (its answer stands).
 	var once sync.Once
+	var afterErr error
 	after := func() {
 		once.Do(func() {
-			if err := e.sb.AfterInit(); err != nil {
-				e.log.Warn("after init", "err", err)
-				e.markDead("after init: " + err.Error())
+			if e.State() != Dead {
+				afterErr = e.sb.AfterInit()
 			}
 			e.initialised()
 		})
 	}
+	judge := func() {
+		if afterErr != nil {
+			e.log.Warn("after init", "err", afterErr)
+			e.markDead("after init: " + afterErr.Error())
+		}
+	}
 	timer := time.AfterFunc(afterInitDelay, after)
 	resp := e.await(req, time.Now())
 	if timer.Stop() {
-		go after()
+		go func() { after(); judge() }()
+	} else {
+		after() // waits for the timer's run to finish
+		judge()
 	}
 	return e, resp, nil
 }
@@ -233,38 +244,59 @@ func (e *Environment) init(ctx context.Context, first *Request) error {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	e.platform(fmt.Sprintf("INIT_START Runtime Version: %s\tRuntime Version ARN: arn:aws:lambda:nubo::runtime:%s", e.cfg.RuntimeVersion, e.cfg.RuntimeVersion))
+	if first != nil {
+		// Before Start: the outcome may come back at once.
+		e.queued.Store(first)
+	}
 	if err := e.conn.Send(agentproto.TStart, &e.cfg.Start, nil); err != nil {
+		e.queued.Store(nil)
 		return fmt.Errorf("start agent: %w", err)
 	}
 	if first != nil {
-		e.queued.Store(first)
 		// No deadline yet: the agent starts the timeout when it starts
 		// the invocation, after init.
 		if err := e.conn.Send(agentproto.TInvoke, invokeFrame(first, 0), first.Payload); err != nil {
+			e.queued.Store(nil)
 			return fmt.Errorf("send invoke: %w", err)
 		}
 	}
-	select {
-	case out := <-e.initDone:
-		if !e.cfg.Provisioned {
-			e.coldInit = out.durationMs
+	// An outcome that arrived takes precedence over a failure seen at the
+	// same time: the first invocation may be running already.
+	failed := func(err error) (initOutcome, error) {
+		select {
+		case out := <-e.initDone:
+			return out, nil
+		default:
+			e.queued.Store(nil)
+			return initOutcome{}, err
 		}
-		e.initOutcome, e.initAt = out, time.Now()
-		if first != nil {
-			return nil // see StartInvoke
-		}
-		if err := e.sb.AfterInit(); err != nil {
-			return fmt.Errorf("after init: %w", err)
-		}
-		e.initialised()
-		return nil
-	case <-e.dead:
-		return fmt.Errorf("environment died during init: %s", e.DeadCause())
-	case <-timer.C:
-		return fmt.Errorf("init did not finish within %s", wait)
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	var out initOutcome
+	var err error
+	select {
+	case out = <-e.initDone:
+	case <-e.dead:
+		out, err = failed(fmt.Errorf("environment died during init: %s", e.DeadCause()))
+	case <-timer.C:
+		out, err = failed(fmt.Errorf("init did not finish within %s", wait))
+	case <-ctx.Done():
+		out, err = failed(ctx.Err())
+	}
+	if err != nil {
+		return err
+	}
+	if !e.cfg.Provisioned {
+		e.coldInit = out.durationMs
+	}
+	e.initOutcome, e.initAt = out, time.Now()
+	if first != nil {
+		return nil // see StartInvoke
+	}
+	if err := e.sb.AfterInit(); err != nil {
+		return fmt.Errorf("after init: %w", err)
+	}
+	e.initialised()
+	return nil
 }
 
 // initialised reports the first init: its log line, its phase timings and

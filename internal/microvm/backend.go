@@ -316,6 +316,7 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 		}
 	}
 	if uid == 0 {
+		b.cfg.Ledger.Give(need)
 		return nil, fmt.Errorf("microvm: %d VMs already run", maxVMs-1)
 	}
 	b.uids[uid] = true

@@ -271,13 +271,27 @@ func (p *Pool) backendOf(acct string) sandbox.Backend {
 // the ledger is full, and idle environments may be what fills it: those
 // the pool charged free their memory at once, a VM's once its last
 // environment is gone (the backend then stops it for room).
+//
+// Those the pool charged go first (their memory is free at once), then
+// the others; provisioned environments stay. A charged one is shut down
+// in the background, another one waited for: its VM must have let it go
+// before the backend is asked again.
 func (p *Pool) shutdownIdle(acct string) bool {
+	rank := func(g *group) int {
+		if g.charge > 0 {
+			return 0
+		}
+		return 1
+	}
 	p.mu.Lock()
 	var lru *env.Environment
 	var lg *group
 	for _, g := range p.groups {
+		if g.pinned > 0 {
+			continue
+		}
 		for _, e := range g.idle {
-			if lru == nil || e.LastUsed().Before(lru.LastUsed()) {
+			if lru == nil || rank(g) < rank(lg) || rank(g) == rank(lg) && e.LastUsed().Before(lru.LastUsed()) {
 				lru, lg = e, g
 			}
 		}
@@ -288,13 +302,22 @@ func (p *Pool) shutdownIdle(acct string) bool {
 	}
 	p.removeIdleLocked(lg, lru)
 	p.dropEmptyLocked(lg)
+	p.log.Info("environment shut down for room", "env", lru.ID, "for_account", acct)
+	if lg.charge > 0 {
+		p.shutdownAsync(lru, "spindown")
+		p.mu.Unlock()
+		return true
+	}
 	p.shutdown.Add(1)
 	p.mu.Unlock()
 	defer p.shutdown.Done()
-	p.log.Info("environment shut down for room", "env", lru.ID, "for_account", acct)
 	lru.Shutdown("spindown", p.cfg.ShutdownGrace)
 	return true
 }
+
+// maxShutdownsForRoom bounds the idle environments one sandbox that found
+// no room shuts down before it gives up (see shutdownIdle).
+const maxShutdownsForRoom = 8
 
 func (p *Pool) removeIdleLocked(g *group, e *env.Environment) {
 	for i, x := range g.idle {
@@ -408,7 +431,7 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 		CodeDir: codeDir, LayersDir: optDir, RuntimeDir: p.cfg.RuntimeDir, NoNetwork: c.NuboNetwork == "none"}
 	t0 := time.Now()
 	sb, err := p.cfg.Backend.Create(ctx, spec)
-	for errors.Is(err, sandbox.ErrNoRoom) && p.shutdownIdle(v.Account) {
+	for i := 0; i < maxShutdownsForRoom && errors.Is(err, sandbox.ErrNoRoom) && ctx.Err() == nil && p.shutdownIdle(v.Account); i++ {
 		sb, err = p.cfg.Backend.Create(ctx, spec)
 	}
 	if err != nil {
