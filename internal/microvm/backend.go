@@ -378,9 +378,20 @@ func (b *Backend) release(g *guest, memMB int) {
 	g.usedMB -= memMB
 	g.boxes--
 	if g.boxes == 0 && !g.gone {
+		if b.cfg.Ledger.Pressed(ledgerPressure) {
+			// Someone found the node full lately: the VM's memory is
+			// worth more to them than a warm VM to its account.
+			b.log.Info("microVM stopped for room", "vm", g.id)
+			b.retireLocked(g)
+			return
+		}
 		g.idle = time.AfterFunc(b.cfg.IdleTimeout, func() { b.stopIfIdle(g) })
 	}
 }
+
+// ledgerPressure is how long after a refused charge an emptied VM stops at
+// once instead of after IdleTimeout.
+const ledgerPressure = time.Minute
 
 func (b *Backend) stopIfIdle(g *guest) {
 	b.mu.Lock()

@@ -1,6 +1,9 @@
 package sandbox
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Ledger is a node's memory budget for execution environments, in MB. The
 // worker pool charges each environment's MemorySize to it, except where
@@ -10,9 +13,10 @@ import "sync"
 //
 // Its lock is a leaf: callers may hold their own locks while they use it.
 type Ledger struct {
-	mu     sync.Mutex
-	capMB  int
-	usedMB int
+	mu      sync.Mutex
+	capMB   int
+	usedMB  int
+	refused time.Time // the last Take that did not fit
 }
 
 // NewLedger returns a ledger of capMB; 0 or less means no bound.
@@ -27,10 +31,20 @@ func (l *Ledger) Take(mb int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.capMB > 0 && l.usedMB+mb > l.capMB {
+		l.refused = time.Now()
 		return false
 	}
 	l.usedMB += mb
 	return true
+}
+
+// Pressed reports whether a Take was refused within the last d: memory
+// held for later use (an empty VM kept warm) should then be given back at
+// once.
+func (l *Ledger) Pressed(d time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.refused.IsZero() && time.Since(l.refused) < d
 }
 
 // Add charges mb whether it fits or not (provisioned concurrency, which an

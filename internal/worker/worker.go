@@ -208,6 +208,7 @@ func (p *Pool) acquire(k, fk string, v *control.Version, reserved *int) (*env.En
 	}
 	if e == nil {
 		if !p.ledger.Take(g.charge) && !p.evictLocked(g.charge) {
+			p.freeUnchargedLocked(g.charge)
 			return nil, nil, errdefs.Throttled("ConcurrentInvocationLimitExceeded", "Rate Exceeded.")
 		}
 	}
@@ -245,6 +246,38 @@ func (p *Pool) evictLocked(need int) bool {
 		p.shutdownAsync(c.e, "spindown")
 	}
 	return p.ledger.Take(need)
+}
+
+// freeUnchargedLocked starts shutting down idle environments of backends
+// that charge the ledger themselves, least recently used first, of need MB
+// in all: their memory comes back once their backend lets it go (a VM
+// stops when its last environment is gone while the ledger is pressed),
+// so the invocation that found no room is throttled, and its retry finds
+// it. Provisioned environments stay.
+func (p *Pool) freeUnchargedLocked(need int) {
+	type cand struct {
+		g *group
+		e *env.Environment
+	}
+	var all []cand
+	for _, g := range p.groups {
+		if g.charge > 0 || g.pinned > 0 {
+			continue
+		}
+		for _, e := range g.idle {
+			all = append(all, cand{g, e})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].e.LastUsed().Before(all[j].e.LastUsed()) })
+	for _, c := range all {
+		if need <= 0 {
+			return
+		}
+		p.removeIdleLocked(c.g, c.e)
+		p.dropEmptyLocked(c.g)
+		p.shutdownAsync(c.e, "spindown")
+		need -= c.g.memMB
+	}
 }
 
 // newGroupLocked adds the group of key k, for v.
