@@ -1,19 +1,21 @@
 package microvm
 
 import (
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/errdefs"
+	"github.com/nubo-dev/nubo/internal/sandbox"
 )
 
 // fakeBackend boots nothing: guests are ready at once.
 func fakeBackend(t *testing.T, idle time.Duration) (*Backend, *atomic.Int32) {
 	boots := new(atomic.Int32)
 	b := &Backend{
-		cfg: BackendConfig{Dir: t.TempDir(), MemoryMB: 1024, GuestOverheadMB: 256, IdleTimeout: idle},
+		cfg: BackendConfig{Dir: t.TempDir(), MemoryMB: 1024, GuestOverheadMB: 256, IdleTimeout: idle, Ledger: sandbox.NewLedger(0)},
 		log: slog.New(slog.DiscardHandler), guests: map[string][]*guest{}, uids: map[int]bool{},
 	}
 	b.bootVM = func(g *guest) {
@@ -92,7 +94,7 @@ func TestIdleVMStops(t *testing.T) {
 
 func TestVMCapacity(t *testing.T) {
 	b, _ := fakeBackend(t, time.Hour)
-	b.cfg.CapacityMB = 2048
+	b.cfg.Ledger = sandbox.NewLedger(2048)
 	a, err := b.reserve("111111111111", 128)
 	if err != nil {
 		t.Fatal(err)
@@ -104,10 +106,14 @@ func TestVMCapacity(t *testing.T) {
 	<-a.ready
 	<-bb.ready
 	// Two 1024 MB VMs fill 2048 MB: a third account is refused...
-	if _, err := b.reserve("333333333333", 128); !errdefs.Is(err, errdefs.KindThrottled) {
-		t.Fatalf("third VM beyond capacity: %v, want TooManyRequests", err)
+	if _, err := b.reserve("333333333333", 128); !errdefs.Is(err, errdefs.KindThrottled) || !errors.Is(err, sandbox.ErrNoRoom) {
+		t.Fatalf("third VM beyond capacity: %v, want TooManyRequests and ErrNoRoom", err)
 	}
-	// ...until a VM is idle: then that one stops for it.
+	if used := b.cfg.Ledger.Used(); used != 2048 {
+		t.Fatalf("ledger holds %d MB; want the two VMs' 2048", used)
+	}
+	// ...until a VM is idle: then that one stops for it (at once, as the
+	// ledger has just refused a charge).
 	b.release(bb, 128)
 	c, err := b.reserve("333333333333", 128)
 	if err != nil {
