@@ -207,10 +207,11 @@ func upstream(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestAccountsGetTheirOwnVMs(t *testing.T) {
-	requireVMs(t)
-	// The server's default is microvm; account B overrides it in the
-	// accounts file and runs on the host's namespace backend.
+// startMixed starts a server whose default isolation is microvm, where
+// account B overrides it in the accounts file and runs on the host's
+// namespace backend; more changes the configuration further.
+func startMixed(t *testing.T, more func(*server.Config)) *servertest.Server {
+	t.Helper()
 	accts := filepath.Join(t.TempDir(), "accounts.json")
 	acctB := servertest.AccountB
 	acctB.Isolation = "namespace"
@@ -218,11 +219,19 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	if err := os.WriteFile(accts, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := servertest.Start(t, func(c *server.Config) {
+	return servertest.Start(t, func(c *server.Config) {
 		c.Isolation = "microvm"
 		c.MicroVMIdleTimeout = time.Hour
 		c.AccountsFile = accts
+		if more != nil {
+			more(c)
+		}
 	})
+}
+
+func TestAccountsGetTheirOwnVMs(t *testing.T) {
+	requireVMs(t)
+	s := startMixed(t, nil)
 	ctx := servertest.Ctx(t, 8*time.Minute)
 	dev, a := s.Dev(), s.A()
 	createFn(t, ctx, dev, "one", "000000000000", 128)
@@ -370,17 +379,7 @@ func TestIdleEnvironmentsYieldTheirVM(t *testing.T) {
 // retry once its idle environment is gone.
 func TestTiersShareTheNodeCapacity(t *testing.T) {
 	requireVMs(t)
-	accts := filepath.Join(t.TempDir(), "accounts.json")
-	acctB := servertest.AccountB
-	acctB.Isolation = "namespace"
-	raw, _ := json.Marshal([]any{servertest.AccountA, acctB})
-	if err := os.WriteFile(accts, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := servertest.Start(t, func(c *server.Config) {
-		c.Isolation = "microvm"
-		c.MicroVMIdleTimeout = time.Hour
-		c.AccountsFile = accts
+	s := startMixed(t, func(c *server.Config) {
 		c.CapacityMB = 1500 // one 1024 MB VM or one 1024 MB function, not both
 	})
 	ctx := servertest.Ctx(t, 8*time.Minute)
