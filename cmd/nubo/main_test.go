@@ -584,3 +584,22 @@ func TestExternalNATS(t *testing.T) {
 	ns.cmd.Process.Signal(syscall.SIGTERM)
 	ns.wait(t, 10*time.Second)
 }
+
+// TestRelativeDataDir: a relative --data-dir is made absolute once, at
+// start: the start-up clean-up compares sandbox paths with the kernel's
+// mount table, which holds absolute ones.
+func TestRelativeDataDir(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	p := startNubo(t, "--data-dir", "state")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr())
+	}
+	if want := "data_dir=" + filepath.Join(dir, "state"); !strings.Contains(p.stderr(), want) {
+		t.Errorf("no %q in the log:\n%s", want, p.stderr())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "LOCK")); err != nil {
+		t.Errorf("state not in the directory named relative to the working one: %v", err)
+	}
+}

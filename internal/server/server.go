@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -187,6 +188,16 @@ func Accounts(cfg Config) (*account.Registry, bool, error) {
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	// Absolute from here on: mount points, cgroup and sandbox paths are
+	// compared with what the kernel reports (/proc/self/mountinfo), which
+	// is absolute.
+	if cfg.DataDir != "" {
+		abs, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+		}
+		cfg.DataDir = abs
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	reg, dev, err := Accounts(cfg)
