@@ -184,6 +184,7 @@ func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config,
 	// first answer 0.2 ms later beside it). The runtime runs unthrottled
 	// that much longer; moving it under its quota takes 1-20 ms on cgroup
 	// v1 anyway.
+	//
 	// An AfterInit that fails retires the environment once the invocation
 	// is over (its answer stands).
 	var once sync.Once
