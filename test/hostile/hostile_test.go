@@ -1359,6 +1359,11 @@ func (su *suite) testMemoryHog(t *testing.T) {
 	by := su.create(t, fnSpec{client: su.s.A(), name: "bystander-hog"})
 	var st status
 	by.call(t, op{"op": "status"}, &st)
+	// Warm, so the hog runs under its CPU quota from its first
+	// allocation (a cold start's first invocation gets it a few ms in):
+	// unthrottled, it can reach its limit before the bystander's first
+	// answer, and there would be nothing to observe.
+	hog.call(t, op{"op": "status"}, &st)
 
 	stop := make(chan struct{})
 	counts, wg := keepAnswering(t, by, stop)
