@@ -64,6 +64,8 @@ type Agent struct {
 	outBuf  []byte // guarded by outMu
 	outWG   sync.WaitGroup
 	outPipe [2]*os.File // stdout, stderr write ends shared by all children
+	// preLn is the Runtime API's listener when made before Start.
+	preLn net.Listener
 }
 
 // Run serves one environment over rw until Shutdown or until the host goes
@@ -96,6 +98,9 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	defer a.killAll()
 	if err := warmUp(log); err != nil {
 		log.Debug("warm-up", "err", err)
+	}
+	if err := a.prepare(); err != nil {
+		log.Debug("prepare", "err", err) // setup tries again
 	}
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
 		return err
@@ -146,6 +151,59 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	}
 }
 
+// prepare does what setup can do before Start: the output pipes and their
+// relays, and the Runtime API's listener where the address is known
+// ahead (RuntimeAPIEnv).
+func (a *Agent) prepare() error {
+	if addr := os.Getenv(RuntimeAPIEnv); addr != "" {
+		os.Unsetenv(RuntimeAPIEnv)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("runtime api: %w", err)
+		}
+		a.preLn = ln
+	}
+	return a.startOutput()
+}
+
+// RuntimeAPIEnv, set in the agent's environment, names the address the
+// Runtime API will listen on (Start's RuntimeAPI), so the agent listens
+// before Start arrives.
+const RuntimeAPIEnv = "NUBO_RUNTIME_API"
+
+// startOutput makes the pipes the runtime and extensions write to and
+// starts relaying them to the host.
+func (a *Agent) startOutput() error {
+	var ends [2][2]*os.File // read, write
+	for i := range ends {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, e := range ends[:i] {
+				e[0].Close()
+				e[1].Close()
+			}
+			return err
+		}
+		ends[i] = [2]*os.File{r, w}
+	}
+	for i, stream := range []string{"stdout", "stderr"} {
+		r, w := ends[i][0], ends[i][1]
+		a.outPipe[i] = w
+		rc, err := r.SyscallConn()
+		if err != nil {
+			return err
+		}
+		// The fd as is (Fd() would make it blocking): the poller waits
+		// for it, reads happen under outMu.
+		rc.Control(func(fd uintptr) { a.outFDs = append(a.outFDs, int(fd)) })
+		hdr := &agentproto.Log{Stream: stream}
+		a.outHdr = append(a.outHdr, hdr)
+		a.outWG.Add(1)
+		go a.relay(r, rc, i)
+	}
+	return nil
+}
+
 // setup starts the Runtime API and the output relays.
 func (a *Agent) setup() error {
 	exts, err := listExtensions(a.start.ExtensionsDir)
@@ -160,28 +218,20 @@ func (a *Agent) setup() error {
 		FunctionName: a.start.FunctionName, FunctionVersion: a.start.FunctionVersion,
 		Handler: a.start.Handler, AccountID: a.start.AccountID, Extensions: names, Logger: a.log,
 	})
-	ln, err := net.Listen("tcp", a.start.RuntimeAPI)
-	if err != nil {
-		return fmt.Errorf("runtime api: %w", err)
+	ln := a.preLn
+	if ln == nil || ln.Addr().String() != a.start.RuntimeAPI {
+		if ln != nil {
+			ln.Close()
+		}
+		if ln, err = net.Listen("tcp", a.start.RuntimeAPI); err != nil {
+			return fmt.Errorf("runtime api: %w", err)
+		}
 	}
 	go a.rapi.Serve(context.Background(), ln)
-	for i, stream := range []string{"stdout", "stderr"} {
-		r, w, err := os.Pipe()
-		if err != nil {
+	if a.outPipe[0] == nil {
+		if err := a.startOutput(); err != nil {
 			return err
 		}
-		a.outPipe[i] = w
-		rc, err := r.SyscallConn()
-		if err != nil {
-			return err
-		}
-		// The fd as is (Fd() would make it blocking): the poller waits
-		// for it, reads happen under outMu.
-		rc.Control(func(fd uintptr) { a.outFDs = append(a.outFDs, int(fd)) })
-		hdr := &agentproto.Log{Stream: stream}
-		a.outHdr = append(a.outHdr, hdr)
-		a.outWG.Add(1)
-		go a.relay(r, rc, i)
 	}
 	for _, path := range exts {
 		p, err := a.reap.start(procSpec{name: filepath.Base(path), argv: []string{path}, env: a.start.Env,

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/agent"
 )
 
 // initEnv marks a re-executed nubo as a sandbox's init stage.
@@ -111,7 +113,8 @@ func becomeAgent(self int, cfg *initConfig) error {
 	if err := syscall.SetNonblock(fdAgentConn, true); err != nil {
 		return err
 	}
-	env := []string{"NUBO_AGENT=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin"}
+	env := []string{"NUBO_AGENT=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
+		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
 	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
 		env = append(env, "NUBO_AGENT_DEBUG=1")
 	}

@@ -361,9 +361,13 @@ func (s *box) assign(spec sandbox.Spec) error {
 		return fmt.Errorf("hand code to sandbox %s: %w", s.id, err)
 	}
 	s.paths = sandbox.Paths{TaskRoot: "/var/task", OptDir: "/opt", RuntimeDir: "/var/runtime", TmpDir: "/tmp",
-		RuntimeAPI: "127.0.0.1:9001", HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}
+		RuntimeAPI: runtimeAPIAddr, HostTaskRoot: spec.CodeDir, HostOptDir: spec.LayersDir}
 	return nil
 }
+
+// runtimeAPIAddr is where every sandbox's Runtime API listens, in its own
+// network namespace; the agent listens there before it gets a function.
+const runtimeAPIAddr = "127.0.0.1:9001"
 
 // nsMount is a detached mount tree and where it goes in a sandbox.
 type nsMount struct {
