@@ -78,7 +78,7 @@ const warmPayload = `{"warm":"up"}`
 func warmFrames() error {
 	c := agentproto.NewConn(&bufferConn{})
 	send := []struct {
-		t Type
+		t agentproto.Type
 		h any
 	}{
 		{agentproto.TStart, &agentproto.Start{Argv: []string{"/var/runtime/bootstrap"}, Env: []string{"A=b"}, Dir: "/var/task", RuntimeAPI: "127.0.0.1:9001"}},
@@ -110,9 +110,6 @@ func warmFrames() error {
 	}
 	return nil
 }
-
-// Type abbreviates agentproto.Type for warmFrames' table.
-type Type = agentproto.Type
 
 // bufferConn is an in-memory io.ReadWriteCloser.
 type bufferConn struct{ bytes.Buffer }

@@ -62,13 +62,6 @@ func (l *Ledger) Give(mb int) {
 	l.mu.Unlock()
 }
 
-// Fits reports whether mb more would fit now.
-func (l *Ledger) Fits(mb int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.capMB <= 0 || l.usedMB+mb <= l.capMB
-}
-
 // Used is what is charged.
 func (l *Ledger) Used() int {
 	l.mu.Lock()
