@@ -1,5 +1,6 @@
 // Package testutil holds the capability gates shared by nubo's tests, and
-// a reading of the host's process table (Procs).
+// a reading of the host's process table (Procs), which the benchmark
+// (bench/cmd/nubo-bench) uses too.
 //
 // A gate skips a test on a machine that cannot run it (a laptop without root,
 // a host without cgroup v2) but fails it when CI=true and this kind of machine

@@ -10,37 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
 // parentMap reads every process's parent from /proc.
 func parentMap() map[int]int {
 	m := map[int]int{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return m
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// comm may hold spaces and parentheses: the fields that follow
-		// start after the last ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		if ppid, err := strconv.Atoi(f[1]); err == nil {
-			m[pid] = ppid
-		}
+	for pid, p := range testutil.Procs() {
+		m[pid] = p.PPID
 	}
 	return m
 }
