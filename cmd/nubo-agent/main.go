@@ -1,14 +1,15 @@
-// Command nubo-agent is the init stage and agent of nubo's namespace
-// sandboxes, alone: nubo embeds it (see cmd/nubo/agent) and starts every
-// sandbox from it. It is not meant to be run by hand; everything it does
-// happens in package nsbox's initialiser when nubo starts it.
+// Command nubo-agent is the spawner and agent of nubo's namespace
+// sandboxes, alone: nubo embeds it (see cmd/nubo/agent), starts its spawner
+// from it and every sandbox's agent. It is not meant to be run by hand;
+// everything it does happens in package initialisers (nsbox's, sandbox's)
+// when nubo starts it.
 package main
 
 import (
 	"fmt"
 	"os"
 
-	"github.com/nubo-dev/nubo/internal/nsbox" // the init stage, in its initialiser
+	"github.com/nubo-dev/nubo/internal/nsbox" // the spawner and agent, in initialisers
 )
 
 func main() {

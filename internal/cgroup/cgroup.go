@@ -309,7 +309,7 @@ func checkName(name string) error {
 // nameChars reports whether s is non-empty and only letters, digits, '.',
 // '_' and '-' (with alnumFirst, starting with a letter or digit). Checked
 // by hand, not by regexp: every process of this binary compiles its
-// package-level regexps at start, sandbox init stages included.
+// package-level regexps at start, sandbox agents included.
 func nameChars(s string, alnumFirst bool) bool {
 	if s == "" {
 		return false

@@ -11,7 +11,7 @@ import (
 // process that runs for the sandbox's whole life. Started from nubo's own
 // binary it carries all of nubo: the package initialisers of the embedded
 // NATS server, the metrics client, the AWS protocol code and the rest run
-// first (155 packages, 400 KB of heap before the init stage gets control)
+// first (155 packages, 400 KB of heap before the agent gets control)
 // and stay resident. cmd/nubo-agent links only this package and the agent
 // (89 packages, 66 KB), so each idle environment holds about 1 MB less
 // anonymous memory and every sandbox starts faster. See docs/performance.md,

@@ -1,27 +1,29 @@
 package nsbox
 
-// initConfig is what the host tells the init stage, as JSON on fd 4.
+// initConfig is the sandbox a spawn request asks for: what the child's init
+// builds before it execs the agent (see buildInit).
 type initConfig struct {
-	// Root is where the init stage mounts the sandbox's root tmpfs before
+	// Root is where the init mounts the sandbox's root tmpfs before
 	// pivoting into it: any directory its user can reach in its (private)
 	// mount namespace; "/tmp" by default.
 	Root string `json:"root"`
 	// Userland lists the top-level entries of the root taken from the host:
 	// a symlink (Link) or a directory bound read-only (Bind).
 	Userland []userlandEntry `json:"userland"`
-	// The host directories below arrive as /proc/self/fd/N: detached mount
-	// trees the host cloned and flagged (see detachedMount), attached with
-	// move_mount.
+	// The host directories below arrive as detached mount trees the host
+	// cloned and flagged (see detachedMount), attached with move_mount:
+	// each field is the index of its tree among the request's files, 0
+	// for none (files 0 and 1 are the agent's connection and the release).
 	//
 	// Etc is the generated /etc; Certs is bound on /etc/ssl/certs.
-	Etc   string `json:"etc"`
-	Certs string `json:"certs,omitempty"`
+	Etc   int `json:"etc"`
+	Certs int `json:"certs,omitempty"`
 	// Runtime is bound read-only on /var/runtime. /var/task and /opt stay
 	// empty: the function's code and layers are moved onto them by the host
 	// when a function gets the sandbox (see box.assign).
-	Runtime string `json:"runtime,omitempty"`
-	// Tmp is the /tmp volume (a detached mount, as /proc/self/fd/N).
-	Tmp      string `json:"tmp"`
+	Runtime int `json:"runtime,omitempty"`
+	// Tmp is the /tmp volume (a detached mount already, see tmpVolume).
+	Tmp      int    `json:"tmp"`
 	Hostname string `json:"hostname"`
 	UID      int    `json:"uid"`
 	GID      int    `json:"gid"`

@@ -10,29 +10,29 @@
 //     system made once per size, and mounted detached, in no mount table;
 //     tmpvol_linux.go), and the environment's cgroup (package cgroup).
 //  2. The host's spawner (spawner.go), a small helper process started once,
-//     clones the init stage in new user, mount, pid, net, uts and ipc
-//     namespaces: it execs its own executable with NUBO_NSBOX_INIT=1. That
-//     executable is the small agent nubo embeds (cmd/nubo-agent, run from a
-//     sealed memfd; agentexe.go), or nubo's own binary when it has none;
-//     both hold this package. Cloning from the small helper instead of nubo
-//     serve spares nubo a fork of its large heap. Every sandbox dies with
-//     the spawner (parent-death signal), as the spawner dies with nubo. The user namespace maps
-//     the sandbox's ids 0–999 onto a host range owned by no one and unique to
-//     the environment (see slots).
-//  3. The child — the init stage — blocks reading its configuration from a
-//     pipe. The host meanwhile places it in its cgroup (v1; on v2 it was
-//     cloned straight into it) and wires its network (package netenv), then
-//     writes the configuration: that write is the go signal.
-//  4. The init stage enters a new cgroup namespace rooted at its cgroup,
-//     builds the root file system on a tmpfs (the host userland bound
-//     read-only, a generated /etc, /var/runtime read-only, the /tmp volume,
-//     a masked /proc, a minimal /dev; /var/task and /opt left empty), pivots
-//     into it, brings up lo, sets the hostname, drops to uid/gid 993 with no
-//     capabilities (bounding set cleared) on every thread, sets no_new_privs,
-//     loads the seccomp filter the host compiled on every thread, and
-//     becomes the agent (package agent) in place: PID 1 of the pid
-//     namespace, waiting for Start. This is a shell, made ahead of demand
-//     (pool.go).
+//     clones a child in new user, mount, pid, net, uts and ipc namespaces.
+//     Cloning from the small helper instead of nubo serve spares nubo a
+//     fork of its large heap. Every sandbox dies with the spawner
+//     (parent-death signal), as the spawner dies with nubo. The user
+//     namespace maps the sandbox's ids 0–999 onto a host range owned by no
+//     one and unique to the environment (see slots).
+//  3. The child runs the sandbox's init, a list of system calls the
+//     spawner computed before the clone (initprog_linux.go: Go code cannot
+//     run between fork and exec). It waits for its id maps, then for the
+//     host's release: the host meanwhile places it in its cgroup (v1; on
+//     v2 it was cloned straight into it) and wires its network (package
+//     netenv).
+//  4. Released, the init enters a new cgroup namespace rooted at its
+//     cgroup, builds the root file system on a tmpfs (the host userland
+//     bound read-only, a generated /etc, /var/runtime read-only, the /tmp
+//     volume, a masked /proc, a minimal /dev; /var/task and /opt left
+//     empty), pivots into it, brings up lo, sets the hostname, drops to
+//     uid/gid 993 with no capabilities (bounding set cleared), sets
+//     no_new_privs, loads the seccomp filter the host compiled, and execs
+//     the agent (package agent): the small agent executable nubo embeds
+//     (cmd/nubo-agent, run from a sealed memfd; agentexe.go), or nubo's own
+//     binary when it has none. The agent is PID 1 of the pid namespace and
+//     waits for Start. This is a shell, made ahead of demand (pool.go).
 //  5. When a function gets the shell, the host moves detached, read-only
 //     mount trees of its code and layers onto /var/task and /opt from a
 //     thread of its own that joins the sandbox's mount namespace, sets the

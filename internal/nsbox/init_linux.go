@@ -1,191 +1,175 @@
 package nsbox
 
 import (
-	"encoding/json"
-	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nubo-dev/nubo/internal/agent"
-)
-
-// initEnv marks a re-executed nubo as a sandbox's init stage.
-const initEnv = "NUBO_NSBOX_INIT"
-
-// File descriptors the host hands the init stage.
-const (
-	fdAgentConn = 3 // the agent's connection to the host
-	fdConfig    = 4 // configuration; its arrival is the go signal
+	"github.com/nubo-dev/nubo/internal/seccomp"
 )
 
 func init() {
 	if v := os.Getenv(spawnerEnv); v == "self" || v == "exe" {
 		runSpawner() // does not return
 	}
-	if os.Getenv(initEnv) != "1" {
-		return
-	}
-	if err := initStage(); err != nil {
-		fmt.Fprintf(os.Stderr, "nubo sandbox init: %v\n", err)
-		os.Exit(1)
-	}
-	// initStage becomes the agent; reaching here is a bug.
-	os.Exit(2)
 }
 
-// initStage builds the sandbox and then becomes its agent, PID 1 of the
-// pid namespace, which waits for the host's Start. The function's code is
-// not needed for any of this: the host moves it onto /var/task and /opt
-// when a function gets the sandbox, before it sends Start.
-func initStage() error {
-	// Started from a descriptor (Config.Agent), the process would be
-	// called "5" in ps and top; this runs on the main thread, whose name
-	// is the process's.
-	nameThread("nubo-agent")
-	// Opened before pivot_root: the agent may have to be exec'd from this
-	// very binary (see becomeAgent), which the sandbox's root does not
-	// contain.
-	self, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open self: %w", err)
-	}
-	f := os.NewFile(fdConfig, "config")
-	b, err := io.ReadAll(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	var cfg initConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	// The host has now placed us in our cgroup: root the cgroup namespace
+// initFDs are the spawner's descriptors a sandbox's init uses.
+type initFDs struct {
+	stderr int // the sandbox's stderr: the host logs it
+	conn   int // the agent's connection to the host: fd 3 of the agent
+	// release is the host's go signal: one byte once it has placed the
+	// child in its cgroup and wired its network; end of file means stop.
+	release int
+	// trees maps initConfig's mount indices to detached mount trees.
+	trees map[int]int
+	// The spawner's own: its executable (the agent's) and /dev/null.
+	exe, devNull int
+	// sync is the pipe on which the spawner says the child's id maps are
+	// written; the child closes syncW, its copy of the write end.
+	syncR, syncW int
+}
+
+// buildInit computes the init of one sandbox (see initProg): the child,
+// just cloned into its namespaces, waits for its id maps and becomes the
+// user namespace's root, waits for the host's release, builds its root
+// (mountRoot), brings up lo, sets the hostname, drops every privilege,
+// loads the seccomp filter and execs the agent (argv, env) as PID 1 of its
+// pid namespace, with the connection to the host on fd 3.
+func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, error) {
+	p := &initProg{errFD: uintptr(fds.stderr)}
+	one := make([]byte, 1)
+	p.call("close the spawner's end", unix.SYS_CLOSE, fds.syncW)
+	// The sandbox dies with the spawner, as the spawner dies with nubo. A
+	// spawner gone before this ends the read below with end of file.
+	p.call("parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, unix.SIGKILL)
+	p.call("wait for the id maps", unix.SYS_READ, fds.syncR, one, 1)
+	p.want(1)
+	// Root of the user namespace (host id IDBase): the unmapped host root
+	// would be "nobody" without capabilities inside.
+	p.call("setgroups", unix.SYS_SETGROUPS, 0, nil)
+	p.call("setgid 0", unix.SYS_SETRESGID, 0, 0, 0)
+	p.call("setuid 0", unix.SYS_SETRESUID, 0, 0, 0)
+	// A credential change clears the parent-death signal.
+	p.call("parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, unix.SIGKILL)
+	p.call("wait for release", unix.SYS_READ, fds.release, one, 1)
+	p.want(1)
+	// The host has placed us in our cgroup: root the cgroup namespace
 	// there, so /proc/self/cgroup shows "/" and no host path.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return fmt.Errorf("unshare cgroup: %w", err)
+	p.call("unshare cgroup", unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP)
+	if err := mountRoot(p, cfg, fds.trees); err != nil {
+		return nil, err
 	}
-	if err := buildRoot(&cfg); err != nil {
-		return err
-	}
-	// The inherited directory fds are not needed past the mounts.
-	for _, p := range []string{cfg.Etc, cfg.Certs, cfg.Runtime, cfg.Tmp} {
-		if n, ok := strings.CutPrefix(p, "/proc/self/fd/"); ok {
-			if fd, err := strconv.Atoi(n); err == nil && fd > fdConfig {
-				unix.Close(fd)
-			}
+	loopbackUp(p)
+	p.call("hostname", unix.SYS_SETHOSTNAME, cfg.Hostname, len(cfg.Hostname))
+	dropPrivileges(p, cfg.UID, cfg.GID)
+	agentFDs(p, fds)
+	// The filter forbids much of what came before (mount, pivot_root,
+	// sethostname); the agent and everything it starts inherit it.
+	p.call("no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	if len(cfg.Seccomp) > 0 {
+		f, err := seccomp.FromBytes(cfg.Seccomp)
+		if err != nil {
+			return nil, err
 		}
+		prog := &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
+		p.keep = append(p.keep, f)
+		p.call("seccomp filter", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, unsafe.Pointer(prog))
 	}
-	if err := loopbackUp(); err != nil {
-		return fmt.Errorf("lo: %w", err)
+	// No handler of the spawner's runtime may run in the child: every
+	// signal is blocked since the clone, and is unblocked only once every
+	// handler is the default again (exec resets handlers, not the mask).
+	var dfl [4]uint64 // struct sigaction: SIG_DFL, no flags, empty mask
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		p.call("default signal handler", unix.SYS_RT_SIGACTION, sig, unsafe.Pointer(&dfl), nil, 8)
+		p.allow(unix.EINVAL)
 	}
-	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
-		return fmt.Errorf("hostname: %w", err)
+	var none uint64
+	p.call("unblock signals", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, unsafe.Pointer(&none), nil, 8)
+	argvp, err := cStrings(argv)
+	if err != nil {
+		return nil, err
 	}
-	return becomeAgent(self, &cfg)
+	envp, err := cStrings(env)
+	if err != nil {
+		return nil, err
+	}
+	p.keep = append(p.keep, argvp, envp)
+	p.call("exec the agent", unix.SYS_EXECVEAT, fds.exe, "", unsafe.Pointer(&argvp[0]), unsafe.Pointer(&envp[0]), unix.AT_EMPTY_PATH)
+	return p, nil
 }
 
-// becomeAgent drops every privilege of the init stage and loads the
-// seccomp filter, on this thread alone, and then executes this binary
-// again as the agent: exec leaves this one thread, and every thread the
-// agent starts later inherits its credentials and filter.
-//
-// Changing the credentials of every thread of the running Go process
-// instead (AllThreadsSyscall, once per capability in the bounding set)
-// stops the world and waits for each thread to answer a signal, 44 times
-// over. On a loaded 2-core host that wait was 10 % of all CPU while
-// environments were created (perf during figure 4 with 400 environments:
-// about 4 ms per sandbox), more than a second start of the small agent
-// costs (docs/performance.md, "Session 5").
-func becomeAgent(self int, cfg *initConfig) error {
-	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
-		return err
+// cStrings is a NULL-terminated array of C strings, for execve.
+func cStrings(ss []string) ([]*byte, error) {
+	out := make([]*byte, 0, len(ss)+1)
+	for _, s := range ss {
+		b, err := unix.BytePtrFromString(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
 	}
-	if err := loadFilter(cfg.Seccomp); err != nil {
-		return err
-	}
-	// In the agent's network poller, as the host's end (see box.start):
-	// the flag belongs to the open file, so it survives the exec.
-	if err := syscall.SetNonblock(fdAgentConn, true); err != nil {
-		return err
-	}
-	env := []string{"NUBO_AGENT=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
-		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
-	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
-		env = append(env, "NUBO_AGENT_DEBUG=1")
-	}
-	argv0, _ := unix.BytePtrFromString("nubo-agent")
-	empty, _ := unix.BytePtrFromString("")
-	argv := []*byte{argv0, nil}
-	envp := make([]*byte, 0, len(env)+1)
-	for _, e := range env {
-		p, _ := unix.BytePtrFromString(e)
-		envp = append(envp, p)
-	}
-	envp = append(envp, nil)
-	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(self), uintptr(unsafePointer(empty)),
-		uintptr(unsafePointer(&argv[0])), uintptr(unsafePointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
-	return fmt.Errorf("exec agent: %w", errno)
+	return append(out, nil), nil
 }
 
-// dropPrivileges leaves the init stage's root (in the user namespace) for
-// the sandbox user, on the calling thread (see becomeAgent): the bounding
-// set is emptied first (that needs CAP_SETPCAP, gone after setuid), then
-// groups, gid and uid change; a setuid away from 0 clears the permitted
-// and effective sets. Raw system calls: package syscall's set*id would
-// change every thread.
-func dropPrivileges(uid, gid int) error {
-	last := 40
+// loopbackUp appends bringing up lo: the Runtime API listens on 127.0.0.1
+// inside. Only IFF_UP among the flags set here is one SIOCSIFFLAGS changes
+// on lo; the others are the device's own.
+func loopbackUp(p *initProg) {
+	ifr, _ := unix.NewIfreq("lo")
+	ifr.SetUint16(unix.IFF_UP | unix.IFF_LOOPBACK | unix.IFF_RUNNING)
+	s := p.call("lo: socket", unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	p.call("lo: up", unix.SYS_IOCTL, s, unix.SIOCSIFFLAGS, unsafe.Pointer(ifr))
+	p.call("lo: close", unix.SYS_CLOSE, s)
+}
+
+// capLastCap is the kernel's highest capability number.
+var capLastCap = sync.OnceValue(func() int {
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			last = n
+			return n
 		}
 	}
-	for c := 0; c <= last; c++ {
-		if _, _, errno := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); errno != 0 && errno != unix.EINVAL {
-			return fmt.Errorf("drop capability %d: %w", c, errno)
-		}
+	return 40
+})
+
+// dropPrivileges appends leaving the user namespace's root for the sandbox
+// user: the bounding set is emptied first (that needs CAP_SETPCAP, gone
+// after setuid), then groups, gid and uid change; a setuid away from 0
+// clears the permitted and effective sets.
+func dropPrivileges(p *initProg, uid, gid int) {
+	for c := 0; c <= capLastCap(); c++ {
+		p.call("drop capability "+strconv.Itoa(c), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c)
+		p.allow(unix.EINVAL)
 	}
-	if _, _, errno := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); errno != 0 && errno != unix.EINVAL {
-		return fmt.Errorf("clear ambient capabilities: %w", errno)
-	}
+	p.call("clear ambient capabilities", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+	p.allow(unix.EINVAL)
 	groups := []uint32{uint32(gid)}
-	if _, _, errno := unix.RawSyscall(unix.SYS_SETGROUPS, 1, uintptr(unsafePointer(&groups[0])), 0); errno != 0 {
-		return fmt.Errorf("setgroups: %w", errno)
-	}
-	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); errno != 0 {
-		return fmt.Errorf("setgid: %w", errno)
-	}
-	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); errno != 0 {
-		return fmt.Errorf("setuid: %w", errno)
-	}
-	// A credential change clears the parent-death signal; the sandbox must
-	// still die with nubo. It is a property of the thread the host cloned,
-	// the main thread, on which package initialisation (and so this) runs.
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		return fmt.Errorf("pdeathsig: %w", err)
-	}
-	return nil
+	p.call("setgroups", unix.SYS_SETGROUPS, 1, unsafe.Pointer(&groups[0]))
+	p.keep = append(p.keep, groups)
+	p.call("setgid", unix.SYS_SETRESGID, gid, gid, gid)
+	p.call("setuid", unix.SYS_SETRESUID, uid, uid, uid)
+	p.call("parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, unix.SIGKILL)
 }
 
-// loopbackUp brings up lo: the Runtime API listens on 127.0.0.1 inside.
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
+// agentFDs appends the agent's descriptors: /dev/null as stdin and
+// stdout, the sandbox's stderr, the connection to the host as fd 3, and
+// nothing else of the spawner's past the exec. Each goes through a copy
+// above them all first: a source may itself be one of 0–3.
+func agentFDs(p *initProg, fds initFDs) {
+	var tmp [4]result
+	for i, src := range []int{fds.devNull, fds.devNull, fds.stderr, fds.conn} {
+		tmp[i] = p.call("copy descriptor", unix.SYS_FCNTL, src, unix.F_DUPFD_CLOEXEC, 10)
 	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
+	for i := range tmp {
+		p.call("descriptor "+strconv.Itoa(i), unix.SYS_DUP3, tmp[i], i, 0)
 	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	p.call("close-on-exec for the rest", unix.SYS_CLOSE_RANGE, 4, uintptr(^uint32(0)), unix.CLOSE_RANGE_CLOEXEC)
 }

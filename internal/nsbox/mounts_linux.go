@@ -1,12 +1,11 @@
 package nsbox
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,107 +24,103 @@ var readonlyProc = []string{"sys", "bus", "fs", "irq"}
 // devices are bound from the host's /dev: a user namespace cannot mknod.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-// buildRoot assembles the sandbox's root on a tmpfs and pivots into it.
-func buildRoot(cfg *initConfig) error {
+// procEntries is which of the entries above the kernel's /proc has, and of
+// what kind: the sandbox's /proc is of the same kernel. Read once.
+var procEntries = sync.OnceValue(func() map[string]os.FileMode {
+	m := map[string]os.FileMode{}
+	for _, names := range [][]string{readonlyProc, maskedFiles, maskedDirs} {
+		for _, n := range names {
+			if st, err := os.Stat("/proc/" + n); err == nil {
+				m[n] = st.Mode()
+			}
+		}
+	}
+	return m
+})
+
+// mountRoot appends to p the building of the sandbox's root on a tmpfs and
+// the pivot into it. trees maps the configuration's mount indices (Etc,
+// Certs, Runtime, Tmp) to the spawner's descriptors of those detached
+// trees.
+func mountRoot(p *initProg, cfg *initConfig, trees map[int]int) error {
 	// Nothing we mount may propagate back to the host (or from it).
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
-	}
+	p.call("make / private", unix.SYS_MOUNT, "", "/", nil, unix.MS_REC|unix.MS_PRIVATE, nil)
 	root := cfg.Root
-	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=755"); err != nil {
-		return fmt.Errorf("root tmpfs: %w", err)
-	}
-	at := func(p string) string { return filepath.Join(root, p) }
+	p.call("root tmpfs", unix.SYS_MOUNT, "tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=755")
+	at := func(s string) string { return filepath.Join(root, s) }
 	for _, e := range cfg.Userland {
 		if e.Link != "" {
-			if err := os.Symlink(e.Link, at(e.Name)); err != nil {
-				return err
-			}
+			p.call("symlink /"+e.Name, unix.SYS_SYMLINKAT, e.Link, unix.AT_FDCWD, at(e.Name))
 			continue
 		}
-		if err := bindRO(e.Bind, at(e.Name)); err != nil {
+		if err := bindRO(p, e.Bind, at(e.Name)); err != nil {
 			return err
 		}
 	}
-	for _, d := range []string{"var/task", "var/runtime", "opt", "tmp", "proc", "dev"} {
-		if err := os.MkdirAll(at(d), 0o755); err != nil {
-			return err
-		}
+	for _, d := range []string{"var", "var/task", "var/runtime", "opt", "tmp", "proc", "dev"} {
+		mkdir(p, at(d), 0o755)
 	}
-	for _, m := range []struct{ src, dst string }{
-		{cfg.Etc, "etc"}, {cfg.Certs, "etc/ssl/certs"}, {cfg.Runtime, "var/runtime"}, {cfg.Tmp, "tmp"},
-	} {
-		if m.src == "" {
+	for _, m := range []struct {
+		tree int
+		dst  string
+	}{{cfg.Etc, "etc"}, {cfg.Certs, "etc/ssl/certs"}, {cfg.Runtime, "var/runtime"}, {cfg.Tmp, "tmp"}} {
+		if m.tree == 0 {
 			continue
 		}
-		if err := attach(m.src, at(m.dst)); err != nil {
-			return err
+		fd, ok := trees[m.tree]
+		if !ok {
+			return fmt.Errorf("mount tree %d for /%s: no such file", m.tree, m.dst)
 		}
+		// The directories the tree lands on: under a tree moved earlier
+		// (etc/ssl/certs in etc) they exist already, read-only.
+		dir := ""
+		for _, c := range strings.Split(m.dst, "/") {
+			dir = filepath.Join(dir, c)
+			mkdir(p, at(dir), 0o755)
+		}
+		p.call("move_mount /"+m.dst, unix.SYS_MOVE_MOUNT, fd, "", unix.AT_FDCWD, at(m.dst), unix.MOVE_MOUNT_F_EMPTY_PATH)
 	}
-	if err := mountProc(at("proc")); err != nil {
-		return err
-	}
-	if err := mountDev(at("dev")); err != nil {
-		return err
-	}
-	if err := unix.Chdir(root); err != nil {
-		return err
-	}
+	mountProc(p, at("proc"))
+	mountDev(p, at("dev"))
+	p.call("chdir to the new root", unix.SYS_CHDIR, root)
 	// pivot_root(".", ".") stacks the old root under the new one at "/";
 	// detaching it leaves only the new root (no old-root directory needed).
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach old root: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return err
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("remount / read-only: %w", err)
-	}
+	p.call("pivot_root", unix.SYS_PIVOT_ROOT, ".", ".")
+	p.call("detach old root", unix.SYS_UMOUNT2, ".", unix.MNT_DETACH)
+	p.call("chdir /", unix.SYS_CHDIR, "/")
+	p.call("remount / read-only", unix.SYS_MOUNT, "", "/", nil, unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, nil)
 	return nil
 }
 
-// attach moves a detached mount tree passed by the host (its fd as
-// /proc/self/fd/N) onto dst; its flags were set by the host.
-func attach(src, dst string) error {
-	fd, err := strconv.Atoi(strings.TrimPrefix(src, "/proc/self/fd/"))
-	if err != nil {
-		return fmt.Errorf("mount source %q: not a passed mount", src)
-	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount %s: %w", dst, err)
-	}
-	return nil
+// mkdir appends the making of dir; one that exists already is fine.
+func mkdir(p *initProg, dir string, mode uint32) {
+	p.call("mkdir "+dir, unix.SYS_MKDIRAT, unix.AT_FDCWD, dir, uintptr(mode))
+	p.allow(unix.EEXIST)
 }
 
-// bindRO binds src on dst read-only. Remounting a bind read-only inside a
-// user namespace must repeat the flags the kernel locked on the source
-// mount (nosuid, nodev, noexec, atime), or it fails with EPERM.
-func bindRO(src, dst string) error {
+// touch appends the making of an empty file to bind another file on.
+func touch(p *initProg, file string, mode uint32) {
+	fd := p.call("create "+file, unix.SYS_OPENAT, unix.AT_FDCWD, file, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, uintptr(mode))
+	p.call("close "+file, unix.SYS_CLOSE, fd)
+}
+
+// bindRO appends the binding of the host's src on dst, read-only.
+// Remounting a bind read-only inside a user namespace must repeat the flags
+// the kernel locked on the source mount (nosuid, nodev, noexec, atime), or
+// it fails with EPERM: they are read from src here.
+func bindRO(p *initProg, src, dst string) error {
 	st, err := os.Stat(src)
 	if err != nil {
 		return fmt.Errorf("bind %s: %w", src, err)
 	}
 	if st.IsDir() {
-		err = os.MkdirAll(dst, 0o755)
-	} else if _, serr := os.Stat(dst); errors.Is(serr, os.ErrNotExist) {
-		err = os.WriteFile(dst, nil, 0o644)
-	}
-	if err != nil {
-		return err
-	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+		mkdir(p, dst, 0o755)
+	} else {
+		touch(p, dst, 0o644)
 	}
 	var sfs unix.Statfs_t
-	if err := unix.Statfs(dst, &sfs); err != nil {
-		return err
+	if err := unix.Statfs(src, &sfs); err != nil {
+		return fmt.Errorf("bind %s: %w", src, err)
 	}
 	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
 	for _, m := range []struct{ st, ms uintptr }{
@@ -136,91 +131,62 @@ func bindRO(src, dst string) error {
 			flags |= m.ms
 		}
 	}
-	if err := unix.Mount("", dst, "", flags, ""); err != nil {
-		return fmt.Errorf("remount %s read-only: %w", dst, err)
-	}
+	p.call("bind "+src+" on "+dst, unix.SYS_MOUNT, src, dst, nil, unix.MS_BIND|unix.MS_REC, nil)
+	p.call("remount "+dst+" read-only", unix.SYS_MOUNT, "", dst, nil, flags, nil)
 	return nil
 }
 
-// mountProc mounts the pid namespace's /proc with the host-revealing parts
-// masked. The masks are mounted before pivot_root, while the host's
+// mountProc appends the pid namespace's /proc with the host-revealing
+// parts masked. The masks are mounted before pivot_root, while the host's
 // /dev/null is still reachable.
-func mountProc(dst string) error {
-	if err := unix.Mount("proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount proc: %w", err)
-	}
+func mountProc(p *initProg, dst string) {
+	p.call("mount proc", unix.SYS_MOUNT, "proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, nil)
+	have := procEntries()
 	for _, f := range readonlyProc {
-		p := filepath.Join(dst, f)
-		if _, err := os.Stat(p); err != nil {
+		if _, ok := have[f]; !ok {
 			continue
 		}
-		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s: %w", p, err)
-		}
-		if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			return fmt.Errorf("read-only %s: %w", p, err)
-		}
+		q := filepath.Join(dst, f)
+		p.call("bind "+q, unix.SYS_MOUNT, q, q, nil, unix.MS_BIND|unix.MS_REC, nil)
+		p.call("read-only "+q, unix.SYS_MOUNT, "", q, nil, unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, nil)
 	}
 	for _, f := range maskedFiles {
-		p := filepath.Join(dst, f)
-		if st, err := os.Stat(p); err != nil || st.IsDir() {
+		if m, ok := have[f]; !ok || m.IsDir() {
 			continue
 		}
-		if err := unix.Mount("/dev/null", p, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("mask %s: %w", p, err)
-		}
+		q := filepath.Join(dst, f)
+		p.call("mask "+q, unix.SYS_MOUNT, "/dev/null", q, nil, unix.MS_BIND, nil)
 	}
 	for _, d := range maskedDirs {
-		p := filepath.Join(dst, d)
-		if st, err := os.Stat(p); err != nil || !st.IsDir() {
+		if m, ok := have[d]; !ok || !m.IsDir() {
 			continue
 		}
-		if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0"); err != nil {
-			return fmt.Errorf("mask %s: %w", p, err)
-		}
+		q := filepath.Join(dst, d)
+		p.call("mask "+q, unix.SYS_MOUNT, "tmpfs", q, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
 	}
-	return nil
 }
 
-// mountDev makes a minimal /dev: the harmless character devices, a private
-// devpts, /dev/shm, and the usual symlinks. No block device exists there.
-func mountDev(dst string) error {
-	if err := unix.Mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755"); err != nil {
-		return fmt.Errorf("mount /dev: %w", err)
-	}
+// mountDev appends a minimal /dev: the harmless character devices, a
+// private devpts, /dev/shm, and the usual symlinks. No block device exists
+// there.
+func mountDev(p *initProg, dst string) {
+	p.call("mount /dev", unix.SYS_MOUNT, "tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755")
 	for _, d := range devices {
-		p := filepath.Join(dst, d)
-		if err := os.WriteFile(p, nil, 0o666); err != nil {
-			return err
-		}
-		if err := unix.Mount("/dev/"+d, p, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind /dev/%s: %w", d, err)
-		}
+		q := filepath.Join(dst, d)
+		touch(p, q, 0o666)
+		p.call("bind /dev/"+d, unix.SYS_MOUNT, "/dev/"+d, q, nil, unix.MS_BIND, nil)
 	}
 	pts := filepath.Join(dst, "pts")
-	if err := os.Mkdir(pts, 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
-		return fmt.Errorf("mount devpts: %w", err)
-	}
+	mkdir(p, pts, 0o755)
+	p.call("mount devpts", unix.SYS_MOUNT, "devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
 	shm := filepath.Join(dst, "shm")
-	if err := os.Mkdir(shm, 0o1777); err != nil {
-		return err
-	}
-	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
-		return fmt.Errorf("mount /dev/shm: %w", err)
-	}
-	for name, target := range map[string]string{
-		"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
+	mkdir(p, shm, 0o1777)
+	p.call("mount /dev/shm", unix.SYS_MOUNT, "shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k")
+	for _, l := range [][2]string{
+		{"ptmx", "pts/ptmx"}, {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
 	} {
-		if err := os.Symlink(target, filepath.Join(dst, name)); err != nil {
-			return err
-		}
+		p.call("symlink /dev/"+l[0], unix.SYS_SYMLINKAT, l[1], unix.AT_FDCWD, filepath.Join(dst, l[0]))
 	}
-	if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755"); err != nil {
-		return fmt.Errorf("remount /dev read-only: %w", err)
-	}
-	return nil
+	p.call("remount /dev read-only", unix.SYS_MOUNT, "", dst, nil, unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755")
 }

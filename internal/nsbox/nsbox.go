@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nubo-dev/nubo/internal/agent"
 	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
@@ -40,7 +40,7 @@ type Config struct {
 	Cgroups cgroup.Manager
 	// Network attaches environments; nil leaves them with loopback only.
 	Network Network
-	// Seccomp is the compiled filter handed to every init stage.
+	// Seccomp is the compiled filter handed to every sandbox's init.
 	Seccomp []byte
 	// UIDBase is the first host id mapped into sandboxes; sandbox n maps
 	// ids 0–999 onto UIDBase+n*1000 ….
@@ -56,7 +56,7 @@ type Config struct {
 	PoolShells int
 	// RuntimeDir is nubo's runtime clients, the same for every sandbox.
 	RuntimeDir string
-	// Agent is an executable holding only the init stage and the agent
+	// Agent is an executable holding only the spawner and the agent
 	// (cmd/nubo-agent), run instead of nubo's own binary for every
 	// sandbox; empty re-executes nubo itself. Both run the same code; the
 	// small one starts faster and holds less memory in every environment
@@ -67,13 +67,16 @@ type Config struct {
 
 // Backend is the namespace sandbox backend.
 type Backend struct {
-	cfg  Config
-	log  *slog.Logger
-	etc  string
-	land []userlandEntry
+	cfg Config
+	log *slog.Logger
+	etc string
+	// certs is the host's /etc/ssl/certs, bound on the sandbox's; empty
+	// when the host has none.
+	certs string
+	land  []userlandEntry
 	// agent is Config.Agent in a sealed memfd; nil: /proc/self/exe.
 	agent *os.File
-	// spawner clones the sandboxes' init stages (see spawner.go).
+	// spawner clones the sandboxes (see spawner.go).
 	spawner *spawner
 
 	mu    sync.Mutex
@@ -115,8 +118,11 @@ func New(cfg Config) (*Backend, error) {
 	if b.land, err = hostUserland(); err != nil {
 		return nil, err
 	}
+	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
+		b.certs = "/etc/ssl/certs"
+	}
 	if len(cfg.Agent) > 0 {
-		// Not fatal: nubo's own binary holds the same init stage.
+		// Not fatal: nubo's own binary holds the same agent.
 		if b.agent, err = sealedExecutable("nubo-agent", cfg.Agent); err != nil {
 			b.log.Warn("cannot run the embedded sandbox agent; sandboxes start from nubo's own binary", "err", err)
 		}
@@ -177,7 +183,7 @@ type box struct {
 	id      string
 	slot    int
 	dir     string
-	pid     int      // of the init stage, later the agent (host pid namespace)
+	pid     int      // of the init, later the agent (host pid namespace)
 	pidfd   *os.File // of the same process, in the network poller
 	conn    *os.File
 	mntns   *os.File // the sandbox's mount namespace, for assign
@@ -281,13 +287,8 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 			return nil, err
 		}
 	}
-	cfg := initConfig{
-		Root: "/tmp", Userland: b.land, Etc: b.etc, Runtime: b.cfg.RuntimeDir,
-		Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID, Seccomp: b.cfg.Seccomp,
-	}
-	if st, err := os.Stat("/etc/ssl/certs"); err == nil && st.IsDir() {
-		cfg.Certs = "/etc/ssl/certs"
-	}
+	cfg := initConfig{Root: "/tmp", Userland: b.land, Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID,
+		Seccomp: b.cfg.Seccomp}
 	tCg := time.Now()
 	if err := s.start(&cfg, base, noNetwork); err != nil {
 		return nil, err
@@ -504,12 +505,12 @@ func (s *box) waitAgent(timeout time.Duration) error {
 	case rerr != nil:
 		return fmt.Errorf("sandbox %s: wait for the agent: %w", s.id, rerr)
 	case n == 0:
-		return fmt.Errorf("sandbox %s: the init stage exited before the agent started", s.id)
+		return fmt.Errorf("sandbox %s: the init exited before the agent started", s.id)
 	}
 	return nil
 }
 
-// start launches the init stage in new namespaces, places it, and releases it.
+// start launches the sandbox's init in new namespaces, places it, and releases it.
 func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -518,47 +519,52 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	// Non-blocking, so the host's end lives in the runtime's network
 	// poller: waiting on an agent parks a goroutine instead of holding a
 	// thread (and, until the scheduler notices, a P) in read(2).
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
-		syscall.Close(fds[0])
-		syscall.Close(fds[1])
-		return err
+	// The agent's end too (the flag belongs to the open file, which its
+	// copy shares): it is in the agent's poller from the agent's first read.
+	for _, fd := range fds {
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			syscall.Close(fds[0])
+			syscall.Close(fds[1])
+			return err
+		}
 	}
 	s.conn = os.NewFile(uintptr(fds[0]), "agent-host")
 	child := os.NewFile(uintptr(fds[1]), "agent-child")
 	defer child.Close()
-	cfgR, cfgW, err := os.Pipe()
+	relR, relW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	defer cfgR.Close()
-	defer cfgW.Close()
+	defer relR.Close()
+	defer relW.Close()
 
-	// The init stage becomes the agent in place: name it so from the start.
-	req := spawnRequest{Args: []string{"nubo-agent"}, Env: []string{initEnv + "=1", "GOMAXPROCS=1"},
-		IDBase: base, IDSize: idRange}
+	env := []string{"NUBO_AGENT=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
+		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
 	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
-		req.Env = append(req.Env, "NUBO_AGENT_DEBUG=1")
+		env = append(env, "NUBO_AGENT_DEBUG=1")
 	}
-	files := []*os.File{child, cfgR} // fd 3, fd 4
-	// Host directories go as detached mounts on fds 5, 6, … (see initConfig).
+	req := spawnRequest{Init: cfg, Args: []string{"nubo-agent"}, Env: env, IDBase: base, IDSize: idRange}
+	files := []*os.File{child, relR}
+	// Host directories go as detached mounts (see initConfig).
 	for _, m := range []struct {
-		p  *string
-		ro bool
-	}{{&cfg.Etc, true}, {&cfg.Certs, true}, {&cfg.Runtime, true}} {
-		if *m.p == "" {
+		dir string
+		idx *int
+		ro  bool
+	}{{s.b.etc, &cfg.Etc, true}, {s.b.certs, &cfg.Certs, true}, {s.b.cfg.RuntimeDir, &cfg.Runtime, true}} {
+		if m.dir == "" {
 			continue
 		}
-		f, err := detachedMount(*m.p, m.ro)
+		f, err := detachedMount(m.dir, m.ro)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		*m.p = fmt.Sprintf("/proc/self/fd/%d", 3+len(files))
+		*m.idx = len(files)
 		files = append(files, f)
 	}
 	// The /tmp volume is one already (see tmpVolume).
 	if s.vol != nil {
-		cfg.Tmp = fmt.Sprintf("/proc/self/fd/%d", 3+len(files))
+		cfg.Tmp = len(files)
 		files = append(files, s.vol.tree)
 	}
 	// Its stderr is logged line by line.
@@ -604,7 +610,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		defer netns.Close()
 	}
 	if err == nil && !pidfdUnreaped(pidfd) {
-		err = errors.New("the init stage is gone")
+		err = errors.New("the sandbox's init is gone")
 	}
 	if err != nil {
 		return fmt.Errorf("sandbox namespaces: %w", err)
@@ -617,7 +623,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 		if !pidfdUnreaped(pidfd) {
-			return errors.New("the init stage is gone")
+			return errors.New("the sandbox's init is gone")
 		}
 	}
 	tCg := time.Now()
@@ -626,8 +632,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			return fmt.Errorf("network: %w", err)
 		}
 	}
-	b, _ := json.Marshal(cfg)
-	if _, err := cfgW.Write(b); err != nil {
+	if _, err := relW.Write([]byte{1}); err != nil {
 		return fmt.Errorf("release sandbox init: %w", err)
 	}
 	s.b.log.Debug("sandbox started", "env", s.id, "clone_exec", tStart.Sub(t0), "cgroup", tCg.Sub(tStart), "network", time.Since(tCg))
@@ -806,7 +811,7 @@ func (b *Backend) Close() error {
 
 // detachedMount clones the mount of dir into a detached mount tree (not
 // attached anywhere) with the sandbox's mount flags already set, ready for
-// the init stage to move_mount into place. Done here, by the host's root:
+// the init to move_mount into place. Done here, by the host's root:
 // the sandbox's own root user is an unprivileged host id that may not even
 // be able to traverse dir's parents (a data dir under a 0700 home), and a
 // plain fd would not do, since bind mounts cannot take a source from
@@ -828,7 +833,7 @@ func detachedMount(dir string, readOnly bool) (*os.File, error) {
 	return os.NewFile(uintptr(fd), dir), nil
 }
 
-// logWriter logs a sandbox's stderr (its init stage and agent) line by line.
+// logWriter logs a sandbox's stderr (its init and agent) line by line.
 type logWriter struct {
 	log *slog.Logger
 	id  string

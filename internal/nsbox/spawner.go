@@ -41,16 +41,18 @@ import (
 // spawnerEnv marks a re-executed nubo (or agent executable) as the spawner.
 const spawnerEnv = "NUBO_NSBOX_SPAWNER"
 
-// spawnRequest asks for one sandbox init stage. The descriptors attached
-// are its stderr, then its extra files (fd 3, 4, …), then, when Cgroup is
-// set, the cgroup directory it is cloned into (cgroup v2).
+// spawnRequest asks for one sandbox. The descriptors attached are its
+// stderr, then its files (the agent's connection, the release, the mount
+// trees Init names), then, when Cgroup is set, the cgroup directory it is
+// cloned into (cgroup v2). Args and Env are the agent's.
 type spawnRequest struct {
-	Args   []string `json:"args"`
-	Env    []string `json:"env"`
-	Files  int      `json:"files"`
-	IDBase int      `json:"idBase"`
-	IDSize int      `json:"idSize"`
-	Cgroup bool     `json:"cgroup,omitempty"`
+	Init   *initConfig `json:"init"`
+	Args   []string    `json:"args"`
+	Env    []string    `json:"env"`
+	Files  int         `json:"files"`
+	IDBase int         `json:"idBase"`
+	IDSize int         `json:"idSize"`
+	Cgroup bool        `json:"cgroup,omitempty"`
 }
 
 // spawnReply answers a spawnRequest; on success the child's pidfd is
@@ -145,7 +147,7 @@ func (sp *spawner) startLocked() error {
 	return nil
 }
 
-// spawn starts one init stage through the helper; it returns its pid and a
+// spawn starts one sandbox through the helper; it returns its pid and a
 // pidfd (non-blocking, in the network poller). A helper found gone (its
 // socket broken, or no answer within spawnTimeout) is replaced once; any
 // other failure leaves it be: replacing it kills every sandbox it made.

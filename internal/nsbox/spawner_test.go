@@ -3,6 +3,7 @@ package nsbox
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,8 +30,10 @@ func init() {
 }
 
 // TestSpawner: the spawner clones children in new namespaces with the
-// requested id maps, hands back a pidfd that kills and waits, is started
-// anew when it has died, and exits when nubo closes it.
+// requested id maps, whose init reports the step that failed or drops
+// every privilege and execs the agent; it hands back a pidfd that kills
+// and waits, is started anew when it has died, and exits when nubo closes
+// it.
 func TestSpawner(t *testing.T) {
 	testutil.RequiresRoot(t)
 	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
@@ -39,22 +42,65 @@ func TestSpawner(t *testing.T) {
 	}
 	defer sp.close()
 	const base = 3_900_000
-	spawn := func() (int, *os.File) {
+	land, err := hostUserland()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// spawn starts this test binary as a sandbox's agent: the init builds
+	// the root, drops to the sandbox user and execs it.
+	spawn := func(root string) (int, *os.File, *os.File) {
 		t.Helper()
-		devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-		defer devnull.Close()
-		pid, pidfd, err := sp.spawn(spawnRequest{Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
-			IDBase: base, IDSize: idRange}, devnull, nil, nil)
+		logR, logW, _ := os.Pipe()
+		defer logW.Close()
+		conn, _ := os.Open(os.DevNull)
+		defer conn.Close()
+		relR, relW, _ := os.Pipe()
+		defer relR.Close()
+		defer relW.Close()
+		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
+		pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
+			IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
 		if err != nil {
+			logR.Close()
 			t.Fatal(err)
 		}
-		return pid, pidfd
+		relW.Write([]byte{1})
+		return pid, pidfd, logR
 	}
-	pid, pidfd := spawn()
+	// An init that fails says which step, and exits.
+	pid, pidfd, logR := spawn("/nonexistent-nubo-root")
+	msg, _ := io.ReadAll(logR)
+	logR.Close()
+	if want := "nubo sandbox init: root tmpfs: errno 2\n"; string(msg) != want {
+		t.Errorf("a failed init wrote %q, want %q", msg, want)
+	}
+	if err := pidfdWait(pidfd); err != nil {
+		t.Fatal(err)
+	}
+	pidfd.Close()
+	_ = pid
+
+	pid, pidfd, logR = spawn("/tmp")
+	defer logR.Close()
 	defer pidfd.Close()
-	status := procStatus(t, pid)
-	if uids := strings.Fields(status["Uid"]); len(uids) == 0 || uids[0] != strconv.Itoa(base) {
-		t.Errorf("host uid of the child: %q, want %d (its root, mapped)", status["Uid"], base)
+	// Exec'd: its name is the agent's argv[0] no more, but its executable's.
+	var status map[string]string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		status = procStatus(t, pid)
+		if status["Name"] != "nubo-spawner" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if uids := strings.Fields(status["Uid"]); len(uids) != 4 || uids[0] != strconv.Itoa(base+SandboxUID) || uids[3] != uids[0] {
+		t.Errorf("host uids of the child: %q, want %d (the sandbox user, mapped)", status["Uid"], base+SandboxUID)
+	}
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		if status[set] != "0000000000000000" {
+			t.Errorf("%s = %s, want none", set, status[set])
+		}
+	}
+	if status["NoNewPrivs"] != "1" {
+		t.Errorf("NoNewPrivs = %q", status["NoNewPrivs"])
 	}
 	if ns := strings.Fields(status["NSpid"]); len(ns) != 2 || ns[1] != "1" {
 		t.Errorf("NSpid %q: want PID 1 of a pid namespace of its own", status["NSpid"])
@@ -87,8 +133,9 @@ func TestSpawner(t *testing.T) {
 	spPid := spawnerPid(t, os.Getpid())
 	syscall.Kill(spPid, syscall.SIGKILL)
 	time.Sleep(100 * time.Millisecond)
-	pid2, pidfd2 := spawn()
+	pid2, pidfd2, logR2 := spawn("/tmp")
 	defer pidfd2.Close()
+	defer logR2.Close()
 	if got := spawnerPid(t, os.Getpid()); got == spPid {
 		t.Fatalf("still the old spawner %d", got)
 	}

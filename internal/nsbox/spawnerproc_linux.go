@@ -2,11 +2,9 @@ package nsbox
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 
@@ -24,11 +22,20 @@ func runSpawner() {
 	// fd 3 (the socket), fd 4 (the executable, when started from one) and
 	// whatever nubo itself inherited without close-on-exec would pass on
 	// to every sandbox: none may. The spawner runs from its executable's
-	// mapping; that descriptor is not needed at all.
+	// mapping, and sandboxes exec it through /proc/self/exe (opened below):
+	// that descriptor is not needed at all.
 	if os.Getenv(spawnerEnv) == "exe" {
 		unix.Close(4)
 	}
 	agent.CloseOnExecFrom(3)
+	var err error
+	if spawnerExe, err = unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		spawnerDevNull, err = unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nubo spawner:", err)
+		os.Exit(1)
+	}
 	// Children are reaped as they end (nubo follows each through its
 	// pidfd): no zombies, and no thread blocked in a wait per child.
 	chld := make(chan os.Signal, 1)
@@ -84,19 +91,13 @@ func runSpawner() {
 	}
 }
 
-// spawnOne starts the init stage a request describes from this very
-// executable, in new namespaces with the sandbox's id maps; it returns the
-// child's pid and pidfd. It closes the request's descriptors.
+// spawnOne starts the sandbox a request describes: a child cloned in new
+// user, mount, pid, net, uts and ipc namespaces with the sandbox's id maps,
+// which replays the sandbox's init (buildInit) and execs the agent. It
+// returns the child's pid and pidfd, and closes the request's descriptors
+// (the child has its own copies).
 func spawnOne(msg []byte, fds []int) (int, int, error) {
-	files := make([]*os.File, len(fds))
-	for i, fd := range fds {
-		files[i] = os.NewFile(uintptr(fd), fmt.Sprintf("fd%d", i))
-	}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	defer closeAll(fds)
 	var req spawnRequest
 	if err := json.Unmarshal(msg, &req); err != nil {
 		return 0, -1, fmt.Errorf("request: %w", err)
@@ -105,44 +106,51 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 	if req.Cgroup {
 		want++
 	}
-	if req.Files < 0 || len(fds) != want || req.IDSize <= 0 || req.IDBase <= 0 {
+	if req.Init == nil || req.Files < 2 || len(fds) != want || req.IDSize <= 0 || req.IDBase <= 0 || len(req.Args) == 0 {
 		return 0, -1, fmt.Errorf("request: %d descriptors for %d files, ids %d+%d", len(fds), req.Files, req.IDBase, req.IDSize)
 	}
-	pidfd := -1
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: req.Args, Env: req.Env, Stderr: files[0],
-		ExtraFiles: files[1 : 1+req.Files]}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
-			syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: req.IDBase, Size: req.IDSize}},
-		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: req.IDBase, Size: req.IDSize}},
-		GidMappingsEnableSetgroups: true,
-		// Become the namespace's root (host id IDBase) once the maps are
-		// written: the unmapped host root would be "nobody" without
-		// capabilities inside.
-		Credential: &syscall.Credential{Uid: 0, Gid: 0},
-		Pdeathsig:  syscall.SIGKILL,
-		PidFD:      &pidfd,
-	}
-	// On cgroup v2 the child is cloned straight into its cgroup; on v1
-	// nubo moves it there before it releases it.
-	if req.Cgroup {
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = fds[len(fds)-1]
-	}
-	if err := cmd.Start(); err != nil {
+	var sync [2]int
+	if err := unix.Pipe2(sync[:], unix.O_CLOEXEC); err != nil {
 		return 0, -1, err
 	}
-	if pidfd < 0 {
-		// A kernel without CLONE_PIDFD (before 5.2): nubo cannot follow
-		// the child safely.
-		cmd.Process.Kill()
-		cmd.Process.Release()
-		return 0, -1, errors.New("no pidfd for the child (Linux 5.2 or later is needed)")
+	defer unix.Close(sync[0])
+	defer unix.Close(sync[1])
+	in := initFDs{stderr: fds[0], conn: fds[1], release: fds[2], trees: map[int]int{},
+		exe: spawnerExe, devNull: spawnerDevNull, syncR: sync[0], syncW: sync[1]}
+	for i := 2; i < req.Files; i++ {
+		in.trees[i] = fds[1+i]
 	}
-	// os keeps a duplicate of the pidfd; this process never waits through
-	// it (the SIGCHLD loop reaps).
-	pid := cmd.Process.Pid
-	cmd.Process.Release()
+	p, err := buildInit(req.Init, in, req.Args, req.Env)
+	if err != nil {
+		return 0, -1, err
+	}
+	cg := -1
+	if req.Cgroup {
+		cg = fds[len(fds)-1]
+	}
+	pid, pidfd, err := forkInit(p, unix.CLONE_NEWUSER|unix.CLONE_NEWNS|unix.CLONE_NEWPID|
+		unix.CLONE_NEWNET|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC, cg)
+	if err != nil {
+		return 0, -1, err
+	}
+	ids := fmt.Sprintf("0 %d %d\n", req.IDBase, req.IDSize)
+	for _, f := range []string{"uid_map", "gid_map"} {
+		if err == nil {
+			err = os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, f), []byte(ids), 0)
+		}
+	}
+	if err == nil {
+		_, err = unix.Write(sync[1], []byte{1})
+	}
+	if err != nil {
+		// Not released: it dies, and the SIGCHLD loop reaps it.
+		unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		unix.Close(pidfd)
+		return 0, -1, fmt.Errorf("id maps: %w", err)
+	}
 	return pid, pidfd, nil
 }
+
+// The spawner's executable (the agent's, exec'd by every sandbox's init)
+// and /dev/null (the agent's stdin and stdout), opened once.
+var spawnerExe, spawnerDevNull = -1, -1

@@ -21,7 +21,7 @@ import (
 // restarts, going away only with the environment.
 //
 // The file system is a detached mount (fsmount): it is in no mount table
-// until the sandbox's init stage moves it onto its /tmp. The host's mount
+// until the sandbox's init moves it onto its /tmp. The host's mount
 // table does not grow with the environments, which every new sandbox's
 // mount namespace would copy, and a nubo that is killed leaves no mount
 // behind: the descriptors close, the mount goes, the loop device clears.

@@ -29,7 +29,7 @@ import (
 )
 
 // The kernel tests re-execute the test binary: the child installs the filter
-// with Load (as the sandbox's init stage does) and then either makes
+// with Load (as a sandbox's init does, on its one thread) and then either makes
 // syscalls itself and prints what came back, or execs a real program, which
 // inherits the filter.
 const (

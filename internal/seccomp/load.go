@@ -11,8 +11,9 @@ import (
 )
 
 // Load sets no_new_privs and installs p on every thread of the calling
-// process. The init stage calls it right before execve; from then on the
-// process and all it starts run under p.
+// process; from then on the process and all it starts run under p. (A
+// sandbox's init, single-threaded, installs the same program with a raw
+// seccomp(2): package nsbox.)
 func Load(p Program) error {
 	if len(p) == 0 || len(p) > maxInsns {
 		return fmt.Errorf("%w: %d instructions", ErrInvalidProgram, len(p))

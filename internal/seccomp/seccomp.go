@@ -5,12 +5,12 @@
 // its compilation to a classic BPF program, the program's wire form, and
 // installing it.
 //
-// The host compiles the program once (Compile), hands its bytes to the
-// sandbox's init stage (Bytes, FromBytes), and the init stage installs it
-// right before it execs the runtime (Load). Load sets no_new_privs and
-// synchronises the filter onto every thread, so a Go init stage is covered as
-// a whole; the runtime and everything it starts inherit it and can only add
-// stricter filters of their own.
+// The host compiles the program once (Compile) and hands its bytes to the
+// sandbox's init (Bytes, FromBytes), which sets no_new_privs and installs it
+// right before it execs the agent, on its one thread (package nsbox). Load
+// does the same for every thread of a Go process. The agent, the runtime and
+// everything they start inherit it and can only add stricter filters of
+// their own.
 //
 // # Policy
 //

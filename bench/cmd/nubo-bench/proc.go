@@ -191,8 +191,8 @@ func cgroupCPU(pid int) (time.Duration, error) {
 	return 0, fmt.Errorf("no cpu accounting for pid %d", pid)
 }
 
-// isAgent reports whether pid is a sandbox's agent: nubo starts each
-// sandbox's init stage as "nubo-agent", and it becomes the agent in place.
+// isAgent reports whether pid is a sandbox's agent: its argv[0] is
+// "nubo-agent".
 func isAgent(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
