@@ -68,6 +68,10 @@ func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, err
 	p.call("hostname", unix.SYS_SETHOSTNAME, cfg.Hostname, len(cfg.Hostname))
 	dropPrivileges(p, cfg.UID, cfg.GID)
 	agentFDs(p, fds)
+	// Every signal has been blocked since the clone, its handler the
+	// default one (CLONE_CLEAR_SIGHAND); exec keeps the mask.
+	var none uint64
+	p.call("unblock signals", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, unsafe.Pointer(&none), nil, 8)
 	// The filter forbids much of what came before (mount, pivot_root,
 	// sethostname); the agent and everything it starts inherit it.
 	p.call("no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -80,19 +84,6 @@ func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, err
 		p.keep = append(p.keep, f)
 		p.call("seccomp filter", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, unsafe.Pointer(prog))
 	}
-	// No handler of the spawner's runtime may run in the child: every
-	// signal is blocked since the clone, and is unblocked only once every
-	// handler is the default again (exec resets handlers, not the mask).
-	var dfl [4]uint64 // struct sigaction: SIG_DFL, no flags, empty mask
-	for sig := 1; sig <= 64; sig++ {
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			continue
-		}
-		p.call("default signal handler", unix.SYS_RT_SIGACTION, sig, unsafe.Pointer(&dfl), nil, 8)
-		p.allow(unix.EINVAL)
-	}
-	var none uint64
-	p.call("unblock signals", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, unsafe.Pointer(&none), nil, 8)
 	argvp, err := cStrings(argv)
 	if err != nil {
 		return nil, err
@@ -171,5 +162,8 @@ func agentFDs(p *initProg, fds initFDs) {
 	for i := range tmp {
 		p.call("descriptor "+strconv.Itoa(i), unix.SYS_DUP3, tmp[i], i, 0)
 	}
+	// From here on a failure goes to the stderr's new number: the old one
+	// may now be the agent's connection.
+	p.errFD = 2
 	p.call("close-on-exec for the rest", unix.SYS_CLOSE_RANGE, 4, uintptr(^uint32(0)), unix.CLOSE_RANGE_CLOEXEC)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -25,23 +26,29 @@ import (
 //
 // Now the spawner computes the whole init before the clone, as an initProg:
 // every system call with its arguments, every path and buffer they point
-// to laid out in the spawner's heap. The child replays it (replay) with raw
-// system calls from functions that neither allocate nor grow their stack,
-// and its last call execs the agent. runc does the same work in C (its
+// to laid out in the spawner's heap. The child replays it (cloneReplay)
+// with raw system calls from a function that neither allocates nor grows
+// its stack, and its last call execs the agent. runc does the same work in C (its
 // nsexec) before its Go runtime starts.
 type initProg struct {
 	calls []sysCall
 	res   []uintptr // each call's result, for the calls that refer to it
 	// msgs[i] prefixes the message when call i fails: "nubo sandbox init:
 	// <what>: ".
-	msgs  [][]byte
-	errFD uintptr // where a failure is written (the sandbox's stderr)
+	msgs [][]byte
+	// errFD is where a failure of the calls appended from now on is
+	// written: the sandbox's stderr, under whatever number it has then.
+	errFD uintptr
 	// keep holds everything an argument points to, so it lives (and the
 	// garbage collector, which does not move heap objects, leaves it) until
 	// the clone has copied it.
 	keep []any
-	num  [24]byte // scratch for an errno's digits
-	err  error    // see fail
+	err  error // see fail
+
+	// What the clone needs, in the heap with the rest (see cloneReplay).
+	clone          cloneArgs
+	pidfd          int32
+	sigAll, sigOld uint64
 }
 
 // sysCall is one system call of an initProg.
@@ -51,11 +58,12 @@ type sysCall struct {
 	// refs has bit i set when args[i] is the index of an earlier call,
 	// whose result is the argument (a descriptor made in the child).
 	refs uint8
-	// okErr is an errno that counts as success (EEXIST for a directory
-	// that may exist); 0 for none.
-	okErr syscall.Errno
+	// ok are errnos that count as success (EEXIST for a directory that
+	// may exist); 0 for none.
+	ok [2]syscall.Errno
 	// want is the result the call must return (a read of one byte), or -1.
-	want int
+	want  int
+	errFD uintptr // see initProg.errFD
 }
 
 // result names an earlier call's result as an argument (see sysCall.refs).
@@ -66,7 +74,7 @@ type result int
 // program, nil (NULL), or a result of an earlier call. It returns the
 // call's result for later calls.
 func (p *initProg) call(what string, nr uintptr, args ...any) result {
-	c := sysCall{nr: nr, want: -1}
+	c := sysCall{nr: nr, want: -1, errFD: p.errFD}
 	if len(args) > 6 {
 		p.fail(fmt.Errorf("%s: %d system call arguments", what, len(args)))
 	}
@@ -80,6 +88,9 @@ func (p *initProg) call(what string, nr uintptr, args ...any) result {
 			c.args[i] = uintptr(v)
 			c.refs |= 1 << i
 		case string:
+			if strings.IndexByte(v, 0) >= 0 {
+				p.fail(fmt.Errorf("%s: a NUL in %q", what, v))
+			}
 			b := append([]byte(v), 0)
 			p.keep = append(p.keep, b)
 			c.args[i] = uintptr(unsafe.Pointer(&b[0]))
@@ -114,8 +125,15 @@ func (p *initProg) fail(err error) {
 	}
 }
 
-// allow makes errno count as success for the call just appended.
-func (p *initProg) allow(errno syscall.Errno) { p.calls[len(p.calls)-1].okErr = errno }
+// allow makes up to two errnos count as success for the call just appended
+// (its result is then -1: no later call may take it as an argument).
+func (p *initProg) allow(errnos ...syscall.Errno) {
+	if len(errnos) > len(sysCall{}.ok) {
+		p.fail(fmt.Errorf("%d errnos allowed", len(errnos)))
+		return
+	}
+	copy(p.calls[len(p.calls)-1].ok[:], errnos)
+}
 
 // want makes the call just appended fail unless it returns n.
 func (p *initProg) want(n int) { p.calls[len(p.calls)-1].want = n }
@@ -126,7 +144,7 @@ type cloneArgs struct {
 	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
 }
 
-// forkInit clones a child with flags (namespaces, CLONE_INTO_CGROUP with
+// forkInit clones a child with flags (namespaces; CLONE_INTO_CGROUP with
 // cgroupFD when that is not -1) that replays p; it returns the child's pid
 // and pidfd. The calling goroutine stays on its thread for the call: the
 // child's parent-death signal follows that thread.
@@ -138,54 +156,57 @@ func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err erro
 		return 0, -1, fmt.Errorf("nsbox: empty init program")
 	}
 	p.res = make([]uintptr, len(p.calls))
-	var fd int32 = -1
-	args := &cloneArgs{flags: flags | unix.CLONE_PIDFD, pidfd: uint64(uintptr(unsafe.Pointer(&fd))),
-		exitSignal: uint64(unix.SIGCHLD)}
+	// Handlers back to the default in the child: none of the spawner's
+	// runtime may run there (the child also starts with every signal
+	// blocked, and unblocks them just before its exec).
+	p.clone = cloneArgs{flags: flags | unix.CLONE_PIDFD | unix.CLONE_CLEAR_SIGHAND, exitSignal: uint64(unix.SIGCHLD)}
 	if cgroupFD >= 0 {
-		args.flags |= unix.CLONE_INTO_CGROUP
-		args.cgroup = uint64(cgroupFD)
+		p.clone.flags |= unix.CLONE_INTO_CGROUP
+		p.clone.cgroup = uint64(cgroupFD)
 	}
-	var all, old uint64 = ^uint64(0), 0
+	p.pidfd, p.sigAll, p.sigOld = -1, ^uint64(0), 0
 	runtime.LockOSThread()
-	r, errno := cloneReplay(args, p, &all, &old)
+	r, errno := cloneReplay(p)
 	runtime.UnlockOSThread()
-	runtime.KeepAlive(p)
-	runtime.KeepAlive(&fd)
 	if errno != 0 {
-		return 0, -1, fmt.Errorf("clone3: %w", errno)
+		return 0, -1, fmt.Errorf("clone: %w", errno)
 	}
-	return int(r), int(fd), nil
+	return int(r), int(p.pidfd), nil
 }
 
 // cloneReplay blocks every signal on this thread, clones, and restores the
-// signal mask in the parent; the child replays p and never returns. The
-// child must not run a signal handler of the spawner's runtime before its
-// exec: it inherits the blocked mask, and p clears every handler before it
-// unblocks them (see finishProg).
+// signal mask in the parent; the child replays p and never returns: its
+// last call execs, and on the first failure it writes what failed and
+// exits 1.
 //
-// Nothing here or in what it calls may allocate, grow the stack (hence
-// nosplit), or be instrumented by the race detector.
+// Nothing here may allocate, grow the stack (hence nosplit, and one
+// function: the nosplit limit counts every frame), be instrumented by the
+// race detector, or fail a bounds check (call validated every index). Every
+// address handed to the kernel is taken here, where no stack can move.
 //
 //go:nosplit
 //go:norace
-func cloneReplay(args *cloneArgs, p *initProg, all, old *uint64) (uintptr, syscall.Errno) {
-	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(all)),
-		uintptr(unsafe.Pointer(old)), 8, 0, 0)
-	r, _, errno := syscall.RawSyscall6(unix.SYS_CLONE3, uintptr(unsafe.Pointer(args)), unsafe.Sizeof(*args), 0, 0, 0, 0)
+//go:noinline
+func cloneReplay(p *initProg) (uintptr, syscall.Errno) {
+	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&p.sigAll)),
+		uintptr(unsafe.Pointer(&p.sigOld)), 8, 0, 0)
+	p.clone.pidfd = uint64(uintptr(unsafe.Pointer(&p.pidfd)))
+	r, _, errno := syscall.RawSyscall6(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&p.clone)), unsafe.Sizeof(p.clone), 0, 0, 0, 0)
+	if errno == unix.ENOSYS && p.clone.flags&unix.CLONE_INTO_CGROUP == 0 {
+		// No clone3 (a seccomp profile of a container runtime refuses
+		// it): clone(2) returns the pidfd through its parent_tid
+		// argument, the third on every architecture.
+		r, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(p.clone.flags)|uintptr(unix.SIGCHLD), 0,
+			uintptr(unsafe.Pointer(&p.pidfd)), 0, 0, 0)
+	}
 	if errno != 0 || r != 0 {
-		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(old)), 0, 8, 0, 0)
+		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&p.sigOld)), 0, 8, 0, 0)
 		return r, errno
 	}
-	replay(p)
-	return 0, 0 // not reached: replay exits or execs
-}
-
-// replay runs p in the child; see cloneReplay for what it must not do.
-//
-//go:nosplit
-//go:norace
-func replay(p *initProg) {
-	for i := 0; i < len(p.calls); i++ {
+	// The child.
+	var why []byte
+	i := 0
+	for ; i < len(p.calls); i++ {
 		c := &p.calls[i]
 		a := c.args
 		for j := 0; j < 6; j++ {
@@ -194,52 +215,54 @@ func replay(p *initProg) {
 			}
 		}
 		r, _, errno := syscall.RawSyscall6(c.nr, a[0], a[1], a[2], a[3], a[4], a[5])
-		if errno != 0 && errno != c.okErr {
-			initFailed(p, i, uintptr(errno))
+		if errno != 0 && errno != c.ok[0] && errno != c.ok[1] {
+			why = errnoText[0]
+			if int(errno) < len(errnoText) {
+				why = errnoText[errno]
+			}
+			break
 		}
 		if c.want >= 0 && errno == 0 && r != uintptr(c.want) {
-			initFailed(p, i, 0)
+			why = textEOF
+			if r != 0 {
+				why = textUnexpected
+			}
+			break
 		}
 		p.res[i] = r
 	}
-	// The last call execs the agent: returning from it is a failure.
-	initFailed(p, len(p.calls)-1, 0)
-}
-
-// initFailed writes what failed to the sandbox's stderr and exits: "nubo
-// sandbox init: <what>: errno N", or "unexpected result" when errno is 0.
-//
-//go:nosplit
-//go:norace
-func initFailed(p *initProg, i int, errno uintptr) {
-	m := p.msgs[i]
-	syscall.RawSyscall6(unix.SYS_WRITE, p.errFD, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), 0, 0, 0)
-	b := &p.num
-	n := len(b)
-	n--
-	b[n] = '\n'
-	if errno == 0 {
-		msg := "unexpected result"
-		for k := len(msg) - 1; k >= 0; k-- {
-			n--
-			b[n] = msg[k]
-		}
-	} else {
-		for {
-			n--
-			b[n] = byte('0' + errno%10)
-			errno /= 10
-			if errno == 0 {
-				break
-			}
-		}
-		n--
-		b[n] = ' '
-		n -= 5
-		b[n], b[n+1], b[n+2], b[n+3], b[n+4] = 'e', 'r', 'r', 'n', 'o'
+	if i == len(p.calls) {
+		// The last call execs: returning from it is a failure too.
+		i--
+		why = textUnexpected
 	}
-	syscall.RawSyscall6(unix.SYS_WRITE, p.errFD, uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n), 0, 0, 0)
+	c := &p.calls[i]
+	m := p.msgs[i]
+	syscall.RawSyscall6(unix.SYS_WRITE, c.errFD, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), 0, 0, 0)
+	syscall.RawSyscall6(unix.SYS_WRITE, c.errFD, uintptr(unsafe.Pointer(&why[0])), uintptr(len(why)), 0, 0, 0)
 	for {
 		syscall.RawSyscall6(unix.SYS_EXIT_GROUP, 1, 0, 0, 0, 0, 0)
 	}
+}
+
+// What a failed call's message ends with: errnoText[e] for errno e
+// ("ENOENT (errno 2)"; [0] for one past the table), or one of the texts
+// for a call that returned what it must not.
+var (
+	errnoText      = errnoTexts()
+	textEOF        = []byte("end of file\n")
+	textUnexpected = []byte("unexpected result\n")
+)
+
+func errnoTexts() [][]byte {
+	t := make([][]byte, 256)
+	t[0] = []byte("unknown errno\n")
+	for e := 1; e < len(t); e++ {
+		name := unix.ErrnoName(syscall.Errno(e))
+		if name == "" {
+			name = "unknown"
+		}
+		t[e] = []byte(fmt.Sprintf("%s (errno %d)\n", name, e))
+	}
+	return t
 }

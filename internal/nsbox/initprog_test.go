@@ -75,7 +75,7 @@ func TestInitProg(t *testing.T) {
 		p.call("mkdir deep", unix.SYS_MKDIRAT, unix.AT_FDCWD, filepath.Join(dir, "x", "y"), 0o755)
 		execTrue(p)
 	})
-	if want := "nubo sandbox init: mkdir deep: errno 2\n"; status != 1 || out != want {
+	if want := "nubo sandbox init: mkdir deep: ENOENT (errno 2)\n"; status != 1 || out != want {
 		t.Errorf("a failed call: exit %d, stderr %q; want 1 and %q", status, out, want)
 	}
 
@@ -87,14 +87,29 @@ func TestInitProg(t *testing.T) {
 		p.want(1)
 		execTrue(p)
 	})
-	if want := "nubo sandbox init: read a byte: unexpected result\n"; status != 1 || out != want {
+	if want := "nubo sandbox init: read a byte: end of file\n"; status != 1 || out != want {
 		t.Errorf("an unexpected result: exit %d, stderr %q; want 1 and %q", status, out, want)
+	}
+
+	// A failure goes to the descriptor in force when its call was
+	// appended: the init moves the sandbox's stderr to fd 2 on its way.
+	r2, w2, _ := os.Pipe()
+	defer r2.Close()
+	status, out = runProg(t, func(p *initProg) {
+		p.call("fine", unix.SYS_GETPID)
+		p.errFD = w2.Fd()
+		p.call("exec", unix.SYS_EXECVEAT, unix.AT_FDCWD, filepath.Join(dir, "none"), nil, nil, 0)
+	})
+	w2.Close()
+	moved, _ := io.ReadAll(r2)
+	if status != 1 || out != "" || string(moved) != "nubo sandbox init: exec: ENOENT (errno 2)\n" {
+		t.Errorf("a failure after the move: exit %d, first stderr %q, second %q", status, out, moved)
 	}
 
 	status, out = runProg(t, func(p *initProg) {
 		p.call("exec", unix.SYS_EXECVEAT, unix.AT_FDCWD, filepath.Join(dir, "none"), nil, nil, 0)
 	})
-	if want := "nubo sandbox init: exec: errno 2\n"; status != 1 || out != want {
+	if want := "nubo sandbox init: exec: ENOENT (errno 2)\n"; status != 1 || out != want {
 		t.Errorf("a failed exec: exit %d, stderr %q; want 1 and %q", status, out, want)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,20 +22,6 @@ var readonlyProc = []string{"sys", "bus", "fs", "irq"}
 
 // devices are bound from the host's /dev: a user namespace cannot mknod.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
-
-// procEntries is which of the entries above the kernel's /proc has, and of
-// what kind: the sandbox's /proc is of the same kernel. Read once.
-var procEntries = sync.OnceValue(func() map[string]os.FileMode {
-	m := map[string]os.FileMode{}
-	for _, names := range [][]string{readonlyProc, maskedFiles, maskedDirs} {
-		for _, n := range names {
-			if st, err := os.Stat("/proc/" + n); err == nil {
-				m[n] = st.Mode()
-			}
-		}
-	}
-	return m
-})
 
 // mountRoot appends to p the building of the sandbox's root on a tmpfs and
 // the pivot into it. trees maps the configuration's mount indices (Etc,
@@ -141,28 +126,25 @@ func bindRO(p *initProg, src, dst string) error {
 // /dev/null is still reachable.
 func mountProc(p *initProg, dst string) {
 	p.call("mount proc", unix.SYS_MOUNT, "proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, nil)
-	have := procEntries()
+	// Entries this kernel lacks (ENOENT), or has as the other kind of file
+	// (ENOTDIR), are skipped, as the new /proc tells.
+	skip := func() { p.allow(unix.ENOENT, unix.ENOTDIR) }
 	for _, f := range readonlyProc {
-		if _, ok := have[f]; !ok {
-			continue
-		}
 		q := filepath.Join(dst, f)
 		p.call("bind "+q, unix.SYS_MOUNT, q, q, nil, unix.MS_BIND|unix.MS_REC, nil)
+		skip()
 		p.call("read-only "+q, unix.SYS_MOUNT, "", q, nil, unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, nil)
+		skip()
 	}
 	for _, f := range maskedFiles {
-		if m, ok := have[f]; !ok || m.IsDir() {
-			continue
-		}
 		q := filepath.Join(dst, f)
 		p.call("mask "+q, unix.SYS_MOUNT, "/dev/null", q, nil, unix.MS_BIND, nil)
+		skip()
 	}
 	for _, d := range maskedDirs {
-		if m, ok := have[d]; !ok || !m.IsDir() {
-			continue
-		}
 		q := filepath.Join(dst, d)
 		p.call("mask "+q, unix.SYS_MOUNT, "tmpfs", q, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+		skip()
 	}
 }
 

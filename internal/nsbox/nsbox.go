@@ -617,7 +617,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	}
 	if s.cg != nil && cgDir == nil {
 		// cgroup v1 names the process by pid: still ours if it has not
-		// been reaped since (it waits for its config, so only a kill ends
+		// been reaped since (it waits for its release, so only a kill ends
 		// it early).
 		if err := s.cg.AddProc(pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)

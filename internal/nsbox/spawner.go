@@ -217,7 +217,7 @@ func (sp *spawner) roundTripLocked(msg []byte, fds []int) (int, *os.File, error)
 	oob := make([]byte, unix.CmsgSpace(4))
 	for sp.late > 0 {
 		// The child of a timed-out request was never released: it ends
-		// when its config pipe closes (see box.start).
+		// when its release pipe closes (see box.start).
 		_, oobn, _, _, err := sp.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return 0, nil, sp.transportError(err)
@@ -247,7 +247,7 @@ func (sp *spawner) roundTripLocked(msg []byte, fds []int) (int, *os.File, error)
 	}
 	if flags&unix.MSG_CTRUNC != 0 {
 		// nubo is out of descriptors: the child's pidfd was dropped. The
-		// child, never released, ends when start closes its config pipe.
+		// child, never released, ends when start closes its release pipe.
 		closeAll(got)
 		return 0, nil, errors.New("spawner reply: descriptors dropped (out of descriptors?)")
 	}

@@ -71,7 +71,7 @@ func TestSpawner(t *testing.T) {
 	pid, pidfd, logR := spawn("/nonexistent-nubo-root")
 	msg, _ := io.ReadAll(logR)
 	logR.Close()
-	if want := "nubo sandbox init: root tmpfs: errno 2\n"; string(msg) != want {
+	if want := "nubo sandbox init: root tmpfs: ENOENT (errno 2)\n"; string(msg) != want {
 		t.Errorf("a failed init wrote %q, want %q", msg, want)
 	}
 	if err := pidfdWait(pidfd); err != nil {
