@@ -38,19 +38,54 @@ var realSys = &sysfs{
 
 // writeFile writes data with a single write(2): cgroupfs parses each write
 // as one value, and O_TRUNC keeps plain-file fakes faithful.
+//
+// Plain system calls, here and in readFile, not package os: an *os.File
+// adds a fcntl pair and, cgroupfs files being pollable, an epoll
+// registration and its removal to every open, more system calls than the
+// write itself, some twenty times per environment made.
 func writeFile(path, data string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0) })
 	if err != nil {
-		return err
+		return fmt.Errorf("cgroup: writing %q: %w", data, &fs.PathError{Op: "open", Path: path, Err: err})
 	}
-	_, err = f.WriteString(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	_, err = retryEINTR(func() (int, error) { return unix.Write(fd, []byte(data)) })
+	unix.Close(fd)
 	if err != nil {
-		return fmt.Errorf("cgroup: writing %q: %w", data, err)
+		return fmt.Errorf("cgroup: writing %q: %w", data, &fs.PathError{Op: "write", Path: path, Err: err})
 	}
 	return nil
+}
+
+// readFile reads a whole (small) file; see writeFile.
+func readFile(path string) ([]byte, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
+		}
+		n, err := retryEINTR(func() (int, error) { return unix.Read(fd, b[len(b):cap(b)]) })
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
 }
 
 func exists(path string) bool {
@@ -59,7 +94,7 @@ func exists(path string) bool {
 }
 
 func readString(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	return strings.TrimSpace(string(b)), err
 }
 
@@ -91,7 +126,7 @@ func readInt(path string) (int64, error) {
 // lines, e.g. memory.events, cpu.stat, memory.oom_control); found is false
 // when the kernel does not provide that key.
 func readKeyed(path, key string) (v uint64, found bool, err error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return 0, false, err
 	}
@@ -112,7 +147,7 @@ func readKeyed(path, key string) (v uint64, found bool, err error) {
 // readProcs parses one cgroup.procs file. The pids are in the reader's pid
 // namespace, which is the daemon's.
 func readProcs(dir string) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	b, err := readFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return nil, err
 	}
