@@ -32,6 +32,9 @@ def handler(event, context):
         return None
     if action == "bytes":
         return b"raw\xffbytes"
+    if action == "decimal":
+        import decimal
+        return {"i": decimal.Decimal("12"), "f": decimal.Decimal("1.5")}
     print("print from", context.aws_request_id)
     logging.getLogger().warning("warned %d", count)
     cc = context.client_context
@@ -148,6 +151,13 @@ func TestPythonInvocations(t *testing.T) {
 		t.Errorf("bytes: posted %s %q (%s)", got.kind, got.body, got.header.Get("Content-Type"))
 	}
 
+	// Decimal (DynamoDB's numbers): integral values as integers, the
+	// others as floats, though the runtime itself never imports decimal.
+	got = api.invoke(t, invocation{id: "id-4b", body: `{"action":"decimal"}`})
+	if res := got.json(t); got.kind != "response" || res["i"] != 12.0 || res["f"] != 1.5 || strings.Contains(string(got.body), "12.0") {
+		t.Errorf("Decimal: posted %s %s", got.kind, got.body)
+	}
+
 	// An exception: AWS's exact document, frames from the function only.
 	got = api.invoke(t, invocation{id: "id-5", body: `{"action":"raise"}`})
 	if got.kind != "error" {
@@ -184,8 +194,8 @@ func TestPythonInvocations(t *testing.T) {
 		t.Errorf("non-JSON payload: %s %v", got.kind, doc)
 	}
 	// The handler ran for every invocation but id-7, whose event never parsed.
-	if res := api.invoke(t, invocation{id: "id-8", body: `{}`}).json(t); res["count"] != 8.0 {
-		t.Errorf("after failures count = %v, want 8 (the process must survive them)", res["count"])
+	if res := api.invoke(t, invocation{id: "id-8", body: `{}`}).json(t); res["count"] != 9.0 {
+		t.Errorf("after failures count = %v, want 9 (the process must survive them)", res["count"])
 	}
 
 	// Logs: print as is, logging with AWS's prefix, errors as one event.
