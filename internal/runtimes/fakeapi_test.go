@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,11 @@ type fakeAPI struct {
 	// exited, once a runtime is started, closes when it exits, so that a
 	// crashed runtime fails the test at once rather than at the timeout.
 	exited chan struct{}
+	// conns counts the connections runtimes opened; with dropIdle set,
+	// the server closes a connection as soon as it has answered on it,
+	// without saying so (as a server that timed out an idle one would).
+	conns    atomic.Int32
+	dropIdle atomic.Bool
 }
 
 const functionARN = "arn:aws:lambda:us-east-1:123456789012:function:fn"
@@ -83,7 +89,14 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: mux}}
+	a.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: mux, ConnState: func(c net.Conn, st http.ConnState) {
+		switch {
+		case st == http.StateNew:
+			a.conns.Add(1)
+		case st == http.StateIdle && a.dropIdle.Load():
+			c.Close()
+		}
+	}}}
 	a.srv.Start()
 	t.Cleanup(func() {
 		close(a.closed) // releases /next calls still blocked

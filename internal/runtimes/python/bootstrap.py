@@ -63,11 +63,13 @@ class Invocation(object):
 
 
 class RuntimeAPI(object):
-    """A client of the Runtime API.
+    """A client of the Runtime API, on one kept-alive connection.
 
-    Every call opens its own connection: the environment is frozen between
-    invocations for an unbounded time, and a kept-alive connection may have
-    been dropped by the server meanwhile.
+    The runtime goes from its answer straight to the next /next, so the
+    connection is never idle for long: while the environment is frozen,
+    the /next it waits on is in flight. If the server has closed the
+    connection anyway, a request that gets nothing back at all is sent
+    once more on a new one.
 
     HTTP/1.1 is spoken here directly over a socket rather than through
     http.client: importing that module (with the email parser and ssl it
@@ -79,24 +81,49 @@ class RuntimeAPI(object):
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
+        self._sock = None
+        self._reader = None
+
+    def _close(self):
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = self._reader = None
 
     def _call(self, method, path, body=None, headers=None):
-        lines = [
-            "{} {}{} HTTP/1.1".format(method, API_PREFIX, path),
-            "Host: " + self.address,
-            "Connection: close",
-        ]
+        lines = ["{} {}{} HTTP/1.1".format(method, API_PREFIX, path), "Host: " + self.address]
         for name, value in (headers or {}).items():
             lines.append("{}: {}".format(name, value))
         if body is not None:
             lines.append("Content-Length: {}".format(len(body)))
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        sock = _connect(self.host, self.port)
-        try:
-            sock.sendall(request + body if body else request)
-            return _read_response(_Reader(sock))
-        finally:
-            sock.close()
+        if body:
+            request += body
+        while True:
+            fresh = self._sock is None
+            if fresh:
+                self._sock = _connect(self.host, self.port)
+                self._reader = _Reader(self._sock)
+            reader = self._reader
+            reader.received = 0
+            try:
+                self._sock.sendall(request)
+                status, headers, data, keep = _read_response(reader)
+            except (_NoResponse, OSError) as e:
+                self._close()
+                if fresh or reader.received:
+                    if isinstance(e, _NoResponse):
+                        raise RuntimeError("Runtime API: connection closed without a response")
+                    raise
+                continue
+            except BaseException:
+                self._close()
+                raise
+            if not keep:
+                self._close()
+            return status, headers, data
 
     def next(self):
         status, headers, body = self._call("GET", "/invocation/next")
@@ -157,6 +184,7 @@ class _Reader(object):
         self._sock = sock
         self._buf = bytearray()
         self._eof = False
+        self.received = 0  # bytes read from the socket (reset per request)
 
     def _fill(self):
         if self._eof:
@@ -165,6 +193,7 @@ class _Reader(object):
         if not data:
             self._eof = True
             return False
+        self.received += len(data)
         self._buf += data
         return True
 
@@ -217,13 +246,23 @@ def _read_line(f):
     return line
 
 
+class _NoResponse(Exception):
+    """The connection ended before the first byte of a response."""
+
+
 def _read_response(f):
-    """Reads one HTTP/1.1 response: (status, Headers, body bytes)."""
+    """Reads one HTTP/1.1 response: (status, Headers, body bytes, whether
+    the connection may carry the next request)."""
+    first = True
     for _ in range(10):
-        parts = _read_line(f).split(None, 2)
+        line = _read_line(f)
+        if first and not line:
+            raise _NoResponse()
+        first = False
+        parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise RuntimeError("Runtime API: malformed status line")
-        status = int(parts[1])
+        status, version = int(parts[1]), parts[0]
         headers = Headers()
         count = 0
         while True:
@@ -242,6 +281,8 @@ def _read_response(f):
             break  # an interim (1xx) response is followed by the real one
     else:
         raise RuntimeError("Runtime API: too many interim responses")
+    conn = headers.get("Connection", "").lower()
+    keep = "close" not in conn and (version != b"HTTP/1.0" or "keep-alive" in conn)
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
         body = bytearray()
         while True:
@@ -257,14 +298,14 @@ def _read_response(f):
             if len(chunk) != size or _read_line(f) not in (b"\r\n", b"\n"):
                 raise RuntimeError("Runtime API: connection closed in the body")
             body += chunk
-        return status, headers, bytes(body)
+        return status, headers, bytes(body), keep
     length = headers.get("Content-Length")
     if length is None:
-        return status, headers, f.read()
+        return status, headers, f.read(), False  # delimited by the close
     body = f.read(int(length))
     if len(body) != int(length):
         raise RuntimeError("Runtime API: connection closed in the body")
-    return status, headers, body
+    return status, headers, body, keep
 
 
 def _header_safe(value):
