@@ -726,7 +726,9 @@ func testProvisioned(t *testing.T, h *harness) {
 	if aws.ToInt32(out.RequestedProvisionedConcurrentExecutions) != 1 {
 		t.Errorf("requested %d", aws.ToInt32(out.RequestedProvisionedConcurrentExecutions))
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// The provisioner reconciles at once and then every 5 s; on a loaded
+	// machine (every package's tests at once) one round can take seconds.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		g, err := h.c.GetProvisionedConcurrencyConfig(ctx(t), &lambda.GetProvisionedConcurrencyConfigInput{FunctionName: aws.String("prov"), Qualifier: aws.String(v)})
 		if err != nil {
