@@ -227,11 +227,16 @@ const [apiHost, apiPort] = (() => {
   return i < 0 ? [addr, 80] : [addr.slice(0, i), parseInt(addr.slice(i + 1), 10)];
 })();
 
-// call makes one request on a fresh connection (agent: false): the
-// environment is frozen between invocations for an unbounded time, and an
-// idle kept-alive socket could be dropped by the server meanwhile.
-function call(method, p, body, headers) {
+// apiAgent keeps one connection to the Runtime API. The runtime goes from
+// its answer straight to the next /next, which is in flight while the
+// environment is frozen: the connection is never idle for more than a
+// moment. A request on a kept connection that the server had closed fails
+// with ECONNRESET before any answer, and goes once more on a new one.
+const apiAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function call(method, p, body, headers, retried) {
   return new Promise((resolve, reject) => {
+    let answered = false;
     const req = http.request(
       {
         host: apiHost,
@@ -239,9 +244,10 @@ function call(method, p, body, headers) {
         method,
         path: API_PREFIX + p,
         headers: headers || {},
-        agent: false,
+        agent: apiAgent,
       },
       (res) => {
+        answered = true;
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
         res.on('end', () =>
@@ -250,7 +256,13 @@ function call(method, p, body, headers) {
         res.on('error', reject);
       },
     );
-    req.on('error', reject);
+    req.on('error', (err) => {
+      if (!retried && !answered && req.reusedSocket && err.code === 'ECONNRESET') {
+        resolve(call(method, p, body, headers, true));
+        return;
+      }
+      reject(err);
+    });
     req.end(body);
   });
 }
