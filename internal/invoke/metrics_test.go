@@ -1,6 +1,7 @@
 package invoke_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"io"
@@ -32,12 +33,26 @@ func TestColdStartPhaseMetrics(t *testing.T) {
 	h.create(t, "phases", nil)
 	h.invokeOK(t, "phases", []byte(`{"op":"echo"}`))
 	h.invokeOK(t, "phases", []byte(`{"op":"echo"}`))
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The init's report (agent_ready, init, start) follows the first
+	// answer (env.StartInvoke): poll until it has been observed.
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		seen := 0
+		for _, late := range []string{"agent_ready", "init", "start"} {
+			if bytes.Contains(body, []byte(`nubo_cold_start_phase_seconds_count{phase="`+late+`"}`)) {
+				seen++
+			}
+		}
+		if seen == 3 || time.Now().After(deadline) {
+			break
+		}
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, phase := range []string{"code", "sandbox", "agent_ready", "init", "first_invoke", "start"} {
 		m := regexp.MustCompile(`nubo_cold_start_phase_seconds_count\{phase="` + phase + `"\} (\d+)`).FindSubmatch(body)
 		if m == nil {

@@ -236,29 +236,44 @@ func (ex *execution) prefetch(acct, name string) {
 	ex.code.Opt(ctx, v.LayerHexes)
 }
 
-// invalidate retires environments whose function changed.
+// invalidate retires environments whose function changed. It judges the
+// keys the pool has when it starts and retires only those found stale: a
+// group made meanwhile (a provisioned environment of a version looked up
+// after the change) was not judged, and is judged in another pass.
 func (ex *execution) invalidate(acct, name string) {
-	current := map[string]bool{}
-	for _, k := range ex.pool.Keys(acct, name) {
-		current[k] = true
-	}
-	// A key stays current if $LATEST or a published version still has it.
-	keep := map[string]bool{}
-	if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ""); err == nil {
-		keep[worker.Key(v)] = true
-	}
-	for k := range current {
-		if keep[k] {
-			continue
-		}
-		// Published versions are immutable: their key only goes with them.
-		if ver := versionOfKey(k); ver != "$LATEST" {
-			if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ver); err == nil && worker.Key(v) == k {
-				keep[k] = true
+	judged := map[string]bool{}
+	for pass := 0; pass < 5; pass++ {
+		stale := map[string]bool{}
+		fresh := false
+		for _, k := range ex.pool.Keys(acct, name) {
+			if judged[k] {
+				continue
+			}
+			judged[k], fresh = true, true
+			if !ex.current(acct, name, k) {
+				stale[k] = true
 			}
 		}
+		if !fresh {
+			return
+		}
+		ex.pool.Invalidate(acct, name, stale)
 	}
-	ex.pool.Invalidate(acct, name, keep)
+}
+
+// current reports whether pool key k still runs the function: $LATEST or
+// a published version still has it.
+func (ex *execution) current(acct, name, k string) bool {
+	if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ""); err == nil && worker.Key(v) == k {
+		return true
+	}
+	// Published versions are immutable: their key only goes with them.
+	if ver := versionOfKey(k); ver != "$LATEST" {
+		if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ver); err == nil && worker.Key(v) == k {
+			return true
+		}
+	}
+	return false
 }
 
 // versionOfKey extracts the version from a pool key (see worker.key).

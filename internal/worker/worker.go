@@ -540,13 +540,15 @@ func (p *Pool) command(rt runtimes.Runtime, paths sandbox.Paths) []string {
 	return []string{providedBootstrap(paths)}
 }
 
-// Invalidate retires environments of a function whose configuration is no
-// longer current; current is the set of keys still valid (nil: none).
-func (p *Pool) Invalidate(acct, name string, current map[string]bool) {
+// Invalidate retires the environments of a function's groups whose keys
+// are in stale: configurations no longer current. A group not named is
+// left alone, whatever its key: it may have been made after the caller
+// judged the keys.
+func (p *Pool) Invalidate(acct, name string, stale map[string]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, g := range p.groups {
-		if g.acct != acct || g.name != name || current[k] {
+		if g.acct != acct || g.name != name || !stale[k] {
 			continue
 		}
 		g.retired = true
