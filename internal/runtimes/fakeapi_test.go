@@ -358,3 +358,32 @@ func keys(m map[string]any) string {
 	sort.Strings(ks)
 	return strings.Join(ks, ",")
 }
+
+// testConnections: a runtime keeps one connection to the Runtime API, and
+// sends a request again on a new one when the server has closed the kept
+// one without answering. start starts the runtime with an echo handler;
+// echo is how it answers the event {"id":id}.
+func testConnections(t *testing.T, start func(api *fakeAPI), echo func(id string) string) {
+	t.Helper()
+	api := newFakeAPI(t)
+	start(api)
+	invoke := func(id string) {
+		t.Helper()
+		if got := api.invoke(t, invocation{id: id, body: `{"id":"` + id + `"}`}); got.kind != "response" || string(got.body) != echo(id) {
+			t.Fatalf("%s: posted %s %s", id, got.kind, got.body)
+		}
+	}
+	for i := range 5 {
+		invoke(fmt.Sprintf("k-%d", i))
+	}
+	if n := api.conns.Load(); n != 1 {
+		t.Errorf("%d connections for 5 invocations, want 1 kept alive", n)
+	}
+	api.dropIdle.Store(true)
+	for i := range 3 {
+		invoke(fmt.Sprintf("d-%d", i))
+	}
+	if n := api.conns.Load(); n < 4 {
+		t.Errorf("%d connections in all: the dropped ones were not replaced", n)
+	}
+}

@@ -168,32 +168,11 @@ const nodeCallbackApp = `exports.handler = (event, context, callback) => {
 };
 `
 
-// TestNodeConnections: the runtime keeps one connection to the Runtime API,
-// and sends a request again on a new one when the server has closed the
-// kept one without answering.
+// TestNodeConnections: see testConnections.
 func TestNodeConnections(t *testing.T) {
 	root := writeFiles(t, map[string]string{"index.js": "exports.handler = async (e) => e;\n"})
-	api := newFakeAPI(t)
-	startNode(t, api, root, "index.handler")
-	invoke := func(id string) {
-		t.Helper()
-		if got := api.invoke(t, invocation{id: id, body: `{"id":"` + id + `"}`}); got.kind != "response" || string(got.body) != `{"id":"`+id+`"}` {
-			t.Fatalf("%s: posted %s %s", id, got.kind, got.body)
-		}
-	}
-	for i := range 5 {
-		invoke(fmt.Sprintf("k-%d", i))
-	}
-	if n := api.conns.Load(); n != 1 {
-		t.Errorf("%d connections for 5 invocations, want 1 kept alive", n)
-	}
-	api.dropIdle.Store(true)
-	for i := range 3 {
-		invoke(fmt.Sprintf("d-%d", i))
-	}
-	if n := api.conns.Load(); n < 4 {
-		t.Errorf("%d connections in all: the dropped ones were not replaced", n)
-	}
+	testConnections(t, func(api *fakeAPI) { startNode(t, api, root, "index.handler") },
+		func(id string) string { return `{"id":"` + id + `"}` })
 }
 
 func TestNodeCallbackHandler(t *testing.T) {
