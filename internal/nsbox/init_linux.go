@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -84,30 +85,17 @@ func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, err
 		p.keep = append(p.keep, f)
 		p.call("seccomp filter", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, unsafe.Pointer(prog))
 	}
-	argvp, err := cStrings(argv)
+	argvp, err := syscall.SlicePtrFromStrings(argv)
 	if err != nil {
 		return nil, err
 	}
-	envp, err := cStrings(env)
+	envp, err := syscall.SlicePtrFromStrings(env)
 	if err != nil {
 		return nil, err
 	}
 	p.keep = append(p.keep, argvp, envp)
 	p.call("exec the agent", unix.SYS_EXECVEAT, fds.exe, "", unsafe.Pointer(&argvp[0]), unsafe.Pointer(&envp[0]), unix.AT_EMPTY_PATH)
 	return p, nil
-}
-
-// cStrings is a NULL-terminated array of C strings, for execve.
-func cStrings(ss []string) ([]*byte, error) {
-	out := make([]*byte, 0, len(ss)+1)
-	for _, s := range ss {
-		b, err := unix.BytePtrFromString(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return append(out, nil), nil
 }
 
 // loopbackUp appends bringing up lo: the Runtime API listens on 127.0.0.1

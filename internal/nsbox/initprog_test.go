@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -39,8 +40,8 @@ func runProg(t *testing.T, build func(p *initProg)) (int, string) {
 
 // execTrue appends an exec of /bin/true.
 func execTrue(p *initProg) {
-	argv, _ := cStrings([]string{"true"})
-	envp, _ := cStrings(nil)
+	argv, _ := syscall.SlicePtrFromStrings([]string{"true"})
+	envp, _ := syscall.SlicePtrFromStrings(nil)
 	p.keep = append(p.keep, argv, envp)
 	p.call("exec", unix.SYS_EXECVEAT, unix.AT_FDCWD, "/bin/true", unsafe.Pointer(&argv[0]), unsafe.Pointer(&envp[0]), 0)
 }

@@ -243,6 +243,10 @@ func (ex *execution) prefetch(acct, name string) {
 func (ex *execution) invalidate(acct, name string) {
 	judged := map[string]bool{}
 	for pass := 0; pass < 5; pass++ {
+		var latest string
+		if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ""); err == nil {
+			latest = worker.Key(v)
+		}
 		stale := map[string]bool{}
 		fresh := false
 		for _, k := range ex.pool.Keys(acct, name) {
@@ -250,7 +254,7 @@ func (ex *execution) invalidate(acct, name string) {
 				continue
 			}
 			judged[k], fresh = true, true
-			if !ex.current(acct, name, k) {
+			if k != latest && !ex.published(acct, name, k) {
 				stale[k] = true
 			}
 		}
@@ -261,19 +265,16 @@ func (ex *execution) invalidate(acct, name string) {
 	}
 }
 
-// current reports whether pool key k still runs the function: $LATEST or
-// a published version still has it.
-func (ex *execution) current(acct, name, k string) bool {
-	if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ""); err == nil && worker.Key(v) == k {
-		return true
+// published reports whether pool key k is a published version's that
+// still exists: published versions are immutable, so their key only goes
+// with them.
+func (ex *execution) published(acct, name, k string) bool {
+	ver := versionOfKey(k)
+	if ver == "$LATEST" {
+		return false
 	}
-	// Published versions are immutable: their key only goes with them.
-	if ver := versionOfKey(k); ver != "$LATEST" {
-		if v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ver); err == nil && worker.Key(v) == k {
-			return true
-		}
-	}
-	return false
+	v, _, err := ex.ctl.Lookup(context.Background(), acct, name, ver)
+	return err == nil && worker.Key(v) == k
 }
 
 // versionOfKey extracts the version from a pool key (see worker.key).
