@@ -538,10 +538,10 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	defer relR.Close()
 	defer relW.Close()
 
-	env := []string{"NUBO_AGENT=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
+	env := []string{sandbox.AgentEnv + "=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
 		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
-	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
-		env = append(env, "NUBO_AGENT_DEBUG=1")
+	if os.Getenv(sandbox.AgentDebugEnv) != "" {
+		env = append(env, sandbox.AgentDebugEnv+"=1")
 	}
 	req := spawnRequest{Init: cfg, Args: []string{"nubo-agent"}, Env: env, IDBase: base, IDSize: idRange}
 	files := []*os.File{child, relR}

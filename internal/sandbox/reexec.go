@@ -12,19 +12,25 @@ import (
 	"github.com/nubo-dev/nubo/internal/agent"
 )
 
-// agentEnv marks a re-executed nubo (or test) binary as an environment's
-// agent; the host end of its connection is file descriptor 3.
-const agentEnv = "NUBO_AGENT"
+// AgentEnv set to 1 marks a re-executed nubo (or test, or agent) binary as
+// an environment's agent; the host end of its connection is file
+// descriptor 3. AgentDebugEnv set to anything gives the agent a debug log
+// on its stderr. Backends that start agents (process.go, package nsbox)
+// set them.
+const (
+	AgentEnv      = "NUBO_AGENT"
+	AgentDebugEnv = "NUBO_AGENT_DEBUG"
+)
 
 // init turns this process into an agent when it was started as one. Any
 // binary that links this package (nubo itself, and tests of packages that
 // start sandboxes) can therefore be re-executed as the agent, the way runc
 // re-executes itself as the container's init.
 func init() {
-	if os.Getenv(agentEnv) != "1" {
+	if os.Getenv(AgentEnv) != "1" {
 		return
 	}
-	os.Unsetenv(agentEnv)
+	os.Unsetenv(AgentEnv)
 	// Executed from a descriptor (the namespace sandboxes' agent), the
 	// process would be called by that descriptor's number in ps and top.
 	if name, err := unix.BytePtrFromString("nubo-agent"); err == nil {
@@ -32,7 +38,7 @@ func init() {
 	}
 	conn := os.NewFile(3, "agent-conn")
 	var log *slog.Logger
-	if os.Getenv("NUBO_AGENT_DEBUG") != "" {
+	if os.Getenv(AgentDebugEnv) != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	} else {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
