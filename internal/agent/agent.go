@@ -99,6 +99,9 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	if err := warmUp(log); err != nil {
 		log.Debug("warm-up", "err", err)
 	}
+	if err := a.reap.warm(); err != nil {
+		log.Debug("warm-up of process starts", "err", err)
+	}
 	if err := a.prepare(); err != nil {
 		log.Debug("prepare", "err", err) // setup tries again
 	}
