@@ -188,6 +188,39 @@ if step "create-function python" create-function --function-name hello --runtime
 	fi
 fi
 
+# The README's quickstart as written, with each AWS CLI this host has
+# (Debian's v2 and, where `aws` on the PATH is another major version, v1):
+# what a new user pastes must work. Only the endpoint, the scratch paths and
+# the CLI's path are substituted. The quickstart makes its own "hello".
+lam delete-function --function-name hello >/dev/null 2>&1 || true
+clis=("$aws")
+if other=$(command -v aws) && [[ $("$other" --version 2>&1 | cut -c1-9) != $("$aws" --version 2>&1 | cut -c1-9) ]]; then
+	clis+=("$other")
+fi
+for cli in "${clis[@]}"; do
+	v=$("$cli" --version 2>&1 | cut -d' ' -f1)
+	qs=$work/quickstart
+	rm -rf "$qs" && mkdir -p "$qs"
+	awk '/^## Quickstart/ { q = 1 } q && /^```sh$/ { b = 1; next } b && /^```$/ { exit } b' "$root/README.md" |
+		sed -e 's|  *# .*$||' -e "s#^EP=http://127.0.0.1:9000#EP=$endpoint#" -e "s#/tmp/#$qs/#g" -e "s#^aws #'$cli' #" \
+			-e "s#^\./bin/nubo logs \(.*\)#'$nubo' logs \1 --endpoint \$EP#" >"$qs/run.sh"
+	rm -f "$work/out" "$work/err"
+	if ! grep -q "logs hello" "$qs/run.sh"; then
+		fail "quickstart ($v): no quickstart block found in README.md"
+	elif (cd "$root" && bash -eo pipefail "$qs/run.sh") >"$work/out" 2>"$work/err"; then
+		if grep -q "^START RequestId:" "$work/out" && grep -q "hello from" "$work/out" &&
+			[[ $(grep -c "hello from" "$work/out") -ge 2 ]] &&
+			python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])) == {"you_sent": {"name": "nubo"}} else 1)' "$qs/out.json"; then
+			ok "README quickstart ($v)"
+		else
+			fail "README quickstart ($v): log tail, answer or log stream wrong"
+		fi
+	else
+		fail "README quickstart ($v) exited non-zero"
+	fi
+	lam delete-function --function-name hello >/dev/null 2>&1 || true
+done
+
 if step delete-function delete-function --function-name "$fn"; then
 	ok "delete-function"
 fi
