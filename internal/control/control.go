@@ -12,7 +12,8 @@
 //	fn.<acct>.<name>      record: $LATEST config, aliases, tags, policies,
 //	                      concurrency and event-invoke settings, version counter
 //	ver.<acct>.<name>.<n> versionRecord: an immutable snapshot of a version
-//	layer.<acct>.<name>   layerRecord: every version of a layer
+//	layer.<acct>.<name>   layerRecord: a layer's last version number
+//	layer.<acct>.<name>.<n> storedLayer: version n of a layer
 //
 // Every write is a compare-and-set on the record's revision, retried on a lost
 // race, so concurrent API calls never lose each other's writes.

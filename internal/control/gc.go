@@ -38,6 +38,12 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 			for _, h := range v.LayerHexes {
 				used[h] = true
 			}
+		case strings.HasPrefix(k, "layer.") && isLayerVersionKey(k):
+			var sl storedLayer
+			if _, err := s.st.Get(ctx, k, &sl); err != nil {
+				return 0, err
+			}
+			used[sl.Hex] = true
 		case strings.HasPrefix(k, "layer."):
 			var lr layerRecord
 			if _, err := s.st.Get(ctx, k, &lr); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/nubo-dev/nubo/internal/arn"
 	"github.com/nubo-dev/nubo/internal/errdefs"
@@ -37,10 +38,15 @@ type LayerContent struct {
 	CodeSize   int64  `json:"CodeSize"`
 }
 
-// layerRecord holds every live version of a layer; numbers are never reused.
+// layerRecord is a layer's head: the last version number given out (never
+// reused). Each version is a record of its own (layerVersionKey), so a
+// layer takes any number of versions: held in one record, they outgrew the
+// store's largest value after about 2500 publishes and every later one
+// failed. Versions holds those of data written before that change, read
+// and deleted as before but never added to.
 type layerRecord struct {
 	LastVersion int64                   `json:"lastVersion"`
-	Versions    map[string]*storedLayer `json:"versions"`
+	Versions    map[string]*storedLayer `json:"versions,omitempty"`
 }
 
 // storedLayer keeps the fields LayerVersion hides from JSON.
@@ -57,6 +63,16 @@ func (sl *storedLayer) view() *LayerVersion {
 }
 
 func layerKey(acct, name string) string { return "layer." + acct + "." + name }
+
+// layerVersionKey is where version n of a layer is stored: one token more
+// than the heads, so the filter "layer.<acct>.*" lists heads only (names
+// have no dots).
+func layerVersionKey(acct, name string, n int64) string {
+	return layerKey(acct, name) + "." + strconv.FormatInt(n, 10)
+}
+
+// isLayerVersionKey tells a version's key from a head's.
+func isLayerVersionKey(k string) bool { return strings.Count(k, ".") == 3 }
 
 // PublishLayerInput is PublishLayerVersion's body.
 type PublishLayerInput struct {
@@ -106,30 +122,39 @@ func (s *Service) PublishLayerVersion(ctx context.Context, acct, layer string, i
 	if err != nil {
 		return nil, err
 	}
+	n, err := s.nextLayerVersion(ctx, acct, name)
+	if err != nil {
+		return nil, err
+	}
+	sl := &storedLayer{LayerVersion: LayerVersion{
+		Content:                 &LayerContent{CodeSha256: code.sha64, CodeSize: int64(len(code.zip))},
+		LayerArn:                arn.Layer(s.opts.Region, acct, name),
+		LayerVersionArn:         arn.LayerVersion(s.opts.Region, acct, name, n),
+		Description:             in.Description,
+		CreatedDate:             function.FormatTime(s.now()),
+		Version:                 n,
+		CompatibleRuntimes:      in.CompatibleRuntimes,
+		LicenseInfo:             in.LicenseInfo,
+		CompatibleArchitectures: in.CompatibleArchitectures,
+	}, Hex: hexName, Unzipped: code.unzipped}
+	// The number is this call's alone: a crash before this write leaves a
+	// gap, as AWS's numbering may.
+	if _, err := s.st.Create(ctx, layerVersionKey(acct, name, n), sl); err != nil {
+		return nil, err
+	}
+	return sl.view(), nil
+}
+
+// nextLayerVersion takes the layer's next version number.
+func (s *Service) nextLayerVersion(ctx context.Context, acct, name string) (int64, error) {
 	key := layerKey(acct, name)
 	for attempt := 0; attempt < 50; attempt++ {
 		var rec layerRecord
 		rev, err := s.st.Get(ctx, key, &rec)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, err
-		}
-		if rec.Versions == nil {
-			rec.Versions = map[string]*storedLayer{}
+			return 0, err
 		}
 		rec.LastVersion++
-		n := rec.LastVersion
-		sl := &storedLayer{LayerVersion: LayerVersion{
-			Content:                 &LayerContent{CodeSha256: code.sha64, CodeSize: int64(len(code.zip))},
-			LayerArn:                arn.Layer(s.opts.Region, acct, name),
-			LayerVersionArn:         arn.LayerVersion(s.opts.Region, acct, name, n),
-			Description:             in.Description,
-			CreatedDate:             function.FormatTime(s.now()),
-			Version:                 n,
-			CompatibleRuntimes:      in.CompatibleRuntimes,
-			LicenseInfo:             in.LicenseInfo,
-			CompatibleArchitectures: in.CompatibleArchitectures,
-		}, Hex: hexName, Unzipped: code.unzipped}
-		rec.Versions[strconv.FormatInt(n, 10)] = sl
 		if rev == 0 {
 			_, err = s.st.Create(ctx, key, &rec)
 		} else {
@@ -139,11 +164,11 @@ func (s *Service) PublishLayerVersion(ctx context.Context, acct, layer string, i
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		return sl.view(), nil
+		return rec.LastVersion, nil
 	}
-	return nil, errdefs.New(errdefs.KindThrottled, "Too many concurrent publishes of layer %s", name)
+	return 0, errdefs.New(errdefs.KindThrottled, "Too many concurrent publishes of layer %s", name)
 }
 
 func (s *Service) layerNotFound() error {
@@ -156,6 +181,14 @@ func (s *Service) GetLayerVersion(ctx context.Context, acct, layer string, versi
 	if err != nil {
 		return nil, err
 	}
+	var sl storedLayer
+	_, err = s.st.Get(ctx, layerVersionKey(acct, name, version), &sl)
+	if err == nil {
+		return sl.view(), nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
 	var rec layerRecord
 	if _, err := s.st.Get(ctx, layerKey(acct, name), &rec); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -163,11 +196,11 @@ func (s *Service) GetLayerVersion(ctx context.Context, acct, layer string, versi
 		}
 		return nil, err
 	}
-	sl, ok := rec.Versions[strconv.FormatInt(version, 10)]
+	old, ok := rec.Versions[strconv.FormatInt(version, 10)]
 	if !ok {
 		return nil, s.layerNotFound()
 	}
-	return sl.view(), nil
+	return old.view(), nil
 }
 
 // GetLayerVersionByArn implements GetLayerVersionByArn.
@@ -196,6 +229,9 @@ func (s *Service) layerVersionByArn(ctx context.Context, acct, a string) (*Layer
 func (s *Service) DeleteLayerVersion(ctx context.Context, acct, layer string, version int64) error {
 	name, err := s.layerName(acct, layer)
 	if err != nil {
+		return err
+	}
+	if err := s.st.Delete(ctx, layerVersionKey(acct, name, version), 0); err != nil {
 		return err
 	}
 	key := layerKey(acct, name)
@@ -240,7 +276,9 @@ func layerMatches(lv *LayerVersion, runtime, archi string) bool {
 	return okR && okA
 }
 
-func (s *Service) layerVersions(ctx context.Context, acct, name, runtime, archi string) ([]*LayerVersion, error) {
+// layerVersions returns the layer's versions that match, newest first; at
+// most limit of them when limit > 0.
+func (s *Service) layerVersions(ctx context.Context, acct, name, runtime, archi string, limit int) ([]*LayerVersion, error) {
 	var rec layerRecord
 	if _, err := s.st.Get(ctx, layerKey(acct, name), &rec); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -248,13 +286,38 @@ func (s *Service) layerVersions(ctx context.Context, acct, name, runtime, archi 
 		}
 		return nil, err
 	}
-	var out []*LayerVersion
-	for _, sl := range rec.Versions {
-		if lv := sl.view(); layerMatches(lv, runtime, archi) {
-			out = append(out, lv)
+	keys, err := s.st.Keys(ctx, layerKey(acct, name)+".*")
+	if err != nil {
+		return nil, err
+	}
+	nums := make([]int64, 0, len(keys)+len(rec.Versions))
+	for _, k := range keys {
+		if n, err := strconv.ParseInt(k[strings.LastIndexByte(k, '.')+1:], 10, 64); err == nil {
+			nums = append(nums, n)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Version > out[j].Version })
+	for v := range rec.Versions {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			nums = append(nums, n)
+		}
+	}
+	sort.Slice(nums, func(i, j int) bool { return nums[i] > nums[j] })
+	var out []*LayerVersion
+	for _, n := range nums {
+		lv, err := s.GetLayerVersion(ctx, acct, name, n)
+		if errdefs.Is(err, errdefs.KindNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		if layerMatches(lv, runtime, archi) {
+			out = append(out, lv)
+			if limit > 0 && len(out) == limit {
+				break
+			}
+		}
+	}
 	return out, nil
 }
 
@@ -268,7 +331,7 @@ func (s *Service) ListLayers(ctx context.Context, acct, runtime, archi, marker s
 	var items []LayerListItem
 	for _, k := range keys {
 		name := k[len("layer.")+13:]
-		vs, err := s.layerVersions(ctx, acct, name, runtime, archi)
+		vs, err := s.layerVersions(ctx, acct, name, runtime, archi, 1)
 		if err != nil {
 			return nil, "", err
 		}
@@ -286,7 +349,7 @@ func (s *Service) ListLayerVersions(ctx context.Context, acct, layer, runtime, a
 	if err != nil {
 		return nil, "", err
 	}
-	vs, err := s.layerVersions(ctx, acct, name, runtime, archi)
+	vs, err := s.layerVersions(ctx, acct, name, runtime, archi, 0)
 	if err != nil {
 		return nil, "", err
 	}

@@ -604,5 +604,14 @@ func (s *Service) GetAccountSettings(ctx context.Context, acct string) (*Account
 			}
 		}
 	}
+	if keys, err = s.st.Keys(ctx, "layer."+acct+".*.*"); err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		var sl storedLayer
+		if _, err := s.st.Get(ctx, k, &sl); err == nil {
+			out.AccountUsage.TotalCodeSize += sl.Content.CodeSize
+		}
+	}
 	return out, nil
 }

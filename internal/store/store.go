@@ -7,7 +7,8 @@
 //
 //	KV "nubo_meta"     fn.<account>.<name>           function record (control package)
 //	                   ver.<account>.<name>.<n>      published version snapshot
-//	                   layer.<account>.<name>        layer record with its versions
+//	                   layer.<account>.<name>        layer head (last version number)
+//	                   layer.<account>.<name>.<n>    layer version n
 //	Object "nubo_code" <hex sha256 of the zip>       function and layer zips, stored once
 //
 // Durability: the embedded server fsyncs every write before acknowledging it

@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+
+	"github.com/nubo-dev/nubo/internal/account"
+)
+
+// bodyRoutes are the control-plane operations that read a JSON body, on
+// a function "fz" with version 1 and alias "live" (made by the fuzz target).
+var bodyRoutes = []struct{ method, path, seed string }{
+	{"POST", "/2015-03-31/functions", `{"FunctionName":"fz2","Role":"arn:aws:iam::000000000000:role/r","Runtime":"provided.al2023","Handler":"h","Code":{"ZipFile":"UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}}`},
+	{"PUT", "/2015-03-31/functions/fz/configuration", `{"Description":"d","MemorySize":256,"Timeout":5,"Environment":{"Variables":{"A":"b"}}}`},
+	{"PUT", "/2015-03-31/functions/fz/code", `{"ZipFile":"UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==","Publish":true}`},
+	{"POST", "/2015-03-31/functions/fz/versions", `{"Description":"v","RevisionId":"x"}`},
+	{"POST", "/2015-03-31/functions/fz/aliases", `{"Name":"a2","FunctionVersion":"1","RoutingConfig":{"AdditionalVersionWeights":{"1":0.5}}}`},
+	{"PUT", "/2015-03-31/functions/fz/aliases/live", `{"FunctionVersion":"$LATEST","Description":"d"}`},
+	{"POST", "/2018-10-31/layers/lz/versions", `{"Content":{"ZipFile":"UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="},"CompatibleRuntimes":["python3.11"]}`},
+	{"PUT", "/2017-10-31/functions/fz/concurrency", `{"ReservedConcurrentExecutions":5}`},
+	{"PUT", "/2019-09-30/functions/fz/provisioned-concurrency?Qualifier=live", `{"ProvisionedConcurrentExecutions":1}`},
+	{"PUT", "/2019-09-25/functions/fz/event-invoke-config", `{"MaximumRetryAttempts":1,"MaximumEventAgeInSeconds":60,"DestinationConfig":{"OnFailure":{"Destination":"arn:aws:lambda:us-east-1:000000000000:function:fz"}}}`},
+	{"POST", "/2019-09-25/functions/fz/event-invoke-config", `{"MaximumRetryAttempts":2}`},
+	{"POST", "/2017-03-31/tags/" + url.PathEscape(fnArn(devAcct, "fz")), `{"Tags":{"k":"v"}}`},
+	{"POST", "/2015-03-31/functions/fz/policy", `{"StatementId":"s","Action":"lambda:InvokeFunction","Principal":"*"}`},
+}
+
+// FuzzControlPlaneBodies sends arbitrary bodies, signed as a client would,
+// to every operation that reads one: the answer is a success or an
+// AWS-shaped client error (x-amzn-ErrorType, a JSON body with a message),
+// never a 5xx. (Invoke's bodies and headers have FuzzInvokeHeaders; this
+// server runs no environments.)
+func FuzzControlPlaneBodies(f *testing.F) {
+	s := start(f)
+	c := s.Dev()
+	mustCreate(f, c, "fz", nil)
+	waitSettled(f, c, "fz")
+	mustPublish(f, c, "fz")
+	if _, err := c.CreateAlias(ctx(f), &lambda.CreateAliasInput{FunctionName: aws.String("fz"), Name: aws.String("live"),
+		FunctionVersion: aws.String("1")}); err != nil {
+		f.Fatal(err)
+	}
+	for i, r := range bodyRoutes {
+		f.Add(uint8(i), []byte(r.seed))
+		f.Add(uint8(i), []byte(`{"MemorySize":"x","Timeout":-1,"Name":null,"Tags":[1]}`))
+		f.Add(uint8(i), []byte(`[{"":{}}]`))
+	}
+	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
+		r := bodyRoutes[int(route)%len(bodyRoutes)]
+		req := signedRequest(t, r.method, s.URL+r.path, body, account.DevAccessKey, account.DevSecret, time.Now())
+		t0 := time.Now()
+		resp := do(t, req)
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Fatalf("%s %s with %q: answered after %v", r.method, r.path, body, d)
+		}
+		if resp.Status >= 500 {
+			t.Fatalf("%s %s with %q: status %d, body %s", r.method, r.path, body, resp.Status, resp.Body)
+		}
+		if resp.Status < 400 {
+			return
+		}
+		if resp.Header.Get("x-amzn-ErrorType") == "" {
+			t.Fatalf("%s %s with %q: status %d without x-amzn-ErrorType (body %s)", r.method, r.path, body, resp.Status, resp.Body)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(resp.Body, &m); err != nil {
+			t.Fatalf("%s %s with %q: error body %q is not JSON: %v", r.method, r.path, body, resp.Body, err)
+		}
+		msg, _ := m["message"].(string)
+		if msg == "" {
+			msg, _ = m["Message"].(string)
+		}
+		if msg == "" {
+			t.Fatalf("%s %s with %q: error body without a message: %s", r.method, r.path, body, resp.Body)
+		}
+	})
+}
