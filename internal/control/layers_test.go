@@ -116,4 +116,3 @@ func TestLayerVersionsStoredApart(t *testing.T) {
 		t.Fatalf("head versions %v, want the old version 1 only", head.Versions)
 	}
 }
-
