@@ -58,6 +58,10 @@ const (
 	DeadLetterKV   = "nubo_deadletters"
 	defaultRetries = 2
 	defaultMaxAge  = 6 * time.Hour
+	// DeadLetterRetention is how long a dead letter is kept (as long as
+	// SQS, a usual DeadLetterConfig target, keeps a message at most):
+	// without a limit a failing function fills the data dir.
+	DeadLetterRetention = 14 * 24 * time.Hour
 )
 
 // Event is one queued invocation.
@@ -157,10 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event consumer: %w", err)
 	}
-	dlq, err := cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: DeadLetterKV, Description: "async events that failed with nowhere to go",
-		Storage: jetstream.FileStorage, Replicas: replicas,
-	})
+	dlq, err := openDeadLetters(ctx, cfg.JS, replicas)
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter bucket: %w", err)
 	}
@@ -262,4 +263,13 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// openDeadLetters opens the dead-letter bucket, whose entries expire
+// DeadLetterRetention after they were written.
+func openDeadLetters(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: DeadLetterKV, Description: "async events that failed with nowhere to go",
+		Storage: jetstream.FileStorage, Replicas: replicas, TTL: DeadLetterRetention,
+	})
 }

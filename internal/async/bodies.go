@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,10 @@ func openBodies(ctx context.Context, js jetstream.JetStream, replicas int) (jets
 		Subjects:    []string{bodySubjPx + ">"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
+		// A body lives at most as long as its event: queued (hours) and
+		// then dead-lettered. The limit also removes a body whose event was
+		// never published (the publish failed after the body was stored).
+		MaxAge: DeadLetterRetention + 24*time.Hour,
 	})
 }
 

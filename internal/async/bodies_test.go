@@ -120,3 +120,37 @@ func TestBodiesIncomplete(t *testing.T) {
 		t.Errorf("absent body: %v", err)
 	}
 }
+
+// TestRetention: dead letters and event bodies expire (a failing function
+// would otherwise fill the data dir), also in stores made before the
+// limits existed, which the queue updates when it opens them.
+func TestRetention(t *testing.T) {
+	q := bodyQueue(t, 0)
+	js := q.cfg.JS
+	ctx := q.ctx
+	// A dead-letter bucket as made before: no TTL.
+	if err := js.DeleteKeyValue(ctx, DeadLetterKV); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: DeadLetterKV, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := openDeadLetters(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != DeadLetterRetention {
+		t.Errorf("dead letters kept %v, want %v", st.TTL(), DeadLetterRetention)
+	}
+	info, err := q.bodies.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge < DeadLetterRetention {
+		t.Errorf("bodies kept %v, want at least the dead letters' %v", info.Config.MaxAge, DeadLetterRetention)
+	}
+}

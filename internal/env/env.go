@@ -118,7 +118,7 @@ type Environment struct {
 
 	logMu   sync.Mutex
 	partial [2][]byte     // unterminated output per stream
-	tail    *bytes.Buffer // current invocation's log, for Tail
+	tail    *tailBuffer // current invocation's log, for Tail
 }
 
 type initOutcome struct {
@@ -439,6 +439,47 @@ var ErrDead = errors.New("env: environment is dead")
 // tailLimit is what X-Amz-Log-Result carries: the last 4 KB.
 const tailLimit = 4096
 
+// tailBuffer keeps the last tailLimit bytes written to it, in at most
+// twice that much memory (plus one write) whatever an invocation logs.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) write(p []byte) {
+	if len(p) >= tailLimit {
+		t.b = append(t.b[:0], p[len(p)-tailLimit:]...)
+		return
+	}
+	t.b = append(t.b, p...)
+	t.trim()
+}
+
+func (t *tailBuffer) writeString(s string) {
+	if len(s) >= tailLimit {
+		t.b = append(t.b[:0], s[len(s)-tailLimit:]...)
+		return
+	}
+	t.b = append(t.b, s...)
+	t.trim()
+}
+
+func (t *tailBuffer) writeByte(c byte) {
+	t.b = append(t.b, c)
+	t.trim()
+}
+
+func (t *tailBuffer) trim() {
+	if len(t.b) > 2*tailLimit {
+		t.b = t.b[:copy(t.b, t.b[len(t.b)-tailLimit:])]
+	}
+}
+
+// bytes returns the last tailLimit bytes (shared with the buffer).
+func (t *tailBuffer) bytes() []byte {
+	if len(t.b) > tailLimit {
+		return t.b[len(t.b)-tailLimit:]
+	}
+	return t.b
+}
+
 // Invoke runs one invocation. The caller must not invoke concurrently.
 func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, error) {
 	if !e.state.CompareAndSwap(int32(Idle), int32(Busy)) {
@@ -474,7 +515,7 @@ func (e *Environment) startLog(req *Request) {
 	e.logMu.Lock()
 	e.tail = nil
 	if req.Tail {
-		e.tail = &bytes.Buffer{}
+		e.tail = &tailBuffer{}
 	}
 	e.logMu.Unlock()
 	e.platform(fmt.Sprintf("START RequestId: %s Version: %s", req.RequestID, e.cfg.ExecutedVersion))
@@ -574,11 +615,7 @@ func (e *Environment) finish(req *Request, resp *Response, coldInitMs float64) {
 	e.report(req.RequestID, resp.Duration, resp.MaxMemoryMB, coldInitMs, resp.ErrorType)
 	e.logMu.Lock()
 	if e.tail != nil {
-		b := e.tail.Bytes()
-		if len(b) > tailLimit {
-			b = b[len(b)-tailLimit:]
-		}
-		resp.LogTail = append([]byte(nil), b...)
+		resp.LogTail = append([]byte(nil), e.tail.bytes()...)
 		e.tail = nil
 	}
 	e.logMu.Unlock()
@@ -698,7 +735,7 @@ func (e *Environment) output(stream string, b []byte) {
 	e.logMu.Lock()
 	defer e.logMu.Unlock()
 	if e.tail != nil {
-		e.tail.Write(b)
+		e.tail.write(b)
 	}
 	buf := append(e.partial[i], b...)
 	for {
@@ -743,14 +780,14 @@ func (e *Environment) platform(line string) {
 		if len(p) > 0 {
 			e.emit(p, time.Now())
 			if e.tail != nil {
-				e.tail.WriteByte('\n')
+				e.tail.writeByte('\n')
 			}
 			e.partial[i] = nil
 		}
 	}
 	if e.tail != nil {
-		e.tail.WriteString(line)
-		e.tail.WriteByte('\n')
+		e.tail.writeString(line)
+		e.tail.writeByte('\n')
 	}
 	e.emit([]byte(line), time.Now())
 }

@@ -263,7 +263,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	h := api.New(api.Config{Control: s.ctl, Accounts: reg, URLKey: key, Code: s.st, Invoker: invoker, Logs: s.logs,
 		Events: events, Logger: cfg.Logger.With("component", "api")})
-	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	// IdleTimeout: a kept-alive connection nobody uses is closed after a
+	// while (each holds a goroutine and a descriptor); longer than the
+	// SDKs keep theirs idle (Go's 90 s), so a client's reuse rarely races
+	// the close.
+	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server", "err", err)
