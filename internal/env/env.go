@@ -117,7 +117,7 @@ type Environment struct {
 	deadCause   atomic.Value // string
 
 	logMu   sync.Mutex
-	partial [2][]byte     // unterminated output per stream
+	partial [2][]byte   // unterminated output per stream
 	tail    *tailBuffer // current invocation's log, for Tail
 }
 
