@@ -8,7 +8,8 @@
 // Entries are immutable once made (they are addressed by content), built in
 // a temporary directory and renamed into place, so a crash never leaves a
 // half-unpacked entry that looks complete. Concurrent requests for the same
-// entry build it once.
+// entry build it once. Collect removes entries nothing refers to any more
+// and nobody asked for lately.
 package codecache
 
 import (
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nubo-dev/nubo/internal/codezip"
 	"github.com/nubo-dev/nubo/internal/function"
@@ -39,6 +41,9 @@ type Cache struct {
 
 	mu       sync.Mutex
 	inflight map[string]*build
+	// lastUse is when Code or Opt last returned each entry's path.
+	lastUse map[string]time.Time
+	now     func() time.Time
 }
 
 type build struct {
@@ -63,15 +68,19 @@ func New(dir string, src Source) (*Cache, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &Cache{dir: dir, src: src, inflight: map[string]*build{}}, nil
+	return &Cache{dir: dir, src: src, inflight: map[string]*build{}, lastUse: map[string]time.Time{}, now: time.Now}, nil
 }
 
-// once builds path with fn unless it exists, deduplicating concurrent callers.
+// once builds path with fn unless it exists, deduplicating concurrent
+// callers. The use is recorded under mu together with the check, so
+// Collect never removes an entry between the two.
 func (c *Cache) once(path string, fn func(tmp string) error) error {
+	c.mu.Lock()
+	c.lastUse[path] = c.now()
 	if _, err := os.Stat(path); err == nil {
+		c.mu.Unlock()
 		return nil
 	}
-	c.mu.Lock()
 	if b, ok := c.inflight[path]; ok {
 		c.mu.Unlock()
 		<-b.done
@@ -146,8 +155,7 @@ func (c *Cache) Opt(ctx context.Context, layerHexes []string) (string, error) {
 		}
 		dirs[i] = d
 	}
-	sum := sha256.Sum256([]byte(strings.Join(layerHexes, ",")))
-	path := filepath.Join(c.dir, "opt", hex.EncodeToString(sum[:]))
+	path := filepath.Join(c.dir, "opt", OptName(layerHexes))
 	err := c.once(path, func(tmp string) error {
 		for _, d := range dirs {
 			if err := merge(d, tmp); err != nil {
@@ -157,6 +165,90 @@ func (c *Cache) Opt(ctx context.Context, layerHexes []string) (string, error) {
 		return nil
 	})
 	return path, err
+}
+
+// OptName is the name of the entry holding these layers merged.
+func OptName(layerHexes []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(layerHexes, ",")))
+	return hex.EncodeToString(sum[:])
+}
+
+// Kinds of entries, each a directory of the cache: "code" and "layer"
+// entries are named by their zip's hex SHA-256, "opt" ones by OptName.
+var Kinds = []string{"code", "layer", "opt"}
+
+// Collect removes the entries keep refuses that nobody asked for within
+// grace, nor were built within it, and returns how many it removed. The
+// caller keeps what the store refers to; grace must outlast any
+// environment started from an entry (the worker's longest lifetime, and
+// an invocation still running at its end), because an environment's
+// /var/task and /opt are these very directories. Each goes first into
+// tmp, under mu, so that it is whole or gone for a concurrent Code or Opt.
+func (c *Cache) Collect(keep func(kind, name string) bool, grace time.Duration) (int, error) {
+	now := c.now()
+	var doomed []string
+	for _, kind := range Kinds {
+		ents, err := os.ReadDir(filepath.Join(c.dir, kind))
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range ents {
+			if keep(kind, e.Name()) {
+				continue
+			}
+			path := filepath.Join(c.dir, kind, e.Name())
+			c.mu.Lock()
+			used, ok := c.lastUse[path]
+			if info, err := e.Info(); err == nil && (!ok || info.ModTime().After(used)) {
+				used = info.ModTime()
+			}
+			_, building := c.inflight[path]
+			if building || now.Sub(used) < grace {
+				c.mu.Unlock()
+				continue
+			}
+			gone := filepath.Join(c.dir, "tmp", "gc-"+kind+"-"+e.Name())
+			err := os.Rename(path, gone)
+			if err == nil {
+				delete(c.lastUse, path)
+			}
+			c.mu.Unlock()
+			if err != nil {
+				return len(doomed), err
+			}
+			doomed = append(doomed, gone)
+		}
+	}
+	c.mu.Lock()
+	for path, t := range c.lastUse {
+		if now.Sub(t) >= grace {
+			if _, err := os.Lstat(path); err != nil {
+				delete(c.lastUse, path) // a build that failed
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, d := range doomed {
+		if err := removeTree(d); err != nil {
+			return len(doomed), err
+		}
+	}
+	return len(doomed), nil
+}
+
+// removeTree removes dir and everything in it, also directories a zip
+// made read-only.
+func removeTree(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
 }
 
 // merge copies the tree src over dst; files of src replace files of dst.

@@ -8,52 +8,76 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// CollectCode deletes deployment packages no function, version or layer
-// refers to any more, and returns how many it removed. Only objects older
-// than grace go: a create or update stores its zip before the record that
-// refers to it, and must not lose it in between.
-func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
-	used := map[string]bool{}
+// CodeRefs is the code the store refers to: every zip (function code and
+// layers) by its hex SHA-256, and every ordered list of layers a function
+// or version uses.
+type CodeRefs struct {
+	Zips   map[string]bool
+	Layers [][]string
+}
+
+// References reads every function, version and layer record and returns
+// the code they refer to. An error means a partial view: nothing may be
+// collected on it.
+func (s *Service) References(ctx context.Context) (*CodeRefs, error) {
+	refs := &CodeRefs{Zips: map[string]bool{}}
 	keys, err := s.st.Keys(ctx, ">")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, k := range keys {
 		switch {
 		case strings.HasPrefix(k, "fn."):
 			var rec record
 			if _, err := s.st.Get(ctx, k, &rec); err != nil {
-				return 0, err // never collect on a partial view
+				return nil, err
 			}
-			used[rec.CodeHex] = true
-			for _, h := range rec.LayerHexes {
-				used[h] = true
-			}
+			refs.add(rec.CodeHex, rec.LayerHexes)
 		case strings.HasPrefix(k, "ver."):
 			var v Version
 			if _, err := s.st.Get(ctx, k, &v); err != nil {
-				return 0, err
+				return nil, err
 			}
-			used[v.CodeHex] = true
-			for _, h := range v.LayerHexes {
-				used[h] = true
-			}
+			refs.add(v.CodeHex, v.LayerHexes)
 		case strings.HasPrefix(k, "layer.") && isLayerVersionKey(k):
 			var sl storedLayer
 			if _, err := s.st.Get(ctx, k, &sl); err != nil {
-				return 0, err
+				return nil, err
 			}
-			used[sl.Hex] = true
+			refs.Zips[sl.Hex] = true
 		case strings.HasPrefix(k, "layer."):
 			var lr layerRecord
 			if _, err := s.st.Get(ctx, k, &lr); err != nil {
-				return 0, err
+				return nil, err
 			}
 			for _, sl := range lr.Versions {
-				used[sl.Hex] = true
+				refs.Zips[sl.Hex] = true
 			}
 		}
 	}
+	return refs, nil
+}
+
+func (r *CodeRefs) add(code string, layers []string) {
+	r.Zips[code] = true
+	for _, h := range layers {
+		r.Zips[h] = true
+	}
+	if len(layers) > 0 {
+		r.Layers = append(r.Layers, layers)
+	}
+}
+
+// CollectCode deletes deployment packages no function, version or layer
+// refers to any more, and returns how many it removed. Only objects older
+// than grace go: a create or update stores its zip before the record that
+// refers to it, and must not lose it in between.
+func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
+	refs, err := s.References(ctx)
+	if err != nil {
+		return 0, err // never collect on a partial view
+	}
+	used := refs.Zips
 	objs, err := s.st.Code.List(ctx)
 	if err == jetstream.ErrNoObjectsFound {
 		return 0, nil

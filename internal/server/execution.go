@@ -236,6 +236,29 @@ func (ex *execution) prefetch(acct, name string) {
 	ex.code.Opt(ctx, v.LayerHexes)
 }
 
+// collectUnpacked removes unpacked code this node no longer needs (see
+// codecache.Collect): what the store refers to stays, and so does what an
+// environment may still run from: anything used within the pool's longest
+// environment lifetime, plus the longest invocation (15 minutes) that
+// may still run at its end, plus a margin.
+func (ex *execution) collectUnpacked(ctx context.Context) (int, error) {
+	refs, err := ex.ctl.References(ctx)
+	if err != nil {
+		return 0, err
+	}
+	opts := map[string]bool{}
+	for _, l := range refs.Layers {
+		opts[codecache.OptName(l)] = true
+	}
+	keep := func(kind, name string) bool {
+		if kind == "opt" {
+			return opts[name]
+		}
+		return refs.Zips[name]
+	}
+	return ex.code.Collect(keep, ex.pool.MaxLifetime()+30*time.Minute)
+}
+
 // invalidate retires environments whose function changed. It judges the
 // keys the pool has when it starts and retires only those found stale: a
 // group made meanwhile (a provisioned environment of a version looked up

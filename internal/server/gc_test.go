@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -45,7 +47,9 @@ func TestCollectCode(t *testing.T) {
 	if _, err := c.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String("gone")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PublishLayerVersion(ctx, &lambda.PublishLayerVersionInput{LayerName: aws.String("lib"), Content: &types.LayerVersionContentInput{ZipFile: zip("layer")}}); err != nil {
+	layerZip := zip("layer")
+	pub, err := c.PublishLayerVersion(ctx, &lambda.PublishLayerVersionInput{LayerName: aws.String("lib"), Content: &types.LayerVersionContentInput{ZipFile: layerZip}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.Control().CollectCode(ctx, time.Hour); err != nil || n != 0 {
@@ -68,5 +72,30 @@ func TestCollectCode(t *testing.T) {
 	lv, err := c.GetLayerVersion(ctx, &lambda.GetLayerVersionInput{LayerName: aws.String("lib"), VersionNumber: aws.Int64(1)})
 	if err != nil || len(download(t, aws.ToString(lv.Content.Location))) == 0 {
 		t.Fatalf("layer code gone: %v", err)
+	}
+
+	// What keeps a node's unpacked code (codecache.Collect): every zip
+	// referred to, and every list of layers in use.
+	usesZip := zip("uses the layer")
+	if _, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("uses"), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("x"), Role: aws.String("arn:aws:iam::000000000000:role/r"), Code: &types.FunctionCode{ZipFile: usesZip},
+		Layers: []string{aws.ToString(pub.LayerVersionArn)}}); err != nil {
+		t.Fatal(err)
+	}
+	refs, err := s.Control().References(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexOf := func(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+	for _, z := range [][]byte{zip("v1"), zip("v2"), layerZip, usesZip} {
+		if !refs.Zips[hexOf(z)] {
+			t.Errorf("a referred zip is missing from the references")
+		}
+	}
+	if refs.Zips[hexOf(zip("gone"))] || len(refs.Zips) != 4 {
+		t.Errorf("references hold %d zips, want the 4 referred to", len(refs.Zips))
+	}
+	if len(refs.Layers) != 1 || len(refs.Layers[0]) != 1 || refs.Layers[0][0] != hexOf(layerZip) {
+		t.Errorf("layer lists %v, want one holding the layer", refs.Layers)
 	}
 }

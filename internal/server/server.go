@@ -101,7 +101,8 @@ type Server struct {
 }
 
 // collectCode removes unreferenced deployment packages from the store now
-// and then (an hour's grace keeps zips that a create is about to refer to).
+// and then (an hour's grace keeps zips that a create is about to refer to),
+// and the node's unpacked copies of code it no longer needs.
 func (s *Server) collectCode() {
 	defer close(s.gcDone)
 	t := time.NewTicker(10 * time.Minute)
@@ -114,12 +115,20 @@ func (s *Server) collectCode() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		n, err := s.ctl.CollectCode(ctx, time.Hour)
-		cancel()
 		if err != nil {
 			s.log.Warn("collecting unused code", "err", err)
 		} else if n > 0 {
 			s.log.Info("collected unused code", "packages", n)
 		}
+		if s.exec != nil {
+			n, err := s.exec.collectUnpacked(ctx)
+			if err != nil {
+				s.log.Warn("collecting unpacked code", "err", err)
+			} else if n > 0 {
+				s.log.Info("collected unpacked code", "entries", n)
+			}
+		}
+		cancel()
 	}
 }
 
@@ -229,9 +238,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("recover: %w", err)
 	}
-	s.gcStop = make(chan struct{})
-	s.gcDone = make(chan struct{})
-	go s.collectCode()
 	if s.logs, err = logs.Open(ctx, s.st.NC, s.st.JS, cfg.LogRetention, 1, cfg.Logger); err != nil {
 		s.Close()
 		return nil, err
@@ -261,6 +267,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	// After execution is set up: the collector reads s.exec.
+	s.gcStop = make(chan struct{})
+	s.gcDone = make(chan struct{})
+	go s.collectCode()
 	h := api.New(api.Config{Control: s.ctl, Accounts: reg, URLKey: key, Code: s.st, Invoker: invoker, Logs: s.logs,
 		Events: events, Logger: cfg.Logger.With("component", "api")})
 	// IdleTimeout: a kept-alive connection nobody uses is closed after a
@@ -303,15 +313,15 @@ func (s *Server) close() {
 	if s.mhttp != nil {
 		s.mhttp.Close()
 	}
+	if s.gcStop != nil {
+		close(s.gcStop)
+		<-s.gcDone
+	}
 	if s.queue != nil {
 		s.queue.Close()
 	}
 	if s.exec != nil {
 		s.exec.close()
-	}
-	if s.gcStop != nil {
-		close(s.gcStop)
-		<-s.gcDone
 	}
 	if s.ctl != nil {
 		s.ctl.Close()

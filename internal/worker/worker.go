@@ -574,6 +574,10 @@ func (p *Pool) Keys(acct, name string) []string {
 	return out
 }
 
+// MaxLifetime is the longest an environment lives (its last invocation
+// may run beyond it).
+func (p *Pool) MaxLifetime() time.Duration { return p.cfg.MaxLifetime }
+
 // Key exposes a version's pool key.
 func Key(v *control.Version) string { return key(v) }
 

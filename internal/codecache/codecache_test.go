@@ -1,0 +1,128 @@
+package codecache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
+)
+
+// zips is a Source of zips by their hex SHA-256.
+type zips map[string][]byte
+
+func (z zips) GetCode(_ context.Context, h string) ([]byte, error) {
+	if b, ok := z[h]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("no zip %s", h)
+}
+
+func (z zips) add(t *testing.T, files ...ziptest.File) string {
+	b := ziptest.Zip(t, files...)
+	sum := sha256.Sum256(b)
+	h := hex.EncodeToString(sum[:])
+	z[h] = b
+	return h
+}
+
+// TestCollect: entries nothing keeps go once nobody asked for them within
+// the grace (counted from the last use, or from the build after a
+// restart); kept, recently used and rebuilt ones stay usable, and an entry
+// collected is built again when asked for.
+func TestCollect(t *testing.T) {
+	src := zips{}
+	a := src.add(t, ziptest.File{Name: "bootstrap", Body: []byte("a"), Mode: 0o755})
+	b := src.add(t, ziptest.File{Name: "ro/bootstrap", Body: []byte("b"), Mode: 0o555}, ziptest.File{Name: "ro/", Mode: 0o555 | os.ModeDir})
+	l1 := src.add(t, ziptest.File{Name: "bin/tool", Body: []byte("l1"), Mode: 0o755})
+	l2 := src.add(t, ziptest.File{Name: "bin/tool", Body: []byte("l2"), Mode: 0o755})
+	dir := t.TempDir()
+	c, err := New(dir, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	c.now = func() time.Time { return clock }
+	ctx := context.Background()
+	for _, h := range []string{a, b} {
+		if _, err := c.Code(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	optDir, err := c.Opt(ctx, []string{l1, l2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(optDir, "bin/tool")); string(got) != "l2" {
+		t.Fatalf("merged layers: bin/tool is %q, want the later layer's", got)
+	}
+	// Builds are dated now; move them an hour back, as after a restart.
+	for _, k := range Kinds {
+		ents, _ := os.ReadDir(filepath.Join(dir, k))
+		for _, e := range ents {
+			old := clock.Add(-time.Hour)
+			os.Chtimes(filepath.Join(dir, k, e.Name()), old, old)
+		}
+	}
+	const grace = 30 * time.Minute
+	keepA := func(kind, name string) bool { return kind == "code" && name == a }
+	collect := func(want int) {
+		t.Helper()
+		n, err := c.Collect(keepA, grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Fatalf("collected %d entries, want %d", n, want)
+		}
+	}
+	// Everything was used just now.
+	collect(0)
+	clock = clock.Add(20 * time.Minute)
+	if _, err := c.Code(ctx, b); err != nil { // b in use again
+		t.Fatal(err)
+	}
+	clock = clock.Add(20 * time.Minute)
+	// 40 minutes on: the layers and the merged /opt go; a is kept, b was
+	// used 20 minutes ago.
+	collect(3)
+	for _, p := range []string{filepath.Join(dir, "code", a, "bootstrap"), filepath.Join(dir, "code", b, "ro/bootstrap")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("kept entry: %v", err)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "layer")); len(ents) != 0 {
+		t.Fatalf("%d layers left", len(ents))
+	}
+	clock = clock.Add(time.Hour)
+	collect(1) // b, read-only directories and all
+	if _, err := os.Stat(filepath.Join(dir, "code", b)); !os.IsNotExist(err) {
+		t.Fatalf("b after its collection: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("%d entries left in tmp", len(ents))
+	}
+	// Asked for again, they are built again.
+	if p, err := c.Code(ctx, b); err != nil {
+		t.Fatal(err)
+	} else if got, _ := os.ReadFile(filepath.Join(p, "ro/bootstrap")); string(got) != "b" {
+		t.Fatalf("rebuilt b: %q", got)
+	}
+	if p, err := c.Opt(ctx, []string{l1, l2}); err != nil || p != optDir {
+		t.Fatalf("rebuilt /opt: %q, %v", p, err)
+	}
+	if _, err := os.Stat(filepath.Join(optDir, "bin/tool")); err != nil {
+		t.Fatal(err)
+	}
+	// A kept entry stays however old; the rebuilt ones go.
+	clock = clock.Add(24 * time.Hour)
+	collect(4)
+	if _, err := os.Stat(filepath.Join(dir, "code", a)); err != nil {
+		t.Fatal(err)
+	}
+}
