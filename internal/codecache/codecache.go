@@ -207,10 +207,13 @@ func (c *Cache) Collect(keep func(kind, name string) bool, grace time.Duration) 
 				c.mu.Unlock()
 				continue
 			}
-			gone := filepath.Join(c.dir, "tmp", "gc-"+kind+"-"+e.Name())
-			err := os.Rename(path, gone)
+			gone, err := os.MkdirTemp(filepath.Join(c.dir, "tmp"), "gc-")
 			if err == nil {
-				delete(c.lastUse, path)
+				if err = os.Rename(path, filepath.Join(gone, e.Name())); err == nil {
+					delete(c.lastUse, path)
+				} else {
+					os.Remove(gone)
+				}
 			}
 			c.mu.Unlock()
 			if err != nil {
