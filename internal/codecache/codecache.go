@@ -58,7 +58,7 @@ func New(dir string, src Source) (*Cache, error) {
 			return nil, err
 		}
 	}
-	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+	if err := removeTree(filepath.Join(dir, "tmp")); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
