@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +46,10 @@ var loopMu sync.Mutex
 // host's mount table (which holds every live environment's /tmp) to make
 // sure the image is not mounted. A 512 MB file system without a journal
 // is 384 KB of metadata; copying it takes one copy_file_range per extent.
+//
+// At most maxTemplates are kept, the least recently used going first: a
+// template's metadata grows with its size (about 7.5 MB at 10 GB), and
+// functions may ask for any of 9729 sizes.
 type volumeMaker struct {
 	dir string // where the templates live
 
@@ -52,51 +57,90 @@ type volumeMaker struct {
 	templates map[int]*volumeTemplate
 }
 
+// maxTemplates bounds the templates kept (see volumeMaker).
+const maxTemplates = 8
+
 // volumeTemplate is the template of one size: its path once made. Only a
 // success is kept: a failed mkfs (a full disk, a kill under memory
 // pressure) is tried again by the next volume of the size.
 type volumeTemplate struct {
 	mu   sync.Mutex
 	path string
+	used time.Time // guarded by volumeMaker.mu
 }
 
 func newVolumeMaker(dir string) *volumeMaker {
 	return &volumeMaker{dir: dir, templates: map[int]*volumeTemplate{}}
 }
 
-// template returns the path of the empty file system of sizeMB, making it
-// when there is none yet (or it was removed since).
-func (m *volumeMaker) template(sizeMB int) (string, error) {
+// template opens the empty file system of sizeMB, making it when there is
+// none yet (or it was removed since). Open, it can be copied whatever
+// happens to its name meanwhile.
+func (m *volumeMaker) template(sizeMB int) (*os.File, error) {
 	m.mu.Lock()
 	t := m.templates[sizeMB]
 	if t == nil {
 		t = &volumeTemplate{}
 		m.templates[sizeMB] = t
 	}
+	t.used = time.Now()
 	m.mu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.path != "" {
-		if _, err := os.Stat(t.path); err == nil {
-			return t.path, nil
+		if f, err := os.Open(t.path); err == nil {
+			return f, nil
 		}
 		t.path = ""
 	}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
-		return "", err
+		return nil, err
 	}
 	path := filepath.Join(m.dir, fmt.Sprintf("tmp-%dM.img", sizeMB))
 	part := path + ".part"
 	os.Remove(part)
 	if err := mkfsImage(part, sizeMB); err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := os.Rename(part, path); err != nil {
 		os.Remove(part)
-		return "", err
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
 	t.path = path
-	return path, nil
+	m.evict(sizeMB)
+	return f, nil
+}
+
+// evict removes the least recently used templates beyond maxTemplates,
+// never keep's.
+func (m *volumeMaker) evict(keep int) {
+	m.mu.Lock()
+	var doomed []*volumeTemplate
+	for len(m.templates) > maxTemplates {
+		lru := -1
+		for size, t := range m.templates {
+			if size != keep && (lru < 0 || t.used.Before(m.templates[lru].used)) {
+				lru = size
+			}
+		}
+		doomed = append(doomed, m.templates[lru])
+		delete(m.templates, lru)
+	}
+	m.mu.Unlock()
+	for _, t := range doomed {
+		// Those who opened it keep their copy; a caller that took t from
+		// the map before the delete makes it anew.
+		t.mu.Lock()
+		if t.path != "" {
+			os.Remove(t.path)
+			t.path = ""
+		}
+		t.mu.Unlock()
+	}
 }
 
 // mkfsImage makes an empty ext4 file system in a new sparse image: no
@@ -131,11 +175,7 @@ func mkfsImage(path string, sizeMB int) error {
 // a sparse file of its size, or, where the file system cannot say where
 // a file's data is, a file system of its own from mkfs.ext4.
 func (m *volumeMaker) image(path string, sizeMB int) error {
-	tmpl, err := m.template(sizeMB)
-	if err != nil {
-		return err
-	}
-	src, err := os.Open(tmpl)
+	src, err := m.template(sizeMB)
 	if err != nil {
 		return err
 	}

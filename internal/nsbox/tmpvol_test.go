@@ -2,6 +2,8 @@ package nsbox
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -42,7 +44,8 @@ func TestVolumeImageFromTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile(tmpl)
+	want, err := io.ReadAll(tmpl)
+	tmpl.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +68,7 @@ func TestVolumeImageFromTemplate(t *testing.T) {
 		if err := syscall.Stat(p, &st); err != nil {
 			t.Fatal(err)
 		}
-		if err := syscall.Stat(tmpl, &tst); err != nil {
+		if err := syscall.Stat(tmpl.Name(), &tst); err != nil {
 			t.Fatal(err)
 		}
 		// Blocks are 512 bytes; allow a little for the file system's own
@@ -149,11 +152,63 @@ func TestVolumeTemplateRetriedAfterFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(tmpl)
+	tmpl.Close()
+	os.Remove(tmpl.Name())
 	if err := m.image(filepath.Join(dir, "c.img"), 32); err != nil {
 		t.Fatalf("image after the template was removed: %v", err)
 	}
-	if _, err := os.Stat(tmpl); err != nil {
+	if _, err := os.Stat(tmpl.Name()); err != nil {
 		t.Errorf("template not made again: %v", err)
+	}
+}
+
+// TestVolumeTemplatesBounded: at most maxTemplates templates stay, the
+// least recently used going first, and a volume of an evicted size still
+// comes out whole (its template is made again).
+func TestVolumeTemplatesBounded(t *testing.T) {
+	testutil.RequiresBinary(t, "mkfs.ext4")
+	dir := t.TempDir()
+	m := newVolumeMaker(filepath.Join(dir, "templates"))
+	sizes := make([]int, maxTemplates+3)
+	for i := range sizes {
+		sizes[i] = 8 + i
+		if err := m.image(filepath.Join(dir, fmt.Sprintf("v%d.img", i)), sizes[i]); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			continue
+		}
+		// The first size stays in use.
+		if err := m.image(filepath.Join(dir, fmt.Sprintf("v%d-first.img", i)), sizes[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "templates"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, e := range ents {
+		have[e.Name()] = true
+	}
+	if len(ents) != maxTemplates {
+		t.Fatalf("%d templates kept, want %d: %v", len(ents), maxTemplates, have)
+	}
+	for _, size := range append([]int{sizes[0]}, sizes[len(sizes)-maxTemplates+1:]...) {
+		if !have[fmt.Sprintf("tmp-%dM.img", size)] {
+			t.Errorf("the template of %d MB, recently used, was evicted: %v", size, have)
+		}
+	}
+	// An evicted size (the second) is made again.
+	p := filepath.Join(dir, "again.img")
+	if err := m.image(p, sizes[1]); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != sizes[1]<<20 || !bytes.Equal(b[1024+0x38:1024+0x3a], []byte{0x53, 0xef}) {
+		t.Fatalf("volume of an evicted size: %d bytes, no ext4 superblock", len(b))
 	}
 }
