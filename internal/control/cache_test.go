@@ -1,12 +1,9 @@
 package control
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 	"time"
-
-	"github.com/nubo-dev/nubo/internal/store"
 )
 
 // TestInvokeCacheRevisions: two services on one store stand for two nodes.
@@ -15,13 +12,7 @@ import (
 // by the other node replaces it; an older revision never displaces a newer
 // one; a delete empties it.
 func TestInvokeCacheRevisions(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	ctx, st := testStore(t, 30*time.Second)
 	a := New(st, Options{Logger: slog.New(slog.DiscardHandler)})
 	defer a.Close()
 	b := New(st, Options{Logger: slog.New(slog.DiscardHandler)})

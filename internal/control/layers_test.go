@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"log/slog"
 	"strconv"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 	"github.com/nubo-dev/nubo/internal/function"
-	"github.com/nubo-dev/nubo/internal/store"
 )
 
 // TestLayerVersionsStoredApart: each layer version is a record of its own,
@@ -19,13 +17,7 @@ import (
 // the head, are still read, listed, counted and deleted, and numbering
 // goes on after them.
 func TestLayerVersionsStoredApart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	ctx, st := testStore(t, 60*time.Second)
 	s := New(st, Options{Region: "us-east-1", Logger: slog.New(slog.DiscardHandler)})
 	defer s.Close()
 	const acct, name = "000000000000", "tools"
