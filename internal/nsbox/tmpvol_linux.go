@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -85,61 +86,78 @@ func (m *volumeMaker) template(sizeMB int) (*os.File, error) {
 	}
 	t.used = time.Now()
 	m.mu.Unlock()
+	f, made, err := t.open(m.dir, sizeMB)
+	if made {
+		// With no template's lock held: evict takes others' one at a time.
+		m.evict(sizeMB)
+	}
+	return f, err
+}
+
+// open opens the template, making it first if need be (made).
+func (t *volumeTemplate) open(dir string, sizeMB int) (f *os.File, made bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.path != "" {
 		if f, err := os.Open(t.path); err == nil {
-			return f, nil
+			return f, false, nil
 		}
 		t.path = ""
 	}
-	if err := os.MkdirAll(m.dir, 0o700); err != nil {
-		return nil, err
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, false, err
 	}
-	path := filepath.Join(m.dir, fmt.Sprintf("tmp-%dM.img", sizeMB))
+	path := filepath.Join(dir, fmt.Sprintf("tmp-%dM.img", sizeMB))
 	part := path + ".part"
 	os.Remove(part)
 	if err := mkfsImage(part, sizeMB); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := os.Rename(part, path); err != nil {
 		os.Remove(part)
-		return nil, err
+		return nil, false, err
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	if f, err = os.Open(path); err != nil {
+		return nil, false, err
 	}
 	t.path = path
-	m.evict(sizeMB)
-	return f, nil
+	return f, true, nil
 }
 
 // evict removes the least recently used templates beyond maxTemplates,
-// never keep's.
+// never keep's. A template being made or opened (its lock held) is passed
+// over, never waited for: the caller holds no template's lock, and a cold
+// start must not wait for another size's mkfs.
 func (m *volumeMaker) evict(keep int) {
 	m.mu.Lock()
-	var doomed []*volumeTemplate
+	defer m.mu.Unlock()
 	for len(m.templates) > maxTemplates {
-		lru := -1
-		for size, t := range m.templates {
-			if size != keep && (lru < 0 || t.used.Before(m.templates[lru].used)) {
-				lru = size
+		sizes := make([]int, 0, len(m.templates))
+		for size := range m.templates {
+			if size != keep {
+				sizes = append(sizes, size)
 			}
 		}
-		doomed = append(doomed, m.templates[lru])
-		delete(m.templates, lru)
-	}
-	m.mu.Unlock()
-	for _, t := range doomed {
-		// Those who opened it keep their copy; a caller that took t from
-		// the map before the delete makes it anew.
-		t.mu.Lock()
-		if t.path != "" {
-			os.Remove(t.path)
-			t.path = ""
+		sort.Slice(sizes, func(i, j int) bool { return m.templates[sizes[i]].used.Before(m.templates[sizes[j]].used) })
+		evicted := false
+		for _, size := range sizes {
+			t := m.templates[size]
+			if !t.mu.TryLock() {
+				continue
+			}
+			// Those who opened it keep their copy.
+			if t.path != "" {
+				os.Remove(t.path)
+				t.path = ""
+			}
+			t.mu.Unlock()
+			delete(m.templates, size)
+			evicted = true
+			break
 		}
-		t.mu.Unlock()
+		if !evicted {
+			return
+		}
 	}
 }
 

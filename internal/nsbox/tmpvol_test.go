@@ -212,3 +212,39 @@ func TestVolumeTemplatesBounded(t *testing.T) {
 		t.Fatalf("volume of an evicted size: %d bytes, no ext4 superblock", len(b))
 	}
 }
+
+// TestVolumeTemplatesConcurrent: many sizes at once, each asked for twice,
+// all come out (an eviction waits for no template being made), and the
+// templates kept fall back to the bound.
+func TestVolumeTemplatesConcurrent(t *testing.T) {
+	testutil.RequiresBinary(t, "mkfs.ext4")
+	dir := t.TempDir()
+	m := newVolumeMaker(filepath.Join(dir, "templates"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*(maxTemplates+6))
+	for i := range maxTemplates + 6 {
+		for j := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- m.image(filepath.Join(dir, fmt.Sprintf("v%d-%d.img", i, j)), 8+i)
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.image(filepath.Join(dir, "last.img"), 64); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	n := len(m.templates)
+	m.mu.Unlock()
+	if n > maxTemplates {
+		t.Fatalf("%d templates kept after the burst, want at most %d", n, maxTemplates)
+	}
+}
