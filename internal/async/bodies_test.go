@@ -146,7 +146,19 @@ func TestRetention(t *testing.T) {
 	if st.TTL() != DeadLetterRetention {
 		t.Errorf("dead letters kept %v, want %v", st.TTL(), DeadLetterRetention)
 	}
-	info, err := q.bodies.Info(ctx)
+	// A bodies stream as made before: no age limit.
+	if err := js.DeleteStream(ctx, BodiesStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: BodiesStream, Subjects: []string{bodySubjPx + ">"},
+		Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	bodies, err := openBodies(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := bodies.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

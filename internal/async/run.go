@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -401,6 +402,21 @@ func (q *Queue) Replay(ctx context.Context, acct, fn string, ids []string) (int,
 		ev := d.Event
 		ev.Attempt, ev.Throttles, ev.NotBeforeMs = 0, 0, 0
 		ev.EnqueuedMs = now().UnixMilli()
+		oldBody := ""
+		if ev.PayloadRef != "" {
+			// Bodies expire by their age (openBodies), and this one is as
+			// old as the event's first queueing: the replayed event gets a
+			// copy of its own, as young as the replay.
+			b, err := q.getBody(ctx, ev.PayloadRef)
+			if err != nil {
+				return n, fmt.Errorf("replay %s: payload: %w", ev.RequestID, err)
+			}
+			oldBody = ev.PayloadRef
+			ev.PayloadRef = "p." + ev.RequestID + ".replay-" + strconv.FormatInt(now().UnixNano(), 36)
+			if err := q.putBody(ctx, ev.PayloadRef, b); err != nil {
+				return n, fmt.Errorf("replay %s: payload: %w", ev.RequestID, err)
+			}
+		}
 		if err := q.publish(ctx, &ev, msgID(&ev, "replay")); err != nil {
 			return n, err
 		}
@@ -408,6 +424,9 @@ func (q *Queue) Replay(ctx context.Context, acct, fn string, ids []string) (int,
 			return n, err
 		}
 		q.dropBody(d.RecordRef)
+		if oldBody != "" {
+			q.dropBody(oldBody)
+		}
 		n++
 	}
 	if len(ids) > 0 && n < len(ids) {
