@@ -34,7 +34,10 @@ type proc struct {
 // but its status waits for the registration. Any other status (an
 // orphan's, or a child whose exec failed) has no proc and is dropped: kept,
 // it would grow the agent for every orphan a function leaves, and pass for
-// a later child's exit once the pid comes round again.
+// a later child's exit once the pid comes round again. One window is
+// left: an orphan's status reaped just before start takes mu is routed
+// after it, and would go to the new child if that child got the orphan's
+// pid, which takes the pid numbers wrapping round at that very moment.
 type reaper struct {
 	mu      sync.Mutex
 	byPid   map[int]*proc

@@ -41,7 +41,8 @@ func waitDone(t *testing.T, p *proc) {
 
 // TestReaperRoutes: a child the reaper started gets its own status, even
 // one that exits at once, beside a child it did not start (an orphan, as
-// PID 1 sees them), whose status is dropped rather than kept.
+// PID 1 sees them), and nothing is left waiting. (That a stranger's status
+// is not kept: TestReaperDropsStrangers.)
 func TestReaperRoutes(t *testing.T) {
 	r := initReaper(t)
 	stranger := exec.Command("/bin/sh", "-c", "exit 9")
@@ -103,7 +104,10 @@ func TestReaperDropsStrangers(t *testing.T) {
 // TestReaperWarm: the warm-up's exec fails as planned and leaves no
 // process behind, whoever reaps it.
 func TestReaperWarm(t *testing.T) {
-	for _, r := range []*reaper{newReaper(), initReaper(t)} {
+	// Go's own wait for the failed child first, then PID 1's loop; the
+	// loop starts only after the first case.
+	for _, mk := range []func() *reaper{newReaper, func() *reaper { return initReaper(t) }} {
+		r := mk()
 		if err := r.warm(); err != nil {
 			t.Fatalf("warm (initPid %v): %v", r.initPid, err)
 		}

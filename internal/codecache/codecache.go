@@ -13,6 +13,7 @@
 package codecache
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -178,7 +179,8 @@ func OptName(layerHexes []string) string {
 var Kinds = []string{"code", "layer", "opt"}
 
 // Collect removes the entries keep refuses that nobody asked for within
-// grace, nor were built within it, and returns how many it removed. The
+// grace, nor were built within it, and returns how many it removed and
+// the first error met (an entry it could not remove stays; the others go). The
 // caller keeps what the store refers to; grace must outlast any
 // environment started from an entry (the worker's longest lifetime, and
 // an invocation still running at its end), because an environment's
@@ -187,10 +189,12 @@ var Kinds = []string{"code", "layer", "opt"}
 func (c *Cache) Collect(keep func(kind, name string) bool, grace time.Duration) (int, error) {
 	now := c.now()
 	var doomed []string
+	var firstErr error
 	for _, kind := range Kinds {
 		ents, err := os.ReadDir(filepath.Join(c.dir, kind))
 		if err != nil {
-			return 0, err
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
 		for _, e := range ents {
 			if keep(kind, e.Name()) {
@@ -217,7 +221,9 @@ func (c *Cache) Collect(keep func(kind, name string) bool, grace time.Duration) 
 			}
 			c.mu.Unlock()
 			if err != nil {
-				return len(doomed), err
+				// This one stays; the others may still go.
+				firstErr = cmp.Or(firstErr, err)
+				continue
 			}
 			doomed = append(doomed, gone)
 		}
@@ -231,12 +237,15 @@ func (c *Cache) Collect(keep func(kind, name string) bool, grace time.Duration) 
 		}
 	}
 	c.mu.Unlock()
+	removed := 0
 	for _, d := range doomed {
 		if err := removeTree(d); err != nil {
-			return len(doomed), err
+			firstErr = cmp.Or(firstErr, err) // tmp is cleared at the next start
+			continue
 		}
+		removed++
 	}
-	return len(doomed), nil
+	return removed, firstErr
 }
 
 // removeTree removes dir and everything in it, also directories a zip

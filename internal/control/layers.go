@@ -231,7 +231,14 @@ func (s *Service) DeleteLayerVersion(ctx context.Context, acct, layer string, ve
 	if err != nil {
 		return err
 	}
-	if err := s.st.Delete(ctx, layerVersionKey(acct, name, version), 0); err != nil {
+	// Deleted only if there: a delete of a key that never was would still
+	// leave a marker in the store, one per number anybody asks to delete.
+	var sl storedLayer
+	if rev, err := s.st.Get(ctx, layerVersionKey(acct, name, version), &sl); err == nil {
+		if err := s.st.Delete(ctx, layerVersionKey(acct, name, version), rev); err != nil && !errors.Is(err, store.ErrRevision) {
+			return err
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	key := layerKey(acct, name)
@@ -290,26 +297,39 @@ func (s *Service) layerVersions(ctx context.Context, acct, name, runtime, archi 
 	if err != nil {
 		return nil, err
 	}
-	nums := make([]int64, 0, len(keys)+len(rec.Versions))
+	// Versions of the old layout come from the head read above; the
+	// others are read one by one, newest first, as far as needed.
+	type ver struct {
+		n   int64
+		old *storedLayer
+	}
+	vers := make([]ver, 0, len(keys)+len(rec.Versions))
 	for _, k := range keys {
 		if n, err := strconv.ParseInt(k[strings.LastIndexByte(k, '.')+1:], 10, 64); err == nil {
-			nums = append(nums, n)
+			vers = append(vers, ver{n: n})
 		}
 	}
-	for v := range rec.Versions {
+	for v, sl := range rec.Versions {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			nums = append(nums, n)
+			vers = append(vers, ver{n: n, old: sl})
 		}
 	}
-	sort.Slice(nums, func(i, j int) bool { return nums[i] > nums[j] })
+	sort.Slice(vers, func(i, j int) bool { return vers[i].n > vers[j].n })
 	var out []*LayerVersion
-	for _, n := range nums {
-		lv, err := s.GetLayerVersion(ctx, acct, name, n)
-		if errdefs.Is(err, errdefs.KindNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, err
+	for _, v := range vers {
+		var lv *LayerVersion
+		if v.old != nil {
+			lv = v.old.view()
+		} else {
+			var sl storedLayer
+			_, err := s.st.Get(ctx, layerVersionKey(acct, name, v.n), &sl)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			lv = sl.view()
 		}
 		if layerMatches(lv, runtime, archi) {
 			out = append(out, lv)

@@ -55,7 +55,7 @@ func FuzzControlPlaneBodies(f *testing.F) {
 		req := signedRequest(t, r.method, s.URL+r.path, body, account.DevAccessKey, account.DevSecret, time.Now())
 		t0 := time.Now()
 		resp := do(t, req)
-		if d := time.Since(t0); d > 5*time.Second {
+		if d := time.Since(t0); d > 30*time.Second {
 			t.Fatalf("%s %s with %q: answered after %v", r.method, r.path, body, d)
 		}
 		if resp.Status >= 500 {

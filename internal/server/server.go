@@ -107,13 +107,20 @@ func (s *Server) collectCode() {
 	defer close(s.gcDone)
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
+	// A collection under way ends with the server, not minutes later.
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		<-s.gcStop
+		stop()
+	}()
 	for {
 		select {
 		case <-s.gcStop:
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		ctx, cancel := context.WithTimeout(base, 5*time.Minute)
 		n, err := s.ctl.CollectCode(ctx, time.Hour)
 		if err != nil {
 			s.log.Warn("collecting unused code", "err", err)
