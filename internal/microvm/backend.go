@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -277,14 +278,26 @@ type guest struct {
 	idle   *time.Timer
 	gone   bool
 
-	putMu sync.Mutex
-	puts  map[string]*putState
+	// The code and layer trees sent to the guest, by key (see put).
+	putMu    sync.Mutex
+	puts     map[string]*putState
+	dropping map[string]chan struct{} // closed when the guest has removed the tree
+	// rpc, when set, stands for call (tests).
+	rpc func(ctx context.Context, req request, body func(io.Writer) error) (response, error)
 }
 
 type putState struct {
 	done chan struct{}
 	err  error
+	refs int       // the guest's sandboxes using the tree; guarded by putMu
+	used time.Time // when a sandbox last took it; guarded by putMu
 }
+
+// maxIdleTrees is how many trees no sandbox uses a guest keeps (the most
+// recently used): more would fill its scratch disk over the life of a VM
+// that never goes idle, one tree for every deploy of the account's
+// functions.
+const maxIdleTrees = 4
 
 // reserve finds (or starts) a VM of the account with room for memMB.
 func (b *Backend) reserve(account string, memMB int) (*guest, error) {
@@ -325,6 +338,7 @@ func (b *Backend) reserve(account string, memMB int) (*guest, error) {
 		b: b, n: b.nextVM, account: account, id: fmt.Sprintf("vm-%s-%d", account, b.nextVM),
 		memMB: need, usedMB: memMB, boxes: 1,
 		ready: make(chan struct{}), exited: make(chan struct{}), puts: map[string]*putState{},
+		dropping: map[string]chan struct{}{},
 	}
 	g.dir = filepath.Join(b.cfg.Dir, g.id)
 	b.guests[account] = append(b.guests[account], g)
@@ -685,21 +699,39 @@ func (g *guest) call(ctx context.Context, req request, body func(io.Writer) erro
 	return resp, nil
 }
 
-// put makes sure the guest has dir under key, sending it at most once.
+// put makes sure the guest has dir under key, sending it at most once,
+// and takes a reference on it for the sandbox being made: a tree no
+// sandbox references may be dropped (see unref). A tree being dropped is
+// waited for, then sent again.
 func (g *guest) put(ctx context.Context, dir string) (string, error) {
 	if dir == "" {
 		return "", nil
 	}
 	key := dir // code directories are content-addressed: the path names the content
 	g.putMu.Lock()
+	for {
+		ch, ok := g.dropping[key]
+		if !ok {
+			break
+		}
+		g.putMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		g.putMu.Lock()
+	}
 	ps, ok := g.puts[key]
 	if !ok {
 		ps = &putState{done: make(chan struct{})}
 		g.puts[key] = ps
 	}
+	ps.refs++
+	ps.used = time.Now()
 	g.putMu.Unlock()
 	if !ok {
-		_, ps.err = g.call(ctx, request{Op: opPut, Key: key}, func(w io.Writer) error { return writeTar(w, dir) })
+		_, ps.err = g.send(ctx, request{Op: opPut, Key: key}, func(w io.Writer) error { return writeTar(w, dir) })
 		if ps.err != nil {
 			g.putMu.Lock()
 			delete(g.puts, key)
@@ -707,12 +739,79 @@ func (g *guest) put(ctx context.Context, dir string) (string, error) {
 		}
 		close(ps.done)
 	}
+	var err error
 	select {
 	case <-ps.done:
-		return key, ps.err
+		err = ps.err
 	case <-ctx.Done():
-		return "", ctx.Err()
+		err = ctx.Err()
 	}
+	if err != nil {
+		g.putMu.Lock()
+		ps.refs--
+		g.putMu.Unlock()
+		return "", err
+	}
+	return key, nil
+}
+
+// send is call, or what a test put in its place.
+func (g *guest) send(ctx context.Context, req request, body func(io.Writer) error) (response, error) {
+	if g.rpc != nil {
+		return g.rpc(ctx, req, body)
+	}
+	return g.call(ctx, req, body)
+}
+
+// unref releases a sandbox's references on trees put for it, and drops
+// from the guest the trees no sandbox uses beyond the maxIdleTrees most
+// recently used.
+func (g *guest) unref(keys ...string) {
+	g.putMu.Lock()
+	for _, k := range keys {
+		if ps := g.puts[k]; k != "" && ps != nil && ps.refs > 0 {
+			ps.refs--
+		}
+	}
+	var idle []string
+	for k, ps := range g.puts {
+		select {
+		case <-ps.done:
+			if ps.refs == 0 && ps.err == nil {
+				idle = append(idle, k)
+			}
+		default: // still being sent
+		}
+	}
+	var drop []string
+	if len(idle) > maxIdleTrees {
+		sort.Slice(idle, func(i, j int) bool { return g.puts[idle[i]].used.After(g.puts[idle[j]].used) })
+		drop = idle[maxIdleTrees:]
+		for _, k := range drop {
+			delete(g.puts, k)
+			g.dropping[k] = make(chan struct{})
+		}
+	}
+	g.putMu.Unlock()
+	for _, k := range drop {
+		go g.drop(k)
+	}
+}
+
+// drop removes a tree from the guest; a put of the same key waits for it.
+// A drop that fails leaves the tree in the guest, where a later put finds
+// it.
+func (g *guest) drop(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := g.send(ctx, request{Op: opDrop, Key: key}, nil); err != nil && !g.dead() {
+		g.b.log.Warn("microvm: dropping a code tree from the guest", "vm", g.id, "err", err)
+	}
+	g.putMu.Lock()
+	ch := g.dropping[key]
+	delete(g.dropping, key)
+	g.putMu.Unlock()
+	close(ch)
 }
 
 // Create implements sandbox.Backend.
@@ -752,8 +851,15 @@ func (g *guest) create(ctx context.Context, spec sandbox.Spec) (*vmBox, error) {
 	}
 	layers, err := g.put(ctx, spec.LayersDir)
 	if err != nil {
+		g.unref(code)
 		return nil, err
 	}
+	created := false
+	defer func() {
+		if !created {
+			g.unref(code, layers)
+		}
+	}()
 	st, err := g.sess.OpenStream()
 	if err != nil {
 		return nil, err
@@ -781,7 +887,9 @@ func (g *guest) create(ctx context.Context, spec sandbox.Spec) (*vmBox, error) {
 	}
 	paths := *resp.Paths
 	paths.HostTaskRoot, paths.HostOptDir = spec.CodeDir, spec.LayersDir
-	box := &vmBox{g: g, id: spec.ID, mem: max(spec.MemoryMB, 1), conn: st, paths: paths, done: make(chan struct{})}
+	box := &vmBox{g: g, id: spec.ID, mem: max(spec.MemoryMB, 1), conn: st, paths: paths, done: make(chan struct{}),
+		trees: []string{code, layers}}
+	created = true
 	go box.wait()
 	return box, nil
 }
@@ -795,6 +903,7 @@ type vmBox struct {
 	paths sandbox.Paths
 	done  chan struct{}
 	once  sync.Once
+	trees []string // the keys of its code and layers in the guest
 }
 
 func (s *vmBox) wait() {
@@ -830,6 +939,7 @@ func (s *vmBox) Destroy() error {
 	s.once.Do(func() {
 		_, err = s.op(opDestroy)
 		s.conn.Close()
+		s.g.unref(s.trees...)
 		s.g.b.release(s.g, s.mem)
 	})
 	return err

@@ -324,6 +324,8 @@ func (g *guestAgent) handle(st io.Reader, req request) (response, error) {
 		return response{}, g.setup(st, req.Net)
 	case opPut:
 		return response{}, g.put(st, req.Key)
+	case opDrop:
+		return response{}, g.drop(req.Key)
 	case opClock:
 		return response{}, nil // synced in serve
 	case opInfo:
@@ -521,6 +523,19 @@ func (g *guestAgent) put(r io.Reader, key string) error {
 		return err
 	}
 	return os.Rename(tmp, dir)
+}
+
+// drop removes the tree stored under key. The host drops only a tree no
+// sandbox uses, and never while it puts the same key.
+func (g *guestAgent) drop(key string) error {
+	g.mu.Lock()
+	mu := g.puts[key]
+	g.mu.Unlock()
+	if mu != nil {
+		mu.Lock()
+		defer mu.Unlock()
+	}
+	return os.RemoveAll(keyDir(g.scratch, key))
 }
 
 func (g *guestAgent) create(st io.ReadWriteCloser, req request) {

@@ -27,6 +27,7 @@ import (
 const (
 	opSetup     = "setup"     // tar of the runtime clients follows; makes the guest's sandbox backend
 	opPut       = "put"       // tar of a code or layers directory follows, stored under Key
+	opDrop      = "drop"      // removes the tree stored under Key (no sandbox uses it)
 	opCreate    = "create"    // a sandbox; the stream then is its agent connection
 	opWait      = "wait"      // answers when the sandbox's agent has exited
 	opFreeze    = "freeze"    //
