@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,12 +241,15 @@ func (p *proc) eventually(t *testing.T, what string, ok func(stdout string) bool
 	}
 }
 
+// testMemoryMB is the MemorySize of every function under test.
+const testMemoryMB = 256
+
 // lambdaEnv is the environment of every runtime under test, minus
 // AWS_LAMBDA_RUNTIME_API, _HANDLER and LAMBDA_TASK_ROOT.
 var lambdaEnv = map[string]string{
 	"AWS_LAMBDA_FUNCTION_NAME":        "fn",
 	"AWS_LAMBDA_FUNCTION_VERSION":     "$LATEST",
-	"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+	"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": strconv.Itoa(testMemoryMB),
 	"AWS_LAMBDA_LOG_GROUP_NAME":       "/aws/lambda/fn",
 	"AWS_LAMBDA_LOG_STREAM_NAME":      "2024/01/01/[$LATEST]0123456789abcdef",
 	"AWS_REGION":                      "us-east-1",
@@ -274,7 +278,7 @@ func start(t *testing.T, family, interpreter string, api *fakeAPI, taskRoot, han
 		}
 		rt = rts[0]
 	}
-	argv := Command(rt, ricPath)
+	argv := Command(rt, ricPath, testMemoryMB)
 
 	// Keep the host's variables (a pyenv shim needs HOME and PATH) but none
 	// that would change how the runtime behaves.

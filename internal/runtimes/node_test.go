@@ -406,3 +406,29 @@ func TestNodeLogLevelAndJSON(t *testing.T) {
 		t.Errorf("console.debug printed below AWS_LAMBDA_LOG_LEVEL=INFO:\n%s", p.stdout.String())
 	}
 }
+
+// TestNodeHeapFollowsMemory: node starts as Lambda starts it, with V8's
+// heap sized from the function's memory (not from the host's), so garbage
+// is collected before the function's cgroup limit is reached; and with
+// global.gc exposed.
+func TestNodeHeapFollowsMemory(t *testing.T) {
+	root := writeFiles(t, map[string]string{"index.js": `
+const v8 = require('node:v8');
+exports.handler = async () => ({
+  limitMB: v8.getHeapStatistics().heap_size_limit / 1048576,
+  gc: typeof global.gc,
+  argv: process.execArgv,
+});`})
+	api := newFakeAPI(t)
+	startNode(t, api, root, "index.handler")
+	res := api.invoke(t, invocation{id: "id-1", body: `{}`}).json(t)
+	limit, _ := res["limitMB"].(float64)
+	// old space (memory minus a tenth) plus the young generation's
+	// semi-spaces: about the function's memory, never the host's.
+	if limit < testMemoryMB*0.8 || limit > testMemoryMB*1.3 {
+		t.Errorf("V8 heap limit %.0f MB for a %d MB function (argv %v)", limit, testMemoryMB, res["argv"])
+	}
+	if res["gc"] != "function" {
+		t.Errorf("global.gc is %v, want a function (--expose-gc)", res["gc"])
+	}
+}

@@ -178,11 +178,12 @@ func TestBootstrap(t *testing.T) {
 
 func TestCommand(t *testing.T) {
 	py := Runtime{ID: "python3.11", Family: FamilyPython, Interpreter: "/usr/bin/python3"}
-	if got := Command(py, "/var/runtime/bootstrap.py"); !reflect.DeepEqual(got, []string{"/usr/bin/python3", "-u", "/var/runtime/bootstrap.py"}) {
+	if got := Command(py, "/var/runtime/bootstrap.py", 128); !reflect.DeepEqual(got, []string{"/usr/bin/python3", "-u", "/var/runtime/bootstrap.py"}) {
 		t.Errorf("python: %q", got)
 	}
 	node := Runtime{ID: "nodejs20.x", Family: FamilyNodejs, Interpreter: "/usr/bin/node"}
-	if got := Command(node, "/var/runtime/bootstrap.js"); !reflect.DeepEqual(got, []string{"/usr/bin/node", "/var/runtime/bootstrap.js"}) {
+	if got := Command(node, "/var/runtime/bootstrap.js", 128); !reflect.DeepEqual(got, []string{"/usr/bin/node", "--expose-gc", "--max-http-header-size", "81920",
+		"--max-semi-space-size=6", "--max-old-space-size=116", "/var/runtime/bootstrap.js"}) {
 		t.Errorf("node: %q", got)
 	}
 	provided := Runtime{ID: "provided.al2023", Family: FamilyProvided}
@@ -196,7 +197,7 @@ func TestCommand(t *testing.T) {
 		{nil, "/var/task/bootstrap"},
 	} {
 		exists := func(p string) bool { return strings.Contains(strings.Join(tc.present, " "), p) }
-		if got := command(provided, "", exists); !reflect.DeepEqual(got, []string{tc.want}) {
+		if got := command(provided, "", 128, exists); !reflect.DeepEqual(got, []string{tc.want}) {
 			t.Errorf("provided with %q: %q, want %q", tc.present, got, tc.want)
 		}
 	}
@@ -220,7 +221,7 @@ func TestPrecompile(t *testing.T) {
 		t.Fatalf("Precompile: %+v, %v", got, err)
 	}
 	first := got[0].Compiled
-	argv := Command(got[0], filepath.Join(dir, "bootstrap.py"))
+	argv := Command(got[0], filepath.Join(dir, "bootstrap.py"), 128)
 	if out, err := exec.Command(argv[0], argv[1:]...).Output(); err != nil || string(out) != "one\n" {
 		t.Fatalf("%v: %q, %v", argv, out, err)
 	}
@@ -232,7 +233,7 @@ func TestPrecompile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, first)); err == nil {
 		t.Errorf("%s of the old source is still there", first)
 	}
-	argv = Command(got[0], filepath.Join(dir, "bootstrap.py"))
+	argv = Command(got[0], filepath.Join(dir, "bootstrap.py"), 128)
 	if out, err := exec.Command(argv[0], argv[1:]...).Output(); err != nil || string(out) != "two\n" {
 		t.Fatalf("%v: %q, %v", argv, out, err)
 	}

@@ -482,7 +482,7 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 		group = "/aws/lambda/" + c.FunctionName
 	}
 	start := agentproto.Start{
-		Argv: p.command(rt, paths), Env: Environment(v, rt, paths, p.cfg.Region, group, stream, initType), Dir: paths.TaskRoot,
+		Argv: p.command(rt, paths, c.MemorySize), Env: Environment(v, rt, paths, p.cfg.Region, group, stream, initType), Dir: paths.TaskRoot,
 		UID: paths.UID, GID: paths.GID, ExtensionsDir: joinOpt(paths.OptDir, "extensions"), RuntimeAPI: paths.RuntimeAPI,
 		InitTimeoutMs: p.cfg.InitTimeout.Milliseconds(), FunctionName: c.FunctionName, FunctionVersion: c.Version,
 		Handler: c.Handler, AccountID: v.Account,
@@ -531,11 +531,12 @@ func (p *Pool) offered() string {
 	return strings.Join(ids, ", ")
 }
 
-// command is the runtime's argv as seen inside the sandbox.
-func (p *Pool) command(rt runtimes.Runtime, paths sandbox.Paths) []string {
+// command is the runtime's argv as seen inside the sandbox, for a
+// function with memoryMB.
+func (p *Pool) command(rt runtimes.Runtime, paths sandbox.Paths, memoryMB int) []string {
 	if rt.Family != runtimes.FamilyProvided {
 		name, _, _ := runtimes.Bootstrap(rt.Family)
-		return runtimes.Command(rt, paths.RuntimeDir+"/"+name)
+		return runtimes.Command(rt, paths.RuntimeDir+"/"+name, memoryMB)
 	}
 	return []string{providedBootstrap(paths)}
 }
