@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"hash/fnv"
 	"strconv"
 	"sync"
 
@@ -16,11 +17,18 @@ import (
 // publisher at a time picks the number), and the purge of leftover version
 // keys by CreateFunction and DeleteFunction (a purge racing a publish would
 // delete a version that was just answered 201).
-var publishLocks sync.Map // "acct/name" → *sync.Mutex
+//
+// A fixed set of locks, chosen by a hash of the name: one lock per name
+// ever seen would grow with every function created (names that share a
+// lock only wait for each other; no caller holds two).
+var publishLocks [256]sync.Mutex
 
 func publishLock(acct, name string) *sync.Mutex {
-	m, _ := publishLocks.LoadOrStore(acct+"/"+name, &sync.Mutex{})
-	return m.(*sync.Mutex)
+	h := fnv.New32a()
+	h.Write([]byte(acct))
+	h.Write([]byte{'/'})
+	h.Write([]byte(name))
+	return &publishLocks[h.Sum32()%uint32(len(publishLocks))]
 }
 
 // PublishVersion implements PublishVersion.
