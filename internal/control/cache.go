@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -25,10 +26,23 @@ type invokeCache struct {
 	mu   sync.RWMutex
 	recs map[string]cachedRec // fn key → record
 	vers map[string]*Version  // ver key → version
-	// seen is the latest revision of each fn key the watch has reported:
-	// a record read or written before it must not be cached after it.
-	seen map[string]uint64
+	// seen is the latest revision of each fn key the watch has reported
+	// (and when): a record read or written before it must not be cached
+	// after it. Entries older than seenTTL are forgotten (pruneLocked).
+	seen      map[string]seenRev
+	lastPrune time.Time
+	now       func() time.Time
 }
+
+type seenRev struct {
+	rev uint64
+	at  time.Time
+}
+
+// seenTTL is how long a reported revision is remembered: far longer than
+// any read takes between loading a record and caching it. Remembered for
+// ever, every function name ever changed on any node would stay.
+const seenTTL = 10 * time.Minute
 
 // cachedRec is a record and the store revision it has.
 type cachedRec struct {
@@ -37,7 +51,7 @@ type cachedRec struct {
 }
 
 func newInvokeCache() *invokeCache {
-	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}, seen: map[string]uint64{}}
+	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}, seen: map[string]seenRev{}, now: time.Now}
 }
 
 // put caches rec at revision rev unless a later one is cached. rec must
@@ -47,7 +61,7 @@ func (c *invokeCache) put(key string, rec *record, rev uint64, acct string) {
 	rec.latest = &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
 	rec.latest.digest = rec.latest.Config.Digest()
 	c.mu.Lock()
-	if cur, ok := c.recs[key]; (!ok || cur.rev < rev) && rev >= c.seen[key] {
+	if cur, ok := c.recs[key]; (!ok || cur.rev < rev) && rev >= c.seen[key].rev {
 		c.recs[key] = cachedRec{rec, rev}
 	}
 	c.mu.Unlock()
@@ -74,14 +88,30 @@ func (c *invokeCache) putWritten(key string, rec *record, rev uint64, acct strin
 // cached at an earlier revision, and a version.
 func (c *invokeCache) changed(key string, rev uint64) {
 	c.mu.Lock()
-	if strings.HasPrefix(key, "fn.") && rev > c.seen[key] {
-		c.seen[key] = rev
+	if strings.HasPrefix(key, "fn.") && rev > c.seen[key].rev {
+		c.seen[key] = seenRev{rev, c.now()}
 	}
 	if cur, ok := c.recs[key]; ok && cur.rev < rev {
 		delete(c.recs, key)
 	}
 	delete(c.vers, key)
+	c.pruneLocked()
 	c.mu.Unlock()
+}
+
+// pruneLocked forgets revisions reported more than seenTTL ago, at most
+// once a minute; c.mu held.
+func (c *invokeCache) pruneLocked() {
+	now := c.now()
+	if now.Sub(c.lastPrune) < time.Minute {
+		return
+	}
+	c.lastPrune = now
+	for k, s := range c.seen {
+		if now.Sub(s.at) > seenTTL {
+			delete(c.seen, k)
+		}
+	}
 }
 
 func (c *invokeCache) drop(key string) {

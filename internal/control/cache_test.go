@@ -107,10 +107,42 @@ func TestInvokeCacheRevisions(t *testing.T) {
 	waitFor("a's watch to report the delete", func() bool {
 		a.cache.mu.RLock()
 		defer a.cache.mu.RUnlock()
-		return a.cache.seen[key] > c3.rev
+		return a.cache.seen[key].rev > c3.rev
 	})
 	a.cache.put(key, c3.rec, c3.rev, acct)
 	if _, ok := cached(a); ok {
 		t.Fatal("a record older than the reported delete was cached")
+	}
+}
+
+// TestSeenForgotten: a reported revision keeps an older read from being
+// cached while it is recent, and is forgotten seenTTL later, so the cache
+// does not keep an entry for every function name ever changed.
+func TestSeenForgotten(t *testing.T) {
+	c := newInvokeCache()
+	clock := time.Now()
+	c.now = func() time.Time { return clock }
+	const old, young = "fn.000000000000.old", "fn.000000000000.young"
+	c.changed(old, 5)
+	c.put(old, &record{}, 4, "000000000000")
+	if _, ok := c.recs[old]; ok {
+		t.Fatal("a read older than the reported revision was cached")
+	}
+	clock = clock.Add(seenTTL / 2)
+	c.changed(young, 7)
+	if len(c.seen) != 2 {
+		t.Fatalf("%d revisions remembered, want 2", len(c.seen))
+	}
+	clock = clock.Add(seenTTL/2 + 2*time.Minute)
+	c.changed("ver.000000000000.young.1", 8) // any report prunes
+	if _, ok := c.seen[old]; ok {
+		t.Fatal("a revision reported more than seenTTL ago is still remembered")
+	}
+	if _, ok := c.seen[young]; !ok {
+		t.Fatal("a recent revision was forgotten")
+	}
+	c.put(young, &record{}, 6, "000000000000")
+	if _, ok := c.recs[young]; ok {
+		t.Fatal("a read older than a remembered revision was cached")
 	}
 }
