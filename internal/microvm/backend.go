@@ -290,7 +290,7 @@ type putState struct {
 	done chan struct{}
 	err  error
 	refs int       // the guest's sandboxes using the tree; guarded by putMu
-	used time.Time // when a sandbox last took it; guarded by putMu
+	used time.Time // when a sandbox last took it or let it go; guarded by putMu
 }
 
 // maxIdleTrees is how many trees no sandbox uses a guest keeps (the most
@@ -768,9 +768,13 @@ func (g *guest) send(ctx context.Context, req request, body func(io.Writer) erro
 // recently used.
 func (g *guest) unref(keys ...string) {
 	g.putMu.Lock()
+	now := time.Now()
 	for _, k := range keys {
 		if ps := g.puts[k]; k != "" && ps != nil && ps.refs > 0 {
 			ps.refs--
+			if ps.refs == 0 {
+				ps.used = now // in use until now: the most recently used
+			}
 		}
 	}
 	var idle []string

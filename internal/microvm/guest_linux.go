@@ -535,7 +535,19 @@ func (g *guestAgent) drop(key string) error {
 		mu.Lock()
 		defer mu.Unlock()
 	}
-	return os.RemoveAll(keyDir(g.scratch, key))
+	// Out of the way first, in one step: put takes an existing directory
+	// for a whole tree, so a removal that fails half-way must not leave
+	// one under the key.
+	dir := keyDir(g.scratch, key)
+	gone := dir + ".drop"
+	os.RemoveAll(gone)
+	if err := os.Rename(dir, gone); err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	return os.RemoveAll(gone)
 }
 
 func (g *guestAgent) create(st io.ReadWriteCloser, req request) {

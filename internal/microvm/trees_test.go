@@ -134,3 +134,24 @@ func TestGuestTreesDropped(t *testing.T) {
 	}
 	tg.settle(t)
 }
+
+// TestGuestTreesLongUseCountsAsRecent: a tree a sandbox used for a long
+// time is, when that sandbox ends, the most recently used, not the oldest
+// (the time it was taken would make it the first to go).
+func TestGuestTreesLongUseCountsAsRecent(t *testing.T) {
+	tg := newTreeGuest(t)
+	tg.mustPut(t, "/code/long")
+	for i := range maxIdleTrees {
+		time.Sleep(time.Millisecond)
+		dir := fmt.Sprintf("/code/short%d", i)
+		tg.mustPut(t, dir)
+		tg.unref(dir)
+	}
+	time.Sleep(time.Millisecond)
+	tg.unref("/code/long") // one idle tree too many
+	tg.settle(t)
+	ops := tg.opsNow()
+	if last := ops[len(ops)-1]; last != opDrop+" /code/short0" {
+		t.Fatalf("last request %q, want the drop of /code/short0; all: %v", last, ops)
+	}
+}
