@@ -943,7 +943,9 @@ func (s *vmBox) Destroy() error {
 	s.once.Do(func() {
 		_, err = s.op(opDestroy)
 		s.conn.Close()
-		s.g.unref(s.trees...)
+		if err == nil {
+			s.g.unref(s.trees...)
+		} // else the sandbox may still be going: its trees stay (for the VM's life at worst)
 		s.g.b.release(s.g, s.mem)
 	})
 	return err
