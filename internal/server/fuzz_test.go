@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +79,83 @@ func FuzzControlPlaneBodies(f *testing.F) {
 		}
 		if msg == "" {
 			t.Fatalf("%s %s with %q: error body without a message: %s", r.method, r.path, body, resp.Body)
+		}
+	})
+}
+
+// queryRoutes are the operations that read the path and the query: %s
+// is a name the fuzzer picks (escaped as a client would), the query is the
+// fuzzer's too.
+var queryRoutes = []struct{ method, path string }{
+	{"GET", "/2015-03-31/functions"},
+	{"GET", "/2015-03-31/functions/%s"},
+	{"GET", "/2015-03-31/functions/%s/configuration"},
+	{"GET", "/2015-03-31/functions/%s/versions"},
+	{"GET", "/2015-03-31/functions/%s/aliases"},
+	{"GET", "/2015-03-31/functions/fz/aliases/%s"},
+	{"DELETE", "/2015-03-31/functions/fz/aliases/%s"},
+	{"GET", "/2018-10-31/layers"},
+	{"GET", "/2018-10-31/layers/%s/versions"},
+	{"GET", "/2018-10-31/layers/lz/versions/%s"},
+	{"DELETE", "/2018-10-31/layers/%s/versions/7"},
+	{"GET", "/2019-09-30/functions/%s/concurrency"},
+	{"GET", "/2019-09-30/functions/%s/provisioned-concurrency"},
+	{"DELETE", "/2019-09-30/functions/%s/provisioned-concurrency"},
+	{"GET", "/2019-09-25/functions/%s/event-invoke-config"},
+	{"GET", "/2019-09-25/functions/%s/event-invoke-config/list"},
+	{"GET", "/2017-03-31/tags/%s"},
+	{"DELETE", "/2017-03-31/tags/%s"},
+	{"GET", "/2015-03-31/functions/%s/policy"},
+	{"DELETE", "/2015-03-31/functions/fz/policy/%s"},
+	{"GET", "/2016-08-19/account-settings"},
+}
+
+// FuzzControlPlaneQueries sends arbitrary names in the path and arbitrary
+// queries, signed, to the operations that read them: a success or an
+// AWS-shaped client error, never a 5xx. Deletes act on throwaway names,
+// never on the function the others read.
+func FuzzControlPlaneQueries(f *testing.F) {
+	s := start(f)
+	c := s.Dev()
+	mustCreate(f, c, "fz", nil)
+	waitSettled(f, c, "fz")
+	mustPublish(f, c, "fz")
+	for i := range queryRoutes {
+		f.Add(uint8(i), "fz", "Qualifier=1&MaxItems=10&Marker=x")
+		f.Add(uint8(i), fnArn(devAcct, "fz")+":1", "FunctionVersion=ALL&CompatibleRuntime=python3.11")
+		f.Add(uint8(i), "arn:aws:lambda:us-east-1:000000000000:layer:lz", "MaxItems=-1&Qualifier=%00")
+		f.Add(uint8(i), "", "Marker=%ff%fe&MaxItems=99999999999999999999")
+	}
+	f.Fuzz(func(t *testing.T, route uint8, name, query string) {
+		r := queryRoutes[int(route)%len(queryRoutes)]
+		if r.method == "DELETE" && (name == "fz" || strings.Contains(name, ":function:fz")) {
+			return
+		}
+		if _, err := url.ParseQuery(query); err != nil && strings.ContainsAny(query, " #") {
+			return // not a query a client can send
+		}
+		p := r.path
+		if strings.Contains(p, "%s") {
+			p = fmt.Sprintf(p, url.PathEscape(name))
+		}
+		u := s.URL + p
+		if query != "" {
+			u += "?" + query
+		}
+		if _, err := url.Parse(u); err != nil {
+			return
+		}
+		req := signedRequest(t, r.method, u, nil, account.DevAccessKey, account.DevSecret, time.Now())
+		t0 := time.Now()
+		resp := do(t, req)
+		if d := time.Since(t0); d > 30*time.Second {
+			t.Fatalf("%s %s: answered after %v", r.method, u, d)
+		}
+		if resp.Status >= 500 {
+			t.Fatalf("%s %s: status %d, body %s", r.method, u, resp.Status, resp.Body)
+		}
+		if resp.Status >= 400 && resp.Header.Get("x-amzn-ErrorType") == "" {
+			t.Fatalf("%s %s: status %d without x-amzn-ErrorType (body %s)", r.method, u, resp.Status, resp.Body)
 		}
 	})
 }
