@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/nubo-dev/nubo/internal/server/servertest"
 )
 
 // bodyRoutes are the control-plane operations that read a JSON body, on
@@ -38,15 +40,7 @@ var bodyRoutes = []struct{ method, path, seed string }{
 // never a 5xx. (Invoke's bodies and headers have FuzzInvokeHeaders; this
 // server runs no environments.)
 func FuzzControlPlaneBodies(f *testing.F) {
-	s := start(f)
-	c := s.Dev()
-	mustCreate(f, c, "fz", nil)
-	waitSettled(f, c, "fz")
-	mustPublish(f, c, "fz")
-	if _, err := c.CreateAlias(ctx(f), &lambda.CreateAliasInput{FunctionName: aws.String("fz"), Name: aws.String("live"),
-		FunctionVersion: aws.String("1")}); err != nil {
-		f.Fatal(err)
-	}
+	s := fuzzServer(f, true)
 	for i, r := range bodyRoutes {
 		f.Add(uint8(i), []byte(r.seed))
 		f.Add(uint8(i), []byte(`{"MemorySize":"x","Timeout":-1,"Name":null,"Tags":[1]}`))
@@ -55,32 +49,57 @@ func FuzzControlPlaneBodies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		r := bodyRoutes[int(route)%len(bodyRoutes)]
 		req := signedRequest(t, r.method, s.URL+r.path, body, account.DevAccessKey, account.DevSecret, time.Now())
-		t0 := time.Now()
-		resp := do(t, req)
-		if d := time.Since(t0); d > 30*time.Second {
-			t.Fatalf("%s %s with %q: answered after %v", r.method, r.path, body, d)
-		}
-		if resp.Status >= 500 {
-			t.Fatalf("%s %s with %q: status %d, body %s", r.method, r.path, body, resp.Status, resp.Body)
-		}
-		if resp.Status < 400 {
-			return
-		}
-		if resp.Header.Get("x-amzn-ErrorType") == "" {
-			t.Fatalf("%s %s with %q: status %d without x-amzn-ErrorType (body %s)", r.method, r.path, body, resp.Status, resp.Body)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(resp.Body, &m); err != nil {
-			t.Fatalf("%s %s with %q: error body %q is not JSON: %v", r.method, r.path, body, resp.Body, err)
-		}
-		msg, _ := m["message"].(string)
-		if msg == "" {
-			msg, _ = m["Message"].(string)
-		}
-		if msg == "" {
-			t.Fatalf("%s %s with %q: error body without a message: %s", r.method, r.path, body, resp.Body)
-		}
+		fuzzAnswer(t, req, fmt.Sprintf("%s %s with %q", r.method, r.path, body))
 	})
+}
+
+// fuzzServer is a control-plane server with a function "fz", its version
+// 1 and, with alias, an alias "live" of it, for the fuzz targets.
+func fuzzServer(f *testing.F, alias bool) *servertest.Server {
+	s := start(f)
+	c := s.Dev()
+	mustCreate(f, c, "fz", nil)
+	waitSettled(f, c, "fz")
+	mustPublish(f, c, "fz")
+	if alias {
+		if _, err := c.CreateAlias(ctx(f), &lambda.CreateAliasInput{FunctionName: aws.String("fz"), Name: aws.String("live"),
+			FunctionVersion: aws.String("1")}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	return s
+}
+
+// fuzzAnswer sends req and fails unless the answer comes within 30 s and
+// is a success or an AWS-shaped client error: x-amzn-ErrorType and a JSON
+// body with a message. what names the request in a failure.
+func fuzzAnswer(t *testing.T, req *http.Request, what string) {
+	t.Helper()
+	t0 := time.Now()
+	resp := do(t, req)
+	if d := time.Since(t0); d > 30*time.Second {
+		t.Fatalf("%s: answered after %v", what, d)
+	}
+	if resp.Status >= 500 {
+		t.Fatalf("%s: status %d, body %s", what, resp.Status, resp.Body)
+	}
+	if resp.Status < 400 {
+		return
+	}
+	if resp.Header.Get("x-amzn-ErrorType") == "" {
+		t.Fatalf("%s: status %d without x-amzn-ErrorType (body %s)", what, resp.Status, resp.Body)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(resp.Body, &m); err != nil {
+		t.Fatalf("%s: error body %q is not JSON: %v", what, resp.Body, err)
+	}
+	msg, _ := m["message"].(string)
+	if msg == "" {
+		msg, _ = m["Message"].(string)
+	}
+	if msg == "" {
+		t.Fatalf("%s: error body without a message: %s", what, resp.Body)
+	}
 }
 
 // queryRoutes are the operations that read the path and the query: %s
@@ -115,11 +134,7 @@ var queryRoutes = []struct{ method, path string }{
 // AWS-shaped client error, never a 5xx. Deletes act on throwaway names,
 // never on the function the others read.
 func FuzzControlPlaneQueries(f *testing.F) {
-	s := start(f)
-	c := s.Dev()
-	mustCreate(f, c, "fz", nil)
-	waitSettled(f, c, "fz")
-	mustPublish(f, c, "fz")
+	s := fuzzServer(f, false)
 	for i := range queryRoutes {
 		f.Add(uint8(i), "fz", "Qualifier=1&MaxItems=10&Marker=x")
 		f.Add(uint8(i), fnArn(devAcct, "fz")+":1", "FunctionVersion=ALL&CompatibleRuntime=python3.11")
@@ -146,16 +161,6 @@ func FuzzControlPlaneQueries(f *testing.F) {
 			return
 		}
 		req := signedRequest(t, r.method, u, nil, account.DevAccessKey, account.DevSecret, time.Now())
-		t0 := time.Now()
-		resp := do(t, req)
-		if d := time.Since(t0); d > 30*time.Second {
-			t.Fatalf("%s %s: answered after %v", r.method, u, d)
-		}
-		if resp.Status >= 500 {
-			t.Fatalf("%s %s: status %d, body %s", r.method, u, resp.Status, resp.Body)
-		}
-		if resp.Status >= 400 && resp.Header.Get("x-amzn-ErrorType") == "" {
-			t.Fatalf("%s %s: status %d without x-amzn-ErrorType (body %s)", r.method, u, resp.Status, resp.Body)
-		}
+		fuzzAnswer(t, req, r.method+" "+u)
 	})
 }
