@@ -68,15 +68,12 @@ func (r *CodeRefs) add(code string, layers []string) {
 	}
 }
 
-// CollectCode deletes deployment packages no function, version or layer
-// refers to any more, and returns how many it removed. Only objects older
-// than grace go: a create or update stores its zip before the record that
-// refers to it, and must not lose it in between.
-func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
-	refs, err := s.References(ctx)
-	if err != nil {
-		return 0, err // never collect on a partial view
-	}
+// CollectCode deletes deployment packages not in refs (References, read
+// by the caller: a partial view must never be collected on), and returns
+// how many it removed. Only objects older than grace go: a create or
+// update stores its zip before the record that refers to it, and must not
+// lose it in between.
+func (s *Service) CollectCode(ctx context.Context, refs *CodeRefs, grace time.Duration) (int, error) {
 	used := refs.Zips
 	objs, err := s.st.Code.List(ctx)
 	if err == jetstream.ErrNoObjectsFound {

@@ -237,15 +237,11 @@ func (ex *execution) prefetch(acct, name string) {
 }
 
 // collectUnpacked removes unpacked code this node no longer needs (see
-// codecache.Collect): what the store refers to stays, and so does what an
-// environment may still run from: anything used within the pool's longest
-// environment lifetime, plus the longest invocation (15 minutes) that
-// may still run at its end, plus a margin.
-func (ex *execution) collectUnpacked(ctx context.Context) (int, error) {
-	refs, err := ex.ctl.References(ctx)
-	if err != nil {
-		return 0, err
-	}
+// codecache.Collect): what the store refers to (refs) stays, and so does
+// what an environment may still run from: anything used within the pool's
+// longest environment lifetime, plus the longest invocation (15 minutes)
+// that may still run at its end, plus a margin.
+func (ex *execution) collectUnpacked(refs *control.CodeRefs) (int, error) {
 	opts := map[string]bool{}
 	for _, l := range refs.Layers {
 		opts[codecache.OptName(l)] = true

@@ -52,10 +52,14 @@ func TestCollectCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.Control().CollectCode(ctx, time.Hour); err != nil || n != 0 {
+	refs, err := s.Control().References(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Control().CollectCode(ctx, refs, time.Hour); err != nil || n != 0 {
 		t.Fatalf("within the grace period nothing may go: removed %d, %v", n, err)
 	}
-	n, err := s.Control().CollectCode(ctx, 0)
+	n, err := s.Control().CollectCode(ctx, refs, 0)
 	if err != nil || n != 1 {
 		t.Fatalf("want exactly the deleted function's package removed, got %d, %v", n, err)
 	}
@@ -82,7 +86,7 @@ func TestCollectCode(t *testing.T) {
 		Layers: []string{aws.ToString(pub.LayerVersionArn)}}); err != nil {
 		t.Fatal(err)
 	}
-	refs, err := s.Control().References(ctx)
+	refs, err = s.Control().References(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

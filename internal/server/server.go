@@ -121,14 +121,21 @@ func (s *Server) collectCode() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(base, 5*time.Minute)
-		n, err := s.ctl.CollectCode(ctx, time.Hour)
+		// One read of every record serves both collections.
+		refs, err := s.ctl.References(ctx)
+		if err != nil {
+			s.log.Warn("collecting unused code", "err", err)
+			cancel()
+			continue
+		}
+		n, err := s.ctl.CollectCode(ctx, refs, time.Hour)
 		if err != nil {
 			s.log.Warn("collecting unused code", "err", err)
 		} else if n > 0 {
 			s.log.Info("collected unused code", "packages", n)
 		}
 		if s.exec != nil {
-			n, err := s.exec.collectUnpacked(ctx)
+			n, err := s.exec.collectUnpacked(refs)
 			if err != nil {
 				s.log.Warn("collecting unpacked code", "err", err)
 			} else if n > 0 {
