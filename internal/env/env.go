@@ -443,26 +443,13 @@ const tailLimit = 4096
 // twice that much memory (plus one write) whatever an invocation logs.
 type tailBuffer struct{ b []byte }
 
-func (t *tailBuffer) write(p []byte) {
+// addTail writes p (log bytes or a line) to t.
+func addTail[S string | []byte](t *tailBuffer, p S) {
 	if len(p) >= tailLimit {
 		t.b = append(t.b[:0], p[len(p)-tailLimit:]...)
 		return
 	}
 	t.b = append(t.b, p...)
-	t.trim()
-}
-
-func (t *tailBuffer) writeString(s string) {
-	if len(s) >= tailLimit {
-		t.b = append(t.b[:0], s[len(s)-tailLimit:]...)
-		return
-	}
-	t.b = append(t.b, s...)
-	t.trim()
-}
-
-func (t *tailBuffer) writeByte(c byte) {
-	t.b = append(t.b, c)
 	t.trim()
 }
 
@@ -735,7 +722,7 @@ func (e *Environment) output(stream string, b []byte) {
 	e.logMu.Lock()
 	defer e.logMu.Unlock()
 	if e.tail != nil {
-		e.tail.write(b)
+		addTail(e.tail, b)
 	}
 	buf := append(e.partial[i], b...)
 	for {
@@ -780,14 +767,14 @@ func (e *Environment) platform(line string) {
 		if len(p) > 0 {
 			e.emit(p, time.Now())
 			if e.tail != nil {
-				e.tail.writeByte('\n')
+				addTail(e.tail, "\n")
 			}
 			e.partial[i] = nil
 		}
 	}
 	if e.tail != nil {
-		e.tail.writeString(line)
-		e.tail.writeByte('\n')
+		addTail(e.tail, line)
+		addTail(e.tail, "\n")
 	}
 	e.emit([]byte(line), time.Now())
 }

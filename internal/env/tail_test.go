@@ -17,18 +17,18 @@ func TestTailBuffer(t *testing.T) {
 	for i := range 3000 {
 		switch i % 4 {
 		case 0:
-			tb.writeString(line)
+			addTail(tb, line)
 			all.WriteString(line)
 		case 1:
-			tb.writeByte(byte('a' + i%26))
+			addTail(tb, []byte{byte('a' + i%26)})
 			all.WriteByte(byte('a' + i%26))
 		case 2:
 			b := []byte(strings.Repeat(string(rune('A'+i%26)), i%300))
-			tb.write(b)
+			addTail(tb, b)
 			all.Write(b)
 		case 3:
 			if i%100 == 3 {
-				tb.write(big)
+				addTail(tb, big)
 				all.Write(big)
 			}
 		}
