@@ -250,7 +250,7 @@ func BuildUserland(dir string) (string, error) {
 			return "", err
 		}
 	}
-	os.Chmod(filepath.Join(stage, "tmp"), 0o1777)
+	os.Chmod(filepath.Join(stage, "tmp"), 0o777|os.ModeSticky)
 	for _, name := range []string{"bin", "sbin", "lib", "lib64"} {
 		if target, err := os.Readlink("/" + name); err == nil {
 			os.Remove(filepath.Join(stage, name))

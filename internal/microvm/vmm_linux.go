@@ -136,7 +136,7 @@ func vmmStage(s vmmSpec) error {
 	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("proc: %w", err)
 	}
-	os.MkdirAll(filepath.Join(root, "tmp"), 0o1777)
+	os.MkdirAll(filepath.Join(root, "tmp"), 0o777|os.ModeSticky)
 	os.MkdirAll(filepath.Join(root, ".old"), 0o700)
 	if err := unix.PivotRoot(root, filepath.Join(root, ".old")); err != nil {
 		return fmt.Errorf("pivot_root: %w", err)

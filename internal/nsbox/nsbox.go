@@ -182,7 +182,6 @@ type box struct {
 	b       *Backend
 	id      string
 	slot    int
-	dir     string
 	pid     int      // of the init, later the agent (host pid namespace)
 	pidfd   *os.File // of the same process, in the network poller
 	conn    *os.File
@@ -254,7 +253,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 		return nil, err
 	}
 	id := newShellID()
-	s := &box{b: b, id: id, slot: slot, dir: filepath.Join(b.cfg.Dir, id), tmpMB: tmpMB, done: make(chan struct{})}
+	s := &box{b: b, id: id, slot: slot, tmpMB: tmpMB, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Destroy()
@@ -262,9 +261,6 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 	}()
 	t0 := time.Now()
 	base := b.cfg.UIDBase + slot*idRange
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return nil, err
-	}
 	if b.vols != nil {
 		s.vol, _ = b.vols.take(tmpMB)
 	}
@@ -272,7 +268,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 		if err := s.vol.own(base+SandboxUID, base+SandboxGID); err != nil {
 			return nil, err
 		}
-	} else if s.vol, err = b.volumes.volume(s.dir, tmpMB, base+SandboxUID, base+SandboxGID); err != nil {
+	} else if s.vol, err = b.volumes.volume(filepath.Join(b.cfg.Dir, "vol", id+".img"), tmpMB, base+SandboxUID, base+SandboxGID); err != nil {
 		return nil, err
 	}
 	tVol := time.Now()
@@ -771,9 +767,6 @@ func (s *box) Destroy() error {
 			if err := s.vol.destroy(); err != nil {
 				errs = append(errs, err)
 			}
-		}
-		if err := os.RemoveAll(s.dir); err != nil {
-			errs = append(errs, err)
 		}
 		s.b.freeSlot(s.slot)
 		s.b.mu.Lock()

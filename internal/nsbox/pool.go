@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -339,18 +338,9 @@ func newVolPool(m *volumeMaker, dir string, max int, log func(string, ...any)) *
 	return newPool("tmp volume", max, 1, func(size int, _ bool) (*tmpVolume, error) {
 		mu.Lock()
 		seq++
-		d := filepath.Join(dir, fmt.Sprintf("vol-%d", seq))
+		image := filepath.Join(dir, fmt.Sprintf("vol-%d.img", seq))
 		mu.Unlock()
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-		v, err := m.volume(d, size, 0, 0)
-		if err != nil {
-			os.RemoveAll(d)
-			return nil, err
-		}
-		v.dir = d
-		return v, nil
+		return m.volume(image, size, 0, 0)
 	}, func(v *tmpVolume) { v.destroy() }, log)
 }
 

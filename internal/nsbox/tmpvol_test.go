@@ -6,11 +6,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nubo-dev/nubo/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // TestVolumeImageFromTemplate: a volume image is the template's file system
@@ -246,5 +249,105 @@ func TestVolumeTemplatesConcurrent(t *testing.T) {
 	m.mu.Unlock()
 	if n > maxTemplates {
 		t.Fatalf("%d templates kept after the burst, want at most %d", n, maxTemplates)
+	}
+}
+
+// TestVolumeLeavesNoImage: a volume is a mounted file system owned by the
+// uid asked for, and its image is gone from disk once volume returns (the
+// loop device holds it); closing the volume clears the loop device.
+func TestVolumeLeavesNoImage(t *testing.T) {
+	testutil.RequiresRoot(t)
+	testutil.RequiresBinary(t, "mkfs.ext4")
+	dir := t.TempDir()
+	m := newVolumeMaker(filepath.Join(dir, "templates"))
+	image := filepath.Join(dir, "vols", "a.img")
+	v, err := m.volume(image, 64, 4242, 4243)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(image); !os.IsNotExist(err) {
+		t.Errorf("image still on disk after volume: %v", err)
+	}
+	root := fmt.Sprintf("/proc/self/fd/%d", v.tree.Fd())
+	var st syscall.Stat_t
+	if err := syscall.Stat(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 4242 || st.Gid != 4243 || st.Mode&0o7777 != 0o1777 {
+		t.Errorf("volume root is %d:%d mode %o; want 4242:4243 mode 1777", st.Uid, st.Gid, st.Mode&0o7777)
+	}
+	if err := os.WriteFile(filepath.Join(root, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o600); err != nil {
+		t.Fatalf("write to the volume: %v", err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(root, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type != unix.EXT4_SUPER_MAGIC {
+		t.Errorf("volume is file system type %#x; want ext4", fs.Type)
+	}
+	loops := loopsBacking(t, image)
+	if len(loops) != 1 {
+		t.Fatalf("%d loop devices back %s; want 1", len(loops), image)
+	}
+	if err := v.destroy(); err != nil {
+		t.Fatal(err)
+	}
+	// The loop device clears itself once its last user is gone, which
+	// the kernel does asynchronously.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(loopsBacking(t, image)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("loop device still backs %s after destroy", image)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// loopsBacking lists the loop devices whose backing file is path (sysfs
+// names a deleted one with a " (deleted)" suffix).
+func loopsBacking(t *testing.T, path string) []string {
+	t.Helper()
+	ents, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue // cleared meanwhile
+		}
+		if strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") == path {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// BenchmarkVolume makes and drops /tmp volumes of Lambda's smallest and
+// largest ephemeral storage (templates made before the clock starts):
+//
+//	go test -run '^$' -bench Volume ./internal/nsbox
+func BenchmarkVolume(b *testing.B) {
+	testutil.RequiresRoot(b)
+	testutil.RequiresBinary(b, "mkfs.ext4")
+	for _, sizeMB := range []int{512, 10240} {
+		b.Run(fmt.Sprintf("%dMB", sizeMB), func(b *testing.B) {
+			dir := b.TempDir()
+			m := newVolumeMaker(filepath.Join(dir, "templates"))
+			tmpl, err := m.template(sizeMB)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tmpl.Close()
+			for i := 0; b.Loop(); i++ {
+				v, err := m.volume(filepath.Join(dir, "vols", fmt.Sprintf("%d.img", i)), sizeMB, 0, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				v.destroy()
+			}
+		})
 	}
 }
