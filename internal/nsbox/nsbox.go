@@ -534,7 +534,13 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	defer relR.Close()
 	defer relW.Close()
 
-	env := []string{sandbox.AgentEnv + "=1", "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
+	// The agent executable runs the agent from its main; nubo's own
+	// binary (no executable of its own) from an initialiser.
+	how := sandbox.AgentInInit
+	if s.b.agent != nil {
+		how = sandbox.AgentInMain
+	}
+	env := []string{sandbox.AgentEnv + "=" + how, "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
 		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
 	if os.Getenv(sandbox.AgentDebugEnv) != "" {
 		env = append(env, sandbox.AgentDebugEnv+"=1")

@@ -88,7 +88,7 @@ func (p *Process) Create(ctx context.Context, spec Spec) (Sandbox, error) {
 		return nil, err
 	}
 	cmd := exec.Command(self, "agent")
-	cmd.Env = []string{AgentEnv + "=1", "PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{AgentEnv + "=" + AgentInInit, "PATH=" + os.Getenv("PATH")}
 	cmd.ExtraFiles = []*os.File{child}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

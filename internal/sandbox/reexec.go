@@ -12,14 +12,19 @@ import (
 	"github.com/nubo-dev/nubo/internal/agent"
 )
 
-// AgentEnv set to 1 marks a re-executed nubo (or test, or agent) binary as
-// an environment's agent; the host end of its connection is file
-// descriptor 3. AgentDebugEnv set to anything gives the agent a debug log
-// on its stderr. Backends that start agents (process.go, package nsbox)
-// set them.
+// AgentEnv marks a re-executed nubo (or test, or agent) binary as an
+// environment's agent; the host end of its connection is file descriptor
+// 3. Set to AgentInInit, the agent starts from this package's initialiser
+// (any binary that links it); set to AgentInMain, from the program's main
+// through AgentMain (the agent executable, cmd/nubo-agent). AgentDebugEnv
+// set to anything gives the agent a debug log on its stderr. Backends that
+// start agents (process.go, package nsbox) set them.
 const (
 	AgentEnv      = "NUBO_AGENT"
 	AgentDebugEnv = "NUBO_AGENT_DEBUG"
+
+	AgentInInit = "1"
+	AgentInMain = "main"
 )
 
 // init turns this process into an agent when it was started as one. Any
@@ -27,9 +32,31 @@ const (
 // start sandboxes) can therefore be re-executed as the agent, the way runc
 // re-executes itself as the container's init.
 func init() {
-	if os.Getenv(AgentEnv) != "1" {
+	if os.Getenv(AgentEnv) != AgentInInit {
 		return
 	}
+	// Not on this goroutine: package initialisation, where this runs,
+	// keeps it locked to the main thread, so every hand-off between it and
+	// the agent's other goroutines would be a switch of threads. It parks
+	// here for good, its thread asleep.
+	go runAgent()
+	select {}
+}
+
+// AgentMain runs the agent and does not return when the process was
+// started as one from its main (AgentInMain); otherwise it returns at
+// once. Started from main, the agent runs on the main goroutine, which
+// nothing locks to a thread: the process does without init's parked main
+// thread and the template thread that creates threads on behalf of a
+// locked one (an idle agent keeps 5 or 6 threads, not 6 or 7).
+func AgentMain() {
+	if os.Getenv(AgentEnv) == AgentInMain {
+		runAgent()
+	}
+}
+
+// runAgent serves the host on descriptor 3 and exits.
+func runAgent() {
 	os.Unsetenv(AgentEnv)
 	// Executed from a descriptor (the namespace sandboxes' agent), the
 	// process would be called by that descriptor's number in ps and top.
@@ -43,16 +70,9 @@ func init() {
 	} else {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	// Not on this goroutine: package initialisation, where this runs,
-	// keeps it locked to the main thread, so every hand-off between it and
-	// the agent's other goroutines would be a switch of threads. It parks
-	// here for good, its thread asleep.
-	go func() {
-		if err := agent.Run(conn, log); err != nil {
-			fmt.Fprintln(os.Stderr, "nubo agent:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}()
-	select {}
+	if err := agent.Run(conn, log); err != nil {
+		fmt.Fprintln(os.Stderr, "nubo agent:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
