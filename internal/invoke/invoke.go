@@ -6,6 +6,8 @@
 //
 // Invocation types: RequestResponse runs synchronously; DryRun only checks;
 // Event is handed to the async queue (package async) when one is set.
+// InvokeWithResponseStream (Input.ResponseStream) takes RequestResponse
+// and DryRun only; the API edge writes its outcome as an event stream.
 package invoke
 
 import (
@@ -53,6 +55,9 @@ type Input struct {
 	TenantID       string
 	Payload        []byte
 	RequestID      string
+	// ResponseStream marks InvokeWithResponseStream, which has no Event
+	// invocation type.
+	ResponseStream bool
 }
 
 // Output is what the API edge writes back.
@@ -61,6 +66,7 @@ type Output struct {
 	Payload         []byte
 	ContentType     string
 	FunctionError   string // "Unhandled" or ""
+	ErrorType       string // the function error's type, as the runtime reported it
 	LogResult       string // base64 of the log tail
 	ExecutedVersion string
 }
@@ -82,9 +88,10 @@ func (iv *Invoker) Invoke(ctx context.Context, in *Input) (*Output, error) {
 	if in.InvocationType == "" {
 		in.InvocationType = TypeRequestResp
 	}
-	switch in.InvocationType {
-	case TypeRequestResp, TypeEvent, TypeDryRun:
-	default:
+	switch {
+	case in.ResponseStream && in.InvocationType != TypeRequestResp && in.InvocationType != TypeDryRun:
+		return nil, errdefs.Validation("1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [RequestResponse, DryRun]", in.InvocationType)
+	case in.InvocationType != TypeRequestResp && in.InvocationType != TypeEvent && in.InvocationType != TypeDryRun:
 		return nil, errdefs.Validation("1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", in.InvocationType)
 	}
 	if in.LogType != "" && in.LogType != LogTypeTail && in.LogType != LogTypeNone {
@@ -148,6 +155,7 @@ func (iv *Invoker) Invoke(ctx context.Context, in *Input) (*Output, error) {
 	}
 	if resp.FunctionError {
 		out.FunctionError = "Unhandled"
+		out.ErrorType = resp.ErrorType
 	}
 	if in.LogType == LogTypeTail {
 		out.LogResult = base64.StdEncoding.EncodeToString(resp.LogTail)
