@@ -477,11 +477,18 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 			return
 		}
 	}
-	out, err := a.rapi.Invoke(ctx, &runtimeapi.Invocation{
+	rinv := &runtimeapi.Invocation{
 		RequestID: inv.RequestID, Payload: payload, DeadlineMs: inv.DeadlineMs,
 		InvokedFunctionARN: inv.InvokedFunctionARN, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
 		CognitoIdentity: inv.CognitoIdentity, TenantID: inv.TenantID,
-	})
+	}
+	if inv.Stream {
+		rinv.StreamLimit = agentproto.MaxStreamedResponse
+		rinv.Stream = func(contentType string, part []byte) error {
+			return a.conn.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: contentType}, part)
+		}
+	}
+	out, err := a.rapi.Invoke(ctx, rinv)
 	var ee *runtimeapi.RuntimeExitError
 	switch {
 	case err == nil:

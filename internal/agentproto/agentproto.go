@@ -50,6 +50,8 @@ const (
 	// TIdle follows a Result once the runtime and extensions have finished
 	// the invoke phase: the environment may be frozen.
 	TIdle
+	// TChunk carries part of a streamed response, ahead of its Result.
+	TChunk
 )
 
 // IdleDelay is how long the agent holds back an Idle: an environment in
@@ -81,6 +83,8 @@ func (t Type) String() string {
 		return "ShutdownDone"
 	case TIdle:
 		return "Idle"
+	case TChunk:
+		return "Chunk"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }
@@ -89,7 +93,8 @@ func (t Type) String() string {
 const (
 	MaxHeader = 1 << 20
 	// MaxBody covers a 6 MB payload plus slack; larger responses are cut by
-	// the Runtime API before they get here.
+	// the Runtime API before they get here, and streamed ones come in
+	// Chunk frames of at most 32 KiB.
 	MaxBody = 7 << 20
 )
 
@@ -129,6 +134,20 @@ type Invoke struct {
 	TenantID           string `json:"tenantId,omitempty"`
 	// TimeoutMs is the function timeout, for the Sandbox.Timedout message.
 	TimeoutMs int64 `json:"timeoutMs"`
+	// Stream asks for a response the runtime streams to be sent as it
+	// comes, in Chunk frames before the Result (InvokeWithResponseStream),
+	// up to MaxStreamedResponse; without it the response is whole in the
+	// Result, up to 6 MB.
+	Stream bool `json:"stream,omitempty"`
+}
+
+// MaxStreamedResponse is the most a streamed response may carry.
+const MaxStreamedResponse = 200 << 20
+
+// Chunk is part of a streamed response; the bytes are the frame body.
+type Chunk struct {
+	RequestID   string `json:"requestId"`
+	ContentType string `json:"contentType,omitempty"`
 }
 
 // Result answers one Invoke; the response payload is the frame body.

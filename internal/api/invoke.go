@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 
@@ -71,56 +72,112 @@ func (a *API) invoke(legacyAsync bool) http.HandlerFunc {
 
 // invokeStream serves InvokeWithResponseStream: 200 and an event stream
 // (application/vnd.amazon.eventstream) of PayloadChunk events, the
-// function's response in order, then one InvokeComplete. A function error
-// is no payload but InvokeComplete's ErrorCode (the error's type) and
-// ErrorDetails (the error document the runtime sent), as Lambda reports
-// an error a streaming runtime sends in its trailers. Errors before the
-// function runs are answered as Invoke's are.
-//
-// The response is sent once the function has finished: a runtime's
-// streamed response reaches nubo whole, within Invoke's 6 MB.
+// function's response in order, then one InvokeComplete. A runtime that
+// streams its response (Lambda-Runtime-Function-Response-Mode: streaming)
+// has it passed on as it writes it, up to 200 MB; one that answers whole
+// has it sent once it has answered. A function error is no payload but
+// InvokeComplete's ErrorCode (the error's type) and ErrorDetails (the
+// error document), as Lambda reports an error a streaming runtime sends
+// in its trailers; one after part of the response has gone out (a timeout,
+// a failed read in the runtime) ends the stream the same way. Errors
+// before the function runs are answered as Invoke's are.
 func (a *API) invokeStream(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Invoker == nil {
 		a.writeError(w, r, errdefs.New(errdefs.KindServiceUnavailable, "This nubo server runs no execution environments"))
 		return
 	}
+	sw := &streamWriter{w: w, rc: http.NewResponseController(w), enc: eventstream.NewEncoder()}
+	// The deadlines set below belong to the connection: a kept-alive one
+	// must not carry them into its next request.
+	defer sw.rc.SetWriteDeadline(time.Time{})
 	in := input(r)
 	in.ResponseStream = true
+	in.Stream = sw.part
 	out, err := a.cfg.Invoker.Invoke(r.Context(), in)
 	if err != nil {
+		if sw.started {
+			// Not reached: once the function has run, its outcome is the
+			// Output's, and the Invoker fails only before.
+			a.log.Warn("invoke failed after its stream began", "err", err)
+			return
+		}
 		a.writeError(w, r, err)
 		return
 	}
-	h := w.Header()
-	if out.ExecutedVersion != "" {
-		h.Set("X-Amz-Executed-Version", out.ExecutedVersion)
-	}
 	if out.Status != http.StatusOK { // DryRun
+		if out.ExecutedVersion != "" {
+			w.Header().Set("X-Amz-Executed-Version", out.ExecutedVersion)
+		}
 		w.WriteHeader(out.Status)
 		return
 	}
-	h.Set("Content-Type", eventStreamType)
-	h.Set("X-Amzn-Remapped-Content-Type", out.ContentType)
-	w.WriteHeader(http.StatusOK)
-	enc := eventstream.NewEncoder()
+	sw.begin(out.ExecutedVersion, out.ContentType)
+	_ = sw.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	var complete streamComplete
 	if out.FunctionError != "" {
 		complete.ErrorCode, complete.ErrorDetails = errorCode(out), string(out.Payload)
-	} else {
-		for p := out.Payload; len(p) > 0; {
-			n := min(len(p), streamChunk)
-			if enc.Encode(w, streamEvent("PayloadChunk", "application/octet-stream", p[:n])) != nil {
-				return // the client went away
-			}
-			p = p[n:]
-		}
+	} else if sw.chunks(out.Payload) != nil {
+		return
 	}
 	if in.LogType == invoke.LogTypeTail {
 		complete.LogResult = out.LogResult
 	}
 	body, _ := json.Marshal(complete)
-	_ = enc.Encode(w, streamEvent("InvokeComplete", "application/json", body))
+	_ = sw.enc.Encode(w, streamEvent("InvokeComplete", "application/json", body))
 }
+
+// streamWriter writes an InvokeWithResponseStream answer: the headers
+// once, before the first event, then the events.
+type streamWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	enc     *eventstream.Encoder
+	started bool
+	failed  error // the first write that failed: the client is gone
+}
+
+// begin writes the status and headers, once.
+func (s *streamWriter) begin(executedVersion, contentType string) {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	if executedVersion != "" {
+		h.Set("X-Amz-Executed-Version", executedVersion)
+	}
+	h.Set("Content-Type", eventStreamType)
+	h.Set("X-Amzn-Remapped-Content-Type", contentType)
+	s.w.WriteHeader(http.StatusOK)
+}
+
+// part passes on part of a response the runtime streams, at once. A client
+// that reads nothing for streamWriteTimeout is taken for gone: the
+// environment's reader, which calls this, must not wait on it for good.
+func (s *streamWriter) part(executedVersion, contentType string, p []byte) error {
+	s.begin(executedVersion, contentType)
+	_ = s.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if err := s.chunks(p); err != nil {
+		return err
+	}
+	if err := s.rc.Flush(); err != nil {
+		s.failed = err
+	}
+	return s.failed
+}
+
+// chunks writes p as PayloadChunk events of at most streamChunk bytes.
+func (s *streamWriter) chunks(p []byte) error {
+	for s.failed == nil && len(p) > 0 {
+		n := min(len(p), streamChunk)
+		s.failed = s.enc.Encode(s.w, streamEvent("PayloadChunk", "application/octet-stream", p[:n]))
+		p = p[n:]
+	}
+	return s.failed
+}
+
+// streamWriteTimeout bounds one write of a streamed part to the client.
+const streamWriteTimeout = time.Minute
 
 // eventStreamType is the media type of an AWS event stream.
 const eventStreamType = "application/vnd.amazon.eventstream"

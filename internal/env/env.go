@@ -93,6 +93,9 @@ type Environment struct {
 	// idleFor that of the last Idle it sent (runtime and extensions done):
 	// the environment may be frozen when they are the same.
 	current, idleFor atomic.Pointer[string]
+	// stream is where the invocation in flight wants its streamed
+	// response (Request.Stream); nil when it wants it whole.
+	stream atomic.Pointer[streamSink]
 	// freezeMu orders freezing against the next invocation's thaw; it
 	// guards frozen and freezeTimer.
 	freezeMu    sync.Mutex
@@ -171,6 +174,7 @@ func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config,
 		return e, resp, err
 	}
 	e := begin(sb, id, cfg)
+	defer e.streamTo(req)()
 	if err := e.init(ctx, req); err != nil {
 		e.Destroy()
 		return nil, nil, err
@@ -347,6 +351,16 @@ func (e *Environment) readLoop() {
 			default:
 				e.log.Warn("result without an invocation", "request_id", r.hdr.RequestID)
 			}
+		case agentproto.TChunk:
+			var c agentproto.Chunk
+			_ = f.Decode(&c)
+			// A part that outlived its invocation (the runtime kept
+			// writing past a timeout) has no one to go to.
+			if sk := e.stream.Load(); sk != nil && sk.requestID == c.RequestID && !sk.gone {
+				if err := sk.fn(c.ContentType, f.Body); err != nil {
+					sk.gone = true
+				}
+			}
 		case agentproto.TIdle:
 			var id agentproto.Idle
 			_ = f.Decode(&id)
@@ -415,6 +429,30 @@ type Request struct {
 	Timeout            time.Duration
 	// Tail asks for the invocation's last 4 KB of log.
 	Tail bool
+	// Stream, when set, receives a response the runtime streams as it
+	// arrives (InvokeWithResponseStream), with the function's content
+	// type; the Response then has no payload, only the outcome. It is
+	// called from the environment's reader: a slow Stream holds back the
+	// runtime (its writes wait), and one that fails gets no more parts.
+	Stream func(contentType string, part []byte) error
+}
+
+// streamTo directs the streamed parts of req to req.Stream until the
+// returned function is called, once req is over.
+func (e *Environment) streamTo(req *Request) func() {
+	if req.Stream == nil {
+		return func() {}
+	}
+	e.stream.Store(&streamSink{requestID: req.RequestID, fn: req.Stream})
+	return func() { e.stream.Store(nil) }
+}
+
+// streamSink is the Stream of the invocation in flight. gone is touched
+// by the reader only.
+type streamSink struct {
+	requestID string
+	fn        func(contentType string, part []byte) error
+	gone      bool
 }
 
 // Response is an invocation's outcome.
@@ -490,6 +528,7 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 	e.freezeMu.Unlock()
 	start := time.Now()
 	e.startLog(req)
+	defer e.streamTo(req)()
 	if err := e.conn.Send(agentproto.TInvoke, invokeFrame(req, start.Add(req.Timeout).UnixMilli()), req.Payload); err != nil {
 		e.markDead("send invoke: " + err.Error())
 		return nil, ErrDead
@@ -514,7 +553,7 @@ func invokeFrame(req *Request, deadlineMs int64) *agentproto.Invoke {
 	return &agentproto.Invoke{
 		RequestID: req.RequestID, DeadlineMs: deadlineMs, InvokedFunctionARN: req.InvokedFunctionARN,
 		TraceID: req.TraceID, ClientContext: req.ClientContext, CognitoIdentity: req.CognitoIdentity,
-		TenantID: req.TenantID, TimeoutMs: req.Timeout.Milliseconds(),
+		TenantID: req.TenantID, TimeoutMs: req.Timeout.Milliseconds(), Stream: req.Stream != nil,
 	}
 }
 

@@ -51,6 +51,7 @@ var (
 	buildErr  error
 	fnBin     []byte // testdata/fn, an aws-lambda-go function
 	extBin    []byte // testdata/ext, a raw Extensions API client
+	streamBin []byte // testdata/streamfn, a runtime that streams its responses
 )
 
 func TestMain(m *testing.M) {
@@ -136,7 +137,7 @@ func binaries(t testing.TB) {
 			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
 		out := filepath.Join(workDir, "bin")
-		cmd := exec.Command(goTool, "build", "-o", out+"/", "./testdata/fn", "./testdata/ext")
+		cmd := exec.Command(goTool, "build", "-o", out+"/", "./testdata/fn", "./testdata/ext", "./testdata/streamfn")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build testdata: %v\n%s", err, b)
@@ -145,7 +146,10 @@ func binaries(t testing.TB) {
 		if fnBin, buildErr = os.ReadFile(filepath.Join(out, "fn")); buildErr != nil {
 			return
 		}
-		extBin, buildErr = os.ReadFile(filepath.Join(out, "ext"))
+		if extBin, buildErr = os.ReadFile(filepath.Join(out, "ext")); buildErr != nil {
+			return
+		}
+		streamBin, buildErr = os.ReadFile(filepath.Join(out, "streamfn"))
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -56,8 +56,11 @@ type Input struct {
 	Payload        []byte
 	RequestID      string
 	// ResponseStream marks InvokeWithResponseStream, which has no Event
-	// invocation type.
+	// invocation type. Stream, when set, receives a response the runtime
+	// streams as it arrives (see env.Request.Stream), with the version
+	// that runs; the Output then has no payload.
 	ResponseStream bool
+	Stream         func(executedVersion, contentType string, part []byte) error
 }
 
 // Output is what the API edge writes back.
@@ -141,11 +144,16 @@ func (iv *Invoker) Invoke(ctx context.Context, in *Input) (*Output, error) {
 	if t.Additional != nil && rand.Float64() < t.Weight {
 		v = t.Additional
 	}
-	resp, err := iv.Pool.Invoke(ctx, &worker.Invocation{Version: v, Reserved: t.Reserved, Request: &env.Request{
+	req := &env.Request{
 		RequestID: in.RequestID, Payload: in.Payload, InvokedFunctionARN: invoked, ClientContext: clientContext,
 		TraceID: NewTraceID(), TenantID: in.TenantID, Timeout: time.Duration(v.Config.Timeout) * time.Second,
 		Tail: in.LogType == LogTypeTail,
-	}})
+	}
+	if in.Stream != nil {
+		version := v.Config.Version
+		req.Stream = func(contentType string, part []byte) error { return in.Stream(version, contentType, part) }
+	}
+	resp, err := iv.Pool.Invoke(ctx, &worker.Invocation{Version: v, Reserved: t.Reserved, Request: req})
 	if err != nil {
 		return nil, err
 	}

@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 )
 
 // streamResult is an InvokeWithResponseStream answer read to its end with
@@ -146,5 +148,99 @@ func TestResponseStream(t *testing.T) {
 	_, err = h.invokeStream(t, "stream", []byte(`{"op":`))
 	if code, status := apiError(t, err); code != "InvalidRequestContentException" || status != 400 {
 		t.Errorf("invalid JSON: %s %d; want InvalidRequestContentException 400", code, status)
+	}
+}
+
+// TestResponseStreamIncremental: a runtime that streams its response
+// (testdata/streamfn) has it reach the caller part by part, while it is
+// still writing; past Invoke's 6 MB; with its error trailers, or a timeout
+// midway, as InvokeComplete's error after the parts already sent. Invoke
+// of the same function gets the response whole, within 6 MB.
+func TestResponseStreamIncremental(t *testing.T) {
+	h := newHarness(t)
+	binaries(t)
+	zip := ziptest.Zip(t, ziptest.File{Name: "bootstrap", Body: streamBin, Mode: 0o755})
+	h.create(t, "streamer", zip, func(in *lambda.CreateFunctionInput) { in.Timeout = aws.Int32(2) })
+
+	// Three parts 400 ms apart: the first must arrive long before the last
+	// is written.
+	in := &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("streamer"),
+		Payload: []byte(`{"parts":3,"ms":400}`)}
+	start := time.Now()
+	out, err := h.c.InvokeWithResponseStream(ctx(t), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := out.GetStream()
+	var got []byte
+	var first, done time.Duration
+	var complete *types.InvokeWithResponseStreamCompleteEvent
+	for ev := range stream.Events() {
+		switch ev := ev.(type) {
+		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+			if got == nil {
+				first = time.Since(start)
+			}
+			got = append(got, ev.Value.Payload...)
+		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+			complete, done = &ev.Value, time.Since(start)
+		}
+	}
+	stream.Close()
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "part-0\npart-1\npart-2\n" || complete == nil || complete.ErrorCode != nil {
+		t.Fatalf("streamed %q, InvokeComplete %+v; want three parts and no error", got, complete)
+	}
+	if done-first < 600*time.Millisecond {
+		t.Errorf("first part after %v, end after %v: the parts were not passed on as written", first, done)
+	}
+	raw, _ := awsmw.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response)
+	if raw == nil || raw.Header.Get("X-Amzn-Remapped-Content-Type") != "text/plain" {
+		t.Errorf("X-Amzn-Remapped-Content-Type %q; want the runtime's text/plain", raw.Header.Get("X-Amzn-Remapped-Content-Type"))
+	}
+
+	// Error trailers after two parts.
+	r, err := h.invokeStream(t, "streamer", []byte(`{"parts":2,"fail":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.payload) != "part-0\npart-1\n" || aws.ToString(r.complete.ErrorCode) != "StreamBroke" ||
+		aws.ToString(r.complete.ErrorDetails) != `{"errorMessage":"broke mid-stream","errorType":"StreamBroke"}` {
+		t.Errorf("trailers: streamed %q, InvokeComplete %s / %s; want two parts, then StreamBroke and its document",
+			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+	}
+
+	// 8 MiB: streamed whole; through Invoke, refused as too large.
+	const parts, size = 128, 64 << 10
+	big := []byte(`{"parts":128,"bytes":65536}`)
+	r, err = h.invokeStream(t, "streamer", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.payload) != parts*size || r.complete.ErrorCode != nil || !bytes.HasPrefix(r.payload, []byte("part-0.")) ||
+		!bytes.Contains(r.payload, []byte("\npart-127.")) {
+		t.Errorf("8 MiB stream: %d bytes, InvokeComplete error %q; want %d bytes and none",
+			len(r.payload), aws.ToString(r.complete.ErrorCode), parts*size)
+	}
+	res := h.invoke(t, "streamer", big)
+	if aws.ToString(res.FunctionError) != "Unhandled" || !bytes.Contains(res.Payload, []byte("Function.ResponseSizeTooLarge")) {
+		t.Errorf("8 MiB through Invoke: FunctionError %q, payload %.200s; want Function.ResponseSizeTooLarge",
+			aws.ToString(res.FunctionError), res.Payload)
+	}
+
+	// The 2 s timeout strikes after the second part.
+	r, err = h.invokeStream(t, "streamer", []byte(`{"parts":3,"ms":1500}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.payload) != "part-0\npart-1\n" || aws.ToString(r.complete.ErrorCode) != "Sandbox.Timedout" {
+		t.Errorf("timeout: streamed %q, InvokeComplete %s / %s; want two parts, then Sandbox.Timedout",
+			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+	}
+	// The environment answers again after the timeout.
+	if r, err = h.invokeStream(t, "streamer", []byte(`{"parts":1}`)); err != nil || string(r.payload) != "part-0\n" {
+		t.Errorf("after the timeout: %v, %q; want part-0", err, r.payload)
 	}
 }

@@ -102,7 +102,14 @@ func (s *Server) runtimeAnswer(w http.ResponseWriter, r *http.Request, id string
 	s.rt = rtAnswering
 	s.mu.Unlock()
 
-	res, status, errType, msg := s.readAnswer(r, isError)
+	var res *Result
+	var status int
+	var errType, msg string
+	if inv := c.inv; !isError && inv.Stream != nil && r.Header.Get(hdrResponseMode) == "streaming" {
+		res, status, errType, msg = streamAnswer(r, inv)
+	} else {
+		res, status, errType, msg = s.readAnswer(r, isError)
+	}
 
 	s.mu.Lock()
 	if s.gen != gen || s.current != c {
@@ -170,16 +177,77 @@ func (s *Server) readAnswer(r *http.Request, isError bool) (res *Result, status 
 	// aws-lambda-go declares these trailers on every response and fills them
 	// when reading the handler's io.Reader fails midway; the body sent so far
 	// is then incomplete and the trailers carry the real outcome.
-	if t := r.Trailer.Get(hdrErrorType); t != "" {
-		payload, derr := base64.StdEncoding.DecodeString(r.Trailer.Get(hdrErrorBody))
-		if derr != nil || !json.Valid(payload) {
-			payload = platformError(t, "Invalid error body")
-		}
-		return &Result{Payload: payload, ContentType: "application/json", FunctionError: true, ErrorType: t},
-			http.StatusAccepted, "", ""
+	if res := trailerError(r); res != nil {
+		return res, http.StatusAccepted, "", ""
 	}
 	return &Result{Payload: body, ContentType: ct}, http.StatusAccepted, "", ""
 }
+
+// trailerError is the outcome error trailers report, once a body has been
+// read to its end, or nil.
+func trailerError(r *http.Request) *Result {
+	t := r.Trailer.Get(hdrErrorType)
+	if t == "" {
+		return nil
+	}
+	payload, err := base64.StdEncoding.DecodeString(r.Trailer.Get(hdrErrorBody))
+	if err != nil || !json.Valid(payload) {
+		payload = platformError(t, "Invalid error body")
+	}
+	return &Result{Payload: payload, ContentType: "application/json", FunctionError: true, ErrorType: t}
+}
+
+// streamAnswer passes a streamed /response on to inv.Stream as it
+// arrives. The parts go out as read, so the caller sees the response as
+// the function writes it; error trailers (aws-lambda-go's, after a failed
+// read of the handler's io.Reader) become the outcome, after the parts
+// already sent.
+func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, errType, msg string) {
+	limit := inv.StreamLimit
+	if limit <= 0 {
+		limit = MaxStreamedResponse
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	buf := make([]byte, streamPart)
+	sent := 0
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			if sent+n > limit {
+				m := "Exceeded maximum allowed payload size (" + strconv.Itoa(limit) + " bytes)."
+				return oversizedResult(limit), http.StatusRequestEntityTooLarge, errTypeTooLarge, m
+			}
+			sent += n
+			if serr := inv.Stream(ct, buf[:n]); serr != nil {
+				// Nobody reads any more: the invocation is over for the
+				// caller. The runtime's answer is taken all the same.
+				io.Copy(io.Discard, io.LimitReader(r.Body, int64(limit-sent)))
+				return &Result{ContentType: ct}, http.StatusAccepted, "", ""
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return &Result{
+				Payload:       platformError(typeTruncatedResponse, "Runtime response was truncated: "+err.Error()),
+				ContentType:   "application/json",
+				FunctionError: true,
+				ErrorType:     typeTruncatedResponse,
+			}, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
+		}
+	}
+	if res := trailerError(r); res != nil {
+		return res, http.StatusAccepted, "", ""
+	}
+	return &Result{ContentType: ct}, http.StatusAccepted, "", ""
+}
+
+// streamPart is the most one read of a streamed response passes on.
+const streamPart = 32 << 10
 
 func oversizedResult(limit int) *Result {
 	return &Result{

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -640,5 +641,79 @@ func TestServe(t *testing.T) {
 	}
 	if err := <-nextDone; err == nil {
 		t.Fatal("blocked /next completed normally after the server stopped")
+	}
+}
+
+// TestStreamedResponse: with Invocation.Stream, a streamed /response goes
+// to it part by part and the Result has no payload; the stream limit
+// (StreamLimit) ends it with Function.ResponseSizeTooLarge and a 413 to
+// the runtime; a Stream that fails gets nothing more, and the runtime's
+// answer is still taken; without the streaming mode header the response
+// is read whole.
+func TestStreamedResponse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	var mu sync.Mutex
+	var parts []string
+	var types []string
+	inv := newInv("s-1", `{}`)
+	inv.Stream = func(ct string, p []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		parts, types = append(parts, string(p)), append(types, ct)
+		return nil
+	}
+	ch := e.invokeAsync(ctxTimeout(t, 10*time.Second), inv)
+	e.fakeNext()
+	st, body := rawPost(t, e.addr, "POST /2018-06-01/runtime/invocation/s-1/response HTTP/1.1\r\n"+
+		"Host: h\r\nTransfer-Encoding: chunked\r\nContent-Type: text/csv\r\n"+
+		"Lambda-Runtime-Function-Response-Mode: streaming\r\n\r\n"+
+		"4\r\na,b\n\r\n4\r\n1,2\n\r\n0\r\n\r\n")
+	o := waitOutcome(t, ch)
+	mu.Lock()
+	got := strings.Join(parts, "")
+	mu.Unlock()
+	if st != 202 || o.err != nil || o.res.FunctionError || len(o.res.Payload) != 0 || got != "a,b\n1,2\n" ||
+		types[0] != "text/csv" || o.res.ContentType != "text/csv" {
+		t.Fatalf("streamed: %d %s, result %+v %v, parts %q %q", st, body, o.res, o.err, parts, types)
+	}
+
+	// Past the stream limit.
+	inv = newInv("s-2", `{}`)
+	inv.StreamLimit = 1000
+	sent := 0
+	inv.Stream = func(_ string, p []byte) error { sent += len(p); return nil }
+	ch = e.invokeAsync(ctxTimeout(t, 10*time.Second), inv)
+	e.fakeNext()
+	chunk := strings.Repeat("x", 400)
+	st, body = rawPost(t, e.addr, "POST /2018-06-01/runtime/invocation/s-2/response HTTP/1.1\r\nHost: h\r\n"+
+		"Transfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n"+
+		strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", len(chunk), chunk), 8)+"0\r\n\r\n")
+	wantAPIError(t, "over the stream limit", st, []byte(body), 413, "RequestEntityTooLarge", "Exceeded maximum allowed payload size (1000 bytes).")
+	if o := waitOutcome(t, ch); o.err != nil || o.res.ErrorType != "Function.ResponseSizeTooLarge" || sent > 1000 {
+		t.Fatalf("over the limit: %+v %v, %d bytes passed on", o.res, o.err, sent)
+	}
+
+	// The caller went away after the first part.
+	inv = newInv("s-3", `{}`)
+	calls := 0
+	inv.Stream = func(string, []byte) error { calls++; return errors.New("gone") }
+	ch = e.invokeAsync(ctxTimeout(t, 10*time.Second), inv)
+	e.fakeNext()
+	st, _ = rawPost(t, e.addr, "POST /2018-06-01/runtime/invocation/s-3/response HTTP/1.1\r\nHost: h\r\n"+
+		"Transfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n"+
+		strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", len(chunk), chunk), 8)+"0\r\n\r\n")
+	if o := waitOutcome(t, ch); st != 202 || o.err != nil || o.res.FunctionError || calls != 1 {
+		t.Fatalf("caller gone: %d, %+v %v, Stream called %d times; want 202 and one call", st, o.res, o.err, calls)
+	}
+
+	// No streaming mode header: whole, as always.
+	inv = newInv("s-4", `{}`)
+	inv.Stream = func(string, []byte) error { t.Error("Stream called for a buffered response"); return nil }
+	ch = e.invokeAsync(ctxTimeout(t, 10*time.Second), inv)
+	e.fakeNext()
+	e.mustDo("POST", "/2018-06-01/runtime/invocation/s-4/response", nil, "whole")
+	if o := waitOutcome(t, ch); o.err != nil || string(o.res.Payload) != "whole" {
+		t.Fatalf("buffered: %+v %v", o.res, o.err)
 	}
 }

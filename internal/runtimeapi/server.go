@@ -56,7 +56,20 @@ type Invocation struct {
 	CognitoIdentity string // JSON; omitted when empty
 	TenantID        string // omitted when empty
 	ContentType     string // default application/json
+	// Stream, when set, receives a response the runtime streams
+	// (Lambda-Runtime-Function-Response-Mode: streaming) as it arrives, in
+	// order, up to StreamLimit bytes; the Result then carries no payload,
+	// only the outcome. Unset, a streamed response is read whole, within
+	// the server's body limit. The function's content type comes with
+	// every part. An error from Stream (the caller went away) stops the
+	// reading; the invocation ends with what was sent.
+	Stream func(contentType string, part []byte) error
+	// StreamLimit bounds a streamed response (MaxStreamedResponse when 0).
+	StreamLimit int
 }
+
+// MaxStreamedResponse is Lambda's limit on a streamed response.
+const MaxStreamedResponse = 200 << 20
 
 // Result is the runtime's answer to one invocation.
 type Result struct {
