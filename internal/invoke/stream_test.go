@@ -3,6 +3,7 @@ package invoke_test
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
+	"github.com/nubo-dev/nubo/internal/runtimes"
 )
 
 // streamResult is an InvokeWithResponseStream answer read to its end with
@@ -242,5 +244,82 @@ func TestResponseStreamIncremental(t *testing.T) {
 	// The environment answers again after the timeout.
 	if r, err = h.invokeStream(t, "streamer", []byte(`{"parts":1}`)); err != nil || string(r.payload) != "part-0\n" {
 		t.Errorf("after the timeout: %v, %q; want part-0", err, r.payload)
+	}
+}
+
+// TestNodeResponseStream: a Node.js handler wrapped in
+// awslambda.streamifyResponse streams through nubo's runtime client: its
+// writes reach the caller as written, with its content type; a rejection
+// after writing ends the stream with the error; through Invoke the same
+// handler answers whole. HttpResponseStream.from writes the prelude.
+func TestNodeResponseStream(t *testing.T) {
+	rt := managedRuntime(t, runtimes.FamilyNodejs, "node")
+	h := newHarness(t)
+	c := managedCase{runtime: rt, zip: dirZip(t, "testdata/node")}
+	h.create(t, "node-stream", c.zip, managedFn(c, "index.stream"))
+	h.create(t, "node-http", c.zip, managedFn(c, "index.http"))
+
+	in := &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("node-stream"), Payload: []byte(`{}`)}
+	start := time.Now()
+	out, err := h.c.InvokeWithResponseStream(ctx(t), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := out.GetStream()
+	var got []byte
+	var first, done time.Duration
+	var complete *types.InvokeWithResponseStreamCompleteEvent
+	for ev := range stream.Events() {
+		switch ev := ev.(type) {
+		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+			if got == nil {
+				first = time.Since(start)
+			}
+			got = append(got, ev.Value.Payload...)
+		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+			complete, done = &ev.Value, time.Since(start)
+		}
+	}
+	stream.Close()
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if complete == nil || complete.ErrorCode != nil || strings.Count(string(got), "\n") != 3 ||
+		!strings.HasPrefix(string(got), "part-0 ") || !strings.Contains(string(got), "part-2 ") {
+		t.Fatalf("streamed %q, InvokeComplete %+v; want three parts and no error", got, complete)
+	}
+	if done-first < 600*time.Millisecond {
+		t.Errorf("first part after %v, end after %v: the handler's writes were not passed on as written", first, done)
+	}
+	raw, _ := awsmw.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response)
+	if raw == nil || raw.Header.Get("X-Amzn-Remapped-Content-Type") != "text/plain" {
+		t.Errorf("X-Amzn-Remapped-Content-Type %q; want text/plain", raw.Header.Get("X-Amzn-Remapped-Content-Type"))
+	}
+
+	r, err := h.invokeStream(t, "node-stream", []byte(`{"fail":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc managedError
+	_ = json.Unmarshal([]byte(aws.ToString(r.complete.ErrorDetails)), &doc)
+	if strings.Count(string(r.payload), "\n") != 3 || aws.ToString(r.complete.ErrorCode) != "RangeError" ||
+		doc.ErrorType != "RangeError" || doc.ErrorMessage != "broke mid-stream" {
+		t.Errorf("rejection: streamed %q, InvokeComplete %s / %s; want three parts, then RangeError",
+			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+	}
+
+	// Through Invoke: whole.
+	res := h.invokeOK(t, "node-stream", []byte(`{}`))
+	if strings.Count(string(res.Payload), "\n") != 3 || !strings.HasPrefix(string(res.Payload), "part-0 "+res.RequestID) {
+		t.Errorf("Invoke answered %q; want the three parts whole", res.Payload)
+	}
+
+	r, err = h.invokeStream(t, "node-http", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prelude, body, ok := bytes.Cut(r.payload, make([]byte, 8))
+	if !ok || string(body) != "created" || !json.Valid(prelude) || !bytes.Contains(prelude, []byte(`"statusCode":201`)) {
+		t.Errorf("HttpResponseStream: %q; want a JSON prelude, 8 zero bytes, then created", r.payload)
 	}
 }

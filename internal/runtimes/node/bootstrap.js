@@ -21,6 +21,13 @@
 //   - An uncaught exception or unhandled rejection fails the current
 //     invocation (or init) and exits the process; the host restarts it.
 //   - console.* lines are prefixed "<ISO time>\t<request id>\t<LEVEL>\t".
+//   - awslambda.streamifyResponse(handler) marks a response streaming
+//     handler, called as handler(event, responseStream, context): what it
+//     writes to responseStream (a Writable, with setContentType) is posted
+//     as it is written (Lambda-Runtime-Function-Response-Mode: streaming);
+//     a rejection after writing ends the stream with the error trailers.
+//     awslambda.HttpResponseStream.from(stream, prelude) writes the prelude
+//     (statusCode, headers, cookies) a function URL reads first.
 //
 // CommonJS, node: builtins only; runs on Node.js 18 and later.
 'use strict';
@@ -28,12 +35,34 @@
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
+const { Writable } = require('node:stream');
 const url = require('node:url');
 const util = require('node:util');
 const Module = require('node:module');
 
 const API_PREFIX = '/2018-06-01/runtime';
 const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
+const ERROR_BODY_TRAILER = 'Lambda-Runtime-Function-Error-Body';
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION_TYPE = 'application/vnd.awslambda.http-integration-response';
+
+// awslambda is the global Lambda's Node.js runtimes give functions.
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream: {
+    // from writes the HTTP prelude, then eight zero bytes, ahead of the
+    // body.
+    from(stream, prelude) {
+      stream.setContentType(HTTP_INTEGRATION_TYPE);
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8));
+      return stream;
+    },
+  },
+};
 
 // --- errors ---------------------------------------------------------------
 
@@ -505,6 +534,72 @@ function isPromise(v) {
   return v && typeof v.then === 'function';
 }
 
+// responseStream opens the streamed /response of invocation id: a
+// Writable whose writes go out as written. done settles once the Runtime
+// API has answered the post.
+function responseStream(id) {
+  const req = http.request({
+    host: apiHost,
+    port: apiPort,
+    method: 'POST',
+    path: `${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`,
+    headers: {
+      'Content-Type': 'application/octet-stream',
+      'Lambda-Runtime-Function-Response-Mode': 'streaming',
+      'Transfer-Encoding': 'chunked',
+      Trailer: `${ERROR_TYPE_HEADER}, ${ERROR_BODY_TRAILER}`,
+    },
+    agent: apiAgent,
+  });
+  const done = new Promise((resolve, reject) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', resolve);
+      res.on('error', reject);
+      if (res.statusCode !== 202) {
+        process.stderr.write(`Runtime API streamed response answered ${res.statusCode}\n`);
+      }
+    });
+    req.on('error', reject);
+  });
+  const stream = new Writable({
+    write(chunk, encoding, cb) {
+      req.write(chunk, encoding, cb);
+    },
+    final(cb) {
+      req.end(cb);
+    },
+  });
+  stream.setContentType = (type) => {
+    if (!req.headersSent) req.setHeader('Content-Type', type);
+  };
+  // fail ends the stream with the error trailers.
+  stream.fail = (err) => {
+    if (stream.writableEnded) return; // too late for trailers: the answer is complete
+    const payload = errorPayload(err);
+    req.addTrailers({
+      [ERROR_TYPE_HEADER]: payload.errorType,
+      [ERROR_BODY_TRAILER]: Buffer.from(JSON.stringify(payload)).toString('base64'),
+    });
+    stream.end();
+  };
+  return [stream, done];
+}
+
+// invokeStreaming runs a streamifyResponse handler: it settles when its
+// promise does, ending the stream if the handler left it open.
+async function invokeStreaming(handler, id, event, context) {
+  const [stream, done] = responseStream(id);
+  try {
+    await handler(event, stream, context);
+    if (!stream.writableEnded) stream.end();
+  } catch (err) {
+    logError('Invoke Error', err);
+    stream.fail(err);
+  }
+  await done;
+}
+
 async function invokeOnce(handler, isAsync, scheduleNext) {
   const res = await nextInvocation();
   const headers = res.headers;
@@ -539,6 +634,12 @@ async function invokeOnce(handler, isAsync, scheduleNext) {
   try {
     const context = contextFrom(headers, ctx);
     const event = JSON.parse(res.body.toString('utf8'));
+    if (handler[STREAMING] === 'response') {
+      markReported();
+      beforeExit = () => {};
+      invokeStreaming(handler, id, event, context).then(scheduleNext, crash);
+      return;
+    }
     const result = handler(event, context, callback);
     if (isPromise(result)) {
       result.then(ctx.succeed, ctx.fail);

@@ -27,3 +27,22 @@ exports.ctx = async (event, context) => ({
   executionEnv: process.env.AWS_EXECUTION_ENV,
   handler: process.env._HANDLER,
 });
+
+// Response streaming: three parts 400 ms apart, as text/plain; with
+// event.fail, a rejection after them.
+exports.stream = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  responseStream.setContentType('text/plain');
+  for (let i = 0; i < 3; i++) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 400));
+    responseStream.write(`part-${i} ${context.awsRequestId}\n`);
+  }
+  if (event.fail) throw new RangeError('broke mid-stream');
+  responseStream.end();
+});
+
+// A function URL style answer: the HTTP prelude, then the body.
+exports.http = awslambda.streamifyResponse(async (event, responseStream) => {
+  const out = awslambda.HttpResponseStream.from(responseStream, { statusCode: 201, headers: { 'x-nubo': 'yes' } });
+  out.write('created');
+  out.end();
+});
