@@ -97,6 +97,7 @@ func New(cfg Config) *API {
 	a.routeLayers()
 	a.routeSettings()
 	a.routeInvoke()
+	a.routeURLs()
 	a.routeLogs()
 	a.routeEvents()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -114,6 +115,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if strings.HasPrefix(r.URL.Path, codePath) {
 		a.serveCode(w, r)
+		return
+	}
+	if id, path, ok := urlTarget(r); ok {
+		a.serveURL(w, r, id, path)
 		return
 	}
 	body, err := readBody(r)

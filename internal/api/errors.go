@@ -44,6 +44,16 @@ var awsCodes = map[errdefs.Kind]struct {
 
 // writeError renders any error as AWS does: status, x-amzn-ErrorType, and a
 // JSON body with Type and the message.
+// statusOf is the HTTP status and message the API gives err, for answers
+// that are not Lambda API errors (function URLs); 500 for an unknown one.
+func statusOf(err error) (int, string) {
+	var de *errdefs.Error
+	if errors.As(err, &de) && de.Kind != errdefs.KindUnknown {
+		return awsCodes[de.Kind].status, de.Message
+	}
+	return http.StatusInternalServerError, "Internal Server Error"
+}
+
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		status         int

@@ -172,13 +172,19 @@ func (s *Service) DeleteAlias(ctx context.Context, acct, fn, alias string) error
 	if err != nil {
 		return err
 	}
+	var url *URLConfig
 	_, err = s.mutate(ctx, acct, name, func(rec *record) error {
+		url = rec.URLs[alias]
 		delete(rec.Aliases, alias)
 		delete(rec.Provisioned, alias)
 		delete(rec.EventInvoke, alias)
 		delete(rec.Policies, alias)
+		delete(rec.URLs, alias)
 		return nil
 	})
+	if err == nil && url != nil {
+		s.dropURLIndex(ctx, url.ID)
+	}
 	return err
 }
 

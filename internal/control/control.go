@@ -122,6 +122,8 @@ type record struct {
 	Provisioned map[string]*Provisioned    `json:"provisioned,omitempty"`
 	EventInvoke map[string]*EventInvoke    `json:"eventInvoke,omitempty"`
 	Policies    map[string][]Statement     `json:"policies,omitempty"`
+	// URLs are the function URLs, by qualifier ("" for the function's own).
+	URLs map[string]*URLConfig `json:"urls,omitempty"`
 	// VersionSizes remembers each published version's code size for usage figures.
 	VersionSizes map[string]int64 `json:"versionSizes,omitempty"`
 
@@ -184,11 +186,16 @@ func (s *Service) notFound(acct, name, q string) error {
 // caller's account. A reference to another account or region is reported as
 // not found, exactly like a missing name.
 func (s *Service) ref(acct, fn, qualifier string) (name, q string, err error) {
+	return s.refShape(acct, fn, qualifier, arn.QualifierNumericLatestPublishedOrAlias)
+}
+
+// refShape is ref for an operation whose qualifier has another shape.
+func (s *Service) refShape(acct, fn, qualifier string, shape arn.QualifierShape) (name, q string, err error) {
 	r, err := arn.ParseFunction(fn)
 	if err != nil {
 		return "", "", err
 	}
-	q, err = arn.ResolveQualifier(r, qualifier)
+	q, err = arn.ResolveQualifierShape(r, qualifier, shape)
 	if err != nil {
 		return "", "", err
 	}

@@ -598,8 +598,9 @@ func (s *Service) deleteRecord(ctx context.Context, acct, name string) error {
 	mu := publishLock(acct, name)
 	mu.Lock()
 	defer mu.Unlock()
+	var urls map[string]*URLConfig
 	for attempt := 0; ; attempt++ {
-		_, rev, err := s.load(ctx, acct, name)
+		rec, rev, err := s.load(ctx, acct, name)
 		if err != nil {
 			return err
 		}
@@ -611,7 +612,11 @@ func (s *Service) deleteRecord(ctx context.Context, acct, name string) error {
 		if err != nil {
 			return err
 		}
+		urls = rec.URLs
 		break
+	}
+	for _, c := range urls {
+		s.dropURLIndex(ctx, c.ID)
 	}
 	return s.purgeVersions(ctx, acct, name)
 }

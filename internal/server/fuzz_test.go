@@ -32,6 +32,8 @@ var bodyRoutes = []struct{ method, path, seed string }{
 	{"POST", "/2019-09-25/functions/fz/event-invoke-config", `{"MaximumRetryAttempts":2}`},
 	{"POST", "/2017-03-31/tags/" + url.PathEscape(fnArn(devAcct, "fz")), `{"Tags":{"k":"v"}}`},
 	{"POST", "/2015-03-31/functions/fz/policy", `{"StatementId":"s","Action":"lambda:InvokeFunction","Principal":"*"}`},
+	{"POST", "/2021-10-31/functions/fz/url?Qualifier=live", `{"AuthType":"NONE","Cors":{"AllowOrigins":["*"],"MaxAge":60}}`},
+	{"PUT", "/2021-10-31/functions/fz/url?Qualifier=live", `{"AuthType":"AWS_IAM","InvokeMode":"RESPONSE_STREAM"}`},
 }
 
 // FuzzControlPlaneBodies sends arbitrary bodies, signed as a client would,
@@ -127,6 +129,9 @@ var queryRoutes = []struct{ method, path string }{
 	{"GET", "/2015-03-31/functions/%s/policy"},
 	{"DELETE", "/2015-03-31/functions/fz/policy/%s"},
 	{"GET", "/2016-08-19/account-settings"},
+	{"GET", "/2021-10-31/functions/%s/url"},
+	{"GET", "/2021-10-31/functions/%s/urls"},
+	{"DELETE", "/2021-10-31/functions/%s/url"},
 }
 
 // FuzzControlPlaneQueries sends arbitrary names in the path and arbitrary

@@ -9,6 +9,7 @@
 //	                   ver.<account>.<name>.<n>      published version snapshot
 //	                   layer.<account>.<name>        layer head (last version number)
 //	                   layer.<account>.<name>.<n>    layer version n
+//	                   url.<id>                      function URL id → its function (control package)
 //	Object "nubo_code" <hex sha256 of the zip>       function and layer zips, stored once
 //
 // Durability: the embedded server fsyncs every write before acknowledging it

@@ -44,6 +44,8 @@ type event struct {
 	Msg   string `json:"msg"`
 	Write string `json:"write"`
 	Path  string `json:"path"`
+	// RawPath is set in a function URL's event (payload format 2.0).
+	RawPath string `json:"rawPath"`
 }
 
 type handler struct{}
@@ -56,6 +58,9 @@ func (handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	_ = json.Unmarshal(payload, &ev)
 	lc, _ := lambdacontext.FromContext(ctx)
 	fmt.Printf("fn %s op=%s request=%s\n", version, ev.Op, lc.AwsRequestID)
+	if ev.RawPath != "" {
+		return urlAnswer(ev.RawPath, payload)
+	}
 	switch ev.Op {
 	case "echo":
 		return payload, nil
@@ -130,4 +135,23 @@ func main() {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
 	lambda.Start(handler{})
+}
+
+// urlAnswer answers a function URL request by its path: /event gives the
+// event back in a structured response (status 201, a header, a cookie);
+// /plain a bare JSON value; /binary a base64 body; /fail an error.
+func urlAnswer(path string, event []byte) ([]byte, error) {
+	switch {
+	case strings.HasPrefix(path, "/event"):
+		return json.Marshal(map[string]any{
+			"statusCode": 201, "headers": map[string]string{"content-type": "application/json", "x-fn": "yes"},
+			"cookies": []string{"session=abc; Path=/"}, "body": string(event),
+		})
+	case path == "/plain":
+		return []byte(`{"plain":true}`), nil
+	case path == "/binary":
+		return json.Marshal(map[string]any{"statusCode": 200, "isBase64Encoded": true,
+			"headers": map[string]string{"content-type": "application/octet-stream"}, "body": "AAEC/w=="})
+	}
+	return nil, fmt.Errorf("url path %s fails", path)
 }
