@@ -214,6 +214,29 @@ else
 	fail "invoke-with-response-stream (boto3)"
 fi
 
+# A function URL, made with the CLI and called with plain HTTP, as a
+# browser or curl would.
+if step create-function-url-config create-function-url-config --function-name hello --auth-type NONE &&
+	step "add-permission InvokeFunctionUrl" add-permission --function-name hello --statement-id url \
+		--action lambda:InvokeFunctionUrl --principal '*' --function-url-auth-type NONE &&
+	step get-function-url-config get-function-url-config --function-name hello; then
+	furl=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["FunctionUrl"])' "$work/out")
+	rm -f "$work/err"
+	if python3 - "$furl" >"$work/out" 2>"$work/err" <<'PY'; then
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1] + "smoke?x=1") as r:
+    assert r.status == 200 and r.headers["Content-Type"] == "application/json", (r.status, dict(r.headers))
+    body = json.load(r)
+ev = body["echo"]
+assert body["fn"] == "hello" and ev["version"] == "2.0" and ev["rawPath"] == "/smoke", body
+assert ev["queryStringParameters"] == {"x": "1"} and ev["requestContext"]["http"]["method"] == "GET", ev
+PY
+		ok "function URL (NONE) answers with the function's result"
+	else
+		fail "function URL $furl"
+	fi
+fi
+
 # The README's quickstart as written, with each AWS CLI this host has
 # (Debian's v2 and, where `aws` on the PATH is another major version, v1):
 # what a new user pastes must work. Only the endpoint, the scratch paths and
