@@ -169,6 +169,10 @@ func (a *Agent) prepare() error {
 	return a.startOutput()
 }
 
+// errStreamOver refuses a part of a streamed response that comes after
+// its invocation's Result.
+var errStreamOver = errors.New("agent: the invocation is over")
+
 // RuntimeAPIEnv, set in the agent's environment, names the address the
 // Runtime API will listen on (Start's RuntimeAPI), so the agent listens
 // before Start arrives.
@@ -482,13 +486,28 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 		InvokedFunctionARN: inv.InvokedFunctionARN, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
 		CognitoIdentity: inv.CognitoIdentity, TenantID: inv.TenantID,
 	}
+	// The Result ends the invocation's parts: one the Runtime API is still
+	// reading from a runtime killed by a timeout must not follow it.
+	var streamMu sync.Mutex
+	streamOver := false
+	endStream := func() {
+		streamMu.Lock()
+		streamOver = true
+		streamMu.Unlock()
+	}
 	if inv.Stream {
 		rinv.StreamLimit = agentproto.MaxStreamedResponse
 		rinv.Stream = func(contentType string, part []byte) error {
+			streamMu.Lock()
+			defer streamMu.Unlock()
+			if streamOver {
+				return errStreamOver
+			}
 			return a.conn.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: contentType}, part)
 		}
 	}
 	out, err := a.rapi.Invoke(ctx, rinv)
+	endStream()
 	var ee *runtimeapi.RuntimeExitError
 	switch {
 	case err == nil:

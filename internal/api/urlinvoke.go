@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nubo-dev/nubo/internal/control"
 	"github.com/nubo-dev/nubo/internal/errdefs"
@@ -27,16 +28,17 @@ const urlPath = "/lambda-url/"
 
 // urlTarget says whether r is for a function URL: by path (urlPath), or
 // by a Host of AWS's form, <id>.lambda-url.<region>.<domain>. It returns
-// the URL's id and the path the function sees.
-func urlTarget(r *http.Request) (id, path string, ok bool) {
+// the URL's id and the path the function sees, as sent (escaped).
+func urlTarget(r *http.Request) (id, rawPath string, ok bool) {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
+	escaped := r.URL.EscapedPath()
 	if label, rest, found := strings.Cut(host, "."); found && strings.HasPrefix(rest, "lambda-url.") && control.ValidURLID(label) {
-		return label, r.URL.Path, true
+		return label, escaped, true
 	}
-	if rest, found := strings.CutPrefix(r.URL.Path, urlPath); found {
+	if rest, found := strings.CutPrefix(escaped, urlPath); found {
 		id, p, _ := strings.Cut(rest, "/")
 		return id, "/" + p, true
 	}
@@ -172,6 +174,10 @@ func urlEvent(r *http.Request, id, path string, body []byte, account string, aut
 	if r.ContentLength > 0 {
 		headers["content-length"] = strconv.FormatInt(r.ContentLength, 10)
 	}
+	decoded, err := url.PathUnescape(path)
+	if err != nil {
+		decoded = path
+	}
 	ev := map[string]any{
 		"version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": r.URL.RawQuery,
 		"headers": headers, "isBase64Encoded": false,
@@ -179,7 +185,7 @@ func urlEvent(r *http.Request, id, path string, body []byte, account string, aut
 			"accountId": account, "apiId": id, "authorizer": authorizer,
 			"domainName": r.Host, "domainPrefix": id,
 			"http": map[string]any{
-				"method": r.Method, "path": path, "protocol": r.Proto,
+				"method": r.Method, "path": decoded, "protocol": r.Proto,
 				"sourceIp": sourceIP(r), "userAgent": r.UserAgent(),
 			},
 			"requestId": requestID, "routeKey": "$default", "stage": "$default",
@@ -192,7 +198,8 @@ func urlEvent(r *http.Request, id, path string, body []byte, account string, aut
 	if len(cookies) > 0 {
 		ev["cookies"] = cookies
 	}
-	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil && len(q) > 0 {
+	// What parses of a query with a bad escape in it is kept.
+	if q, _ := url.ParseQuery(r.URL.RawQuery); len(q) > 0 {
 		params := map[string]string{}
 		for k, vs := range q {
 			params[k] = strings.Join(vs, ",")
@@ -200,7 +207,7 @@ func urlEvent(r *http.Request, id, path string, body []byte, account string, aut
 		ev["queryStringParameters"] = params
 	}
 	if len(body) > 0 {
-		if textual(r.Header.Get("Content-Type")) {
+		if textual(r.Header.Get("Content-Type"), body) {
 			ev["body"] = string(body)
 		} else {
 			ev["body"] = base64.StdEncoding.EncodeToString(body)
@@ -218,12 +225,19 @@ func sourceIP(r *http.Request) string {
 	return host
 }
 
-// textual says whether a body of this content type goes to the function
-// as text rather than base64.
-func textual(contentType string) bool {
+// textual says whether a body goes to the function as text rather than
+// base64: a text content type, or none, and UTF-8 (JSON would mangle
+// anything else).
+func textual(contentType string, body []byte) bool {
+	if !utf8.Valid(body) {
+		return false
+	}
+	if contentType == "" {
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
-		return contentType == ""
+		return false
 	}
 	switch {
 	case strings.HasPrefix(mt, "text/"),
@@ -274,8 +288,10 @@ func writeURLResponse(w http.ResponseWriter, payload []byte) {
 				}
 			}
 		}
+		// 1xx is not a final answer: net/http would send it as an
+		// informational response and then a 200 of its own.
 		status := *resp.StatusCode
-		if status < 100 || status > 599 {
+		if status < 200 || status > 599 {
 			h.Del("Content-Type")
 			urlError(w, http.StatusBadGateway, "Internal Server Error")
 			return
@@ -306,8 +322,9 @@ func corsHeaders(w http.ResponseWriter, r *http.Request, c *control.Cors) {
 		return
 	}
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", allowedOrigin(c, origin))
-	if c.AllowCredentials != nil && *c.AllowCredentials {
+	allowed := allowedOrigin(c, origin)
+	h.Set("Access-Control-Allow-Origin", allowed)
+	if credentials(c, allowed) {
 		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	if len(c.ExposeHeaders) > 0 {
@@ -316,11 +333,20 @@ func corsHeaders(w http.ResponseWriter, r *http.Request, c *control.Cors) {
 	h.Add("Vary", "Origin")
 }
 
+// allowedOrigin is Access-Control-Allow-Origin for an allowed origin: "*"
+// when the configuration allows any, the origin itself otherwise.
 func allowedOrigin(c *control.Cors, origin string) string {
-	if slices.Contains(c.AllowOrigins, "*") && (c.AllowCredentials == nil || !*c.AllowCredentials) {
+	if slices.Contains(c.AllowOrigins, "*") {
 		return "*"
 	}
 	return origin
+}
+
+// credentials says whether to allow credentials: never to any origin
+// ("*"), which browsers refuse anyway; echoing the origin instead would
+// let every site read answers made with the visitor's cookies.
+func credentials(c *control.Cors, allowedOrigin string) bool {
+	return c.AllowCredentials != nil && *c.AllowCredentials && allowedOrigin != "*"
 }
 
 // preflight answers a CORS preflight request from the configuration,
@@ -332,12 +358,13 @@ func preflight(w http.ResponseWriter, r *http.Request, c *control.Cors) {
 	if corsAllows(c, origin) && (slices.Contains(c.AllowMethods, "*") || slices.ContainsFunc(c.AllowMethods, func(m string) bool {
 		return strings.EqualFold(m, method)
 	})) {
-		h.Set("Access-Control-Allow-Origin", allowedOrigin(c, origin))
+		allowed := allowedOrigin(c, origin)
+		h.Set("Access-Control-Allow-Origin", allowed)
 		h.Set("Access-Control-Allow-Methods", strings.Join(c.AllowMethods, ","))
 		if len(c.AllowHeaders) > 0 {
 			h.Set("Access-Control-Allow-Headers", strings.Join(c.AllowHeaders, ","))
 		}
-		if c.AllowCredentials != nil && *c.AllowCredentials {
+		if credentials(c, allowed) {
 			h.Set("Access-Control-Allow-Credentials", "true")
 		}
 		if c.MaxAge != nil {
@@ -422,7 +449,7 @@ func (s *urlStreamWriter) writePrelude(b []byte) {
 		h.Set("Content-Type", "application/octet-stream")
 	}
 	status := http.StatusOK
-	if pre.StatusCode != nil && *pre.StatusCode >= 100 && *pre.StatusCode <= 599 {
+	if pre.StatusCode != nil && *pre.StatusCode >= 200 && *pre.StatusCode <= 599 {
 		status = *pre.StatusCode
 	}
 	s.w.WriteHeader(status)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/nubo-dev/nubo/internal/control"
 )
 
 // FuzzURLEvent: whatever an unauthenticated caller sends a function URL
@@ -71,4 +73,43 @@ func FuzzURLResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestURLAnswersAndEvents: the cases the fuzz targets cannot judge.
+func TestURLAnswersAndEvents(t *testing.T) {
+	// A 1xx is no final answer.
+	w := httptest.NewRecorder()
+	writeURLResponse(w, []byte(`{"statusCode":101,"headers":{"upgrade":"websocket"}}`))
+	if w.Code != http.StatusBadGateway {
+		t.Errorf("statusCode 101: %d; want 502", w.Code)
+	}
+	// Any origin never gets credentials.
+	yes := true
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Origin", "https://evil.example")
+	w = httptest.NewRecorder()
+	corsHeaders(w, r, &control.Cors{AllowOrigins: []string{"*"}, AllowCredentials: &yes})
+	if w.Header().Get("Access-Control-Allow-Origin") != "*" || w.Header().Get("Access-Control-Allow-Credentials") != "" {
+		t.Errorf("wildcard with credentials: %v; want * and no credentials", w.Header())
+	}
+	r.Header.Set("Origin", "https://app.example")
+	w = httptest.NewRecorder()
+	corsHeaders(w, r, &control.Cors{AllowOrigins: []string{"https://app.example"}, AllowCredentials: &yes})
+	if w.Header().Get("Access-Control-Allow-Origin") != "https://app.example" || w.Header().Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("named origin with credentials: %v", w.Header())
+	}
+	// The raw path as sent; binary without a content type as base64.
+	r = httptest.NewRequest("POST", "/lambda-url/"+strings.Repeat("a", 32)+"/a%2Fb/%C3%BC?q=%zz&k=v", bytes.NewReader([]byte{0xff, 0}))
+	id, raw, ok := urlTarget(r)
+	if !ok || id != strings.Repeat("a", 32) || raw != "/a%2Fb/%C3%BC" {
+		t.Fatalf("urlTarget: %q %q %v", id, raw, ok)
+	}
+	ev := urlEvent(r, id, raw, []byte{0xff, 0}, "anonymous", nil, "rid", time.Unix(0, 0))
+	rc := ev["requestContext"].(map[string]any)["http"].(map[string]any)
+	if ev["rawPath"] != "/a%2Fb/%C3%BC" || rc["path"] != "/a/b/ü" || ev["isBase64Encoded"] != true || ev["body"] != "/wA=" {
+		t.Errorf("event: %v", ev)
+	}
+	if q, _ := ev["queryStringParameters"].(map[string]string); q["k"] != "v" {
+		t.Errorf("a bad escape lost the other parameters: %v", ev["queryStringParameters"])
+	}
 }

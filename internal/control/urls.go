@@ -313,22 +313,30 @@ func (s *Service) ResolveURL(ctx context.Context, id string) (*URL, error) {
 		return nil, s.urlNotFound()
 	}
 	var idx urlIndex
-	if _, err := s.st.Get(ctx, urlKey(id), &idx); err != nil {
+	rev, err := s.st.Get(ctx, urlKey(id), &idx)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, s.urlNotFound()
 		}
 		return nil, err
 	}
+	// The record is written before the index, so an index whose record
+	// does not hold the URL is stale for good (a create that lost a race
+	// with the function's deletion): it goes.
+	stale := func() error {
+		_ = s.st.Delete(ctx, urlKey(id), rev)
+		return s.urlNotFound()
+	}
 	rec, _, err := s.load(ctx, idx.Account, idx.Function)
 	if err != nil {
 		if errdefs.KindOf(err) == errdefs.KindNotFound {
-			return nil, s.urlNotFound()
+			return nil, stale()
 		}
 		return nil, err
 	}
 	c, ok := rec.URLs[idx.Qualifier]
 	if rec.Generation != idx.Generation || !ok || c.ID != id {
-		return nil, s.urlNotFound()
+		return nil, stale()
 	}
 	return &URL{Account: idx.Account, Function: idx.Function, Qualifier: idx.Qualifier,
 		FunctionArn: s.urlArn(idx.Account, idx.Function, idx.Qualifier), Config: *c,

@@ -322,6 +322,9 @@ func (e *Environment) initialised() {
 
 // readLoop dispatches the agent's frames.
 func (e *Environment) readLoop() {
+	// resulted is the request id of the last Result: parts of it that come
+	// after (the runtime was still writing when it was killed) are late.
+	var resulted string
 	for {
 		f, err := e.conn.Receive()
 		if err != nil {
@@ -346,6 +349,7 @@ func (e *Environment) readLoop() {
 		case agentproto.TResult:
 			r := &result{body: f.Body}
 			_ = f.Decode(&r.hdr)
+			resulted = r.hdr.RequestID
 			select {
 			case e.results <- r:
 			default:
@@ -354,11 +358,15 @@ func (e *Environment) readLoop() {
 		case agentproto.TChunk:
 			var c agentproto.Chunk
 			_ = f.Decode(&c)
-			// A part that outlived its invocation (the runtime kept
-			// writing past a timeout) has no one to go to.
-			if sk := e.stream.Load(); sk != nil && sk.requestID == c.RequestID && !sk.gone {
-				if err := sk.fn(c.ContentType, f.Body); err != nil {
-					sk.gone = true
+			// The part goes to the invoking goroutine (await), which
+			// writes it to the caller: never this reader, which a slow
+			// caller would stall, nor after the invocation is over. A
+			// part that outlived its invocation has no one to go to.
+			if sk := e.stream.Load(); sk != nil && sk.requestID == c.RequestID && c.RequestID != resulted {
+				select {
+				case sk.parts <- streamPart{contentType: c.ContentType, b: f.Body}:
+				case <-sk.over:
+				case <-e.dead:
 				}
 			}
 		case agentproto.TIdle:
@@ -437,22 +445,53 @@ type Request struct {
 	Stream func(contentType string, part []byte) error
 }
 
-// streamTo directs the streamed parts of req to req.Stream until the
-// returned function is called, once req is over.
+// streamTo directs the streamed parts of req to await until the returned
+// function is called, once req is over.
 func (e *Environment) streamTo(req *Request) func() {
 	if req.Stream == nil {
 		return func() {}
 	}
-	e.stream.Store(&streamSink{requestID: req.RequestID, fn: req.Stream})
-	return func() { e.stream.Store(nil) }
+	sk := &streamSink{requestID: req.RequestID, fn: req.Stream, parts: make(chan streamPart, 16), over: make(chan struct{})}
+	e.stream.Store(sk)
+	return func() {
+		e.stream.Store(nil)
+		close(sk.over)
+	}
 }
 
-// streamSink is the Stream of the invocation in flight. gone is touched
-// by the reader only.
+// streamSink is the Stream of the invocation in flight: the reader queues
+// its parts, await passes them on.
 type streamSink struct {
 	requestID string
 	fn        func(contentType string, part []byte) error
-	gone      bool
+	parts     chan streamPart
+	over      chan struct{} // closed when the invocation is over
+	gone      bool          // fn failed: the rest is dropped (await only)
+}
+
+type streamPart struct {
+	contentType string
+	b           []byte
+}
+
+// pass hands one part to the caller's Stream.
+func (sk *streamSink) pass(p streamPart) {
+	if !sk.gone && sk.fn(p.contentType, p.b) != nil {
+		sk.gone = true
+	}
+}
+
+// drain passes on the parts already queued: those the agent sent ahead of
+// the result, which the reader queued before it.
+func (sk *streamSink) drain() {
+	for {
+		select {
+		case p := <-sk.parts:
+			sk.pass(p)
+		default:
+			return
+		}
+	}
 }
 
 // Response is an invocation's outcome.
@@ -568,8 +607,43 @@ func (e *Environment) await(req *Request, start time.Time) *Response {
 	if obs := e.cfg.ObservePhase; obs != nil && e.uses.Load() == 0 {
 		defer func() { obs("first_invoke", time.Since(start)) }()
 	}
-	select {
-	case r := <-e.results:
+	// Parts of a streamed response come ahead of the result; they are
+	// written to the caller here, on the invoking goroutine.
+	var parts chan streamPart
+	sk := e.stream.Load()
+	if sk != nil && sk.requestID == req.RequestID {
+		parts = sk.parts
+	} else {
+		sk = nil
+	}
+	var r *result
+wait:
+	for {
+		select {
+		case p := <-parts:
+			sk.pass(p)
+			continue
+		case r = <-e.results:
+		case <-e.dead:
+		case <-watchdog.C:
+			// A result that arrived while a slow caller held this
+			// goroutine in a write is still the result.
+			select {
+			case r = <-e.results:
+			default:
+				e.markDead("watchdog: no result after the deadline")
+				resp.Fatal = true
+				resp.FunctionError, resp.ErrorType = true, "Sandbox.Timedout"
+				resp.Payload = platformError("Sandbox.Timedout", req.RequestID, fmt.Sprintf("Task timed out after %.2f seconds", req.Timeout.Seconds()))
+			}
+		}
+		break wait
+	}
+	if sk != nil {
+		sk.drain()
+	}
+	switch {
+	case r != nil:
 		resp.Payload, resp.ContentType = r.body, r.hdr.ContentType
 		resp.FunctionError, resp.ErrorType, resp.Reset = r.hdr.FunctionError, r.hdr.ErrorType, r.hdr.Reset
 		resp.InitDuration = r.hdr.InitDurationMs
@@ -580,14 +654,9 @@ func (e *Environment) await(req *Request, start time.Time) *Response {
 				e.log.Warn("re-applying the CPU quota", "err", err)
 			}
 		}
-	case <-e.dead:
+	case !resp.Fatal: // dead
 		resp.Fatal = true
 		e.fatalPayload(resp, req)
-	case <-watchdog.C:
-		resp.Fatal = true
-		resp.FunctionError, resp.ErrorType = true, "Sandbox.Timedout"
-		resp.Payload = platformError("Sandbox.Timedout", req.RequestID, fmt.Sprintf("Task timed out after %.2f seconds", req.Timeout.Seconds()))
-		e.markDead("watchdog: no result after the deadline")
 	}
 	resp.Duration = time.Since(start)
 	cold := e.coldInit // REPORT shows only the cold start's init

@@ -1,0 +1,97 @@
+package env
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/sandbox"
+)
+
+// pipeSandbox is a sandbox whose agent is the test, at the other end of a
+// pipe.
+type pipeSandbox struct {
+	conn net.Conn
+	done chan struct{}
+}
+
+func (p *pipeSandbox) ID() string                    { return "pipe" }
+func (p *pipeSandbox) Conn() io.ReadWriteCloser      { return p.conn }
+func (p *pipeSandbox) Paths() sandbox.Paths          { return sandbox.Paths{} }
+func (p *pipeSandbox) Freeze() error                 { return nil }
+func (p *pipeSandbox) Thaw() error                   { return nil }
+func (p *pipeSandbox) AfterInit() error              { return nil }
+func (p *pipeSandbox) Stats() (sandbox.Stats, error) { return sandbox.Stats{}, nil }
+func (p *pipeSandbox) Done() <-chan struct{}         { return p.done }
+func (p *pipeSandbox) Destroy() error                { p.conn.Close(); return nil }
+
+// TestStreamPartsEndWithTheInvocation: parts of a streamed response reach
+// Request.Stream on the invoking goroutine, before Invoke returns, all
+// those sent ahead of the Result; a part sent after the Result (the
+// runtime was still writing when it was killed) reaches nobody, and a
+// Stream that fails gets no more parts.
+func TestStreamPartsEndWithTheInvocation(t *testing.T) {
+	host, agent := net.Pipe()
+	sb := &pipeSandbox{conn: host, done: make(chan struct{})}
+	defer agent.Close()
+	ac := agentproto.NewConn(agent)
+	go func() { // the fake agent
+		for {
+			f, err := ac.Receive()
+			if err != nil {
+				return
+			}
+			switch f.Type {
+			case agentproto.TStart:
+				_ = ac.Send(agentproto.TInitDone, &agentproto.InitDone{DurationMs: 1}, nil)
+			case agentproto.TInvoke:
+				var inv agentproto.Invoke
+				_ = f.Decode(&inv)
+				for _, p := range []string{"one ", "two ", "three"} {
+					_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: "text/plain"}, []byte(p))
+				}
+				_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID, ContentType: "text/plain"}, nil)
+				_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID}, []byte(" late"))
+			}
+		}
+	}()
+	e, err := StartIn(context.Background(), sb, "pipe", Config{InitTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Destroy()
+
+	var mu sync.Mutex
+	var got string
+	returned := false
+	stream := func(ct string, p []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if returned {
+			t.Errorf("part %q after Invoke returned", p)
+		}
+		got += string(p)
+		return nil
+	}
+	resp, err := e.Invoke(context.Background(), &Request{RequestID: "r1", Payload: []byte("{}"), Timeout: 5 * time.Second, Stream: stream})
+	mu.Lock()
+	returned = true
+	mu.Unlock()
+	if err != nil || resp.FunctionError || got != "one two three" {
+		t.Fatalf("Invoke: %+v %v, streamed %q; want one two three", resp, err, got)
+	}
+	time.Sleep(100 * time.Millisecond) // the late part arrives, and must go nowhere
+
+	// A Stream that fails once is not called again.
+	calls := 0
+	e.state.Store(int32(Idle))
+	resp, err = e.Invoke(context.Background(), &Request{RequestID: "r2", Payload: []byte("{}"), Timeout: 5 * time.Second,
+		Stream: func(string, []byte) error { calls++; return io.ErrClosedPipe }})
+	if err != nil || calls != 1 {
+		t.Fatalf("failing Stream: %+v %v, called %d times; want once", resp, err, calls)
+	}
+}
