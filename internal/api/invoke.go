@@ -153,7 +153,7 @@ func (s *streamWriter) begin(executedVersion, contentType string) {
 
 // part passes on part of a response the runtime streams, at once. A client
 // that reads nothing for streamWriteTimeout is taken for gone: the
-// environment's reader, which calls this, must not wait on it for good.
+// invocation, whose parts wait for it, must not wait for good.
 func (s *streamWriter) part(executedVersion, contentType string, p []byte) error {
 	s.begin(executedVersion, contentType)
 	_ = s.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))

@@ -333,13 +333,13 @@ func corsHeaders(w http.ResponseWriter, r *http.Request, c *control.Cors) {
 	h.Add("Vary", "Origin")
 }
 
-// allowedOrigin is Access-Control-Allow-Origin for an allowed origin: "*"
-// when the configuration allows any, the origin itself otherwise.
+// allowedOrigin is Access-Control-Allow-Origin for an allowed origin: the
+// origin itself when the configuration names it, "*" when it allows any.
 func allowedOrigin(c *control.Cors, origin string) string {
-	if slices.Contains(c.AllowOrigins, "*") {
-		return "*"
+	if slices.ContainsFunc(c.AllowOrigins, func(o string) bool { return strings.EqualFold(o, origin) }) {
+		return origin
 	}
-	return origin
+	return "*"
 }
 
 // credentials says whether to allow credentials: never to any origin

@@ -194,6 +194,14 @@ func (s *Service) CreateFunctionURL(ctx context.Context, acct, fn, qualifier str
 	if err := s.st.Put(ctx, urlKey(c.ID), urlIndex{Account: acct, Function: name, Qualifier: q, Generation: gen}); err != nil {
 		return nil, err
 	}
+	// A deletion of the function that read the record before this URL's
+	// index existed could not drop it: drop it here. (Of an alias deleted
+	// meanwhile the key stays, and resolves to nothing.)
+	if rec, _, err := s.load(ctx, acct, name); (err != nil && errdefs.KindOf(err) == errdefs.KindNotFound) ||
+		(err == nil && rec.Generation != gen) {
+		s.dropURLIndex(ctx, c.ID)
+		return nil, s.urlNotFound()
+	}
 	return &URL{Account: acct, Function: name, Qualifier: q, FunctionArn: s.urlArn(acct, name, q), Config: c}, nil
 }
 
@@ -313,30 +321,24 @@ func (s *Service) ResolveURL(ctx context.Context, id string) (*URL, error) {
 		return nil, s.urlNotFound()
 	}
 	var idx urlIndex
-	rev, err := s.st.Get(ctx, urlKey(id), &idx)
-	if err != nil {
+	if _, err := s.st.Get(ctx, urlKey(id), &idx); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, s.urlNotFound()
 		}
 		return nil, err
 	}
-	// The record is written before the index, so an index whose record
-	// does not hold the URL is stale for good (a create that lost a race
-	// with the function's deletion): it goes.
-	stale := func() error {
-		_ = s.st.Delete(ctx, urlKey(id), rev)
-		return s.urlNotFound()
-	}
 	rec, _, err := s.load(ctx, idx.Account, idx.Function)
 	if err != nil {
 		if errdefs.KindOf(err) == errdefs.KindNotFound {
-			return nil, stale()
+			return nil, s.urlNotFound()
 		}
 		return nil, err
 	}
 	c, ok := rec.URLs[idx.Qualifier]
 	if rec.Generation != idx.Generation || !ok || c.ID != id {
-		return nil, stale()
+		// Not removed here: with a replicated store, this read may be
+		// older than the index (see CreateFunctionURL).
+		return nil, s.urlNotFound()
 	}
 	return &URL{Account: idx.Account, Function: idx.Function, Qualifier: idx.Qualifier,
 		FunctionArn: s.urlArn(idx.Account, idx.Function, idx.Qualifier), Config: *c,

@@ -440,8 +440,10 @@ type Request struct {
 	// Stream, when set, receives a response the runtime streams as it
 	// arrives (InvokeWithResponseStream), with the function's content
 	// type; the Response then has no payload, only the outcome. It is
-	// called from the environment's reader: a slow Stream holds back the
-	// runtime (its writes wait), and one that fails gets no more parts.
+	// called on the goroutine that called Invoke, before Invoke returns,
+	// never after: a slow Stream holds back the runtime (its writes wait)
+	// without counting against its timeout, and one that fails gets no
+	// more parts.
 	Stream func(contentType string, part []byte) error
 }
 
@@ -467,6 +469,9 @@ type streamSink struct {
 	parts     chan streamPart
 	over      chan struct{} // closed when the invocation is over
 	gone      bool          // fn failed: the rest is dropped (await only)
+	// writing is the time spent in fn (await only): the caller's, not the
+	// function's, so the watchdog does not count it.
+	writing time.Duration
 }
 
 type streamPart struct {
@@ -476,9 +481,14 @@ type streamPart struct {
 
 // pass hands one part to the caller's Stream.
 func (sk *streamSink) pass(p streamPart) {
-	if !sk.gone && sk.fn(p.contentType, p.b) != nil {
+	if sk.gone {
+		return
+	}
+	t := time.Now()
+	if sk.fn(p.contentType, p.b) != nil {
 		sk.gone = true
 	}
+	sk.writing += time.Since(t)
 }
 
 // drain passes on the parts already queued: those the agent sent ahead of
@@ -617,6 +627,7 @@ func (e *Environment) await(req *Request, start time.Time) *Response {
 		sk = nil
 	}
 	var r *result
+	var credited time.Duration // of sk.writing, added to the watchdog
 wait:
 	for {
 		select {
@@ -626,8 +637,14 @@ wait:
 		case r = <-e.results:
 		case <-e.dead:
 		case <-watchdog.C:
-			// A result that arrived while a slow caller held this
-			// goroutine in a write is still the result.
+			// Time a slow caller held this goroutine in its writes is not
+			// the function's: the agent's result may be queued behind the
+			// parts not yet passed on.
+			if sk != nil && sk.writing > credited {
+				watchdog.Reset(sk.writing - credited)
+				credited = sk.writing
+				continue
+			}
 			select {
 			case r = <-e.results:
 			default:

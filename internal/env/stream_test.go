@@ -29,17 +29,15 @@ func (p *pipeSandbox) Stats() (sandbox.Stats, error) { return sandbox.Stats{}, n
 func (p *pipeSandbox) Done() <-chan struct{}         { return p.done }
 func (p *pipeSandbox) Destroy() error                { p.conn.Close(); return nil }
 
-// TestStreamPartsEndWithTheInvocation: parts of a streamed response reach
-// Request.Stream on the invoking goroutine, before Invoke returns, all
-// those sent ahead of the Result; a part sent after the Result (the
-// runtime was still writing when it was killed) reaches nobody, and a
-// Stream that fails gets no more parts.
-func TestStreamPartsEndWithTheInvocation(t *testing.T) {
+// streamingEnv starts an environment whose agent (the test's) answers
+// every invocation with parts, its Result, and then one part too many.
+func streamingEnv(t *testing.T, parts []string) *Environment {
+	t.Helper()
 	host, agent := net.Pipe()
 	sb := &pipeSandbox{conn: host, done: make(chan struct{})}
-	defer agent.Close()
+	t.Cleanup(func() { agent.Close() })
 	ac := agentproto.NewConn(agent)
-	go func() { // the fake agent
+	go func() {
 		for {
 			f, err := ac.Receive()
 			if err != nil {
@@ -51,7 +49,7 @@ func TestStreamPartsEndWithTheInvocation(t *testing.T) {
 			case agentproto.TInvoke:
 				var inv agentproto.Invoke
 				_ = f.Decode(&inv)
-				for _, p := range []string{"one ", "two ", "three"} {
+				for _, p := range parts {
 					_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: "text/plain"}, []byte(p))
 				}
 				_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID, ContentType: "text/plain"}, nil)
@@ -63,8 +61,17 @@ func TestStreamPartsEndWithTheInvocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Destroy()
+	t.Cleanup(func() { e.Destroy() })
+	return e
+}
 
+// TestStreamPartsEndWithTheInvocation: parts of a streamed response reach
+// Request.Stream on the invoking goroutine, before Invoke returns, all
+// those sent ahead of the Result; a part sent after the Result (the
+// runtime was still writing when it was killed) reaches nobody, and a
+// Stream that fails gets no more parts.
+func TestStreamPartsEndWithTheInvocation(t *testing.T) {
+	e := streamingEnv(t, []string{"one ", "two ", "three"})
 	var mu sync.Mutex
 	var got string
 	returned := false
@@ -93,5 +100,25 @@ func TestStreamPartsEndWithTheInvocation(t *testing.T) {
 		Stream: func(string, []byte) error { calls++; return io.ErrClosedPipe }})
 	if err != nil || calls != 1 {
 		t.Fatalf("failing Stream: %+v %v, called %d times; want once", resp, err, calls)
+	}
+}
+
+// TestSlowStreamIsNotATimeout: a caller slow to take the parts holds the
+// agent's Result behind them for longer than the function's timeout and
+// the watchdog's slack; that is the caller's time, not the function's:
+// the invocation succeeds with every part, and the environment lives.
+func TestSlowStreamIsNotATimeout(t *testing.T) {
+	// More parts than the queue holds are still unread when the watchdog
+	// (timeout + 3 s) fires: the Result is behind them on the connection.
+	parts := make([]string, 360)
+	for i := range parts {
+		parts[i] = "p"
+	}
+	e := streamingEnv(t, parts)
+	n := 0
+	resp, err := e.Invoke(context.Background(), &Request{RequestID: "slow", Payload: []byte("{}"), Timeout: 100 * time.Millisecond,
+		Stream: func(string, []byte) error { time.Sleep(10 * time.Millisecond); n++; return nil }})
+	if err != nil || resp.FunctionError || resp.Fatal || n != len(parts) || e.State() == Dead {
+		t.Fatalf("slow caller: %+v %v, %d of %d parts, state %v; want success with every part", resp, err, n, len(parts), e.State())
 	}
 }
