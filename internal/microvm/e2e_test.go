@@ -270,6 +270,8 @@ func TestAccountsGetTheirOwnVMs(t *testing.T) {
 	case id(onHost) != hostID:
 		t.Fatalf("account B (isolation namespace) ran in a VM: boot id %s, host %s", id(onHost), hostID)
 	}
+	streamThroughVM(t, ctx, dev)
+
 	// Inside the guest the sandbox is on cgroup v2 (the host here is v1).
 	if cg, _ := dev1["cgroup"].(string); !strings.HasPrefix(cg, "0::/") {
 		t.Errorf("guest sandbox cgroup %q: want a cgroup v2 path", cg)
@@ -413,4 +415,64 @@ func TestTiersShareTheNodeCapacity(t *testing.T) {
 			t.Fatalf("QEMU %v still runs 20 s after the VM was stopped for room", childQEMUs(os.Getpid()))
 		}
 	}
+}
+
+// streamThroughVM: a runtime that streams its response (the invoke
+// tests' testdata/streamfn) has its parts reach an InvokeWithResponseStream
+// caller as written from inside the account's microVM too: Chunk frames
+// cross the guest agent's connection like any other.
+func streamThroughVM(t *testing.T, ctx context.Context, c *lambda.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bootstrap"), "../invoke/testdata/streamfn")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build streamfn: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(filepath.Join(dir, "bootstrap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{
+		FunctionName: aws.String("streamer"), Role: aws.String("arn:aws:iam::000000000000:role/r"),
+		Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Timeout: aws.Int32(30),
+		Code: &types.FunctionCode{ZipFile: ziptest.Zip(t, ziptest.File{Name: "bootstrap", Body: body, Mode: 0o755})},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lambda.NewFunctionActiveV2Waiter(c).Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("streamer")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("streamer"),
+		Payload: []byte(`{"parts":3,"ms":500}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := out.GetStream()
+	defer stream.Close()
+	var got []byte
+	var first, done time.Duration
+	var complete *types.InvokeWithResponseStreamCompleteEvent
+	for ev := range stream.Events() {
+		switch ev := ev.(type) {
+		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+			if got == nil {
+				first = time.Since(start)
+			}
+			got = append(got, ev.Value.Payload...)
+		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+			complete, done = &ev.Value, time.Since(start)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "part-0\npart-1\npart-2\n" || complete == nil || complete.ErrorCode != nil {
+		t.Fatalf("streamed from the VM: %q, InvokeComplete %+v", got, complete)
+	}
+	if done-first < 700*time.Millisecond {
+		t.Errorf("first part after %v, end after %v: parts from the VM were not passed on as written", first, done)
+	}
+	t.Logf("stream from the VM: first part after %v, end after %v", first.Round(time.Millisecond), done.Round(time.Millisecond))
 }
