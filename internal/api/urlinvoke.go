@@ -258,6 +258,20 @@ type urlResponse struct {
 	IsBase64Encoded bool              `json:"isBase64Encoded"`
 }
 
+// headersTo sets the answer's headers and cookies on h, and contentType
+// when it names none.
+func (r *urlResponse) headersTo(h http.Header, contentType string) {
+	for k, v := range r.Headers {
+		h.Set(k, v)
+	}
+	for _, c := range r.Cookies {
+		h.Add("Set-Cookie", c)
+	}
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", contentType)
+	}
+}
+
 // writeURLResponse turns a function's answer into the HTTP response: a JSON
 // object with a statusCode is a structured response (status, headers,
 // cookies, body, base64 or not); anything else is a 200 whose body is the
@@ -267,15 +281,7 @@ func writeURLResponse(w http.ResponseWriter, payload []byte) {
 	if trimmed := bytes.TrimSpace(payload); len(trimmed) > 0 && trimmed[0] == '{' &&
 		json.Unmarshal(payload, &resp) == nil && resp.StatusCode != nil {
 		h := w.Header()
-		for k, v := range resp.Headers {
-			h.Set(k, v)
-		}
-		for _, c := range resp.Cookies {
-			h.Add("Set-Cookie", c)
-		}
-		if h.Get("Content-Type") == "" {
-			h.Set("Content-Type", "application/json")
-		}
+		resp.headersTo(h, "application/json")
 		var body []byte
 		if resp.Body != nil {
 			body = []byte(*resp.Body)
@@ -438,16 +444,7 @@ func (s *urlStreamWriter) part(_, contentType string, p []byte) error {
 func (s *urlStreamWriter) writePrelude(b []byte) {
 	var pre urlResponse
 	_ = json.Unmarshal(b, &pre)
-	h := s.w.Header()
-	for k, v := range pre.Headers {
-		h.Set(k, v)
-	}
-	for _, c := range pre.Cookies {
-		h.Add("Set-Cookie", c)
-	}
-	if h.Get("Content-Type") == "" {
-		h.Set("Content-Type", "application/octet-stream")
-	}
+	pre.headersTo(s.w.Header(), "application/octet-stream")
 	status := http.StatusOK
 	if pre.StatusCode != nil && *pre.StatusCode >= 200 && *pre.StatusCode <= 599 {
 		status = *pre.StatusCode

@@ -15,57 +15,18 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 	"github.com/nubo-dev/nubo/internal/runtimes"
+	"github.com/nubo-dev/nubo/internal/server/servertest"
 )
 
-// streamResult is an InvokeWithResponseStream answer read to its end with
-// the SDK's own event-stream reader.
-type streamResult struct {
-	out      *lambda.InvokeWithResponseStreamOutput
-	payload  []byte
-	chunks   int
-	complete *types.InvokeWithResponseStreamCompleteEvent
-}
-
-func (h *harness) invokeStream(t testing.TB, name string, payload []byte, mutate ...func(*lambda.InvokeWithResponseStreamInput)) (*streamResult, error) {
+// invokeStream invokes name with InvokeWithResponseStream and reads the
+// answer to its end (servertest.InvokeStream).
+func (h *harness) invokeStream(t testing.TB, name string, payload []byte, mutate ...func(*lambda.InvokeWithResponseStreamInput)) (*servertest.StreamResult, error) {
 	t.Helper()
 	in := &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String(name), Payload: payload}
 	for _, m := range mutate {
 		m(in)
 	}
-	out, err := h.c.InvokeWithResponseStream(ctx(t), in)
-	if err != nil {
-		return nil, err
-	}
-	r := &streamResult{out: out}
-	stream := out.GetStream()
-	defer stream.Close()
-	if out.StatusCode == 204 { // DryRun: no events
-		return r, nil
-	}
-	for ev := range stream.Events() {
-		switch ev := ev.(type) {
-		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
-			if r.complete != nil {
-				t.Errorf("PayloadChunk after InvokeComplete")
-			}
-			r.payload = append(r.payload, ev.Value.Payload...)
-			r.chunks++
-		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
-			if r.complete != nil {
-				t.Errorf("a second InvokeComplete")
-			}
-			r.complete = &ev.Value
-		default:
-			t.Errorf("unexpected event %T", ev)
-		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("event stream: %v", err)
-	}
-	if r.complete == nil {
-		t.Fatalf("the stream ended without InvokeComplete")
-	}
-	return r, nil
+	return servertest.InvokeStream(t, ctx(t), h.c, in)
 }
 
 // TestResponseStream: InvokeWithResponseStream through the SDK, which reads
@@ -84,19 +45,19 @@ func TestResponseStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(r.payload, p) {
-			t.Errorf("streamed payload differs (%d bytes in, %d out)", len(p), len(r.payload))
+		if !bytes.Equal(r.Payload, p) {
+			t.Errorf("streamed payload differs (%d bytes in, %d out)", len(p), len(r.Payload))
 		}
-		if len(p) > 1<<20 && r.chunks < 2 {
-			t.Errorf("%d bytes came in %d chunk(s); want several", len(p), r.chunks)
+		if len(p) > 1<<20 && r.Chunks < 2 {
+			t.Errorf("%d bytes came in %d chunk(s); want several", len(p), r.Chunks)
 		}
-		if r.out.StatusCode != 200 || aws.ToString(r.out.ExecutedVersion) != "$LATEST" {
-			t.Errorf("status %d, executed version %q; want 200, $LATEST", r.out.StatusCode, aws.ToString(r.out.ExecutedVersion))
+		if r.Out.StatusCode != 200 || aws.ToString(r.Out.ExecutedVersion) != "$LATEST" {
+			t.Errorf("status %d, executed version %q; want 200, $LATEST", r.Out.StatusCode, aws.ToString(r.Out.ExecutedVersion))
 		}
-		if c := r.complete; c.ErrorCode != nil || c.ErrorDetails != nil || c.LogResult != nil {
+		if c := r.Complete; c.ErrorCode != nil || c.ErrorDetails != nil || c.LogResult != nil {
 			t.Errorf("InvokeComplete %+v; want it empty", *c)
 		}
-		raw, _ := awsmw.GetRawResponse(r.out.ResultMetadata).(*smithyhttp.Response)
+		raw, _ := awsmw.GetRawResponse(r.Out.ResultMetadata).(*smithyhttp.Response)
 		// The function's own content type (aws-lambda-go's) is remapped.
 		if raw == nil || raw.Header.Get("Content-Type") != "application/vnd.amazon.eventstream" ||
 			raw.Header.Get("X-Amzn-Remapped-Content-Type") != "application/octet-stream" {
@@ -108,10 +69,10 @@ func TestResponseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.payload) != 0 || aws.ToString(r.complete.ErrorCode) != "errorString" ||
-		aws.ToString(r.complete.ErrorDetails) != `{"errorMessage":"streamed boom","errorType":"errorString"}` {
+	if len(r.Payload) != 0 || aws.ToString(r.Complete.ErrorCode) != "errorString" ||
+		aws.ToString(r.Complete.ErrorDetails) != `{"errorMessage":"streamed boom","errorType":"errorString"}` {
 		t.Errorf("function error: payload %q, InvokeComplete %s / %s; want no payload, errorString and the error document",
-			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+			r.Payload, aws.ToString(r.Complete.ErrorCode), aws.ToString(r.Complete.ErrorDetails))
 	}
 
 	r, err = h.invokeStream(t, "stream", []byte(`{"op":"print","msg":"stream-tail-marker"}`),
@@ -119,7 +80,7 @@ func TestResponseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, _ := base64.StdEncoding.DecodeString(aws.ToString(r.complete.LogResult))
+	log, _ := base64.StdEncoding.DecodeString(aws.ToString(r.Complete.LogResult))
 	if !bytes.Contains(log, []byte("stream-tail-marker")) || !bytes.Contains(log, []byte("REPORT RequestId:")) {
 		t.Errorf("Tail: LogResult %q; want the invocation's log", log)
 	}
@@ -131,8 +92,8 @@ func TestResponseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.out.StatusCode != 204 || len(r.payload) != 0 {
-		t.Errorf("DryRun: status %d, payload %q; want 204 and nothing", r.out.StatusCode, r.payload)
+	if r.Out.StatusCode != 204 || len(r.Payload) != 0 {
+		t.Errorf("DryRun: status %d, payload %q; want 204 and nothing", r.Out.StatusCode, r.Payload)
 	}
 	if s := decodeState(t, h.invokeOK(t, "stream", op("count"))); s.Count != 5 {
 		t.Errorf("the function counted %d invocations; want 5 (the DryRun ran nothing)", s.Count)
@@ -166,32 +127,11 @@ func TestResponseStreamIncremental(t *testing.T) {
 
 	// Three parts 400 ms apart: the first must arrive long before the last
 	// is written.
-	in := &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("streamer"),
-		Payload: []byte(`{"parts":3,"ms":400}`)}
-	start := time.Now()
-	out, err := h.c.InvokeWithResponseStream(ctx(t), in)
+	tr, err := h.invokeStream(t, "streamer", []byte(`{"parts":3,"ms":400}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := out.GetStream()
-	var got []byte
-	var first, done time.Duration
-	var complete *types.InvokeWithResponseStreamCompleteEvent
-	for ev := range stream.Events() {
-		switch ev := ev.(type) {
-		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
-			if got == nil {
-				first = time.Since(start)
-			}
-			got = append(got, ev.Value.Payload...)
-		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
-			complete, done = &ev.Value, time.Since(start)
-		}
-	}
-	stream.Close()
-	if err := stream.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got, first, done, complete, out := tr.Payload, tr.First, tr.Done, tr.Complete, tr.Out
 	if string(got) != "part-0\npart-1\npart-2\n" || complete == nil || complete.ErrorCode != nil {
 		t.Fatalf("streamed %q, InvokeComplete %+v; want three parts and no error", got, complete)
 	}
@@ -208,10 +148,10 @@ func TestResponseStreamIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(r.payload) != "part-0\npart-1\n" || aws.ToString(r.complete.ErrorCode) != "StreamBroke" ||
-		aws.ToString(r.complete.ErrorDetails) != `{"errorMessage":"broke mid-stream","errorType":"StreamBroke"}` {
+	if string(r.Payload) != "part-0\npart-1\n" || aws.ToString(r.Complete.ErrorCode) != "StreamBroke" ||
+		aws.ToString(r.Complete.ErrorDetails) != `{"errorMessage":"broke mid-stream","errorType":"StreamBroke"}` {
 		t.Errorf("trailers: streamed %q, InvokeComplete %s / %s; want two parts, then StreamBroke and its document",
-			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+			r.Payload, aws.ToString(r.Complete.ErrorCode), aws.ToString(r.Complete.ErrorDetails))
 	}
 
 	// 8 MiB: streamed whole; through Invoke, refused as too large.
@@ -221,10 +161,10 @@ func TestResponseStreamIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.payload) != parts*size || r.complete.ErrorCode != nil || !bytes.HasPrefix(r.payload, []byte("part-0.")) ||
-		!bytes.Contains(r.payload, []byte("\npart-127.")) {
+	if len(r.Payload) != parts*size || r.Complete.ErrorCode != nil || !bytes.HasPrefix(r.Payload, []byte("part-0.")) ||
+		!bytes.Contains(r.Payload, []byte("\npart-127.")) {
 		t.Errorf("8 MiB stream: %d bytes, InvokeComplete error %q; want %d bytes and none",
-			len(r.payload), aws.ToString(r.complete.ErrorCode), parts*size)
+			len(r.Payload), aws.ToString(r.Complete.ErrorCode), parts*size)
 	}
 	res := h.invoke(t, "streamer", big)
 	if aws.ToString(res.FunctionError) != "Unhandled" || !bytes.Contains(res.Payload, []byte("Function.ResponseSizeTooLarge")) {
@@ -237,13 +177,13 @@ func TestResponseStreamIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(r.payload) != "part-0\npart-1\n" || aws.ToString(r.complete.ErrorCode) != "Sandbox.Timedout" {
+	if string(r.Payload) != "part-0\npart-1\n" || aws.ToString(r.Complete.ErrorCode) != "Sandbox.Timedout" {
 		t.Errorf("timeout: streamed %q, InvokeComplete %s / %s; want two parts, then Sandbox.Timedout",
-			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+			r.Payload, aws.ToString(r.Complete.ErrorCode), aws.ToString(r.Complete.ErrorDetails))
 	}
 	// The environment answers again after the timeout.
-	if r, err = h.invokeStream(t, "streamer", []byte(`{"parts":1}`)); err != nil || string(r.payload) != "part-0\n" {
-		t.Errorf("after the timeout: %v, %q; want part-0", err, r.payload)
+	if r, err = h.invokeStream(t, "streamer", []byte(`{"parts":1}`)); err != nil || string(r.Payload) != "part-0\n" {
+		t.Errorf("after the timeout: %v, %q; want part-0", err, r.Payload)
 	}
 }
 
@@ -259,31 +199,11 @@ func TestNodeResponseStream(t *testing.T) {
 	h.create(t, "node-stream", c.zip, managedFn(c, "index.stream"))
 	h.create(t, "node-http", c.zip, managedFn(c, "index.http"))
 
-	in := &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("node-stream"), Payload: []byte(`{}`)}
-	start := time.Now()
-	out, err := h.c.InvokeWithResponseStream(ctx(t), in)
+	tr, err := h.invokeStream(t, "node-stream", []byte(`{}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := out.GetStream()
-	var got []byte
-	var first, done time.Duration
-	var complete *types.InvokeWithResponseStreamCompleteEvent
-	for ev := range stream.Events() {
-		switch ev := ev.(type) {
-		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
-			if got == nil {
-				first = time.Since(start)
-			}
-			got = append(got, ev.Value.Payload...)
-		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
-			complete, done = &ev.Value, time.Since(start)
-		}
-	}
-	stream.Close()
-	if err := stream.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got, first, done, complete, out := tr.Payload, tr.First, tr.Done, tr.Complete, tr.Out
 	if complete == nil || complete.ErrorCode != nil || strings.Count(string(got), "\n") != 3 ||
 		!strings.HasPrefix(string(got), "part-0 ") || !strings.Contains(string(got), "part-2 ") {
 		t.Fatalf("streamed %q, InvokeComplete %+v; want three parts and no error", got, complete)
@@ -301,11 +221,11 @@ func TestNodeResponseStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc managedError
-	_ = json.Unmarshal([]byte(aws.ToString(r.complete.ErrorDetails)), &doc)
-	if strings.Count(string(r.payload), "\n") != 3 || aws.ToString(r.complete.ErrorCode) != "RangeError" ||
+	_ = json.Unmarshal([]byte(aws.ToString(r.Complete.ErrorDetails)), &doc)
+	if strings.Count(string(r.Payload), "\n") != 3 || aws.ToString(r.Complete.ErrorCode) != "RangeError" ||
 		doc.ErrorType != "RangeError" || doc.ErrorMessage != "broke mid-stream" {
 		t.Errorf("rejection: streamed %q, InvokeComplete %s / %s; want three parts, then RangeError",
-			r.payload, aws.ToString(r.complete.ErrorCode), aws.ToString(r.complete.ErrorDetails))
+			r.Payload, aws.ToString(r.Complete.ErrorCode), aws.ToString(r.Complete.ErrorDetails))
 	}
 
 	// Through Invoke: whole.
@@ -318,8 +238,8 @@ func TestNodeResponseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prelude, body, ok := bytes.Cut(r.payload, make([]byte, 8))
+	prelude, body, ok := bytes.Cut(r.Payload, make([]byte, 8))
 	if !ok || string(body) != "created" || !json.Valid(prelude) || !bytes.Contains(prelude, []byte(`"statusCode":201`)) {
-		t.Errorf("HttpResponseStream: %q; want a JSON prelude, 8 zero bytes, then created", r.payload)
+		t.Errorf("HttpResponseStream: %q; want a JSON prelude, 8 zero bytes, then created", r.Payload)
 	}
 }

@@ -443,31 +443,12 @@ func streamThroughVM(t *testing.T, ctx context.Context, c *lambda.Client) {
 	if err := lambda.NewFunctionActiveV2Waiter(c).Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("streamer")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	out, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("streamer"),
+	r, err := servertest.InvokeStream(t, ctx, c, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("streamer"),
 		Payload: []byte(`{"parts":3,"ms":500}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := out.GetStream()
-	defer stream.Close()
-	var got []byte
-	var first, done time.Duration
-	var complete *types.InvokeWithResponseStreamCompleteEvent
-	for ev := range stream.Events() {
-		switch ev := ev.(type) {
-		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
-			if got == nil {
-				first = time.Since(start)
-			}
-			got = append(got, ev.Value.Payload...)
-		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
-			complete, done = &ev.Value, time.Since(start)
-		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got, first, done, complete := r.Payload, r.First, r.Done, r.Complete
 	if string(got) != "part-0\npart-1\npart-2\n" || complete == nil || complete.ErrorCode != nil {
 		t.Fatalf("streamed from the VM: %q, InvokeComplete %+v", got, complete)
 	}
