@@ -159,7 +159,7 @@ func (s *Service) CreateFunctionURL(ctx context.Context, acct, fn, qualifier str
 	if err := validateURLInput(in, true); err != nil {
 		return nil, err
 	}
-	name, q, _, err := s.urlRef(ctx, acct, fn, qualifier)
+	name, q, rec, err := s.urlRef(ctx, acct, fn, qualifier)
 	if err != nil {
 		return nil, err
 	}
@@ -168,8 +168,16 @@ func (s *Service) CreateFunctionURL(ctx context.Context, acct, fn, qualifier str
 	if in.InvokeMode != nil {
 		c.InvokeMode = *in.InvokeMode
 	}
-	var gen string
-	_, err = s.mutate(ctx, acct, name, func(rec *record) error {
+	// The index goes first, then the record, whose compare-and-set write
+	// is the one that counts: a deletion that commits after it sees the
+	// URL and drops the index; one before it makes the write fail, and
+	// the index goes again. A crash in between leaves an index that
+	// resolves to nothing.
+	idx := urlIndex{Account: acct, Function: name, Qualifier: q, Generation: rec.Generation}
+	if err := s.st.Put(ctx, urlKey(c.ID), idx); err != nil {
+		return nil, err
+	}
+	wrote, err := s.mutate(ctx, acct, name, func(rec *record) error {
 		if _, ok := rec.URLs[q]; ok {
 			return errdefs.Conflict("Failed to create function url config for [functionArn = %s]. Error message:  FunctionUrlConfig exists for this Lambda function", s.urlArn(acct, name, q))
 		}
@@ -183,24 +191,19 @@ func (s *Service) CreateFunctionURL(ctx context.Context, acct, fn, qualifier str
 		}
 		cc := c
 		rec.URLs[q] = &cc
-		gen = rec.Generation
 		return nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	// The index follows the record: a crash in between leaves a URL that
-	// answers 404 until it is deleted and made again, never a wrong one.
-	if err := s.st.Put(ctx, urlKey(c.ID), urlIndex{Account: acct, Function: name, Qualifier: q, Generation: gen}); err != nil {
-		return nil, err
-	}
-	// A deletion of the function that read the record before this URL's
-	// index existed could not drop it: drop it here. (Of an alias deleted
-	// meanwhile the key stays, and resolves to nothing.)
-	if rec, _, err := s.load(ctx, acct, name); (err != nil && errdefs.KindOf(err) == errdefs.KindNotFound) ||
-		(err == nil && rec.Generation != gen) {
 		s.dropURLIndex(ctx, c.ID)
-		return nil, s.urlNotFound()
+		return nil, err
+	}
+	// The function was made anew meanwhile (the first read was of the
+	// one before): the URL is the new one's.
+	if wrote.Generation != idx.Generation {
+		idx.Generation = wrote.Generation
+		if err := s.st.Put(ctx, urlKey(c.ID), idx); err != nil {
+			return nil, err
+		}
 	}
 	return &URL{Account: acct, Function: name, Qualifier: q, FunctionArn: s.urlArn(acct, name, q), Config: c}, nil
 }

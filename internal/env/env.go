@@ -469,9 +469,13 @@ type streamSink struct {
 	parts     chan streamPart
 	over      chan struct{} // closed when the invocation is over
 	gone      bool          // fn failed: the rest is dropped (await only)
-	// writing is the time spent in fn (await only): the caller's, not the
-	// function's, so the watchdog does not count it.
-	writing time.Duration
+	// writing is the time spent in fn past the invocation's deadline
+	// (await only): the agent's Result may wait behind parts the caller
+	// has not taken, and that time is the caller's, not the function's,
+	// so the watchdog does not count it. Writing before the deadline
+	// holds nothing back: the agent sends its Result when it is done.
+	writing  time.Duration
+	deadline time.Time
 }
 
 type streamPart struct {
@@ -488,7 +492,16 @@ func (sk *streamSink) pass(p streamPart) {
 	if sk.fn(p.contentType, p.b) != nil {
 		sk.gone = true
 	}
-	sk.writing += time.Since(t)
+	if d := time.Since(later(t, sk.deadline)); d > 0 {
+		sk.writing += d
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // drain passes on the parts already queued: those the agent sent ahead of
@@ -623,6 +636,7 @@ func (e *Environment) await(req *Request, start time.Time) *Response {
 	sk := e.stream.Load()
 	if sk != nil && sk.requestID == req.RequestID {
 		parts = sk.parts
+		sk.deadline = start.Add(req.Timeout)
 	} else {
 		sk = nil
 	}

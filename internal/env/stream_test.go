@@ -30,8 +30,9 @@ func (p *pipeSandbox) Done() <-chan struct{}         { return p.done }
 func (p *pipeSandbox) Destroy() error                { p.conn.Close(); return nil }
 
 // streamingEnv starts an environment whose agent (the test's) answers
-// every invocation with parts, its Result, and then one part too many.
-func streamingEnv(t *testing.T, parts []string) *Environment {
+// every invocation with parts, its Result, and then one part too many;
+// silent, it sends the parts and nothing more (a wedged agent).
+func streamingEnv(t *testing.T, parts []string, silent bool) *Environment {
 	t.Helper()
 	host, agent := net.Pipe()
 	sb := &pipeSandbox{conn: host, done: make(chan struct{})}
@@ -52,6 +53,9 @@ func streamingEnv(t *testing.T, parts []string) *Environment {
 				for _, p := range parts {
 					_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: "text/plain"}, []byte(p))
 				}
+				if silent {
+					continue
+				}
 				_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID, ContentType: "text/plain"}, nil)
 				_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID}, []byte(" late"))
 			}
@@ -71,7 +75,7 @@ func streamingEnv(t *testing.T, parts []string) *Environment {
 // runtime was still writing when it was killed) reaches nobody, and a
 // Stream that fails gets no more parts.
 func TestStreamPartsEndWithTheInvocation(t *testing.T) {
-	e := streamingEnv(t, []string{"one ", "two ", "three"})
+	e := streamingEnv(t, []string{"one ", "two ", "three"}, false)
 	var mu sync.Mutex
 	var got string
 	returned := false
@@ -114,11 +118,28 @@ func TestSlowStreamIsNotATimeout(t *testing.T) {
 	for i := range parts {
 		parts[i] = "p"
 	}
-	e := streamingEnv(t, parts)
+	e := streamingEnv(t, parts, false)
 	n := 0
 	resp, err := e.Invoke(context.Background(), &Request{RequestID: "slow", Payload: []byte("{}"), Timeout: 100 * time.Millisecond,
 		Stream: func(string, []byte) error { time.Sleep(10 * time.Millisecond); n++; return nil }})
 	if err != nil || resp.FunctionError || resp.Fatal || n != len(parts) || e.State() == Dead {
 		t.Fatalf("slow caller: %+v %v, %d of %d parts, state %v; want success with every part", resp, err, n, len(parts), e.State())
+	}
+}
+
+// TestSlowStreamThenWedgedAgent: writing to a slow caller before the
+// deadline holds nothing back, so it does not delay the watchdog: an agent
+// that then goes silent is found out at the deadline plus the slack.
+func TestSlowStreamThenWedgedAgent(t *testing.T) {
+	e := streamingEnv(t, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}, true)
+	start := time.Now()
+	resp, err := e.Invoke(context.Background(), &Request{RequestID: "wedged", Payload: []byte("{}"), Timeout: time.Second,
+		Stream: func(string, []byte) error { time.Sleep(100 * time.Millisecond); return nil }})
+	took := time.Since(start)
+	if err != nil || !resp.Fatal || resp.ErrorType != "Sandbox.Timedout" {
+		t.Fatalf("wedged agent: %+v %v; want the watchdog's Sandbox.Timedout", resp, err)
+	}
+	if took > 4400*time.Millisecond {
+		t.Errorf("the watchdog took %v; want about 4 s (1 s timeout + 3 s): writes before the deadline were credited", took)
 	}
 }
