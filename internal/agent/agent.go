@@ -169,6 +169,35 @@ func (a *Agent) prepare() error {
 	return a.startOutput()
 }
 
+// partGate sends the parts of one invocation's streamed response until
+// close, which comes before its Result: a part the Runtime API is still
+// reading from a runtime killed by a timeout must not follow the Result.
+type partGate struct {
+	a         *Agent
+	requestID string
+	mu        sync.Mutex
+	closed    bool
+}
+
+func (g *partGate) send(contentType string, part []byte) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errStreamOver
+	}
+	return g.a.conn.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: g.requestID, ContentType: contentType}, part)
+}
+
+// close ends the parts; a nil gate (no streaming) has none.
+func (g *partGate) close() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
 // errStreamOver refuses a part of a streamed response that comes after
 // its invocation's Result.
 var errStreamOver = errors.New("agent: the invocation is over")
@@ -486,28 +515,14 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 		InvokedFunctionARN: inv.InvokedFunctionARN, TraceID: inv.TraceID, ClientContext: inv.ClientContext,
 		CognitoIdentity: inv.CognitoIdentity, TenantID: inv.TenantID,
 	}
-	// The Result ends the invocation's parts: one the Runtime API is still
-	// reading from a runtime killed by a timeout must not follow it.
-	var streamMu sync.Mutex
-	streamOver := false
-	endStream := func() {
-		streamMu.Lock()
-		streamOver = true
-		streamMu.Unlock()
-	}
+	var parts *partGate
 	if inv.Stream {
+		parts = &partGate{a: a, requestID: inv.RequestID}
 		rinv.StreamLimit = agentproto.MaxStreamedResponse
-		rinv.Stream = func(contentType string, part []byte) error {
-			streamMu.Lock()
-			defer streamMu.Unlock()
-			if streamOver {
-				return errStreamOver
-			}
-			return a.conn.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: contentType}, part)
-		}
+		rinv.Stream = parts.send
 	}
 	out, err := a.rapi.Invoke(ctx, rinv)
-	endStream()
+	parts.close()
 	var ee *runtimeapi.RuntimeExitError
 	switch {
 	case err == nil:
