@@ -19,11 +19,22 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/account"
 	"github.com/nubo-dev/nubo/internal/runtimes"
+	"github.com/nubo-dev/nubo/internal/server/servertest"
 )
 
 // urlCall sends an HTTP request to a function URL, signed for the
 // development account when sign is set, and reads the answer.
 func urlCall(t *testing.T, method, u string, body []byte, hdr map[string]string, sign bool) *rawResponse {
+	t.Helper()
+	var creds *aws.Credentials
+	if sign {
+		creds = &aws.Credentials{AccessKeyID: account.DevAccessKey, SecretAccessKey: account.DevSecret}
+	}
+	return urlCallAs(t, method, u, body, hdr, creds)
+}
+
+// urlCallAs is urlCall signed with creds (none when nil).
+func urlCallAs(t *testing.T, method, u string, body []byte, hdr map[string]string, creds *aws.Credentials) *rawResponse {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx(t), method, u, bytes.NewReader(body))
 	if err != nil {
@@ -36,10 +47,9 @@ func urlCall(t *testing.T, method, u string, body []byte, hdr map[string]string,
 		}
 		req.Header.Set(k, v)
 	}
-	if sign {
+	if creds != nil {
 		sum := sha256.Sum256(body)
-		creds := aws.Credentials{AccessKeyID: account.DevAccessKey, SecretAccessKey: account.DevSecret}
-		if err := v4.NewSigner().SignHTTP(ctx(t), creds, req, hex.EncodeToString(sum[:]), "lambda", region, time.Now()); err != nil {
+		if err := v4.NewSigner().SignHTTP(ctx(t), *creds, req, hex.EncodeToString(sum[:]), "lambda", region, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,6 +130,12 @@ func TestFunctionURLs(t *testing.T) {
 		t.Fatalf("GetFunctionUrlConfig: %+v, %v", got, err)
 	}
 
+	// Another account sees no URL of this function, even by its ARN.
+	_, err = h.s.A().GetFunctionUrlConfig(ctx(t), &lambda.GetFunctionUrlConfigInput{FunctionName: created.FunctionArn})
+	if code, status := apiError(t, err); code != "ResourceNotFoundException" || status != 404 {
+		t.Errorf("another account's GetFunctionUrlConfig: %s %d; want ResourceNotFoundException 404", code, status)
+	}
+
 	// No policy yet: the URL answers 403.
 	if r := urlCall(t, "GET", u+"event", nil, nil, false); r.Status != 403 || string(r.Body) != `{"Message":"Forbidden"}` {
 		t.Errorf("before add-permission: %d %s; want 403 Forbidden", r.Status, r.Body)
@@ -191,6 +207,14 @@ func TestFunctionURLs(t *testing.T) {
 	}
 	if r := urlCall(t, "GET", u+"plain", nil, nil, false); r.Status != 403 {
 		t.Errorf("AWS_IAM unsigned: %d; want 403", r.Status)
+	}
+	// Another account's valid signature, or a wrong secret, is no way in.
+	other := servertest.AccountA.AccessKeys[0]
+	if r := urlCallAs(t, "GET", u+"plain", nil, nil, &aws.Credentials{AccessKeyID: other.AccessKeyID, SecretAccessKey: other.SecretAccessKey}); r.Status != 403 {
+		t.Errorf("AWS_IAM signed by another account: %d %s; want 403", r.Status, r.Body)
+	}
+	if r := urlCallAs(t, "GET", u+"plain", nil, nil, &aws.Credentials{AccessKeyID: account.DevAccessKey, SecretAccessKey: "wrong"}); r.Status != 403 {
+		t.Errorf("AWS_IAM with a wrong secret: %d; want 403", r.Status)
 	}
 	r = urlCall(t, "GET", u+"event", nil, nil, true)
 	if err := json.Unmarshal(r.Body, &ev); err != nil || r.Status != 201 || ev.RequestContext.AccountID != devAcct ||
