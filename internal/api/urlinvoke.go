@@ -180,9 +180,9 @@ func urlEvent(r *http.Request, id, path string, body []byte, account string, aut
 	}
 	ev := map[string]any{
 		"version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": r.URL.RawQuery,
-		"headers": headers, "isBase64Encoded": false,
+		"headers": headers, "isBase64Encoded": false, "pathParameters": nil, "stageVariables": nil,
 		"requestContext": map[string]any{
-			"accountId": account, "apiId": id, "authorizer": authorizer,
+			"accountId": account, "apiId": id, "authentication": nil, "authorizer": authorizer,
 			"domainName": r.Host, "domainPrefix": id,
 			"http": map[string]any{
 				"method": r.Method, "path": decoded, "protocol": r.Proto,

@@ -109,6 +109,12 @@ func TestURLAnswersAndEvents(t *testing.T) {
 	if ev["rawPath"] != "/a%2Fb/%C3%BC" || rc["path"] != "/a/b/ü" || ev["isBase64Encoded"] != true || ev["body"] != "/wA=" {
 		t.Errorf("event: %v", ev)
 	}
+	// AWS's event has these keys, as null: handlers may index them.
+	for _, k := range []string{"pathParameters", "stageVariables"} {
+		if v, ok := ev[k]; !ok || v != nil {
+			t.Errorf("event[%q] = %v, %v; want null", k, v, ok)
+		}
+	}
 	if q, _ := ev["queryStringParameters"].(map[string]string); q["k"] != "v" {
 		t.Errorf("a bad escape lost the other parameters: %v", ev["queryStringParameters"])
 	}
