@@ -152,15 +152,9 @@ func (s *Server) readAnswer(r *http.Request, isError bool) (res *Result, status 
 	body, err := readLimited(r.Body, s.maxBody)
 	switch {
 	case errors.Is(err, errTooLarge):
-		m := "Exceeded maximum allowed payload size (" + strconv.Itoa(s.maxBody) + " bytes)."
-		return oversizedResult(s.maxBody), http.StatusRequestEntityTooLarge, errTypeTooLarge, m
+		return answerTooLarge(s.maxBody)
 	case err != nil:
-		return &Result{
-			Payload:       platformError(typeTruncatedResponse, "Runtime response was truncated: "+err.Error()),
-			ContentType:   "application/json",
-			FunctionError: true,
-			ErrorType:     typeTruncatedResponse,
-		}, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
+		return answerTruncated(err)
 	}
 	ct := r.Header.Get("Content-Type")
 	if isError {
@@ -217,8 +211,7 @@ func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, er
 		n, err := r.Body.Read(buf)
 		if n > 0 {
 			if sent+n > limit {
-				m := "Exceeded maximum allowed payload size (" + strconv.Itoa(limit) + " bytes)."
-				return oversizedResult(limit), http.StatusRequestEntityTooLarge, errTypeTooLarge, m
+				return answerTooLarge(limit)
 			}
 			sent += n
 			if serr := inv.Stream(ct, buf[:n]); serr != nil {
@@ -232,12 +225,7 @@ func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, er
 			break
 		}
 		if err != nil {
-			return &Result{
-				Payload:       platformError(typeTruncatedResponse, "Runtime response was truncated: "+err.Error()),
-				ContentType:   "application/json",
-				FunctionError: true,
-				ErrorType:     typeTruncatedResponse,
-			}, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
+			return answerTruncated(err)
 		}
 	}
 	if res := trailerError(r); res != nil {
@@ -248,6 +236,23 @@ func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, er
 
 // streamPart is the most one read of a streamed response passes on.
 const streamPart = 32 << 10
+
+// answerTooLarge is the outcome of a response over limit bytes: the
+// caller's Function.ResponseSizeTooLarge and the runtime's 413.
+func answerTooLarge(limit int) (*Result, int, string, string) {
+	m := "Exceeded maximum allowed payload size (" + strconv.Itoa(limit) + " bytes)."
+	return oversizedResult(limit), http.StatusRequestEntityTooLarge, errTypeTooLarge, m
+}
+
+// answerTruncated is the outcome of a response body that broke off.
+func answerTruncated(err error) (*Result, int, string, string) {
+	return &Result{
+		Payload:       platformError(typeTruncatedResponse, "Runtime response was truncated: "+err.Error()),
+		ContentType:   "application/json",
+		FunctionError: true,
+		ErrorType:     typeTruncatedResponse,
+	}, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
+}
 
 func oversizedResult(limit int) *Result {
 	return &Result{
