@@ -2,18 +2,22 @@ package servertest
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
+	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // StreamResult is an InvokeWithResponseStream answer read to its end with
 // the SDK's own event-stream reader.
 type StreamResult struct {
 	Out      *lambda.InvokeWithResponseStreamOutput
-	Payload  []byte // the PayloadChunk events' payloads, in order
+	Header   http.Header // of the HTTP response
+	Payload  []byte      // the PayloadChunk events' payloads, in order
 	Chunks   int
 	First    time.Duration // from the call to the first PayloadChunk
 	Done     time.Duration // from the call to InvokeComplete
@@ -31,7 +35,10 @@ func InvokeStream(t testing.TB, ctx context.Context, c *lambda.Client, in *lambd
 	if err != nil {
 		return nil, err
 	}
-	r := &StreamResult{Out: out}
+	r := &StreamResult{Out: out, Header: http.Header{}}
+	if raw, ok := awsmw.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response); ok {
+		r.Header = raw.Header
+	}
 	stream := out.GetStream()
 	defer stream.Close()
 	if out.StatusCode == 204 {
