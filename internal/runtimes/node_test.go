@@ -2,12 +2,15 @@ package runtimes
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
 const nodeApp = `let count = 0;
@@ -410,14 +413,23 @@ func TestNodeLogLevelAndJSON(t *testing.T) {
 // TestNodeHeapFollowsMemory: node starts as Lambda starts it, with V8's
 // heap sized from the function's memory (not from the host's), so garbage
 // is collected before the function's cgroup limit is reached; and with
-// global.gc exposed.
+// global.gc exposed. Those flags are then put back to V8's defaults, so
+// that node's built-in modules load from the code cache it ships, which
+// V8 keys by the flags: the function sees the flag-free cache tag.
 func TestNodeHeapFollowsMemory(t *testing.T) {
+	node := testutil.RequiresBinary(t, "node")
+	out, err := exec.Command(node, "-p", "require('node:v8').cachedDataVersionTag()").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagFree := strings.TrimSpace(string(out))
 	root := writeFiles(t, map[string]string{"index.js": `
 const v8 = require('node:v8');
 exports.handler = async () => ({
   limitMB: v8.getHeapStatistics().heap_size_limit / 1048576,
   gc: typeof global.gc,
   argv: process.execArgv,
+  cacheTag: String(v8.cachedDataVersionTag()),
 });`})
 	api := newFakeAPI(t)
 	startNode(t, api, root, "index.handler")
@@ -430,5 +442,8 @@ exports.handler = async () => ({
 	}
 	if res["gc"] != "function" {
 		t.Errorf("global.gc is %v, want a function (--expose-gc)", res["gc"])
+	}
+	if res["cacheTag"] != flagFree {
+		t.Errorf("code cache tag %v, want node's flag-free %s: the start flags (argv %v) are still set and node compiles its built-in modules from source", res["cacheTag"], flagFree, res["argv"])
 	}
 }

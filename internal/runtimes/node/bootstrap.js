@@ -32,6 +32,26 @@
 // CommonJS, node: builtins only; runs on Node.js 18 and later.
 'use strict';
 
+// The V8 flags node was started with (--expose-gc and the heap's sizes, as
+// Lambda starts it) have done their work once the heap exists: the heap
+// keeps its limits and global.gc stays. Left set, they also make V8 refuse
+// the code cache node ships for its built-in modules (the cache is keyed by
+// the flags), so every require('node:...') compiled from source: 9 ms of
+// each cold start with this file's own modules, 20 ms with those an AWS SDK
+// loads (docs/performance.md, session 9). They go back to V8's defaults
+// before anything is loaded. Flags from NODE_OPTIONS are the function's
+// own (process.execArgv does not list them) and stay. A worker thread made
+// later sizes its heap from V8's defaults rather than from these flags.
+(function restoreV8Defaults() {
+  const defaults = {
+    '--expose-gc': '--no-expose-gc',
+    '--max-semi-space-size': '--max-semi-space-size=0',
+    '--max-old-space-size': '--max-old-space-size=0',
+  };
+  const reset = process.execArgv.map((a) => defaults[a.split('=')[0]]).filter(Boolean);
+  if (reset.length > 0) require('node:v8').setFlagsFromString(reset.join(' '));
+})();
+
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
