@@ -342,3 +342,90 @@ func TestPythonJSONLogs(t *testing.T) {
 	line := regexp.MustCompile(`\{"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", "level": "INFO", "message": "hi there", "logger": "mine", "requestId": "j-1"\}\n`)
 	p.eventually(t, "a JSON log line", line.MatchString)
 }
+
+// TestPythonJSONLogsException: logger.exception in JSON logs carries the
+// error's type, message, stack and where it was logged.
+func TestPythonJSONLogsException(t *testing.T) {
+	root := writeFiles(t, map[string]string{"app.py": `import logging
+
+
+def handler(e, c):
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("mine").exception("caught")
+    return 1
+`})
+	api := newFakeAPI(t)
+	p := startPython(t, api, root, "app.handler", "AWS_LAMBDA_LOG_FORMAT=JSON")
+	if got := api.invoke(t, invocation{id: "x-1", body: `{}`}); string(got.body) != "1" {
+		t.Fatalf("posted %s %s", got.kind, got.body)
+	}
+	line := regexp.MustCompile(`"level": "ERROR", "message": "caught", "logger": "mine", "requestId": "x-1", "errorType": "ValueError", "errorMessage": "bad", "stackTrace": \["  File \\".*app.py\\", line 6, in handler\\n    raise ValueError\(\\"bad\\"\)\\n"\], "location": ".*app.py:handler:8"\}\n`)
+	p.eventually(t, "a JSON log line with the exception", line.MatchString)
+}
+
+// TestPythonLoggingSetUpOnImport: the runtime does not import logging
+// itself (a sixth of its start); whoever first imports it, the function
+// during init or an invocation, a library, or something before the
+// runtime started, finds the root logger with Lambda's handler, once, and
+// the module as the import system made it.
+func TestPythonLoggingSetUpOnImport(t *testing.T) {
+	const app = `import sys
+
+loaded_at_init = "logging" in sys.modules
+
+
+def handler(event, context):
+    before = "logging" in sys.modules
+    if event.get("via") == "library":
+        import concurrent.futures  # imports logging itself
+    import logging
+    logging.getLogger("mine").warning("late %s", "line")
+    loader = logging.__loader__
+    return {
+        "loaded_at_init": loaded_at_init,
+        "loaded_before_handler": before,
+        "handlers": len(logging.getLogger().handlers),
+        "loader": type(loader).__name__,
+        "spec_loader_is_loader": logging.__spec__.loader is loader,
+    }
+`
+	want := regexp.MustCompile(`\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\tq-1\tlate line\n`)
+	t.Run("by the function", func(t *testing.T) {
+		root := writeFiles(t, map[string]string{"app.py": app})
+		api := newFakeAPI(t)
+		p := startPython(t, api, root, "app.handler")
+		doc := api.invoke(t, invocation{id: "q-1", body: `{}`}).json(t)
+		if doc["loaded_at_init"] != false || doc["loaded_before_handler"] != false {
+			t.Errorf("logging was imported before the function imported it: %v", doc)
+		}
+		if doc["handlers"] != float64(1) || doc["loader"] != "SourceFileLoader" || doc["spec_loader_is_loader"] != true {
+			t.Errorf("logging as the function sees it: %v, want one root handler and the import system's own loader", doc)
+		}
+		p.eventually(t, "a Lambda log line", want.MatchString)
+	})
+	t.Run("by a library", func(t *testing.T) {
+		root := writeFiles(t, map[string]string{"app.py": app})
+		api := newFakeAPI(t)
+		p := startPython(t, api, root, "app.handler")
+		doc := api.invoke(t, invocation{id: "q-1", body: `{"via": "library"}`}).json(t)
+		if doc["handlers"] != float64(1) {
+			t.Errorf("root handlers = %v, want 1", doc["handlers"])
+		}
+		p.eventually(t, "a Lambda log line", want.MatchString)
+	})
+	t.Run("before the runtime", func(t *testing.T) {
+		// sitecustomize runs while the interpreter starts, before the
+		// runtime's own code.
+		site := writeFiles(t, map[string]string{"sitecustomize.py": "import logging\n"})
+		root := writeFiles(t, map[string]string{"app.py": app})
+		api := newFakeAPI(t)
+		p := startPython(t, api, root, "app.handler", "PYTHONPATH="+site)
+		doc := api.invoke(t, invocation{id: "q-1", body: `{}`}).json(t)
+		if doc["loaded_at_init"] != true || doc["handlers"] != float64(1) {
+			t.Errorf("logging imported before the runtime: %v, want it loaded at init with one root handler", doc)
+		}
+		p.eventually(t, "a Lambda log line", want.MatchString)
+	})
+}

@@ -13,11 +13,9 @@ Standard library only; runs on Python 3.8 and later.
 import _socket
 import importlib
 import json
-import logging
 import os
 import sys
 import time
-import traceback
 
 API_PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
@@ -491,6 +489,8 @@ def error_document(message, error_type, stack_trace, request_id=None):
 
 def _user_frames(tb):
     """Formats the frames of tb, leaving out the runtime's own leading frames."""
+    import traceback  # only on errors: it is a fifth of logging's import
+
     frames = [
         (f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)
     ]
@@ -544,60 +544,60 @@ def log_error(error):
     sys.stdout.write(LOG_LINE_JOIN.join(lines) + "\n")
 
 
-class _LambdaLogHandler(logging.Handler):
-    def emit(self, record):
-        try:
-            sys.stdout.write(self.format(record))
-        except Exception:
-            self.handleError(record)
+def setup_logging(logging):
+    """Puts Lambda's log handler on the root logger of the logging module."""
 
+    class LambdaLogHandler(logging.Handler):
+        def emit(self, record):
+            try:
+                sys.stdout.write(self.format(record))
+            except Exception:
+                self.handleError(record)
 
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record):
-        record.aws_request_id = _request_id or ""
-        record.tenant_id = _tenant_id
-        return True
+    class RequestIdFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _request_id or ""
+            record.tenant_id = _tenant_id
+            return True
 
+    class TextFormatter(logging.Formatter):
+        converter = time.gmtime
 
-class _TextFormatter(logging.Formatter):
-    converter = time.gmtime
-
-    def __init__(self):
-        super().__init__(
-            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
-            "%Y-%m-%dT%H:%M:%S",
-        )
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record):
-        doc = {
-            "timestamp": _utc_timestamp(record.created),
-            "level": logging.getLevelName(min(50, max(0, record.levelno)) // 10 * 10),
-            "message": record.getMessage(),
-            "logger": record.name,
-            "requestId": getattr(record, "aws_request_id", None) or None,
-        }
-        if record.exc_info:
-            doc["errorType"] = record.exc_info[0].__name__
-            doc["errorMessage"] = str(record.exc_info[1])
-            doc["stackTrace"] = traceback.format_tb(record.exc_info[2])
-            doc["location"] = "{}:{}:{}".format(
-                record.pathname, record.funcName, record.lineno
+        def __init__(self):
+            super().__init__(
+                "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+                "%Y-%m-%dT%H:%M:%S",
             )
-        if getattr(record, "tenant_id", None) is not None:
-            doc["tenantId"] = record.tenant_id
-        doc = {k: v for k, v in doc.items() if v is not None}
-        try:
-            return json.dumps(doc, ensure_ascii=False, default=str) + "\n"
-        except Exception:
-            return json.dumps({"level": doc["level"], "message": str(doc["message"])}) + "\n"
 
+    class JsonFormatter(logging.Formatter):
+        def format(self, record):
+            doc = {
+                "timestamp": _utc_timestamp(record.created),
+                "level": logging.getLevelName(min(50, max(0, record.levelno)) // 10 * 10),
+                "message": record.getMessage(),
+                "logger": record.name,
+                "requestId": getattr(record, "aws_request_id", None) or None,
+            }
+            if record.exc_info:
+                import traceback
 
-def setup_logging():
-    handler = _LambdaLogHandler()
-    handler.setFormatter(_JsonFormatter() if _json_logs() else _TextFormatter())
-    handler.addFilter(_RequestIdFilter())
+                doc["errorType"] = record.exc_info[0].__name__
+                doc["errorMessage"] = str(record.exc_info[1])
+                doc["stackTrace"] = traceback.format_tb(record.exc_info[2])
+                doc["location"] = "{}:{}:{}".format(
+                    record.pathname, record.funcName, record.lineno
+                )
+            if getattr(record, "tenant_id", None) is not None:
+                doc["tenantId"] = record.tenant_id
+            doc = {k: v for k, v in doc.items() if v is not None}
+            try:
+                return json.dumps(doc, ensure_ascii=False, default=str) + "\n"
+            except Exception:
+                return json.dumps({"level": doc["level"], "message": str(doc["message"])}) + "\n"
+
+    handler = LambdaLogHandler()
+    handler.setFormatter(JsonFormatter() if _json_logs() else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handler)
     level = (os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "").upper()
@@ -605,6 +605,63 @@ def setup_logging():
         level = "DEBUG"
     if level and isinstance(logging.getLevelName(level), int):
         root.setLevel(level)
+
+
+class _SetUpLoggingOnImport(object):
+    """Sets Lambda's log handler up when the logging module is first imported.
+
+    Importing logging (and the threading, traceback, string and weakref it
+    brings) is 6 ms of a 26 ms runtime start here, wasted on a function
+    that never logs through it (docs/performance.md, session 9). Any import
+    of it, the function's or a library's, finds this finder first on
+    sys.meta_path: it steps aside, lets the other finders find the module,
+    and sets the handler up as soon as the module has run, before the
+    importer sees it. Nothing of this stays visible on the module.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ThenSetUpLogging(spec.loader)
+        return spec
+
+
+class _ThenSetUpLogging(object):
+    """A module loader that runs setup_logging on the module it has run."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = self._loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        setup_logging(module)
+
+
+def setup_logging_when_imported():
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        setup_logging(logging)
+    else:
+        sys.meta_path.insert(0, _SetUpLoggingOnImport())
 
 
 class _Unbuffered(object):
@@ -714,7 +771,7 @@ def main():
     api = RuntimeAPI(address)
 
     setup_sys_path(os.environ.get("LAMBDA_TASK_ROOT") or "/var/task")
-    setup_logging()
+    setup_logging_when_imported()
 
     try:
         handler = load_handler(os.environ.get("_HANDLER") or "")
