@@ -1,12 +1,21 @@
 package runtimes
 
 import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -445,5 +454,460 @@ exports.handler = async () => ({
 	}
 	if res["cacheTag"] != flagFree {
 		t.Errorf("code cache tag %v, want node's flag-free %s: the start flags (argv %v) are still set and node compiles its built-in modules from source", res["cacheTag"], flagFree, res["argv"])
+	}
+}
+
+// rawAPI is a Runtime API written at the byte level, for the answers
+// net/http's server never gives: cut into pieces at any byte, chunked,
+// delimited by closing the connection, malformed, or none at all on a
+// kept connection. It answers /next with the rawAnswers queued, and every
+// POST with 202.
+type rawAPI struct {
+	// shim is what start needs of a Runtime API: its address, and where
+	// to signal that the runtime exited.
+	shim    *fakeAPI
+	answers chan rawAnswer
+	posts   chan rawRequest
+	closed  chan struct{}
+	// drop, if set, says for a request whether to close its connection
+	// instead of answering it, and whether with a reset (RST) rather than
+	// a FIN.
+	drop func(r rawRequest) (drop, reset bool)
+
+	mu    sync.Mutex
+	conns int
+	log   []rawRequest // the requests answered, in the order read
+}
+
+// rawRequest is a request the runtime made, with the connection it came
+// on (numbered from 1 in the order accepted) and its place there (from 1).
+type rawRequest struct {
+	conn, nth       int
+	method, path    string
+	header, trailer http.Header
+	chunked         bool
+	body            []byte
+}
+
+// rawAnswer is an answer to /next. Its pieces are written one at a time,
+// a millisecond apart, so that each reaches the runtime in a read of its
+// own; with close set, the connection is closed after them, linger later.
+type rawAnswer struct {
+	pieces []string
+	close  bool
+	linger time.Duration
+}
+
+func newRawAPI(t *testing.T, drop func(rawRequest) (bool, bool)) *rawAPI {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &rawAPI{
+		shim:    &fakeAPI{srv: &httptest.Server{Listener: l}},
+		answers: make(chan rawAnswer, 16),
+		posts:   make(chan rawRequest, 16),
+		closed:  make(chan struct{}),
+		drop:    drop,
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			a.mu.Lock()
+			a.conns++
+			n := a.conns
+			a.mu.Unlock()
+			go a.serve(c.(*net.TCPConn), n)
+		}
+	}()
+	t.Cleanup(func() {
+		close(a.closed)
+		l.Close()
+	})
+	return a
+}
+
+func (a *rawAPI) serve(c *net.TCPConn, conn int) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for nth := 1; ; nth++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		r := rawRequest{
+			conn: conn, nth: nth, method: req.Method, path: req.URL.Path,
+			header: req.Header, trailer: req.Trailer, chunked: slices.Equal(req.TransferEncoding, []string{"chunked"}), body: body,
+		}
+		if a.drop != nil {
+			if drop, reset := a.drop(r); drop {
+				if reset {
+					c.SetLinger(0)
+				}
+				return
+			}
+		}
+		if req.Method != http.MethodGet {
+			a.record(r)
+			a.posts <- r
+			io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"status\":\"OK\"}")
+			continue
+		}
+		var ans rawAnswer
+		select {
+		case ans = <-a.answers:
+		case <-a.closed:
+			return
+		}
+		a.record(r)
+		for i, p := range ans.pieces {
+			if i > 0 {
+				time.Sleep(time.Millisecond)
+			}
+			if _, err := io.WriteString(c, p); err != nil {
+				return
+			}
+		}
+		if ans.close {
+			time.Sleep(ans.linger)
+			return
+		}
+	}
+}
+
+// record logs r as answered.
+func (a *rawAPI) record(r rawRequest) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log = append(a.log, r)
+}
+
+// requests returns the requests answered so far as "METHOD conn.nth".
+func (a *rawAPI) requests() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, r := range a.log {
+		out = append(out, fmt.Sprintf("%s %d.%d", r.method, r.conn, r.nth))
+	}
+	return out
+}
+
+// invoke queues ans and returns the runtime's next post, which must be
+// the response of invocation id.
+func (a *rawAPI) invoke(t *testing.T, id string, ans rawAnswer) rawRequest {
+	t.Helper()
+	a.answers <- ans
+	select {
+	case r := <-a.posts:
+		if want := "/2018-06-01/runtime/invocation/" + id + "/response"; r.path != want {
+			t.Fatalf("runtime posted %s %s, want %s", r.path, r.body, want)
+		}
+		return r
+	case <-a.shim.exited:
+		t.Fatal("runtime exited without posting")
+	case <-time.After(waitFor):
+		t.Fatal("runtime posted nothing")
+	}
+	return rawRequest{}
+}
+
+// rawHead is the head of a /next answer for invocation id, with more
+// header lines (each ending in CRLF) before its end.
+func rawHead(id string, more ...string) string {
+	return "HTTP/1.1 200 OK\r\n" +
+		"Lambda-Runtime-Aws-Request-Id: " + id + "\r\n" +
+		fmt.Sprintf("Lambda-Runtime-Deadline-Ms: %d\r\n", time.Now().Add(30*time.Second).UnixMilli()) +
+		"Lambda-Runtime-Invoked-Function-Arn: " + functionARN + "\r\n" +
+		"Content-Type: application/json\r\n" +
+		strings.Join(more, "") + "\r\n"
+}
+
+// bytewise cuts s into one piece per byte.
+func bytewise(s string) []string {
+	out := make([]string, len(s))
+	for i := range len(s) {
+		out[i] = s[i : i+1]
+	}
+	return out
+}
+
+// rawEchoApp answers what the runtime made of the /next answer: the
+// request id, function ARN, time left and trace id from its headers, and
+// the event (a large one by its length and end).
+const rawEchoApp = `exports.handler = async (event, context) => {
+  if (event.sleep) await new Promise((resolve) => setTimeout(resolve, event.sleep));
+  return {
+    id: context.awsRequestId,
+    arn: context.invokedFunctionArn,
+    remaining: context.getRemainingTimeInMillis(),
+    trace: process.env._X_AMZN_TRACE_ID || '',
+    event: event.big ? { length: event.big.length, end: event.big.slice(-8) } : event,
+  };
+};
+`
+
+// startRawEcho starts rawEchoApp against a.
+func startRawEcho(t *testing.T, a *rawAPI) *proc {
+	t.Helper()
+	root := writeFiles(t, map[string]string{"index.js": rawEchoApp})
+	return startNode(t, a.shim, root, "index.handler")
+}
+
+// checkEcho checks rawEchoApp's answer to invocation id: its event
+// (as JSON) and trace id.
+func checkEcho(t *testing.T, got rawRequest, id, event, trace string) {
+	t.Helper()
+	var res struct {
+		ID, ARN, Trace string
+		Remaining      float64
+		Event          json.RawMessage
+	}
+	if err := json.Unmarshal(got.body, &res); err != nil {
+		t.Fatalf("%s: response %q: %v", id, got.body, err)
+	}
+	var gotEvent, wantEvent any
+	json.Unmarshal(res.Event, &gotEvent)
+	json.Unmarshal([]byte(event), &wantEvent)
+	if res.ID != id || res.ARN != functionARN || res.Trace != trace ||
+		res.Remaining <= 0 || res.Remaining > 30000 || !reflect.DeepEqual(gotEvent, wantEvent) {
+		t.Errorf("%s: runtime read the answer as %s; want id %s, ARN %s, trace %q, up to 30 s left, event %s",
+			id, got.body, id, functionARN, trace, event)
+	}
+}
+
+// TestNodeAnswerInPieces: the runtime reads an answer to /next that
+// arrives a byte at a time, so that the status line, each header line
+// (names in any case), the head's end and the body (a UTF-8 character
+// among them) are cut at every byte; and keeps the connection for the
+// next one.
+func TestNodeAnswerInPieces(t *testing.T) {
+	a := newRawAPI(t, nil)
+	startRawEcho(t, a)
+
+	event := `{"k":"vé","n":[1,2,3]}`
+	head := "HTTP/1.1 200 OK\r\n" +
+		"lambda-runtime-aws-request-id: p-1\r\n" +
+		fmt.Sprintf("Lambda-Runtime-Deadline-Ms: %d\r\n", time.Now().Add(30*time.Second).UnixMilli()) +
+		"LAMBDA-RUNTIME-INVOKED-FUNCTION-ARN: " + functionARN + "\r\n" +
+		"Lambda-Runtime-Trace-Id:  Root=1-abc;Sampled=1 \r\n" +
+		"Content-Type: application/json\r\n" +
+		fmt.Sprintf("Content-Length: %d\r\n\r\n", len(event))
+	checkEcho(t, a.invoke(t, "p-1", rawAnswer{pieces: bytewise(head + event)}), "p-1", event, "Root=1-abc;Sampled=1")
+
+	// Then in one piece, on the same connection.
+	event = `{"second":true}`
+	whole := rawHead("p-2", fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event
+	checkEcho(t, a.invoke(t, "p-2", rawAnswer{pieces: []string{whole}}), "p-2", event, "")
+	if want := []string{"GET 1.1", "POST 1.2", "GET 1.3", "POST 1.4"}; !reflect.DeepEqual(a.requests(), want) {
+		t.Errorf("requests (method conn.nth) %v, want %v on one kept connection", a.requests(), want)
+	}
+}
+
+// TestNodeChunkedAnswer: the runtime reads a chunked answer to /next,
+// cut inside chunk sizes and line ends, with chunk extensions and
+// trailers, and a 6 MB one in large chunks; and keeps the connection.
+func TestNodeChunkedAnswer(t *testing.T) {
+	a := newRawAPI(t, nil)
+	startRawEcho(t, a)
+
+	te := "Transfer-Encoding: chunked\r\n"
+	// {"a":"chunked","b":[true]} in three chunks: 11, 13 and 2 bytes.
+	pieces := []string{
+		rawHead("c-1", te) + "b", "\r\n{\"a\":\"ch", "unk\r", "\n0", "D;ext=\"x\"\r\ned\",\"b\":[true", "\r\n", "2\r\n]",
+		"}\r", "\n0\r\nX-Trailer: t\r", "\n\r", "\n",
+	}
+	checkEcho(t, a.invoke(t, "c-1", rawAnswer{pieces: pieces}), "c-1", `{"a":"chunked","b":[true]}`, "")
+
+	big := strings.Repeat("0123456789abcdef", 6<<20/16) + "-the-end"
+	event := `{"big":"` + big + `"}`
+	var chunked strings.Builder
+	for rest := event; rest != ""; {
+		n := min(len(rest), 2<<20+3)
+		fmt.Fprintf(&chunked, "%X\r\n%s\r\n", n, rest[:n])
+		rest = rest[n:]
+	}
+	chunked.WriteString("0\r\n\r\n")
+	got := a.invoke(t, "c-2", rawAnswer{pieces: []string{rawHead("c-2", te), chunked.String()}})
+	checkEcho(t, got, "c-2", fmt.Sprintf(`{"length":%d,"end":"-the-end"}`, len(big)), "")
+
+	if want := []string{"GET 1.1", "POST 1.2", "GET 1.3", "POST 1.4"}; !reflect.DeepEqual(a.requests(), want) {
+		t.Errorf("requests (method conn.nth) %v, want %v on one kept connection", a.requests(), want)
+	}
+}
+
+// TestNodeConnectionClose: after an answer with Connection: close, the
+// runtime's next request goes on a new connection, even if the server
+// left the old one open; an answer with neither Content-Length nor
+// Transfer-Encoding ends when the server closes the connection, and the
+// next request also goes on a new one.
+func TestNodeConnectionClose(t *testing.T) {
+	a := newRawAPI(t, nil)
+	startRawEcho(t, a)
+
+	event := `{"close":1}`
+	ans := rawAnswer{pieces: []string{rawHead("cl-1", "Connection: close\r\n", fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event}}
+	checkEcho(t, a.invoke(t, "cl-1", ans), "cl-1", event, "")
+
+	event = `{"untilClose":2}`
+	ans = rawAnswer{pieces: []string{rawHead("cl-2"), event[:5], event[5:]}, close: true}
+	checkEcho(t, a.invoke(t, "cl-2", ans), "cl-2", event, "")
+
+	event = `{"kept":3}`
+	ans = rawAnswer{pieces: []string{rawHead("cl-3", fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event}}
+	checkEcho(t, a.invoke(t, "cl-3", ans), "cl-3", event, "")
+
+	want := []string{"GET 1.1", "POST 2.1", "GET 2.2", "POST 3.1", "GET 3.2", "POST 3.3"}
+	if got := a.requests(); !reflect.DeepEqual(got, want) {
+		t.Errorf("requests (method conn.nth) %v, want %v", got, want)
+	}
+}
+
+// TestNodeKeptConnectionClosed: when the server closes the kept
+// connection, the runtime goes on over a new one: if it closed it while
+// idle (during the handler), the next request goes on a new connection;
+// if it closed it on a request without answering, with a FIN or a reset,
+// the request goes once more on a new connection.
+func TestNodeKeptConnectionClosed(t *testing.T) {
+	answer := func(id, event string) rawAnswer {
+		return rawAnswer{pieces: []string{rawHead(id, fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event}}
+	}
+
+	t.Run("while idle", func(t *testing.T) {
+		a := newRawAPI(t, nil)
+		startRawEcho(t, a)
+		for i := range 3 {
+			id, event := fmt.Sprintf("i-%d", i), `{"sleep":100}`
+			// Closed 20 ms after the answer, while the handler sleeps.
+			ans := answer(id, event)
+			ans.close, ans.linger = true, 20*time.Millisecond
+			checkEcho(t, a.invoke(t, id, ans), id, event, "")
+		}
+		want := []string{"GET 1.1", "POST 2.1", "GET 2.2", "POST 3.1", "GET 3.2", "POST 4.1"}
+		if got := a.requests(); !reflect.DeepEqual(got, want) {
+			t.Errorf("requests (method conn.nth) %v, want %v", got, want)
+		}
+	})
+
+	for _, reset := range []bool{false, true} {
+		name := map[bool]string{false: "FIN", true: "RST"}[reset]
+		t.Run("on a request, "+name, func(t *testing.T) {
+			// Every second request on a connection is read and left
+			// unanswered: each but the first goes once more on a new one.
+			a := newRawAPI(t, func(r rawRequest) (bool, bool) { return r.nth == 2, reset })
+			startRawEcho(t, a)
+			for i := range 3 {
+				id := fmt.Sprintf("r-%d", i)
+				checkEcho(t, a.invoke(t, id, answer(id, `{"i":`+fmt.Sprint(i)+`}`)), id, `{"i":`+fmt.Sprint(i)+`}`, "")
+			}
+			want := []string{"GET 1.1", "POST 2.1", "GET 3.1", "POST 4.1", "GET 5.1", "POST 6.1"}
+			if got := a.requests(); !reflect.DeepEqual(got, want) {
+				t.Errorf("requests answered (method conn.nth) %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestNodeMalformedAnswer: an answer that is not HTTP/1.1 makes the
+// runtime fail with an error that says so, and exit (the host restarts
+// it); a head that never ends is refused once past 1 MiB, not buffered
+// without end.
+func TestNodeMalformedAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, want string
+	}{
+		{"status line", "HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n", `bad status line: "HTTP/1.1 2OO OK"`},
+		{"header line", "HTTP/1.1 200 OK\r\nno colon\r\nContent-Length: 0\r\n\r\n", `bad header line: "no colon"`},
+		{"chunk size", rawHead("m-1", "Transfer-Encoding: chunked\r\n") + "2\r\n{}\r\nzz\r\n", `bad chunk size: "zz"`},
+		{"content length", rawHead("m-1", "Content-Length: 2\r\n", "Content-Length: 3\r\n") + "{}", `bad Content-Length: "2, 3"`},
+		{"head size", rawHead("m-1", "X-Long: ") + strings.Repeat("x", 1<<20), "head or line longer than 1048576 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newRawAPI(t, nil)
+			p := startRawEcho(t, a)
+			a.answers <- rawAnswer{pieces: []string{tc.answer}}
+			if code := p.waitExit(t); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			if want := "Error: Runtime API answer is malformed: " + tc.want + "\n"; !strings.Contains(p.stderr.String(), want) {
+				t.Errorf("stderr %q, want it to say %q", p.stderr.String(), want)
+			}
+		})
+	}
+}
+
+const nodeStreamApp = `const write = (stream, data) => new Promise((resolve, reject) => stream.write(data, (err) => (err ? reject(err) : resolve())));
+
+exports.handler = awslambda.streamifyResponse(async (event, stream) => {
+  if (event.sleep) await new Promise((resolve) => setTimeout(resolve, event.sleep));
+  if (event.type) stream.setContentType(event.type);
+  await write(stream, 'part-1 ');
+  await write(stream, '');
+  if (event.big) await write(stream, Buffer.alloc(event.big, 'x'));
+  stream.write('part-2');
+  if (event.fail) throw new RangeError('broke mid-stream');
+  stream.end();
+});
+`
+
+// TestNodeResponseStream: a streamifyResponse handler's writes are posted
+// as a chunked body (an empty write adding nothing, a large one paced by
+// the socket), in streaming mode, with the content type it set before
+// writing (or application/octet-stream; one a header cannot hold fails
+// the handler); a rejection ends the body with the error trailers. The
+// connection is kept throughout, and a new one made for the post if the
+// server closed the kept one while the handler ran.
+func TestNodeResponseStream(t *testing.T) {
+	a := newRawAPI(t, nil)
+	root := writeFiles(t, map[string]string{"index.js": nodeStreamApp})
+	startNode(t, a.shim, root, "index.handler")
+	answer := func(id, event string) rawAnswer {
+		return rawAnswer{pieces: []string{rawHead(id, fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event}}
+	}
+	big := 8 << 20
+	for _, tc := range []struct {
+		event, body, contentType, errorType, errorMessage string
+	}{
+		{event: `{"type":"text/plain"}`, body: "part-1 part-2", contentType: "text/plain"},
+		{event: `{}`, body: "part-1 part-2", contentType: "application/octet-stream"},
+		{event: fmt.Sprintf(`{"big":%d}`, big), body: "part-1 " + strings.Repeat("x", big) + "part-2", contentType: "application/octet-stream"},
+		{event: `{"fail":true}`, body: "part-1 part-2", contentType: "application/octet-stream", errorType: "RangeError", errorMessage: "broke mid-stream"},
+		{event: `{"type":"a\r\nX-Injected: 1"}`, contentType: "application/octet-stream", errorType: "TypeError", errorMessage: `Invalid Content-Type "a\r\nX-Injected: 1"`},
+	} {
+		got := a.invoke(t, "s-1", answer("s-1", tc.event))
+		h := got.header
+		if !got.chunked || h.Get("Content-Length") != "" || h.Get("Content-Type") != tc.contentType ||
+			h.Get("Lambda-Runtime-Function-Response-Mode") != "streaming" ||
+			h.Get("X-Injected") != "" || len(got.trailer) != 2 {
+			// net/http takes the Trailer header into the request's Trailer.
+			t.Errorf("%s: posted with chunked=%v, header %v and trailers declared %v", tc.event, got.chunked, h, got.trailer)
+		}
+		if string(got.body) != tc.body {
+			t.Errorf("%s: posted %d bytes %.40q, want %d bytes %.40q", tc.event, len(got.body), got.body, len(tc.body), tc.body)
+		}
+		doc, _ := base64.StdEncoding.DecodeString(got.trailer.Get("Lambda-Runtime-Function-Error-Body"))
+		var e struct{ ErrorType, ErrorMessage string }
+		json.Unmarshal(doc, &e)
+		if got.trailer.Get("Lambda-Runtime-Function-Error-Type") != tc.errorType || e.ErrorType != tc.errorType || e.ErrorMessage != tc.errorMessage {
+			t.Errorf("%s: trailers %v (body %s), want error %s %q", tc.event, got.trailer, doc, tc.errorType, tc.errorMessage)
+		}
+	}
+	if got := a.requests(); len(got) != 10 || got[9] != "POST 1.10" {
+		t.Errorf("requests (method conn.nth) %v, want 10 on one kept connection", got)
+	}
+
+	// Closed 20 ms after the answer, while the handler sleeps.
+	ans := answer("s-2", `{"sleep":100}`)
+	ans.close, ans.linger = true, 20*time.Millisecond
+	if got := a.invoke(t, "s-2", ans); string(got.body) != "part-1 part-2" || got.conn != 2 {
+		t.Errorf("after the server closed the kept connection: posted %q on connection %d, want part-1 part-2 on a new one (2)", got.body, got.conn)
 	}
 }

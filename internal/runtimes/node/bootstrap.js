@@ -53,10 +53,8 @@
 })();
 
 const fs = require('node:fs');
-const http = require('node:http');
+const net = require('node:net');
 const path = require('node:path');
-const { Writable } = require('node:stream');
-const url = require('node:url');
 const util = require('node:util');
 const Module = require('node:module');
 
@@ -270,60 +268,387 @@ function logError(what, err) {
 
 // --- Runtime API ----------------------------------------------------------
 
+// The runtime speaks HTTP/1.1 to the Runtime API itself, over node:net:
+// loading node:http and going through its client cost 3.5 ms of every
+// cold start in nubo and a twentieth of a warm invocation, for the little
+// the runtime asks of it (docs/performance.md, session 9; AWS's runtime
+// avoids node:http too). The server is nubo's, on loopback, but its answers are
+// read as any HTTP/1.1 peer may send them: cut at any byte, sized by
+// Content-Length, chunked, or ended by closing the connection.
+
+const apiAddress = process.env.AWS_LAMBDA_RUNTIME_API || '';
 const [apiHost, apiPort] = (() => {
-  const addr = process.env.AWS_LAMBDA_RUNTIME_API || '';
-  const i = addr.lastIndexOf(':');
-  return i < 0 ? [addr, 80] : [addr.slice(0, i), parseInt(addr.slice(i + 1), 10)];
+  const i = apiAddress.lastIndexOf(':');
+  return i < 0 ? [apiAddress, 80] : [apiAddress.slice(0, i), parseInt(apiAddress.slice(i + 1), 10)];
 })();
 
-// apiAgent keeps one connection to the Runtime API. The runtime goes from
-// its answer straight to the next /next, which is in flight while the
-// environment is frozen: the connection is never idle for more than a
-// moment. A request on a kept connection that the server had closed fails
-// with ECONNRESET before any answer, and goes once more on a new one.
-const apiAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+// The longest answer head (status line and headers, or a chunked body's
+// trailers) read; a longer one is refused. Any line counts against it, so
+// a peer sending no line end cannot make the runtime buffer without end.
+const MAX_ANSWER_HEAD = 1 << 20;
 
-function call(method, p, body, headers, retried) {
-  return new Promise((resolve, reject) => {
-    let answered = false;
-    const req = http.request(
-      {
-        host: apiHost,
-        port: apiPort,
-        method,
-        path: API_PREFIX + p,
-        headers: headers || {},
-        agent: apiAgent,
-      },
-      (res) => {
-        answered = true;
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', (err) => {
-      if (!retried && !answered && req.reusedSocket && err.code === 'ECONNRESET') {
-        resolve(call(method, p, body, headers, true));
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const LIST_CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
+const LIST_KEEP_ALIVE = /(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i;
+const LAST_CHUNKED = /(?:^|,)[ \t]*chunked[ \t]*$/i;
+
+function malformed(what, text) {
+  const shown = text === undefined ? '' : ': ' + JSON.stringify(text.slice(0, 100));
+  return new Error(`Runtime API answer is malformed: ${what}${shown}`);
+}
+
+// AnswerReader parses one HTTP/1.1 answer from its bytes, fed in whatever
+// pieces they arrive. headers is shaped as node:http's res.headers: names
+// lower-cased, a repeated header's values joined with ", ", values read
+// as latin1. feed and end throw an Error on a malformed answer.
+class AnswerReader {
+  constructor() {
+    // status, header, body (Content-Length bytes or one chunk's), size,
+    // chunkEnd, trailer, rest (until the connection closes), done.
+    this.state = 'status';
+    this.received = false;
+    this.line = []; // the pieces of the line read so far
+    this.lineLength = 0;
+    this.headLength = 0; // of the head's lines before this one
+    this.status = 0;
+    this.http10 = false;
+    this.headers = Object.create(null);
+    this.keepAlive = true;
+    this.chunked = false;
+    this.left = 0; // bytes of the body, or of the chunk, still to come
+    this.body = [];
+  }
+
+  get done() {
+    return this.state === 'done';
+  }
+
+  // feed reads the next bytes of the answer. It returns how many of them
+  // belong to it: the rest, if any, came after its end.
+  feed(b) {
+    this.received = true;
+    let i = 0;
+    while (i < b.length && this.state !== 'done') {
+      if (this.state === 'body') {
+        const n = Math.min(this.left, b.length - i);
+        this.body.push(b.subarray(i, i + n));
+        this.left -= n;
+        i += n;
+        if (this.left === 0) this.state = this.chunked ? 'chunkEnd' : 'done';
+      } else if (this.state === 'rest') {
+        this.body.push(b.subarray(i));
+        i = b.length;
+      } else {
+        const nl = b.indexOf(10, i);
+        const end = nl < 0 ? b.length : nl + 1;
+        this.line.push(b.subarray(i, end));
+        this.lineLength += end - i;
+        i = end;
+        // A chunk's size line and line end are not part of a head.
+        const inHead = this.state !== 'size' && this.state !== 'chunkEnd';
+        if ((inHead ? this.headLength : 0) + this.lineLength > MAX_ANSWER_HEAD) {
+          throw malformed(`head or line longer than ${MAX_ANSWER_HEAD} bytes`);
+        }
+        if (nl >= 0) {
+          const raw = Buffer.concat(this.line, this.lineLength).toString('latin1');
+          if (inHead) this.headLength += this.lineLength;
+          this.line = [];
+          this.lineLength = 0;
+          // CRLF ends a line; a bare LF is taken too, as most clients do.
+          this.readLine(raw.slice(0, raw.length > 1 && raw[raw.length - 2] === '\r' ? -2 : -1));
+        }
+      }
+    }
+    return i;
+  }
+
+  readLine(line) {
+    switch (this.state) {
+      case 'status': {
+        const m = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: |$)/.exec(line);
+        if (!m) throw malformed('bad status line', line);
+        this.http10 = m[1] === '0';
+        this.status = Number(m[2]);
+        this.headers = Object.create(null);
+        this.state = 'header';
         return;
       }
-      reject(err);
-    });
-    req.end(body);
+      case 'header': {
+        if (line === '') {
+          this.headEnd();
+          return;
+        }
+        const colon = line.indexOf(':');
+        const name = line.slice(0, Math.max(colon, 0));
+        if (!HEADER_NAME.test(name)) throw malformed('bad header line', line);
+        const key = name.toLowerCase();
+        const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+        this.headers[key] = key in this.headers ? `${this.headers[key]}, ${value}` : value;
+        return;
+      }
+      case 'size': {
+        const m = /^([0-9a-fA-F]{1,12})[ \t]*(?:;|$)/.exec(line);
+        if (!m) throw malformed('bad chunk size', line);
+        this.left = parseInt(m[1], 16);
+        this.state = this.left === 0 ? 'trailer' : 'body';
+        return;
+      }
+      case 'chunkEnd':
+        if (line !== '') throw malformed('chunk longer than its size', line);
+        this.state = 'size';
+        return;
+      case 'trailer':
+        // Trailers are read past: the runtime has no use for them.
+        if (line === '') this.state = 'done';
+        return;
+    }
+  }
+
+  // headEnd picks how the body is delimited (RFC 9112 §6.3).
+  headEnd() {
+    const h = this.headers;
+    if (this.status < 200) {
+      // An interim answer (100 Continue, 103 Early Hints): the real one
+      // follows.
+      this.state = 'status';
+      return;
+    }
+    const conn = h.connection || '';
+    this.keepAlive = this.http10 ? LIST_KEEP_ALIVE.test(conn) : !LIST_CLOSE.test(conn);
+    this.headLength = 0;
+    if (this.status === 204 || this.status === 304) {
+      this.state = 'done';
+    } else if (h['transfer-encoding'] !== undefined) {
+      if (LAST_CHUNKED.test(h['transfer-encoding'])) {
+        this.chunked = true;
+        this.state = 'size';
+      } else {
+        this.keepAlive = false;
+        this.state = 'rest';
+      }
+    } else if (h['content-length'] !== undefined) {
+      // Repeated, it must say the same each time.
+      const lengths = h['content-length'].split(',').map((s) => s.trim());
+      if (!/^\d{1,15}$/.test(lengths[0]) || lengths.some((s) => s !== lengths[0])) {
+        throw malformed('bad Content-Length', h['content-length']);
+      }
+      this.left = Number(lengths[0]);
+      this.state = this.left > 0 ? 'body' : 'done';
+    } else {
+      this.keepAlive = false;
+      this.state = 'rest';
+    }
+  }
+
+  // end is told that the connection has closed: that ends an answer
+  // without a length, and cuts any other short.
+  end() {
+    if (this.state === 'rest') {
+      this.state = 'done';
+      return;
+    }
+    if (!this.received) {
+      // The code node:http gives its "socket hang up".
+      const err = new Error('Runtime API closed the connection without answering');
+      err.code = 'ECONNRESET';
+      throw err;
+    }
+    throw malformed('connection closed before its end');
+  }
+
+  answer() {
+    return { status: this.status, headers: this.headers, body: Buffer.concat(this.body) };
+  }
+}
+
+// The runtime keeps one connection to the Runtime API and makes one
+// request at a time on it. It goes from an answer straight to the next
+// /next, which is in flight while the environment is frozen: the
+// connection is never idle for more than a moment. A request on a kept
+// connection that the server had closed fails before any answer
+// (ECONNRESET, EPIPE, or the connection closing), and goes once more on a
+// new one.
+//
+// apiConn is the kept connection, or null. apiBusy is set while a request
+// has it; apiWaiting holds those that come meanwhile, in order. Only an
+// uncaught exception's error post can come then: it waits for the request
+// in flight, as it did behind node:http's one-socket agent.
+let apiConn = null;
+let apiBusy = false;
+const apiWaiting = [];
+
+function acquireApi(start) {
+  if (apiBusy) {
+    apiWaiting.push(start);
+  } else {
+    apiBusy = true;
+    start();
+  }
+}
+
+function releaseApi() {
+  const next = apiWaiting.shift();
+  if (next) next();
+  else apiBusy = false;
+}
+
+// connect opens a connection to the Runtime API. Its events go to the
+// exchange in progress on it, if any.
+function connect() {
+  const sock = net.connect({ host: apiHost, port: apiPort, noDelay: true });
+  const conn = { sock, exchange: null, error: null };
+  sock.on('data', (b) => {
+    if (conn.exchange) {
+      conn.exchange.data(b);
+    } else {
+      // Bytes nobody asked for: the connection is out of step.
+      if (apiConn === conn) apiConn = null;
+      sock.destroy();
+    }
+  });
+  sock.on('drain', () => {
+    if (conn.exchange) conn.exchange.drained();
+  });
+  sock.on('end', () => {
+    if (apiConn === conn) apiConn = null;
+  });
+  sock.on('error', (err) => {
+    conn.error = err;
+  });
+  sock.on('close', () => {
+    if (apiConn === conn) apiConn = null;
+    if (conn.exchange) conn.exchange.closed(conn.error);
+  });
+  return conn;
+}
+
+// exchange starts a request on the kept connection, or on a new one, and
+// returns its handle. write(parts, cb, last) sends parts of the request
+// (Buffers, or latin1 strings), last marking its end, and calls cb once
+// the socket has taken them. onDone(err, answer) is called once the answer
+// has been read, or the exchange failed; reused says whether the
+// connection had been kept from an earlier one, answered whether any byte
+// of the answer came.
+function exchange(onDone) {
+  const reused = apiConn !== null;
+  const conn = reused ? apiConn : (apiConn = connect());
+  const sock = conn.sock;
+  const reader = new AnswerReader();
+  let drainWaiters = [];
+  const ex = {
+    reused,
+    answered: false,
+    sent: false,
+    over: false,
+    error: undefined,
+  };
+
+  // finish ends the exchange. The connection is kept for the next only if
+  // both sides are through with this one and the answer allows it.
+  const finish = (err, keep) => {
+    ex.over = true;
+    ex.error = err || undefined;
+    conn.exchange = null;
+    if (keep) {
+      // An idle connection must not keep the event loop alive: its
+      // draining is what ends a callback handler's invocation.
+      sock.unref();
+    } else {
+      if (apiConn === conn) apiConn = null;
+      sock.destroy();
+    }
+    const waiters = drainWaiters;
+    drainWaiters = [];
+    for (const cb of waiters) cb(ex.error);
+    onDone(err, err ? undefined : reader.answer());
+  };
+
+  // Once the exchange is over, what is still written is dropped, and cb
+  // gets the error it failed with, if any. Answered early (as to a body
+  // too large), a request is not read on: the connection goes.
+  ex.write = (parts, cb, last) => {
+    if (last) ex.sent = true;
+    if (ex.over) {
+      if (cb) cb(ex.error);
+      return;
+    }
+    let ok = true;
+    sock.cork();
+    for (const p of parts) ok = typeof p === 'string' ? sock.write(p, 'latin1') : sock.write(p);
+    sock.uncork();
+    if (!cb) return;
+    if (ok) cb();
+    else drainWaiters.push(cb);
+  };
+  ex.data = (b) => {
+    ex.answered = true;
+    let used;
+    try {
+      used = reader.feed(b);
+    } catch (err) {
+      finish(err, false);
+      return;
+    }
+    // Bytes past the answer were not asked for: the connection is out of
+    // step and goes.
+    if (reader.done) finish(null, reader.keepAlive && ex.sent && used === b.length);
+  };
+  ex.drained = () => {
+    const waiters = drainWaiters;
+    drainWaiters = [];
+    for (const cb of waiters) cb();
+  };
+  ex.closed = (err) => {
+    if (!err) {
+      try {
+        reader.end();
+      } catch (e) {
+        err = e;
+      }
+    }
+    finish(err, false);
+  };
+
+  conn.exchange = ex;
+  sock.ref();
+  return ex;
+}
+
+// requestHead renders a request line and headers; the values are the
+// runtime's own.
+function requestHead(method, target, headers) {
+  let head = `${method} ${target} HTTP/1.1\r\nHost: ${apiAddress}\r\n`;
+  for (const name of Object.keys(headers)) head += `${name}: ${headers[name]}\r\n`;
+  return head + '\r\n';
+}
+
+// call makes a request with a buffered body (a Buffer, or none) and
+// resolves to its answer: { status, headers, body }.
+function call(method, p, body, headers) {
+  const h = Object.assign({}, headers);
+  if (body) h['Content-Length'] = body.length;
+  const head = requestHead(method, API_PREFIX + p, h);
+  return new Promise((resolve, reject) => {
+    const attempt = (retried) => {
+      const ex = exchange((err, answer) => {
+        if (err && !retried && ex.reused && !ex.answered && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+          attempt(true);
+          return;
+        }
+        releaseApi();
+        if (err) reject(err);
+        else resolve(answer);
+      });
+      ex.write(body ? [head, body] : [head], null, true);
+    };
+    acquireApi(() => attempt(false));
   });
 }
 
 async function post(p, bodyString, extraHeaders) {
   const body = Buffer.from(bodyString, 'utf8');
-  const res = await call(
-    'POST',
-    p,
-    body,
-    Object.assign({ 'Content-Type': 'application/json', 'Content-Length': body.length }, extraHeaders),
-  );
+  const res = await call('POST', p, body, Object.assign({ 'Content-Type': 'application/json' }, extraHeaders));
   if (res.status !== 202) {
     process.stderr.write(`Runtime API ${p} answered ${res.status}: ${res.body.toString().slice(0, 200)}\n`);
   }
@@ -375,7 +700,8 @@ function packageIsModule(dir) {
 }
 
 function importFile(file) {
-  return import(url.pathToFileURL(file).href);
+  // Only ES modules need node:url: required here, not at start.
+  return import(require('node:url').pathToFileURL(file).href);
 }
 
 async function loadModule(taskRoot, moduleRoot, name) {
@@ -555,52 +881,81 @@ function isPromise(v) {
 }
 
 // responseStream opens the streamed /response of invocation id: a
-// Writable whose writes go out as written. done settles once the Runtime
-// API has answered the post.
+// Writable whose writes go out as written, each as one chunk. The request
+// takes the connection with the first write (or the end), so that
+// setContentType may come before its head, and a kept connection the
+// server closed while the handler ran is not used. done settles once the
+// Runtime API has answered the post.
 function responseStream(id) {
-  const req = http.request({
-    host: apiHost,
-    port: apiPort,
-    method: 'POST',
-    path: `${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`,
-    headers: {
-      'Content-Type': 'application/octet-stream',
-      'Lambda-Runtime-Function-Response-Mode': 'streaming',
-      'Transfer-Encoding': 'chunked',
-      Trailer: `${ERROR_TYPE_HEADER}, ${ERROR_BODY_TRAILER}`,
-    },
-    agent: apiAgent,
-  });
+  // Only streaming handlers need it: required here, not at start.
+  const { Writable } = require('node:stream');
+  const target = `${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`;
+  let contentType = 'application/octet-stream';
+  let headSent = false;
+  let trailers = '';
+  let ex = null;
+  const held = []; // writes made while another request has the connection
+
+  let settle;
   const done = new Promise((resolve, reject) => {
-    req.on('response', (res) => {
-      res.resume();
-      res.on('end', resolve);
-      res.on('error', reject);
-      if (res.statusCode !== 202) {
-        process.stderr.write(`Runtime API streamed response answered ${res.statusCode}\n`);
-      }
-    });
-    req.on('error', reject);
+    settle = (err) => (err ? reject(err) : resolve());
   });
+  const start = () => {
+    ex = exchange((err, answer) => {
+      releaseApi();
+      if (!err && answer.status !== 202) {
+        process.stderr.write(`Runtime API streamed response answered ${answer.status}\n`);
+      }
+      settle(err);
+    });
+    for (const [parts, cb, last] of held.splice(0)) ex.write(parts, cb, last);
+  };
+
+  const send = (parts, cb, last) => {
+    if (!headSent) {
+      headSent = true;
+      parts.unshift(
+        requestHead('POST', target, {
+          'Content-Type': contentType,
+          'Lambda-Runtime-Function-Response-Mode': 'streaming',
+          'Transfer-Encoding': 'chunked',
+          Trailer: `${ERROR_TYPE_HEADER}, ${ERROR_BODY_TRAILER}`,
+        }),
+      );
+      held.push([parts, cb, last]);
+      acquireApi(start);
+    } else if (ex) {
+      ex.write(parts, cb, last);
+    } else {
+      held.push([parts, cb, last]);
+    }
+  };
   const stream = new Writable({
-    write(chunk, encoding, cb) {
-      req.write(chunk, encoding, cb);
+    write(chunk, _encoding, cb) {
+      // A chunk of size zero would end the body.
+      if (chunk.length === 0) cb();
+      else send([chunk.length.toString(16) + '\r\n', chunk, '\r\n'], cb, false);
     },
     final(cb) {
-      req.end(cb);
+      send([`0\r\n${trailers}\r\n`], cb, true);
     },
   });
   stream.setContentType = (type) => {
-    if (!req.headersSent) req.setHeader('Content-Type', type);
+    if (headSent) return;
+    if (typeof type !== 'string' || !HEADER_VALUE.test(type)) {
+      throw new TypeError(`Invalid Content-Type ${JSON.stringify(type)}`);
+    }
+    contentType = type;
   };
   // fail ends the stream with the error trailers.
   stream.fail = (err) => {
     if (stream.writableEnded) return; // too late for trailers: the answer is complete
     const payload = errorPayload(err);
-    req.addTrailers({
-      [ERROR_TYPE_HEADER]: payload.errorType,
-      [ERROR_BODY_TRAILER]: Buffer.from(JSON.stringify(payload)).toString('base64'),
-    });
+    // The type is the error's name, which can hold anything: what a
+    // header value cannot hold is left out.
+    const type = String(payload.errorType).replace(/[^\t\x20-\x7e\x80-\xff]/g, '');
+    const body = Buffer.from(JSON.stringify(payload)).toString('base64');
+    trailers = `${ERROR_TYPE_HEADER}: ${type}\r\n${ERROR_BODY_TRAILER}: ${body}\r\n`;
     stream.end();
   };
   return [stream, done];
