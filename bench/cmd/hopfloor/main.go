@@ -6,12 +6,25 @@
 // JSON body over a kept-alive connection to the next, the last one echoing
 // it; the client is sequential, as in figure 1.
 //
-//	go run ./bench/cmd/hopfloor [-n 3000] [-rounds 2]
+// With the echo bootstrap and the emulator built (make bench), it also
+// measures the floor under figure 2's concurrency target: the least server
+// (see serveLambda) with -concurrency runtimes of its own, driven by as
+// many client connections at once, against the emulator's sequential
+// throughput. No server can do less per request than that one, so no
+// server reaches a throughput ratio above the one printed. It is measured
+// twice: as is, and with SigV4 on, as the figures count (the client signs
+// each request as nubo-bench does, the server verifies it with nubo's
+// verifier and does nothing else).
+//
+//	go run ./bench/cmd/hopfloor [-n 3000] [-rounds 2] [-concurrency 4] [-duration 2s]
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +40,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/nubo-dev/nubo/internal/sigv4"
 )
 
 func main() {
@@ -34,6 +52,8 @@ func main() {
 	rounds := flag.Int("rounds", 2, "rounds over all series")
 	echo := flag.String("echo", "bench/.bin/echo-bootstrap", "the aws-lambda-go echo bootstrap (skipped when missing)")
 	rie := flag.String("rie", "bench/.bin/aws-lambda-rie", "the Runtime Interface Emulator (skipped when missing)")
+	conc := flag.Int("concurrency", 4, "client connections and runtimes behind the least server in the throughput floor")
+	dur := flag.Duration("duration", 2*time.Second, "time per throughput series per round")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		child(flag.Args())
@@ -70,10 +90,12 @@ func main() {
 	last := spawn("echo")
 	one := spawn("forward", last)
 	two := spawn("forward", one)
-	var lean, emu string
+	var lean, wide, signed, emu string
 	if _, err := os.Stat(*echo); err == nil {
 		abs, _ := filepath.Abs(*echo)
-		lean = spawn("lambda", abs) + "/invoke"
+		lean = spawn("lambda", abs, "1") + "/invoke"
+		wide = spawn("lambda", abs, strconv.Itoa(*conc)) + "/invoke"
+		signed = spawn("lambda", abs, strconv.Itoa(*conc), "sign") + "/invoke"
 		if _, err := os.Stat(*rie); err == nil {
 			bin, _ := filepath.Abs(*rie)
 			emu = startRIE(bin, abs, &procs)
@@ -95,7 +117,58 @@ func main() {
 		if pe > 0 && pl > 0 {
 			fmt.Printf("%-42s %.2f× the emulator's p50\n", "least server", pl/pe)
 		}
+		if emu != "" && wide != "" {
+			te := throughput("emulator, sequential", emu, 1, *dur, payload, false)
+			tw := throughput(fmt.Sprintf("least server, %d runtimes, concurrency %d", *conc, *conc), wide, *conc, *dur, payload, false)
+			ts := throughput(fmt.Sprintf("the same, SigV4 on, concurrency %d", *conc), signed, *conc, *dur, payload, true)
+			fmt.Printf("%-42s %.2f× (SigV4 off) and %.2f× (on) the emulator's sequential throughput\n", "least server", tw/te, ts/te)
+		}
 	}
+}
+
+// throughput drives url from c connections at once for d and returns the
+// completed requests per second; sign signs each request anew with SigV4.
+func throughput(name, url string, c int, d time.Duration, payload []byte, sign bool) float64 {
+	var done atomic.Int64
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := newClient()
+			signer := v4.NewSigner()
+			creds := aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}
+			for time.Now().Before(stop) {
+				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
+				if err != nil {
+					panic(err)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				if sign {
+					sum := sha256.Sum256(payload)
+					if err := signer.SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), "lambda", "us-east-1", time.Now()); err != nil {
+						panic(err)
+					}
+				}
+				resp, err := cl.Do(req)
+				if err != nil {
+					panic(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !bytes.Equal(bytes.TrimSpace(b), payload) {
+					panic(fmt.Sprintf("%s: answer %q", name, b))
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(done.Load()) / time.Since(t0).Seconds()
+	fmt.Printf("%-42s %.0f req/s\n", name, rate)
+	return rate
 }
 
 // startRIE starts the emulator serving bootstrap and waits until it
@@ -133,10 +206,11 @@ func startRIE(bin, bootstrap string, procs *[]*exec.Cmd) string {
 	panic("the emulator did not answer")
 }
 
-// serveLambda is the least a Lambda server can do for a runtime: a client
-// request's body goes to the runtime's pending /next, the runtime's
-// /response goes back as the answer.
-func serveLambda(bootstrap string) http.HandlerFunc {
+// serveLambda is the least a Lambda server can do for n runtimes: a client
+// request's body goes to a runtime's pending /next, the runtime's
+// /response goes back as the answer. With v, a request must carry a valid
+// SigV4 signature first.
+func serveLambda(bootstrap string, n int, v *sigv4.Verifier) http.HandlerFunc {
 	type invocation struct {
 		id   string
 		body []byte
@@ -177,15 +251,23 @@ func serveLambda(bootstrap string) http.HandlerFunc {
 		panic(err)
 	}
 	go func() { _ = http.Serve(l, mux) }()
-	rt := exec.Command(bootstrap)
-	rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+l.Addr().String())
-	rt.Stdout, rt.Stderr = os.Stderr, os.Stderr
-	rt.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := rt.Start(); err != nil {
-		panic(err)
+	for range n {
+		rt := exec.Command(bootstrap)
+		rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+l.Addr().String())
+		rt.Stdout, rt.Stderr = os.Stderr, os.Stderr
+		rt.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := rt.Start(); err != nil {
+			panic(err)
+		}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		if v != nil {
+			if _, err := v.Verify(r, b); err != nil {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
+		}
 		inv := &invocation{id: strconv.FormatInt(seq.Add(1), 10), body: b, done: make(chan []byte, 1)}
 		pending <- inv
 		out := <-inv.done
@@ -223,7 +305,16 @@ func child(args []string) {
 			_, _ = w.Write(out)
 		}
 	case "lambda":
-		h = serveLambda(args[1])
+		n, err := strconv.Atoi(args[2])
+		if err != nil || n < 1 {
+			fmt.Fprintln(os.Stderr, "hopfloor: lambda wants a runtime count")
+			os.Exit(2)
+		}
+		var v *sigv4.Verifier
+		if len(args) > 3 && args[3] == "sign" {
+			v = &sigv4.Verifier{Lookup: func(string) (string, bool) { return "test", true }}
+		}
+		h = serveLambda(args[1], n, v)
 	default:
 		fmt.Fprintln(os.Stderr, "hopfloor: unknown role", args[0])
 		os.Exit(2)
