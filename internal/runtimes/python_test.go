@@ -380,6 +380,12 @@ def handler(event, context):
     before = "logging" in sys.modules
     if event.get("via") == "library":
         import concurrent.futures  # imports logging itself
+
+        assert "logging" in sys.modules
+    if event.get("via") == "find_spec":
+        import importlib.util
+
+        importlib.util.find_spec("logging")  # found, not run
     import logging
     logging.getLogger("mine").warning("late %s", "line")
     loader = logging.__loader__
@@ -415,6 +421,16 @@ def handler(event, context):
 		}
 		p.eventually(t, "a Lambda log line", want.MatchString)
 	})
+	t.Run("after a find_spec", func(t *testing.T) {
+		root := writeFiles(t, map[string]string{"app.py": app})
+		api := newFakeAPI(t)
+		p := startPython(t, api, root, "app.handler")
+		doc := api.invoke(t, invocation{id: "q-1", body: `{"via": "find_spec"}`}).json(t)
+		if doc["handlers"] != float64(1) {
+			t.Errorf("root handlers = %v, want 1", doc["handlers"])
+		}
+		p.eventually(t, "a Lambda log line", want.MatchString)
+	})
 	t.Run("before the runtime", func(t *testing.T) {
 		// sitecustomize runs while the interpreter starts, before the
 		// runtime's own code.
@@ -427,5 +443,62 @@ def handler(event, context):
 			t.Errorf("logging imported before the runtime: %v, want it loaded at init with one root handler", doc)
 		}
 		p.eventually(t, "a Lambda log line", want.MatchString)
+	})
+}
+
+// TestPythonStdlibNotShadowed: Lambda's runtime imports logging and
+// traceback before the function's directory goes first on sys.path, so a
+// function module named like one of them, or like a module they import,
+// never replaces the standard library's there; nor does it here, though
+// the runtime imports them only when needed. And an error is reported
+// even when a directory the function adds later hides what traceback
+// needs.
+func TestPythonStdlibNotShadowed(t *testing.T) {
+	const app = `import os
+import sys
+
+
+def handler(event, context):
+    if event.get("hide"):
+        d = "/tmp/hide-%d" % os.getpid()
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "linecache.py"), "w") as f:
+            f.write("raise ImportError('not the standard library')\n")
+        sys.path.insert(0, d)
+    if event.get("raise"):
+        raise ValueError("bad")
+    import logging
+    import string
+
+    logging.getLogger().warning("stdlib %s", "logging")
+    return {"logging": logging.__file__, "string": string.__file__, "handlers": len(logging.getLogger().handlers)}
+`
+	for _, shadow := range []string{"logging.py", "token.py", "string.py"} {
+		t.Run(shadow, func(t *testing.T) {
+			root := writeFiles(t, map[string]string{"app.py": app, shadow: "raise ImportError('a function module')\n"})
+			api := newFakeAPI(t)
+			p := startPython(t, api, root, "app.handler")
+			got := api.invoke(t, invocation{id: "s-1", body: `{}`})
+			doc := got.json(t)
+			if got.kind != "response" || strings.HasPrefix(fmt.Sprint(doc["logging"]), root) || strings.HasPrefix(fmt.Sprint(doc["string"]), root) || doc["handlers"] != float64(1) {
+				t.Errorf("with %s in the task root: posted %s %v, want the standard library's modules and one root handler", shadow, got.kind, doc)
+			}
+			p.eventually(t, "a Lambda log line", regexp.MustCompile(`\[WARNING\]\t[^\t]+\ts-1\tstdlib logging\n`).MatchString)
+			got = api.invoke(t, invocation{id: "s-2", body: `{"raise": true}`})
+			if doc := got.json(t); got.kind != "error" || doc["errorType"] != "ValueError" {
+				t.Errorf("with %s in the task root, an exception: posted %s %v", shadow, got.kind, doc)
+			}
+		})
+	}
+	t.Run("hidden later", func(t *testing.T) {
+		root := writeFiles(t, map[string]string{"app.py": app})
+		api := newFakeAPI(t)
+		startPython(t, api, root, "app.handler")
+		got := api.invoke(t, invocation{id: "s-3", body: `{"hide": true, "raise": true}`})
+		doc := got.json(t)
+		trace, _ := doc["stackTrace"].([]any)
+		if got.kind != "error" || doc["errorType"] != "ValueError" || len(trace) != 1 || !strings.Contains(fmt.Sprint(trace[0]), "in handler") {
+			t.Errorf("an exception with traceback's imports hidden: posted %s %v", got.kind, doc)
+		}
 	})
 }

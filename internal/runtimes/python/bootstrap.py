@@ -489,18 +489,34 @@ def error_document(message, error_type, stack_trace, request_id=None):
 
 def _user_frames(tb):
     """Formats the frames of tb, leaving out the runtime's own leading frames."""
-    import traceback  # only on errors: it is a fifth of logging's import
+    try:
+        import traceback  # only on errors: it is a fifth of logging's import
 
-    frames = [
-        (f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)
-    ]
+        frames = [
+            (f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)
+        ]
+    except Exception:
+        # A module traceback imports (at once, or when it first reads a
+        # source line) can be hidden by a directory the function put on
+        # sys.path; the report goes out anyway, without source lines.
+        frames = []
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            frames.append((code.co_filename, tb.tb_lineno, code.co_name, None))
+            tb = tb.tb_next
     for i, frame in enumerate(frames):
         if os.path.abspath(frame[0]) != THIS_FILE:
             frames = frames[i:]
             break
     # Plain tuples rather than FrameSummary objects: Python 3.11+ would add
     # caret lines that AWS's runtime does not show.
-    return traceback.format_list(frames)
+    out = []
+    for filename, lineno, name, line in frames:
+        entry = '  File "{}", line {}, in {}\n'.format(filename, lineno, name)
+        if line:
+            entry += "    {}\n".format(line.strip())
+        out.append(entry)
+    return out
 
 
 def error_from_exception(exc, request_id=None):
@@ -610,37 +626,36 @@ def setup_logging(logging):
 class _SetUpLoggingOnImport(object):
     """Sets Lambda's log handler up when the logging module is first imported.
 
-    Importing logging (and the threading, traceback, string and weakref it
+    Importing logging (and the string, traceback, linecache and tokenize it
     brings) is 6 ms of a 26 ms runtime start here, wasted on a function
     that never logs through it (docs/performance.md, session 9). Any import
     of it, the function's or a library's, finds this finder first on
-    sys.meta_path: it steps aside, lets the other finders find the module,
-    and sets the handler up as soon as the module has run, before the
-    importer sees it. Nothing of this stays visible on the module.
+    sys.meta_path: it lets the other finders find the module and sets the
+    handler up as soon as the module has run, before the importer sees it,
+    then leaves sys.meta_path. Nothing of this stays visible on the module.
     """
 
     def find_spec(self, name, path=None, target=None):
         if name != "logging":
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
         for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
+            find = getattr(finder, "find_spec", None) if finder is not self else None
             spec = find(name, path, target) if find is not None else None
             if spec is not None:
                 break
         else:
             return None
         if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _ThenSetUpLogging(spec.loader)
+            spec.loader = _ThenSetUpLogging(spec.loader, self)
         return spec
 
 
 class _ThenSetUpLogging(object):
     """A module loader that runs setup_logging on the module it has run."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, finder):
         self._loader = loader
+        self._finder = finder
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
@@ -654,10 +669,56 @@ class _ThenSetUpLogging(object):
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         setup_logging(module)
+        # A new list, not the one another thread's import may be walking.
+        sys.meta_path = [f for f in sys.meta_path if f is not self._finder]
 
 
-def setup_logging_when_imported():
+# What importing logging and traceback loads that the runtime has not
+# loaded by then (Python 3.8 to 3.13, measured with -I -S). Lambda's
+# runtime imports them before the function's directories go first on
+# sys.path, so a function module of one of these names never replaces the
+# standard library's; imported later, it would.
+_LOGGING_IMPORTS = frozenset(
+    (
+        "_colorize", "_weakrefset", "atexit", "contextlib", "linecache", "logging", "string",
+        "textwrap", "threading", "token", "tokenize", "traceback", "warnings", "weakref",
+    )
+)
+
+
+def _shadows_logging(dirs):
+    """Whether dirs hold a module named like one importing logging loads."""
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            if n.partition(".")[0] in _LOGGING_IMPORTS:
+                return True
+    return False
+
+
+def setup_logging_when_imported(front):
+    """Sets Lambda's log handler up now or when logging is first imported.
+
+    front are the directories setup_sys_path is about to put first. Now
+    when logging is already imported (by a sitecustomize, say), when one
+    of them holds a module named like logging or one it imports (imported
+    now, the standard library's win, as on Lambda), or when the standard
+    library's logging is not a plain package on disk (in a zip, say).
+    """
     logging = sys.modules.get("logging")
+    if logging is None:
+        stdlib = os.path.dirname(getattr(os, "__file__", None) or "")
+        if (
+            _shadows_logging(front)
+            or not stdlib
+            or not os.path.isfile(os.path.join(stdlib, "logging", "__init__.py"))
+        ):
+            import logging
+            import tokenize  # noqa: F401 (linecache imports it when first used)
+            import traceback  # noqa: F401
     if logging is not None:
         setup_logging(logging)
     else:
@@ -686,13 +747,17 @@ class _Unbuffered(object):
 # --- handler -------------------------------------------------------------
 
 
-def setup_sys_path(task_root):
-    """Puts the function's code first and the layers next, as Lambda does."""
+def front_paths(task_root):
+    """The function's code and its layers' directories, as Lambda orders them."""
+    version = "python{}.{}".format(sys.version_info[0], sys.version_info[1])
+    return [task_root, "/opt/python/lib/{}/site-packages".format(version), "/opt/python"]
+
+
+def setup_sys_path(front):
+    """Puts front (see front_paths) first on sys.path, as Lambda does."""
     # The directory Python put first on sys.path: the script's (the .pyc's
     # when compiled ahead, whose code names the source's path instead).
     here = os.path.dirname(os.path.abspath(sys.argv[0]))
-    version = "python{}.{}".format(sys.version_info[0], sys.version_info[1])
-    front = [task_root, "/opt/python/lib/{}/site-packages".format(version), "/opt/python"]
     # The runtime's own directory goes last so that a function module named
     # like a file of the runtime is the one imported.
     rest = [p for p in sys.path if p not in front and p not in ("", here)]
@@ -770,8 +835,9 @@ def main():
         sys.exit(1)
     api = RuntimeAPI(address)
 
-    setup_sys_path(os.environ.get("LAMBDA_TASK_ROOT") or "/var/task")
-    setup_logging_when_imported()
+    front = front_paths(os.environ.get("LAMBDA_TASK_ROOT") or "/var/task")
+    setup_logging_when_imported(front)
+    setup_sys_path(front)
 
     try:
         handler = load_handler(os.environ.get("_HANDLER") or "")
