@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -427,7 +428,9 @@ func TestNodeLogLevelAndJSON(t *testing.T) {
 // V8 keys by the flags: the function sees the flag-free cache tag.
 func TestNodeHeapFollowsMemory(t *testing.T) {
 	node := testutil.RequiresBinary(t, "node")
-	out, err := exec.Command(node, "-p", "require('node:v8').cachedDataVersionTag()").Output()
+	cmd := exec.Command(node, "-p", "require('node:v8').cachedDataVersionTag()")
+	cmd.Env = hostEnv()
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,6 +460,187 @@ exports.handler = async () => ({
 	}
 }
 
+// hostEnv is the host's environment without the variables start keeps
+// from the runtime (AWS_*, LAMBDA_*, _*, PYTHON*, NODE_*: a developer's
+// NODE_OPTIONS, say), for a node run directly to compare with it.
+func hostEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "LAMBDA_") || strings.HasPrefix(k, "_") ||
+			strings.HasPrefix(k, "PYTHON") || strings.HasPrefix(k, "NODE_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+const nodeWorkerApp = `const { Worker } = require('worker_threads');
+const wt = require('node:worker_threads');
+const v8 = require('node:v8');
+
+const child = "require('node:worker_threads').parentPort.postMessage(require('node:v8').getHeapStatistics().heap_size_limit / 1048576);";
+
+// limitMB starts a worker of class W with options and resolves to the
+// heap limit it reports.
+exports.limitMB = (W, options) =>
+  new Promise((resolve, reject) => {
+    const w = new W(child, options);
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+
+exports.handler = async () => {
+  const own = { eval: true, resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 12 } };
+  const oldOnly = { eval: true, resourceLimits: { maxOldGenerationSizeMb: 64 } };
+  const before = JSON.stringify([own, oldOnly]);
+  const esm = await import('./esm.mjs');
+  return {
+    mainMB: v8.getHeapStatistics().heap_size_limit / 1048576,
+    workerMB: await exports.limitMB(Worker, { eval: true }),
+    prefixedMB: await exports.limitMB(wt.Worker, { eval: true }),
+    esmMB: await esm.limitMB(),
+    ownMB: await exports.limitMB(Worker, own),
+    oldOnlyMB: await exports.limitMB(Worker, oldOnly),
+    optionsKept: JSON.stringify([own, oldOnly]) === before,
+  };
+};
+`
+
+const nodeWorkerESM = `import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+
+const { limitMB: start } = createRequire(import.meta.url)('./index.js');
+export const limitMB = () => start(Worker, { eval: true });
+`
+
+// TestNodeWorkerHeapFollowsMemory: a worker thread's heap is sized from
+// the function's memory, as the start flags size it on Lambda, though the
+// runtime puts those flags back to V8's defaults at start: it has the
+// main thread's heap limit, however the function reaches Worker (require
+// with or without node:, or an ES module's import). A worker given its
+// own resourceLimits keeps them, and the options passed are not changed.
+func TestNodeWorkerHeapFollowsMemory(t *testing.T) {
+	root := writeFiles(t, map[string]string{"index.js": nodeWorkerApp, "esm.mjs": nodeWorkerESM})
+	api := newFakeAPI(t)
+	startNode(t, api, root, "index.handler")
+	got := api.invoke(t, invocation{id: "w-1", body: `{}`})
+	var res struct {
+		MainMB, WorkerMB, PrefixedMB, ESMMB, OwnMB, OldOnlyMB float64
+		OptionsKept                                           bool
+	}
+	if err := json.Unmarshal(got.body, &res); got.kind != "response" || err != nil {
+		t.Fatalf("posted %s %s", got.kind, got.body)
+	}
+	if res.MainMB < testMemoryMB*0.8 || res.MainMB > testMemoryMB*1.3 {
+		t.Errorf("main thread's heap limit %.0f MB for a %d MB function", res.MainMB, testMemoryMB)
+	}
+	for what, mb := range map[string]float64{
+		"require('worker_threads')":         res.WorkerMB,
+		"require('node:worker_threads')":    res.PrefixedMB,
+		"import from 'node:worker_threads'": res.ESMMB,
+	} {
+		if mb != res.MainMB {
+			t.Errorf("worker from %s: heap limit %.0f MB, want the main thread's %.0f MB", what, mb, res.MainMB)
+		}
+	}
+	// 64 MB old generation and 12 MB young, or V8's 48 MB young (which
+	// is also what a 256 MB function's semi-spaces round up to): far below
+	// the function's.
+	if res.OwnMB < 64 || res.OwnMB > 100 {
+		t.Errorf("worker with its own resourceLimits (64 MB old, 12 MB young): heap limit %.0f MB", res.OwnMB)
+	}
+	if res.OldOnlyMB < 64 || res.OldOnlyMB > 128 {
+		t.Errorf("worker with its own old generation limit (64 MB): heap limit %.0f MB", res.OldOnlyMB)
+	}
+	if !res.OptionsKept {
+		t.Error("the options passed to new Worker were changed")
+	}
+}
+
+const nodeStreamPendingApp = `exports.handler = awslambda.streamifyResponse(async (event, stream) => {
+  if (event.pending) return new Promise(() => {});
+  const timers = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  stream.end(String(timers));
+});
+`
+
+// TestNodeStreamPending: a streaming handler whose promise never settles,
+// and that has written nothing, leaves the runtime waiting (until the
+// invocation times out, as on Lambda), not exiting at once; and what
+// keeps it up during a streaming invocation goes with the invocation:
+// the timers active in one are as many as in the one before.
+func TestNodeStreamPending(t *testing.T) {
+	root := writeFiles(t, map[string]string{"index.js": nodeStreamPendingApp})
+	api := newFakeAPI(t)
+	p := startNode(t, api, root, "index.handler")
+	var timers []string
+	for i := range 3 {
+		got := api.invoke(t, invocation{id: fmt.Sprintf("sp-%d", i), body: `{}`})
+		if got.kind != "response" {
+			t.Fatalf("posted %s %s", got.kind, got.body)
+		}
+		timers = append(timers, string(got.body))
+	}
+	if timers[0] != timers[1] || timers[1] != timers[2] {
+		t.Errorf("active timers in three streaming invocations: %v; each left one behind", timers)
+	}
+
+	api.queue <- invocation{id: "sp-pending", body: `{"pending":true}`}
+	select {
+	case <-p.done:
+		t.Errorf("runtime exited (%v) while the invocation was pending", p.err)
+	case got := <-api.posts:
+		t.Errorf("runtime posted %s %s for a pending invocation", got.kind, got.body)
+	case <-time.After(time.Second):
+	}
+}
+
+const nodeClosingConnApp = `const net = require('node:net');
+
+// The runtime's latest connection to the Runtime API, reached through
+// net.connect, which the runtime calls after this module has loaded.
+let latest;
+const connect = net.connect;
+net.connect = function () {
+  latest = connect.apply(this, arguments);
+  return latest;
+};
+
+exports.handler = awslambda.streamifyResponse(async (event, stream) => {
+  if (event.close === 'destroy') latest.destroy();
+  if (event.close === 'end') latest.end();
+  if (event.close === 'fin' && !latest.readableEnded) await new Promise((resolve) => latest.once('end', resolve));
+  stream.write('after ' + event.close);
+  stream.end();
+});
+`
+
+// TestNodeKeptConnectionClosing: a kept connection that is closing when a
+// request starts is not used: the request goes on a new connection. The
+// handler writes its streamed response (which is not sent again, so using
+// that connection would fail it) just after the kept connection was
+// destroyed, or ended by the runtime's side, or by the server's: the
+// moment its FIN has been read, before the connection has closed.
+func TestNodeKeptConnectionClosing(t *testing.T) {
+	root := writeFiles(t, map[string]string{"index.js": nodeClosingConnApp})
+	for _, how := range []string{"destroy", "end", "fin"} {
+		t.Run(how, func(t *testing.T) {
+			a := newRawAPI(t, nil)
+			startNode(t, a.shim, root, "index.handler")
+			event := `{"close":"` + how + `"}`
+			ans := rawAnswer{pieces: []string{rawHead("cc-1", fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event}, close: how == "fin"}
+			if got := a.invoke(t, "cc-1", ans); string(got.body) != "after "+how {
+				t.Errorf("posted %q", got.body)
+			}
+			if got, want := a.requests(), []string{"GET 1.1", "POST 2.1"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("requests (method conn.nth) %v, want %v", got, want)
+			}
+		})
+	}
+}
+
 // rawAPI is a Runtime API written at the byte level, for the answers
 // net/http's server never gives: cut into pieces at any byte, chunked,
 // delimited by closing the connection, malformed, or none at all on a
@@ -476,7 +660,9 @@ type rawAPI struct {
 
 	mu    sync.Mutex
 	conns int
-	log   []rawRequest // the requests answered, in the order read
+	// log holds the requests answered, in the order read, and any read
+	// on a connection after the server closed it (afterClose).
+	log []rawRequest
 }
 
 // rawRequest is a request the runtime made, with the connection it came
@@ -487,11 +673,16 @@ type rawRequest struct {
 	header, trailer http.Header
 	chunked         bool
 	body            []byte
+	afterClose      bool
 }
 
 // rawAnswer is an answer to /next. Its pieces are written one at a time,
 // a millisecond apart, so that each reaches the runtime in a read of its
-// own; with close set, the connection is closed after them, linger later.
+// own; with close set, the server closes the connection after them, linger
+// later. It closes only its side (a FIN), and reads on: a request the
+// runtime still sends there is recorded, where a full close would have the
+// kernel refuse it unseen and the runtime send it again on a new
+// connection.
 type rawAnswer struct {
 	pieces []string
 	close  bool
@@ -578,25 +769,39 @@ func (a *rawAPI) serve(c *net.TCPConn, conn int) {
 		}
 		if ans.close {
 			time.Sleep(ans.linger)
-			return
+			c.CloseWrite()
+			for nth++; ; nth++ {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				a.record(rawRequest{conn: conn, nth: nth, method: req.Method, path: req.URL.Path, afterClose: true})
+			}
 		}
 	}
 }
 
-// record logs r as answered.
+// record logs r as answered, or as read after close.
 func (a *rawAPI) record(r rawRequest) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.log = append(a.log, r)
 }
 
-// requests returns the requests answered so far as "METHOD conn.nth".
+// requests returns the requests answered so far as "METHOD conn.nth", and
+// those read after the server closed their connection as
+// "METHOD conn.nth after close".
 func (a *rawAPI) requests() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []string
 	for _, r := range a.log {
-		out = append(out, fmt.Sprintf("%s %d.%d", r.method, r.conn, r.nth))
+		s := fmt.Sprintf("%s %d.%d", r.method, r.conn, r.nth)
+		if r.afterClose {
+			s += " after close"
+		}
+		out = append(out, s)
 	}
 	return out
 }
@@ -773,9 +978,10 @@ func TestNodeConnectionClose(t *testing.T) {
 
 // TestNodeKeptConnectionClosed: when the server closes the kept
 // connection, the runtime goes on over a new one: if it closed it while
-// idle (during the handler), the next request goes on a new connection;
-// if it closed it on a request without answering, with a FIN or a reset,
-// the request goes once more on a new connection.
+// idle (during the handler), the next request goes on a new connection,
+// and nothing more is sent on the closed one (the server reads on after
+// its FIN); if it closed it on a request without answering, with a FIN or
+// a reset, the request goes once more on a new connection.
 func TestNodeKeptConnectionClosed(t *testing.T) {
 	answer := func(id, event string) rawAnswer {
 		return rawAnswer{pieces: []string{rawHead(id, fmt.Sprintf("Content-Length: %d\r\n", len(event))) + event}}

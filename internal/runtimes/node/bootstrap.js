@@ -25,7 +25,9 @@
 //     handler, called as handler(event, responseStream, context): what it
 //     writes to responseStream (a Writable, with setContentType) is posted
 //     as it is written (Lambda-Runtime-Function-Response-Mode: streaming);
-//     a rejection after writing ends the stream with the error trailers.
+//     a rejection after writing ends the stream with the error trailers;
+//     a promise that never settles holds the runtime until the invocation
+//     times out.
 //     awslambda.HttpResponseStream.from(stream, prelude) writes the prelude
 //     (statusCode, headers, cookies) a function URL reads first.
 //
@@ -39,18 +41,69 @@
 // the flags), so every require('node:...') compiled from source: 9 ms of
 // each cold start with this file's own modules, 20 ms with those an AWS SDK
 // loads (docs/performance.md, session 9). They go back to V8's defaults
-// before anything is loaded. Flags from NODE_OPTIONS are the function's
-// own (process.execArgv does not list them) and stay. A worker thread made
-// later sizes its heap from V8's defaults rather than from these flags.
+// before anything is loaded. What is reset is the flag, wherever its value
+// came from: a NODE_OPTIONS flag of the same name as one of them is reset
+// too (its value mattered only for the heap, which is made by then, and
+// the command line's overrode it), while NODE_OPTIONS flags of other names
+// stay.
+//
+// A worker thread's isolate is made later, and would take V8's default
+// heap sizes (from the host's memory) rather than the flags', which on
+// Lambda apply to every isolate: sizeWorkerHeaps gives workers the same
+// limits. --expose-gc cannot follow them (a worker's execArgv refuses V8
+// flags): global.gc is the main thread's only.
 (function restoreV8Defaults() {
   const defaults = {
     '--expose-gc': '--no-expose-gc',
     '--max-semi-space-size': '--max-semi-space-size=0',
     '--max-old-space-size': '--max-old-space-size=0',
   };
-  const reset = process.execArgv.map((a) => defaults[a.split('=')[0]]).filter(Boolean);
-  if (reset.length > 0) require('node:v8').setFlagsFromString(reset.join(' '));
+  const reset = [];
+  let semiSpaceMb = 0;
+  let oldSpaceMb = 0;
+  for (const a of process.execArgv) {
+    const [name, value] = a.split('=');
+    if (!Object.hasOwn(defaults, name)) continue;
+    reset.push(defaults[name]);
+    // The last of a repeated flag is the one V8 keeps.
+    if (name === '--max-semi-space-size') semiSpaceMb = Number(value) || 0;
+    if (name === '--max-old-space-size') oldSpaceMb = Number(value) || 0;
+  }
+  if (reset.length === 0) return;
+  require('node:v8').setFlagsFromString(reset.join(' '));
+  // Loaded after the reset, so from the code cache.
+  if (semiSpaceMb > 0 || oldSpaceMb > 0) sizeWorkerHeaps(semiSpaceMb, oldSpaceMb);
 })();
+
+// sizeWorkerHeaps makes new Worker(...) default its resourceLimits to the
+// sizes the start flags gave the main thread's heap. V8 makes a young
+// generation of three times the semi-space size (two semi-spaces and the
+// new large-object space), so a worker reports the heap_size_limit it
+// would have had under the flags (measured on Node 20 from 128 to
+// 10240 MB). A caller's own limits are kept, and its options are not
+// changed. The class replaces Worker on worker_threads' exports, which
+// require('worker_threads'), require('node:worker_threads') and an ES
+// module's import all read.
+function sizeWorkerHeaps(semiSpaceMb, oldSpaceMb) {
+  const workerThreads = require('node:worker_threads');
+  const Base = workerThreads.Worker;
+  workerThreads.Worker = class Worker extends Base {
+    constructor(filename, options) {
+      if (options === undefined || (typeof options === 'object' && options !== null)) {
+        const limits = Object.assign({}, options && options.resourceLimits);
+        // Node reads a limit only if it is a number.
+        if (oldSpaceMb > 0 && typeof limits.maxOldGenerationSizeMb !== 'number') {
+          limits.maxOldGenerationSizeMb = oldSpaceMb;
+        }
+        if (semiSpaceMb > 0 && typeof limits.maxYoungGenerationSizeMb !== 'number') {
+          limits.maxYoungGenerationSizeMb = 3 * semiSpaceMb;
+        }
+        options = Object.assign({}, options, { resourceLimits: limits });
+      }
+      super(filename, options);
+    }
+  };
+}
 
 const fs = require('node:fs');
 const net = require('node:net');
@@ -531,6 +584,16 @@ function connect() {
 // connection had been kept from an earlier one, answered whether any byte
 // of the answer came.
 function exchange(onDone) {
+  // A kept connection already closing (destroyed, or ended by either side)
+  // is not used, whether or not its 'close' has been handled yet. A FIN
+  // not yet read cannot be seen here (the server closed the connection
+  // just after answering /next, and the handler wrote at once): the
+  // request fails before any answer, and call sends it again, but a
+  // streamed response, whose bytes are not kept, fails.
+  if (apiConn !== null && !usable(apiConn.sock)) {
+    apiConn.sock.destroy();
+    apiConn = null;
+  }
   const reused = apiConn !== null;
   const conn = reused ? apiConn : (apiConn = connect());
   const sock = conn.sock;
@@ -613,6 +676,10 @@ function exchange(onDone) {
   conn.exchange = ex;
   sock.ref();
   return ex;
+}
+
+function usable(sock) {
+  return !sock.destroyed && !sock.readableEnded && sock.writable;
 }
 
 // requestHead renders a request line and headers; the values are the
@@ -700,7 +767,8 @@ function packageIsModule(dir) {
 }
 
 function importFile(file) {
-  // Only ES modules need node:url: required here, not at start.
+  // Required where used, though node has loaded url by the time this file
+  // runs: deferring it saves nothing.
   return import(require('node:url').pathToFileURL(file).href);
 }
 
@@ -887,7 +955,8 @@ function isPromise(v) {
 // server closed while the handler ran is not used. done settles once the
 // Runtime API has answered the post.
 function responseStream(id) {
-  // Only streaming handlers need it: required here, not at start.
+  // Required where used, though node:net has loaded the stream internals
+  // already: deferring it saves nothing.
   const { Writable } = require('node:stream');
   const target = `${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`;
   let contentType = 'application/octet-stream';
@@ -962,17 +1031,27 @@ function responseStream(id) {
 }
 
 // invokeStreaming runs a streamifyResponse handler: it settles when its
-// promise does, ending the stream if the handler left it open.
+// promise does, ending the stream if the handler left it open. Until the
+// handler writes, nothing of the invocation keeps the event loop alive
+// (the stream takes the connection at its first write, and 'beforeExit'
+// does nothing for a streaming invocation), so a referenced timer holds
+// the process up meanwhile: a handler whose promise never settles runs
+// until the invocation times out, as on Lambda, rather than exit.
 async function invokeStreaming(handler, id, event, context) {
-  const [stream, done] = responseStream(id);
+  const hold = setInterval(() => {}, 0x7fffffff);
   try {
-    await handler(event, stream, context);
-    if (!stream.writableEnded) stream.end();
-  } catch (err) {
-    logError('Invoke Error', err);
-    stream.fail(err);
+    const [stream, done] = responseStream(id);
+    try {
+      await handler(event, stream, context);
+      if (!stream.writableEnded) stream.end();
+    } catch (err) {
+      logError('Invoke Error', err);
+      stream.fail(err);
+    }
+    await done;
+  } finally {
+    clearInterval(hold);
   }
-  await done;
 }
 
 async function invokeOnce(handler, isAsync, scheduleNext) {
