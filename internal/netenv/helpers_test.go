@@ -286,9 +286,21 @@ func hostLinkNames(t *testing.T) []string {
 // named name with bridge bridge could leave.
 func assertNothingLeft(t *testing.T, name, bridge string) {
 	t.Helper()
-	for _, l := range hostLinkNames(t) {
-		if l == bridge || strings.HasPrefix(l, name+"-") {
-			t.Errorf("link %s left behind", l)
+	// A tap goes when the last copy of its file is closed, and a child
+	// that another parallel test is forking holds a copy until it execs:
+	// links get a moment to go.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var left []string
+		for _, l := range hostLinkNames(t) {
+			if l == bridge || strings.HasPrefix(l, name+"-") {
+				left = append(left, l)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			for _, l := range left {
+				t.Errorf("link %s left behind", l)
+			}
+			break
 		}
 	}
 	// Whole words only: other parallel tests' bridges (nubotest10, …)
