@@ -29,7 +29,13 @@ type invokeCache struct {
 	// seen is the latest revision of each fn key the watch has reported
 	// (and when): a record read or written before it must not be cached
 	// after it. Entries older than seenTTL are forgotten (pruneLocked).
-	seen      map[string]seenRev
+	seen map[string]seenRev
+	// writing counts this process's writes of each fn key in flight
+	// (beginWrite, endWrite): meanwhile nothing is cached for the key, so
+	// the invoke path reads the store, where a client may already have
+	// read the write (GetFunction says Active, Invoke must not say
+	// Pending).
+	writing   map[string]int
 	lastPrune time.Time
 	now       func() time.Time
 }
@@ -51,7 +57,8 @@ type cachedRec struct {
 }
 
 func newInvokeCache() *invokeCache {
-	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}, seen: map[string]seenRev{}, now: time.Now}
+	return &invokeCache{recs: map[string]cachedRec{}, vers: map[string]*Version{}, seen: map[string]seenRev{},
+		writing: map[string]int{}, now: time.Now}
 }
 
 // put caches rec at revision rev unless a later one is cached. rec must
@@ -61,7 +68,7 @@ func (c *invokeCache) put(key string, rec *record, rev uint64, acct string) {
 	rec.latest = &Version{Account: acct, Generation: rec.Generation, Config: rec.Latest, CodeHex: rec.CodeHex, LayerHexes: rec.LayerHexes}
 	rec.latest.digest = rec.latest.Config.Digest()
 	c.mu.Lock()
-	if cur, ok := c.recs[key]; (!ok || cur.rev < rev) && rev >= c.seen[key].rev {
+	if cur, ok := c.recs[key]; (!ok || cur.rev < rev) && rev >= c.seen[key].rev && c.writing[key] == 0 {
 		c.recs[key] = cachedRec{rec, rev}
 	}
 	c.mu.Unlock()
@@ -82,6 +89,28 @@ func (c *invokeCache) putWritten(key string, rec *record, rev uint64, acct strin
 		return
 	}
 	c.put(key, &cp, rev, acct)
+}
+
+// beginWrite is called before this process writes key to the store: the
+// record cached for it goes, and none is cached until endWrite.
+func (c *invokeCache) beginWrite(key string) {
+	c.mu.Lock()
+	c.writing[key]++
+	delete(c.recs, key)
+	c.mu.Unlock()
+}
+
+// endWrite is called once the write of key has ended, at revision rev (0
+// when it failed): a read from before it is not cached after it.
+func (c *invokeCache) endWrite(key string, rev uint64) {
+	c.mu.Lock()
+	if c.writing[key]--; c.writing[key] <= 0 {
+		delete(c.writing, key)
+	}
+	if rev > c.seen[key].rev {
+		c.seen[key] = seenRev{rev, c.now()}
+	}
+	c.mu.Unlock()
 }
 
 // changed drops what a store update of key at rev makes stale: a record

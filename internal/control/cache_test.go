@@ -146,3 +146,47 @@ func TestSeenForgotten(t *testing.T) {
 		t.Fatal("a read older than a remembered revision was cached")
 	}
 }
+
+// TestInvokeCacheDuringWrite: between this process's store write of a
+// record and the cache's update, a client may already have read the new
+// record (GetFunction reads the store: Active); the invoke path must not
+// answer from the record cached before the write (Pending).
+func TestInvokeCacheDuringWrite(t *testing.T) {
+	ctx, st := testStore(t, 30*time.Second)
+	s := New(st, Options{Logger: slog.New(slog.DiscardHandler)})
+	defer s.Close()
+	const acct, name = "000000000000", "written"
+	rec := &record{Generation: "g1"}
+	rec.Latest.FunctionName, rec.Latest.Handler = name, "before"
+	if err := s.createRecord(ctx, acct, name, rec); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.cachedRecord(ctx, acct, name); err != nil || got.Latest.Handler != "before" {
+		t.Fatalf("cached after create: %+v, %v", got, err)
+	}
+	var during string
+	s.afterWrite = func(string) {
+		got, err := s.cachedRecord(ctx, acct, name)
+		if err != nil {
+			t.Errorf("during the write: %v", err)
+			return
+		}
+		during = got.Latest.Handler
+	}
+	if _, err := s.mutate(ctx, acct, name, func(r *record) error { r.Latest.Handler = "after"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.afterWrite = nil
+	if during != "after" {
+		t.Errorf("the invoke path read handler %q once the store held the write, want after", during)
+	}
+	if got, err := s.cachedRecord(ctx, acct, name); err != nil || got.Latest.Handler != "after" {
+		t.Fatalf("cached after the write: %+v, %v", got, err)
+	}
+	s.cache.mu.RLock()
+	c, ok := s.cache.recs[fnKey(acct, name)]
+	s.cache.mu.RUnlock()
+	if !ok || c.rec.Latest.Handler != "after" {
+		t.Errorf("the write's record is not cached: %v %+v", ok, c)
+	}
+}

@@ -70,6 +70,9 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	cache  *invokeCache
+	// afterWrite, in tests, runs between a record's store write and the
+	// cache's update.
+	afterWrite func(key string)
 }
 
 // New returns a control plane over st.
@@ -240,15 +243,20 @@ func (s *Service) mutate(ctx context.Context, acct, name string, fn func(*record
 		if err := fn(rec); err != nil {
 			return nil, err
 		}
-		nrev, err := s.st.Update(ctx, fnKey(acct, name), rec, rev)
+		key := fnKey(acct, name)
+		s.cache.beginWrite(key)
+		nrev, err := s.st.Update(ctx, key, rec, rev)
+		if s.afterWrite != nil {
+			s.afterWrite(key)
+		}
+		s.cache.endWrite(key, nrev)
 		if err != nil {
-			s.cache.drop(fnKey(acct, name))
 			if errors.Is(err, store.ErrRevision) && attempt < 50 {
 				continue
 			}
 			return nil, err
 		}
-		s.cache.putWritten(fnKey(acct, name), rec, nrev, acct)
+		s.cache.putWritten(key, rec, nrev, acct)
 		if s.opts.OnChange != nil {
 			s.opts.OnChange(acct, name)
 		}
