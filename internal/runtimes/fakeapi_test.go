@@ -280,17 +280,7 @@ func start(t *testing.T, family, interpreter string, api *fakeAPI, taskRoot, han
 	}
 	argv := Command(rt, ricPath, testMemoryMB)
 
-	// Keep the host's variables (a pyenv shim needs HOME and PATH) but none
-	// that would change how the runtime behaves.
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "LAMBDA_") || strings.HasPrefix(k, "_") ||
-			strings.HasPrefix(k, "PYTHON") || strings.HasPrefix(k, "NODE_") {
-			continue
-		}
-		env = append(env, kv)
-	}
+	env := hostEnv()
 	for k, v := range lambdaEnv {
 		env = append(env, k+"="+v)
 	}
@@ -325,6 +315,22 @@ func start(t *testing.T, family, interpreter string, api *fakeAPI, taskRoot, han
 		}
 	})
 	return p
+}
+
+// hostEnv is the host's environment (a pyenv shim needs HOME and PATH)
+// without the variables that would change how a runtime behaves (AWS_*,
+// LAMBDA_*, _*, PYTHON*, NODE_*: a developer's NODE_OPTIONS, say).
+func hostEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "LAMBDA_") || strings.HasPrefix(k, "_") ||
+			strings.HasPrefix(k, "PYTHON") || strings.HasPrefix(k, "NODE_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // writeFiles creates files (path → content) under a new task root.

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -458,22 +457,6 @@ exports.handler = async () => ({
 	if res["cacheTag"] != flagFree {
 		t.Errorf("code cache tag %v, want node's flag-free %s: the start flags (argv %v) are still set and node compiles its built-in modules from source", res["cacheTag"], flagFree, res["argv"])
 	}
-}
-
-// hostEnv is the host's environment without the variables start keeps
-// from the runtime (AWS_*, LAMBDA_*, _*, PYTHON*, NODE_*: a developer's
-// NODE_OPTIONS, say), for a node run directly to compare with it.
-func hostEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "LAMBDA_") || strings.HasPrefix(k, "_") ||
-			strings.HasPrefix(k, "PYTHON") || strings.HasPrefix(k, "NODE_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 const nodeWorkerApp = `const { Worker } = require('worker_threads');

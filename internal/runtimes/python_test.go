@@ -411,26 +411,20 @@ def handler(event, context):
 		}
 		p.eventually(t, "a Lambda log line", want.MatchString)
 	})
-	t.Run("by a library", func(t *testing.T) {
-		root := writeFiles(t, map[string]string{"app.py": app})
-		api := newFakeAPI(t)
-		p := startPython(t, api, root, "app.handler")
-		doc := api.invoke(t, invocation{id: "q-1", body: `{"via": "library"}`}).json(t)
-		if doc["handlers"] != float64(1) {
-			t.Errorf("root handlers = %v, want 1", doc["handlers"])
-		}
-		p.eventually(t, "a Lambda log line", want.MatchString)
-	})
-	t.Run("after a find_spec", func(t *testing.T) {
-		root := writeFiles(t, map[string]string{"app.py": app})
-		api := newFakeAPI(t)
-		p := startPython(t, api, root, "app.handler")
-		doc := api.invoke(t, invocation{id: "q-1", body: `{"via": "find_spec"}`}).json(t)
-		if doc["handlers"] != float64(1) {
-			t.Errorf("root handlers = %v, want 1", doc["handlers"])
-		}
-		p.eventually(t, "a Lambda log line", want.MatchString)
-	})
+	// A library importing logging, and a find_spec that finds it without
+	// running it first.
+	for _, via := range []string{"library", "find_spec"} {
+		t.Run("via "+via, func(t *testing.T) {
+			root := writeFiles(t, map[string]string{"app.py": app})
+			api := newFakeAPI(t)
+			p := startPython(t, api, root, "app.handler")
+			doc := api.invoke(t, invocation{id: "q-1", body: `{"via": "` + via + `"}`}).json(t)
+			if doc["handlers"] != float64(1) {
+				t.Errorf("root handlers = %v, want 1", doc["handlers"])
+			}
+			p.eventually(t, "a Lambda log line", want.MatchString)
+		})
+	}
 	t.Run("before the runtime", func(t *testing.T) {
 		// sitecustomize runs while the interpreter starts, before the
 		// runtime's own code.
