@@ -7,6 +7,9 @@
 #   awscli                      the stock AWS CLI v2 used by the CLI smoke test
 #   nats-server                 the --nats-url test against a real server
 #   python3, nodejs             the python3.x / nodejs runtimes (optional for serving)
+#   python3-boto3               the AWS SDK Lambda's Python runtimes include, so that
+#                               a function's `import boto3` works as there (with
+#                               serving: when Debian's python3 is installed)
 #   crun                        the OCI runtime `make bench` compares cold starts with (--bench)
 #   qemu-system-x86, linux-image-cloud-amd64, cpio
 #                               the microVM tier (--isolation microvm) and its
@@ -17,7 +20,9 @@
 set -euo pipefail
 want=(e2fsprogs nftables iptables iproute2 util-linux ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  want+=(awscli nats-server python3 busybox-static qemu-system-x86 linux-image-cloud-amd64 cpio)
+  want+=(awscli nats-server python3 python3-boto3 busybox-static qemu-system-x86 linux-image-cloud-amd64 cpio)
+elif [ -z "${1:-}" ] && [ -x /usr/bin/python3 ]; then
+  want+=(python3-boto3)
 fi
 if [ "${1:-}" = "--bench" ]; then
   want+=(crun python3)

@@ -103,6 +103,23 @@ func TestManagedRuntimes(t *testing.T) {
 			importMsgPrefix: "Unable to import module 'broken': No module named 'nubo_no_such_module'",
 			notFoundMsg:     "Handler 'nope' missing on module 'app'",
 		})
+		// Lambda's Python runtimes include boto3: a function imports it
+		// without bundling it.
+		h.create(t, "py-sdk", dirZip(t, "testdata/python"), func(in *lambda.CreateFunctionInput) {
+			in.Runtime = types.Runtime(rt)
+			in.Handler = aws.String("app.sdk")
+		})
+		var sdk struct {
+			Missing          bool
+			Version, Service string
+		}
+		if r := h.invokeOK(t, "py-sdk", []byte(`{}`)); json.Unmarshal(r.Payload, &sdk) != nil {
+			t.Fatalf("sdk answered %s", r.Payload)
+		}
+		testutil.Requires(t, !sdk.Missing, "boto3 for the python runtime (scripts/deps.sh --test installs python3-boto3)")
+		if sdk.Version == "" || sdk.Service != "lambda" {
+			t.Errorf("boto3 in a Python function: %+v", sdk)
+		}
 	})
 	t.Run("Node", func(t *testing.T) {
 		t.Parallel()

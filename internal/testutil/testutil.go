@@ -66,6 +66,16 @@ func RequiresBinary(t testing.TB, name string) string {
 	return p
 }
 
+// Requires skips unless ok; CI provides everything the tests need
+// (scripts/deps.sh --test), so there it fails instead. why names what is
+// missing and what provides it.
+func Requires(t testing.TB, ok bool, why string) {
+	t.Helper()
+	if !ok {
+		skipOrFail(t, true, why)
+	}
+}
+
 // Proc is one process as /proc/<pid>/stat shows it.
 type Proc struct {
 	PPID  int

@@ -33,3 +33,16 @@ def ctx(event, context):
         "execution_env": os.environ.get("AWS_EXECUTION_ENV"),
         "handler": os.environ.get("_HANDLER"),
     }
+
+
+def sdk(event, context):
+    """The AWS SDK Lambda's Python runtimes include: a client is made
+    without any network."""
+    try:
+        import boto3
+    except ImportError:
+        return {"missing": True}
+    client = boto3.client(
+        "lambda", region_name="us-east-1", endpoint_url="http://127.0.0.1:9", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    return {"missing": False, "version": boto3.__version__, "service": client.meta.service_model.service_name}
