@@ -443,8 +443,14 @@ exports.handler = async () => ({
   cacheTag: String(v8.cachedDataVersionTag()),
 });`})
 	api := newFakeAPI(t)
-	startNode(t, api, root, "index.handler")
+	p := startNode(t, api, root, "index.handler")
 	res := api.invoke(t, invocation{id: "id-1", body: `{}`}).json(t)
+	// Node writes its warnings through console.error, which the runtime
+	// sends to stdout as the function's log lines.
+	time.Sleep(100 * time.Millisecond)
+	if s := p.stdout.String() + p.stderr.String(); strings.Contains(s, "Warning") {
+		t.Errorf("the runtime logged a warning (resetting the flags must not): %s", s)
+	}
 	limit, _ := res["limitMB"].(float64)
 	// old space (memory minus a tenth) plus the young generation's
 	// semi-spaces: about the function's memory, never the host's.

@@ -70,10 +70,34 @@
     if (name === '--max-old-space-size') oldSpaceMb = Number(value) || 0;
   }
   if (reset.length === 0) return;
-  require('node:v8').setFlagsFromString(reset.join(' '));
+  setV8Flags(reset.join(' '));
   // Loaded after the reset, so from the code cache.
   if (semiSpaceMb > 0 || oldSpaceMb > 0) sizeWorkerHeaps(semiSpaceMb, oldSpaceMb);
 })();
+
+// setV8Flags sets V8 flags as v8.setFlagsFromString does, through the
+// binding that function calls: node:v8 itself loads the stream modules
+// (for heap snapshots), which the flags still set would make it compile
+// from source, 3 ms of every cold start (docs/performance.md, session 9).
+// process.binding is deprecated, and warns (not here: the warning is held
+// back for the call); where a node no longer has it, node:v8 is used.
+function setV8Flags(flags) {
+  let binding;
+  const quiet = process.noDeprecation;
+  process.noDeprecation = true;
+  try {
+    binding = process.binding('v8');
+  } catch (_) {
+    binding = undefined;
+  } finally {
+    process.noDeprecation = quiet;
+  }
+  if (binding && typeof binding.setFlagsFromString === 'function') {
+    binding.setFlagsFromString(flags);
+  } else {
+    require('node:v8').setFlagsFromString(flags);
+  }
+}
 
 // sizeWorkerHeaps makes new Worker(...) default its resourceLimits to the
 // sizes the start flags gave the main thread's heap. V8 makes a young
