@@ -285,7 +285,7 @@ func (b *bench) figThroughput(ctx context.Context) error {
 			t.Seconds = t.elapsed.Seconds()
 			t.Latency, _ = (&Series{Samples: t.lat}).Summarize()
 			if t.Requests > 0 {
-				t.CPUPerRequest = t.cpu.perRequest(t.Requests)
+				t.CPUPerRequest, t.SwitchesPerRequest = t.cpu.perRequest(t.Requests)
 			}
 		}
 		b.res.Throughput = append(b.res.Throughput, t)
@@ -307,25 +307,42 @@ type throughput struct {
 	// the emulator), "agent" (nubo's agents; none for the emulator) and
 	// "runtime" (the function's processes).
 	CPUPerRequest map[string]float64 `json:"cpu_per_request_us,omitempty"`
-	elapsed       time.Duration
+	// SwitchesPerRequest is the context switches (voluntary and not, over
+	// all threads) each party made per request: on this nested VM a switch
+	// costs more than most of the work around it.
+	SwitchesPerRequest map[string]float64 `json:"switches_per_request,omitempty"`
+	elapsed            time.Duration
 	lat           []time.Duration
 	cpu           cpuShare
 }
 
 // cpuShare is CPU time used so far by each party of a warm invocation.
-type cpuShare struct{ client, server, agent, runtime time.Duration }
+type cpuShare struct{ client, server, agent, runtime use }
+
+// use is what one party, or one process, has used so far.
+type use struct {
+	cpu      time.Duration
+	switches int64
+}
+
+func (a use) add(b use) use { return use{a.cpu + b.cpu, a.switches + b.switches} }
+func (a use) sub(b use) use { return use{a.cpu - b.cpu, a.switches - b.switches} }
 
 func (a cpuShare) add(b cpuShare) cpuShare {
-	return cpuShare{a.client + b.client, a.server + b.server, a.agent + b.agent, a.runtime + b.runtime}
+	return cpuShare{a.client.add(b.client), a.server.add(b.server), a.agent.add(b.agent), a.runtime.add(b.runtime)}
 }
 
 func (a cpuShare) sub(b cpuShare) cpuShare {
-	return cpuShare{a.client - b.client, a.server - b.server, a.agent - b.agent, a.runtime - b.runtime}
+	return cpuShare{a.client.sub(b.client), a.server.sub(b.server), a.agent.sub(b.agent), a.runtime.sub(b.runtime)}
 }
 
-func (a cpuShare) perRequest(n int) map[string]float64 {
-	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-	return map[string]float64{"client": us(a.client), "server": us(a.server), "agent": us(a.agent), "runtime": us(a.runtime)}
+func (a cpuShare) perRequest(n int) (cpuUs, switches map[string]float64) {
+	cpuUs, switches = map[string]float64{}, map[string]float64{}
+	for name, u := range map[string]use{"client": a.client, "server": a.server, "agent": a.agent, "runtime": a.runtime} {
+		cpuUs[name] = float64(u.cpu.Microseconds()) / float64(n)
+		switches[name] = float64(u.switches) / float64(n)
+	}
+	return cpuUs, switches
 }
 
 // burst runs c callers until dur has passed (dur > 0) or total calls are

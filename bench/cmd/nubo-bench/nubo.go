@@ -434,22 +434,22 @@ func (n *nuboServer) cpu() (time.Duration, error) {
 	return total, err
 }
 
-// cpuShare is the CPU time used so far by this benchmark, nubo, its agents
-// and the processes below them (the runtimes). Only live processes count:
-// a throughput target runs on environments that stay.
+// cpuShare is the CPU time and context switches used so far by this
+// benchmark, nubo, its agents and the processes below them (the runtimes).
+// Only live processes count: a throughput target runs on environments that
+// stay.
 func (n *nuboServer) cpuShare() cpuShare {
 	var s cpuShare
-	s.client, _ = procCPU(os.Getpid())
-	s.server, _ = n.cpu()
+	s.client = procUse(os.Getpid())
+	s.server = procUse(n.pid())
+	for _, p := range n.helpers() {
+		s.server = s.server.add(procUse(p))
+	}
 	envs, shells, pm := n.agents()
 	for _, a := range append(envs, shells...) {
-		if c, err := procCPU(a); err == nil {
-			s.agent += c
-		}
+		s.agent = s.agent.add(procUse(a))
 		for _, p := range descendants(pm, a) {
-			if c, err := procCPU(p); err == nil {
-				s.runtime += c
-			}
+			s.runtime = s.runtime.add(procUse(p))
 		}
 	}
 	return s

@@ -153,6 +153,27 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(u+s) * time.Second / ticks, nil
 }
 
+// procUse is a process's CPU time and the context switches of all its
+// threads (from /proc/PID/task/*/status); zero for a process gone.
+func procUse(pid int) use {
+	var u use
+	u.cpu, _ = procCPU(pid)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				u.switches += n
+			}
+		}
+	}
+	return u
+}
+
 // cgroupCPU is the CPU time used by everything that ever ran in the cgroup
 // of pid (cgroup v1 cpuacct.usage, or v2 cpu.stat usage_usec): for a
 // sandbox's agent, the whole environment, the processes that exited too.

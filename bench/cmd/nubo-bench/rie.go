@@ -81,17 +81,16 @@ func startRIE(o rieOptions) (*rieProcess, error) {
 	return r, nil
 }
 
-// cpuShare is the CPU time used so far by this benchmark, the emulator and
+// cpuShare is the CPU time and context switches used so far by this
+// benchmark, the emulator and
 // the runtime below it.
 func (r *rieProcess) cpuShare() cpuShare {
 	var s cpuShare
-	s.client, _ = procCPU(os.Getpid())
+	s.client = procUse(os.Getpid())
 	pid := r.cmd.Process.Pid
-	s.server, _ = procCPU(pid)
+	s.server = procUse(pid)
 	for _, p := range descendants(parentMap(), pid) {
-		if c, err := procCPU(p); err == nil {
-			s.runtime += c
-		}
+		s.runtime = s.runtime.add(procUse(p))
 	}
 	return s
 }
