@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/runtimeapi"
 )
 
@@ -94,7 +95,9 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// among them) closes when the runtime or an extension is exec'd. Those
 	// it opens itself are close-on-exec already.
 	CloseOnExecFrom(3)
-	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
+	// Raw reads and writes on the host's connection and the runtime's
+	// (package rawio): most of an invocation's thread switches otherwise.
+	a := &Agent{conn: agentproto.NewConn(rawio.WrapFile(rw)), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := warmUp(log); err != nil {
 		log.Debug("warm-up", "err", err)
@@ -164,7 +167,7 @@ func (a *Agent) prepare() error {
 		if err != nil {
 			return fmt.Errorf("runtime api: %w", err)
 		}
-		a.preLn = ln
+		a.preLn = rawio.Listener{Listener: ln}
 	}
 	return a.startOutput()
 }
@@ -262,6 +265,7 @@ func (a *Agent) setup() error {
 		if ln, err = net.Listen("tcp", a.start.RuntimeAPI); err != nil {
 			return fmt.Errorf("runtime api: %w", err)
 		}
+		ln = rawio.Listener{Listener: ln}
 	}
 	go a.rapi.Serve(context.Background(), ln)
 	if a.outPipe[0] == nil {
@@ -338,7 +342,11 @@ func (a *Agent) readChunk(i int) (int, error) {
 	if a.outBuf == nil {
 		a.outBuf = make([]byte, 64<<10)
 	}
-	n, err := unix.Read(a.outFDs[i], a.outBuf)
+	n, errno := rawio.Read(a.outFDs[i], a.outBuf)
+	var err error
+	if errno != 0 {
+		err = errno
+	}
 	if n > 0 {
 		_ = a.conn.Send(agentproto.TLog, a.outHdr[i], a.outBuf[:n])
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -334,6 +335,7 @@ type keptFile struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
+	fd   uintptr // f's, not in the poller (cgroup files cannot be)
 	buf  [512]byte
 }
 
@@ -345,11 +347,18 @@ func (k *keptFile) read() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		k.f = f
+		k.f, k.fd = f, f.Fd()
 	}
-	n, err := k.f.ReadAt(k.buf[:], 0)
-	if err != nil && err != io.EOF {
-		return "", err
+	// One pread(2), raw (it never blocks: the kernel makes the content on
+	// the spot), and no second call to find the end: a cgroup file gives
+	// all it has to a buffer that holds it (package rawio tells why raw).
+	r, _, errno := syscall.RawSyscall6(unix.SYS_PREAD64, k.fd, uintptr(unsafe.Pointer(&k.buf[0])), uintptr(len(k.buf)), 0, 0, 0)
+	n := int(r)
+	if errno != 0 || n == len(k.buf) {
+		var err error
+		if n, err = k.f.ReadAt(k.buf[:], 0); err != nil && err != io.EOF {
+			return "", err
+		}
 	}
 	return string(k.buf[:n]), nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -294,7 +295,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	go func() {
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Raw reads and writes on clients' connections (package rawio).
+		if err := s.http.Serve(rawio.Listener{Listener: s.ln}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server", "err", err)
 		}
 	}()

@@ -1,0 +1,207 @@
+// Package rawio reads and writes non-blocking file descriptors (sockets,
+// pipes) with raw system calls, waiting in Go's network poller only when a
+// call would block.
+//
+// Why: every ordinary system call enters the Go scheduler (entersyscall),
+// and the first one after the process was idle wakes the scheduler's
+// monitor thread, which then polls every 20 µs until the process is idle
+// again; a call that takes longer than a poll also hands the process's P to
+// another thread. On a virtual machine each of those thread switches costs
+// more than the read or write itself. The agent and nubo serve relay one
+// invocation at a time through a few small reads and writes, so on their
+// hot paths the raw calls remove most of the context switches an
+// invocation costs (docs/performance.md, session 10).
+//
+// A raw call keeps the thread's P for its duration, so it is used only on
+// descriptors in non-blocking mode: Wrap returns the connection unchanged
+// otherwise.
+package rawio
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// syscallConn is what *os.File, *net.TCPConn and *net.UnixConn offer.
+type syscallConn interface {
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// FD reads and writes one non-blocking descriptor through its RawConn:
+// deadlines and Close interrupt a wait as they do for the descriptor's own
+// Read and Write.
+type FD struct {
+	rc syscall.RawConn
+}
+
+// New returns an FD for c, or ok=false when c has no RawConn, its
+// descriptor is in blocking mode, or it is not in the network poller (an
+// *os.File made from a descriptor that was blocking then). New clears c's
+// read deadline.
+func New(c any) (fd *FD, ok bool) {
+	sc, isSC := c.(syscallConn)
+	if !isSC {
+		return nil, false
+	}
+	// Only a descriptor in the poller takes deadlines.
+	if d, isD := c.(interface{ SetReadDeadline(time.Time) error }); !isD || d.SetReadDeadline(time.Time{}) != nil {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	nonblock := false
+	if err := rc.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblock = err == nil && fl&unix.O_NONBLOCK != 0
+	}); err != nil || !nonblock {
+		return nil, false
+	}
+	return &FD{rc: rc}, true
+}
+
+// Read reads once: up to len(p) bytes, io.EOF at the end.
+func (f *FD) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var (
+		n     int
+		errno syscall.Errno
+	)
+	err := f.rc.Read(func(fd uintptr) bool {
+		for {
+			n, errno = Read(int(fd), p)
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, os.NewSyscallError("read", errno)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write writes all of p, waiting for room as often as it must.
+func (f *FD) Write(p []byte) (int, error) {
+	written := 0
+	var errno syscall.Errno
+	err := f.rc.Write(func(fd uintptr) bool {
+		for written < len(p) {
+			var n int
+			n, errno = Write(int(fd), p[written:])
+			switch {
+			case errno == unix.EINTR:
+				continue
+			case errno == unix.EAGAIN:
+				return false
+			case errno != 0:
+				return true
+			}
+			written += n
+		}
+		return true
+	})
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("write", errno)
+	}
+	return written, err
+}
+
+// Read is read(2) as a raw system call; fd must be non-blocking.
+func Read(fd int, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	r, _, errno := syscall.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), 0
+}
+
+// Write is write(2) as a raw system call; fd must be non-blocking.
+func Write(fd int, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	r, _, errno := syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), 0
+}
+
+// Conn is a net.Conn whose Read and Write are raw system calls; the rest
+// (deadlines, Close, addresses) is the wrapped connection's.
+type Conn struct {
+	net.Conn
+	fd *FD
+}
+
+// Wrap returns c with raw reads and writes, or c itself when its
+// descriptor cannot take them.
+func Wrap(c net.Conn) net.Conn {
+	fd, ok := New(c)
+	if !ok {
+		return c
+	}
+	return &Conn{Conn: c, fd: fd}
+}
+
+func (c *Conn) Read(p []byte) (int, error)  { return c.fd.Read(p) }
+func (c *Conn) Write(p []byte) (int, error) { return c.fd.Write(p) }
+
+// CloseWrite shuts the write side where the connection has one (net/http
+// uses it to close a connection gracefully).
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// Listener wraps every connection it accepts (see Wrap).
+type Listener struct{ net.Listener }
+
+// Accept waits for the next connection and wraps it.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}
+
+// File is an *os.File (or any ReadWriteCloser) with raw reads and writes
+// when its descriptor can take them.
+type File struct {
+	io.ReadWriteCloser
+	fd *FD
+}
+
+// WrapFile returns f with raw reads and writes, or f itself.
+func WrapFile(f io.ReadWriteCloser) io.ReadWriteCloser {
+	fd, ok := New(f)
+	if !ok {
+		return f
+	}
+	return &File{ReadWriteCloser: f, fd: fd}
+}
+
+func (f *File) Read(p []byte) (int, error)  { return f.fd.Read(p) }
+func (f *File) Write(p []byte) (int, error) { return f.fd.Write(p) }
