@@ -95,8 +95,9 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// among them) closes when the runtime or an extension is exec'd. Those
 	// it opens itself are close-on-exec already.
 	CloseOnExecFrom(3)
-	// Raw reads and writes on the host's connection and the runtime's
-	// (package rawio): most of an invocation's thread switches otherwise.
+	// Raw reads and writes on the host's connection (package rawio), as
+	// on the runtime's (setup) and its output pipes (readChunk): most of an
+	// invocation's thread switches otherwise.
 	a := &Agent{conn: agentproto.NewConn(rawio.WrapFile(rw)), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := warmUp(log); err != nil {
@@ -338,6 +339,8 @@ func (a *Agent) relay(r *os.File, rc syscall.RawConn, i int) {
 }
 
 // readChunk reads once from output pipe i and sends what it got; outMu held.
+// The read is raw (package rawio): the pipe is non-blocking, and its relay
+// keeps its *os.File, so the descriptor stays open, for the agent's life.
 func (a *Agent) readChunk(i int) (int, error) {
 	if a.outBuf == nil {
 		a.outBuf = make([]byte, 64<<10)

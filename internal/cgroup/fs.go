@@ -3,7 +3,6 @@ package cgroup
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -335,7 +334,7 @@ type keptFile struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
-	fd   uintptr // f's, not in the poller (cgroup files cannot be)
+	fd   uintptr // f's, taken without f.Fd(), which would make f blocking
 	buf  [512]byte
 }
 
@@ -347,20 +346,24 @@ func (k *keptFile) read() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		k.f, k.fd = f, f.Fd()
-	}
-	// One pread(2), raw (it never blocks: the kernel makes the content on
-	// the spot), and no second call to find the end: a cgroup file gives
-	// all it has to a buffer that holds it (package rawio tells why raw).
-	r, _, errno := syscall.RawSyscall6(unix.SYS_PREAD64, k.fd, uintptr(unsafe.Pointer(&k.buf[0])), uintptr(len(k.buf)), 0, 0, 0)
-	n := int(r)
-	if errno != 0 || n == len(k.buf) {
-		var err error
-		if n, err = k.f.ReadAt(k.buf[:], 0); err != nil && err != io.EOF {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
 			return "", err
 		}
+		rc.Control(func(fd uintptr) { k.fd = fd })
+		k.f = f
 	}
-	return string(k.buf[:n]), nil
+	// One pread(2), raw (it never sleeps: the kernel makes the content on
+	// the spot; package rawio tells why raw), and no second call to find
+	// the end: these files are one record each, which a read from offset 0
+	// returns whole to a buffer that holds it (the longest, v2's
+	// memory.events, is about 200 bytes).
+	r, _, errno := syscall.RawSyscall6(unix.SYS_PREAD64, k.fd, uintptr(unsafe.Pointer(&k.buf[0])), uintptr(len(k.buf)), 0, 0, 0)
+	if errno != 0 {
+		return "", &os.PathError{Op: "pread", Path: k.path, Err: errno}
+	}
+	return string(k.buf[:int(r)]), nil
 }
 
 func (k *keptFile) uint() (uint64, error) {

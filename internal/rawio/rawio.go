@@ -10,11 +10,15 @@
 // more than the read or write itself. The agent and nubo serve relay one
 // invocation at a time through a few small reads and writes, so on their
 // hot paths the raw calls remove most of the context switches an
-// invocation costs (docs/performance.md, session 10).
+// invocation costs (docs/performance.md, "Where it stands (session
+// 10)").
 //
 // A raw call keeps the thread's P for its duration, so it is used only on
-// descriptors in non-blocking mode: Wrap returns the connection unchanged
-// otherwise.
+// stream sockets and pipes in non-blocking mode and in the poller, checked
+// once, when wrapped: whoever wraps a descriptor must not make it blocking
+// afterwards. Wrap returns anything else unchanged. Raw calls carry no
+// race-detector annotations, so the race detector cannot see a hand-off
+// through a wrapped descriptor.
 package rawio
 
 import (
@@ -39,33 +43,87 @@ type syscallConn interface {
 // Read and Write.
 type FD struct {
 	rc syscall.RawConn
+	// wrap dresses an error as the wrapped object's own Read or Write
+	// would (*net.OpError, *os.PathError), which callers such as net/http
+	// tell apart.
+	wrap func(op string, err error) error
 }
 
-// New returns an FD for c, or ok=false when c has no RawConn, its
-// descriptor is in blocking mode, or it is not in the network poller (an
-// *os.File made from a descriptor that was blocking then). New clears c's
-// read deadline.
+// New returns an FD for c, or ok=false when c has no RawConn, is not a
+// stream socket or a pipe, is in blocking mode, or is not in the network
+// poller (an *os.File made from a descriptor that was blocking then).
+// When it returns ok, c's read deadline is cleared.
 func New(c any) (fd *FD, ok bool) {
 	sc, isSC := c.(syscallConn)
 	if !isSC {
-		return nil, false
-	}
-	// Only a descriptor in the poller takes deadlines.
-	if d, isD := c.(interface{ SetReadDeadline(time.Time) error }); !isD || d.SetReadDeadline(time.Time{}) != nil {
 		return nil, false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil, false
 	}
-	nonblock := false
-	if err := rc.Control(func(fd uintptr) {
-		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-		nonblock = err == nil && fl&unix.O_NONBLOCK != 0
-	}); err != nil || !nonblock {
+	fit := false
+	if err := rc.Control(func(fd uintptr) { fit = streamNonblocking(int(fd)) }); err != nil || !fit {
 		return nil, false
 	}
-	return &FD{rc: rc}, true
+	// Only a descriptor in the poller takes deadlines.
+	if d, isD := c.(interface{ SetReadDeadline(time.Time) error }); !isD || d.SetReadDeadline(time.Time{}) != nil {
+		return nil, false
+	}
+	f := &FD{rc: rc, wrap: func(op string, err error) error { return err }}
+	switch c := c.(type) {
+	case net.Conn:
+		f.wrap = func(op string, err error) error {
+			if oe, isOE := err.(*net.OpError); isOE { // the RawConn's own ("raw-read")
+				named := *oe
+				named.Op = op
+				return &named
+			}
+			return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+		}
+	case interface{ Name() string }:
+		f.wrap = func(op string, err error) error {
+			if errors.Is(err, errFileClosing) {
+				err = os.ErrClosed
+			}
+			return &os.PathError{Op: op, Path: c.Name(), Err: err}
+		}
+	}
+	return f, true
+}
+
+// errFileClosing is what a RawConn of a closed *os.File reports (poll's
+// ErrFileClosing, which os.File itself turns into os.ErrClosed).
+var errFileClosing = func() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return errors.New("use of closed file")
+	}
+	w.Close()
+	rc, _ := r.SyscallConn()
+	r.Close()
+	return rc.Control(func(uintptr) {})
+}()
+
+// streamNonblocking reports whether fd is a non-blocking stream socket or
+// pipe: a raw call on it never sleeps, and a read of 0 bytes is its end.
+func streamNonblocking(fd int) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_NONBLOCK == 0 {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		return true
+	case unix.S_IFSOCK:
+		t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+		return err == nil && t == unix.SOCK_STREAM
+	}
+	return false
 }
 
 // Read reads once: up to len(p) bytes, io.EOF at the end.
@@ -87,9 +145,9 @@ func (f *FD) Read(p []byte) (int, error) {
 	})
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, f.wrap("read", err)
 	case errno != 0:
-		return 0, os.NewSyscallError("read", errno)
+		return 0, f.wrap("read", os.NewSyscallError("read", errno))
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -99,7 +157,10 @@ func (f *FD) Read(p []byte) (int, error) {
 // Write writes all of p, waiting for room as often as it must.
 func (f *FD) Write(p []byte) (int, error) {
 	written := 0
-	var errno syscall.Errno
+	var (
+		errno syscall.Errno
+		short bool
+	)
 	err := f.rc.Write(func(fd uintptr) bool {
 		for written < len(p) {
 			var n int
@@ -111,15 +172,23 @@ func (f *FD) Write(p []byte) (int, error) {
 				return false
 			case errno != 0:
 				return true
+			case n == 0: // never for a socket or pipe; do not spin on it
+				short = true
+				return true
 			}
 			written += n
 		}
 		return true
 	})
-	if err == nil && errno != 0 {
-		err = os.NewSyscallError("write", errno)
+	switch {
+	case err != nil:
+		return written, f.wrap("write", err)
+	case errno != 0:
+		return written, f.wrap("write", os.NewSyscallError("write", errno))
+	case short:
+		return written, f.wrap("write", io.ErrUnexpectedEOF)
 	}
-	return written, err
+	return written, nil
 }
 
 // Read is read(2) as a raw system call; fd must be non-blocking.
@@ -163,7 +232,10 @@ func Wrap(c net.Conn) net.Conn {
 	return &Conn{Conn: c, fd: fd}
 }
 
-func (c *Conn) Read(p []byte) (int, error)  { return c.fd.Read(p) }
+// Read reads once with a raw read(2) (see FD.Read).
+func (c *Conn) Read(p []byte) (int, error) { return c.fd.Read(p) }
+
+// Write writes all of p with raw write(2)s (see FD.Write).
 func (c *Conn) Write(p []byte) (int, error) { return c.fd.Write(p) }
 
 // CloseWrite shuts the write side where the connection has one (net/http
@@ -203,5 +275,8 @@ func WrapFile(f io.ReadWriteCloser) io.ReadWriteCloser {
 	return &File{ReadWriteCloser: f, fd: fd}
 }
 
-func (f *File) Read(p []byte) (int, error)  { return f.fd.Read(p) }
+// Read reads once with a raw read(2) (see FD.Read).
+func (f *File) Read(p []byte) (int, error) { return f.fd.Read(p) }
+
+// Write writes all of p with raw write(2)s (see FD.Write).
 func (f *File) Write(p []byte) (int, error) { return f.fd.Write(p) }

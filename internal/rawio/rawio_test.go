@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"syscall"
@@ -20,15 +21,12 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	}
 	defer ln.Close()
 	l := Listener{Listener: ln}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		server, err = l.Accept()
-	}()
 	client, cerr := net.Dial("tcp", ln.Addr().String())
-	<-done
-	if cerr != nil || err != nil {
-		t.Fatal(cerr, err)
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	if server, err = l.Accept(); err != nil {
+		t.Fatal(err)
 	}
 	if _, ok := server.(*Conn); !ok {
 		t.Fatalf("accepted %T, want *rawio.Conn", server)
@@ -67,6 +65,80 @@ func TestConnRoundTrip(t *testing.T) {
 	client.Close()
 	if _, err := server.Read(buf); err != io.EOF {
 		t.Fatalf("server after the peer closed: %v, want EOF", err)
+	}
+	// Errors look like the connection's own: net/http tells a read error
+	// of a dead connection by *net.OpError with Op "read".
+	server.Close()
+	_, err = server.Read(buf)
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close: %#v, want a *net.OpError read wrapping net.ErrClosed", err)
+	}
+	if _, err = server.Write(buf); !errors.As(err, &oe) || oe.Op != "write" || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %#v, want a *net.OpError write wrapping net.ErrClosed", err)
+	}
+}
+
+// A peer that resets the connection: the error is a *net.OpError read
+// wrapping the errno, as net/http expects of a connection gone bad.
+func TestConnReset(t *testing.T) {
+	client, server := tcpPair(t)
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	time.Sleep(20 * time.Millisecond)
+	_, err := server.Read(make([]byte, 1))
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after a reset: %#v, want a *net.OpError read wrapping ECONNRESET", err)
+	}
+}
+
+// net/http serves through the Listener: kept-alive requests on one
+// connection, bodies both ways, and its background read aborted with a
+// deadline in the past at the end of every request.
+func TestHTTPServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.Map
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			w.Write(bytes.ToUpper(b))
+		}),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				_, raw := c.(*Conn)
+				conns.Store(c, raw)
+			}
+		},
+	}
+	go srv.Serve(Listener{Listener: ln})
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	for i := range 50 {
+		body := bytes.Repeat([]byte("x"), 1+i*997)
+		resp, err := c.Post("http://"+ln.Addr().String(), "text/plain", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, bytes.ToUpper(body)) {
+			t.Fatalf("request %d: %d bytes back (%v), want %d", i, len(got), err, len(body))
+		}
+	}
+	n := 0
+	conns.Range(func(_, raw any) bool {
+		n++
+		if !raw.(bool) {
+			t.Errorf("the server's connection is not a *rawio.Conn")
+		}
+		return true
+	})
+	if n != 1 {
+		t.Errorf("%d connections for 50 kept-alive requests, want 1", n)
 	}
 }
 
@@ -155,6 +227,38 @@ func TestFileSocketpair(t *testing.T) {
 	}
 }
 
+// Closing the file interrupts a read that waits (the host destroys an
+// environment so), and the error is the one os.File gives.
+func TestFileCloseInterrupts(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.SetNonblock(fds[0], true)
+	a, b := os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b")
+	defer b.Close()
+	ra := WrapFile(a)
+	errc := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		_, err := ra.Read(make([]byte, 1))
+		errc <- err
+	}()
+	<-started
+	time.Sleep(50 * time.Millisecond)
+	a.Close()
+	select {
+	case err := <-errc:
+		var pe *os.PathError
+		if !errors.As(err, &pe) || !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("read interrupted by Close: %#v, want a *os.PathError wrapping os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not interrupt the read")
+	}
+}
+
 // Descriptors a raw call could block on, or that are not in the poller,
 // are left as they are.
 func TestWrapRefuses(t *testing.T) {
@@ -184,6 +288,17 @@ func TestWrapRefuses(t *testing.T) {
 	rc.Control(func(fd uintptr) { syscall.SetNonblock(int(fd), false) })
 	if got := WrapFile(r); got != io.ReadWriteCloser(r) {
 		t.Errorf("WrapFile(pipe made blocking) = %T, want it unchanged", got)
+	}
+	// A datagram socket: a read of 0 bytes is not its end.
+	dg, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := os.NewFile(uintptr(dg[0]), "dgram")
+	defer d.Close()
+	syscall.Close(dg[1])
+	if got := WrapFile(d); got != io.ReadWriteCloser(d) {
+		t.Errorf("WrapFile(datagram socket) = %T, want it unchanged", got)
 	}
 	var rw io.ReadWriteCloser = nopRWC{}
 	if got := WrapFile(rw); got != rw {
