@@ -14,7 +14,8 @@
 // server reaches a throughput ratio above the one printed. It is measured
 // twice: as is, and with SigV4 on, as the figures count (the client signs
 // each request as nubo-bench does, the server verifies it with nubo's
-// verifier and does nothing else).
+// verifier and does nothing else), and once more with SigV4 and the
+// server's connections read and written as nubo's are (package rawio).
 //
 //	go run ./bench/cmd/hopfloor [-n 3000] [-rounds 2] [-concurrency 4] [-duration 2s]
 package main
@@ -44,6 +45,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/sigv4"
 )
 
@@ -90,12 +92,14 @@ func main() {
 	last := spawn("echo")
 	one := spawn("forward", last)
 	two := spawn("forward", one)
-	var lean, wide, signed, emu string
+	var lean, leanRaw, wide, signed, signedRaw, emu string
 	if _, err := os.Stat(*echo); err == nil {
 		abs, _ := filepath.Abs(*echo)
 		lean = spawn("lambda", abs, "1") + "/invoke"
+		leanRaw = spawn("lambda", abs, "1", "raw") + "/invoke"
 		wide = spawn("lambda", abs, strconv.Itoa(*conc)) + "/invoke"
 		signed = spawn("lambda", abs, strconv.Itoa(*conc), "sign") + "/invoke"
+		signedRaw = spawn("lambda", abs, strconv.Itoa(*conc), "sign", "raw") + "/invoke"
 		if _, err := os.Stat(*rie); err == nil {
 			bin, _ := filepath.Abs(*rie)
 			emu = startRIE(bin, abs, &procs)
@@ -107,21 +111,23 @@ func main() {
 		measure("1 process (client → echo)", *n, last, c, payload)
 		measure("2 processes (client → fwd → echo)", *n, one, c, payload)
 		measure("3 processes (client → fwd → fwd → echo)", *n, two, c, payload)
-		var pe, pl float64
+		var pe, pl, pr float64
 		if emu != "" {
 			pe = measure("emulator (client → RIE → aws-lambda-go)", *n, emu, c, payload)
 		}
 		if lean != "" {
 			pl = measure("least server (client → srv → aws-lambda-go)", *n, lean, c, payload)
+			pr = measure("the same, raw I/O (package rawio)", *n, leanRaw, c, payload)
 		}
 		if pe > 0 && pl > 0 {
-			fmt.Printf("%-42s %.2f× the emulator's p50\n", "least server", pl/pe)
+			fmt.Printf("%-42s %.2f× (raw I/O: %.2f×) the emulator's p50\n", "least server", pl/pe, pr/pe)
 		}
 		if emu != "" && wide != "" {
 			te := throughput("emulator, sequential", emu, 1, *dur, payload, false)
 			tw := throughput(fmt.Sprintf("least server, %d runtimes, concurrency %d", *conc, *conc), wide, *conc, *dur, payload, false)
 			ts := throughput(fmt.Sprintf("the same, SigV4 on, concurrency %d", *conc), signed, *conc, *dur, payload, true)
-			fmt.Printf("%-42s %.2f× (SigV4 off) and %.2f× (on) the emulator's sequential throughput\n", "least server", tw/te, ts/te)
+			tr := throughput(fmt.Sprintf("the same, SigV4 on, raw I/O, concurrency %d", *conc), signedRaw, *conc, *dur, payload, true)
+			fmt.Printf("%-42s %.2f× (SigV4 off), %.2f× (on), %.2f× (on, raw I/O) the emulator's sequential throughput\n", "least server", tw/te, ts/te, tr/te)
 		}
 	}
 }
@@ -210,7 +216,7 @@ func startRIE(bin, bootstrap string, procs *[]*exec.Cmd) string {
 // request's body goes to a runtime's pending /next, the runtime's
 // /response goes back as the answer. With v, a request must carry a valid
 // SigV4 signature first.
-func serveLambda(bootstrap string, n int, v *sigv4.Verifier) http.HandlerFunc {
+func serveLambda(bootstrap string, n int, v *sigv4.Verifier, wrap func(net.Listener) net.Listener) http.HandlerFunc {
 	type invocation struct {
 		id   string
 		body []byte
@@ -250,7 +256,7 @@ func serveLambda(bootstrap string, n int, v *sigv4.Verifier) http.HandlerFunc {
 	if err != nil {
 		panic(err)
 	}
-	go func() { _ = http.Serve(l, mux) }()
+	go func() { _ = http.Serve(wrap(l), mux) }()
 	for range n {
 		rt := exec.Command(bootstrap)
 		rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+l.Addr().String())
@@ -283,6 +289,7 @@ func newClient() *http.Client {
 // child serves one hop: "echo", or "forward <url>".
 func child(args []string) {
 	var h http.HandlerFunc
+	wrap := func(l net.Listener) net.Listener { return l }
 	switch args[0] {
 	case "echo":
 		h = func(w http.ResponseWriter, r *http.Request) {
@@ -311,10 +318,15 @@ func child(args []string) {
 			os.Exit(2)
 		}
 		var v *sigv4.Verifier
-		if len(args) > 3 && args[3] == "sign" {
-			v = &sigv4.Verifier{Lookup: func(string) (string, bool) { return "test", true }}
+		for _, opt := range args[3:] {
+			switch opt {
+			case "sign":
+				v = &sigv4.Verifier{Lookup: func(string) (string, bool) { return "test", true }}
+			case "raw":
+				wrap = func(l net.Listener) net.Listener { return rawio.Listener{Listener: l} }
+			}
 		}
-		h = serveLambda(args[1], n, v)
+		h = serveLambda(args[1], n, v, wrap)
 	default:
 		fmt.Fprintln(os.Stderr, "hopfloor: unknown role", args[0])
 		os.Exit(2)
@@ -323,7 +335,7 @@ func child(args []string) {
 	if err != nil {
 		panic(err)
 	}
-	go func() { _ = http.Serve(l, h) }()
+	go func() { _ = http.Serve(wrap(l), h) }()
 	fmt.Println("http://" + l.Addr().String())
 	_, _ = io.Copy(io.Discard, os.Stdin) // the parent is gone
 }

@@ -312,8 +312,8 @@ type throughput struct {
 	// costs more than most of the work around it.
 	SwitchesPerRequest map[string]float64 `json:"switches_per_request,omitempty"`
 	elapsed            time.Duration
-	lat           []time.Duration
-	cpu           cpuShare
+	lat                []time.Duration
+	cpu                cpuShare
 }
 
 // cpuShare is CPU time used so far by each party of a warm invocation.
