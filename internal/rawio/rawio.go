@@ -26,6 +26,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -83,7 +84,7 @@ func New(c any) (fd *FD, ok bool) {
 		}
 	case interface{ Name() string }:
 		f.wrap = func(op string, err error) error {
-			if errors.Is(err, errFileClosing) {
+			if errors.Is(err, errFileClosing()) {
 				err = os.ErrClosed
 			}
 			return &os.PathError{Op: op, Path: c.Name(), Err: err}
@@ -93,8 +94,9 @@ func New(c any) (fd *FD, ok bool) {
 }
 
 // errFileClosing is what a RawConn of a closed *os.File reports (poll's
-// ErrFileClosing, which os.File itself turns into os.ErrClosed).
-var errFileClosing = func() error {
+// ErrFileClosing, which os.File itself turns into os.ErrClosed), found
+// on the first error rather than at every start of the agent.
+var errFileClosing = sync.OnceValue(func() error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return errors.New("use of closed file")
@@ -103,7 +105,7 @@ var errFileClosing = func() error {
 	rc, _ := r.SyscallConn()
 	r.Close()
 	return rc.Control(func(uintptr) {})
-}()
+})
 
 // streamNonblocking reports whether fd is a non-blocking stream socket or
 // pipe: a raw call on it never sleeps, and a read of 0 bytes is its end.
