@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 // BenchmarkInvoke measures the Runtime API's side of a warm invocation: an
@@ -18,7 +20,9 @@ import (
 //	go test -run '^$' -bench Invoke -cpuprofile cpu.out ./internal/runtimeapi
 func BenchmarkInvoke(b *testing.B) {
 	s := New(Options{FunctionName: "fn"})
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewUnstartedServer(s.Handler())
+	srv.Listener = rawio.Listener{Listener: srv.Listener} // as the agent serves it
+	srv.Start()
 	defer srv.Close()
 	cmd := exec.Command(fnBinary(b))
 	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + srv.Listener.Addr().String(), "AWS_LAMBDA_FUNCTION_NAME=fn",
