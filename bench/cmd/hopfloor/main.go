@@ -180,14 +180,16 @@ func throughput(name, url string, c int, d time.Duration, payload []byte, sign b
 // startRIE starts the emulator serving bootstrap and waits until it
 // answers; it returns its invoke URL.
 func startRIE(bin, bootstrap string, procs *[]*exec.Cmd) string {
+	// Both listeners held until both ports are known: one closed and
+	// opened again can give the same port twice.
 	ports := make([]int, 2)
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			panic(err)
 		}
+		defer l.Close()
 		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	c := exec.Command(bin, "--runtime-interface-emulator-address", addr,

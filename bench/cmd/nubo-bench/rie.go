@@ -35,18 +35,14 @@ type rieOptions struct {
 // startRIE starts the emulator. It does not wait for it: the cold figure
 // counts from here.
 func startRIE(o rieOptions) (*rieProcess, error) {
-	p1, err := freePort()
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	p2, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", p1)
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	cmd := exec.Command(o.bin,
 		"--runtime-interface-emulator-address", addr,
-		"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", p2),
+		"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		o.bootstrap)
 	// The emulator takes its working directory as the task root and sets
 	// AWS_LAMBDA_RUNTIME_API for the runtime itself; an inherited value
