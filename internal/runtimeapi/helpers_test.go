@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 var (
@@ -75,7 +77,10 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 		opts.FunctionName = "fn"
 	}
 	s := New(opts)
-	srv := httptest.NewServer(s.Handler())
+	// Served as the agent serves it: connections read and written raw.
+	srv := httptest.NewUnstartedServer(s.Handler())
+	srv.Listener = rawio.Listener{Listener: srv.Listener}
+	srv.Start()
 	t.Cleanup(func() {
 		// Blocked /next requests end when their connections close.
 		srv.CloseClientConnections()

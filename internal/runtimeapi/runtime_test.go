@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -715,5 +716,48 @@ func TestStreamedResponse(t *testing.T) {
 	e.mustDo("POST", "/2018-06-01/runtime/invocation/s-4/response", nil, "whole")
 	if o := waitOutcome(t, ch); o.err != nil || string(o.res.Payload) != "whole" {
 		t.Fatalf("buffered: %+v %v", o.res, o.err)
+	}
+}
+
+// A runtime that takes an event and stops reading it must not stall the
+// server: the write of a large event waits in the poller, not in a system
+// call holding the process's only P (the agent runs with GOMAXPROCS 1 and
+// raw writes, package rawio), so the invocation's deadline and other
+// connections are still served.
+func TestRuntimeNotReadingEvent(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	e := newEnv(t, Options{})
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := c.Write([]byte("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: rt\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	payload := `"` + strings.Repeat("x", 6<<20-2) + `"`
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.s.Invoke(ctx, newInv("req-big", payload))
+		done <- err
+	}()
+	// While the event's write waits for a reader that never comes, another
+	// connection is answered.
+	time.Sleep(100 * time.Millisecond)
+	pingCtx, pingCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer pingCancel()
+	if status, _, body, err := e.do(pingCtx, http.MethodGet, "/2018-06-01/ping", nil, ""); err != nil || status != http.StatusOK || string(body) != "pong" {
+		t.Fatalf("ping while an event is stuck: %d %q %v", status, body, err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Invoke: %v, want its deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Invoke did not return at its deadline")
 	}
 }
