@@ -168,7 +168,7 @@ func (m *Manager) wire(nsFD int, l *Link) error {
 	// without an address: the few frames a bridge hands to the port's own
 	// stack (reserved link-local multicast) must find no IPv6 there, which
 	// the firewall, matching the bridge, would not see.
-	if err := disableIPv6(l.name); err != nil {
+	if err := m.disableHostIPv6(l.name); err != nil {
 		return err
 	}
 	if err := m.nl.LinkSetMasterByIndex(host, m.brIndex); err != nil {

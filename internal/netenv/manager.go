@@ -42,6 +42,9 @@ type Manager struct {
 	brIndex int
 	brMAC   net.HardwareAddr
 	gateway netip.Addr
+	// hostConf is the host namespace's /proc/sys/net/ipv6/conf, kept open
+	// (nil without IPv6): see disableHostIPv6.
+	hostConf *os.File
 
 	life    sync.RWMutex
 	wireMu  sync.Mutex     // see Attach
@@ -92,6 +95,9 @@ func New(cfg Config) (*Manager, error) {
 		_, _ = removeLinks(h, cfg)
 		if m.fw != nil {
 			_ = m.fw.Teardown()
+		}
+		if m.hostConf != nil {
+			m.hostConf.Close()
 		}
 		h.Close()
 		return nil, err
@@ -214,7 +220,12 @@ func (m *Manager) createBridge() error {
 		return err
 	}
 	loadIPv6()
-	if err := disableIPv6(m.cfg.Bridge); err != nil {
+	if ipv6Present() {
+		if m.hostConf, err = os.Open("/proc/sys/net/ipv6/conf"); err != nil {
+			return err
+		}
+	}
+	if err := m.disableHostIPv6(m.cfg.Bridge); err != nil {
 		return err
 	}
 	gw := &netlink.Addr{IPNet: &net.IPNet{IP: m.gateway.AsSlice(), Mask: net.CIDRMask(m.cfg.Subnet.Bits(), 32)}}
@@ -272,6 +283,9 @@ func (m *Manager) Close() error {
 	}
 	m.forgetConntrackPrefix(m.cfg.Subnet)
 	m.nl.Close()
+	if m.hostConf != nil {
+		m.hostConf.Close()
+	}
 	return err
 }
 

@@ -348,6 +348,11 @@ func checkWiring(t *testing.T, w *world) {
 	if v6, err := netlink.AddrList(host, netlink.FAMILY_V6); err != nil || len(v6) != 0 {
 		t.Errorf("IPv6 addresses on the port %s: %v, %v", w.la.HostIface(), v6, err)
 	}
+	if ipv6Present() {
+		if v, err := readSysctl("net/ipv6/conf/" + w.la.HostIface() + "/disable_ipv6"); err != nil || v != "1" {
+			t.Errorf("IPv6 on the port %s: disable_ipv6 %q, %v", w.la.HostIface(), v, err)
+		}
+	}
 	if br.Attrs().HardwareAddr.String() != w.m.brMAC.String() {
 		t.Errorf("bridge MAC changed to %s with ports (set %s)", br.Attrs().HardwareAddr, w.m.brMAC)
 	}

@@ -38,6 +38,27 @@ func disableIPv6(ifname string) error {
 	return err
 }
 
+// disableHostIPv6 is disableIPv6 for a device of the host's namespace,
+// opened relative to the kept conf directory. A path from /proc/sys is
+// looked up among every network namespace's entries of the same name, so
+// its cost grows with the environments that exist: 146–168 µs an open with
+// 530 of them, 5 µs relative to the directory (and 5 µs from /proc/sys
+// once they are gone).
+func (m *Manager) disableHostIPv6(ifname string) error {
+	if m.hostConf == nil {
+		return disableIPv6(ifname)
+	}
+	fd, err := unix.Openat(int(m.hostConf.Fd()), ifname+"/disable_ipv6", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: "/proc/sys/net/ipv6/conf/" + ifname + "/disable_ipv6", Err: err}
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte("1")); err != nil {
+		return &os.PathError{Op: "write", Path: "/proc/sys/net/ipv6/conf/" + ifname + "/disable_ipv6", Err: err}
+	}
+	return nil
+}
+
 // ipv6Present reports whether the kernel has IPv6 (not ipv6.disable=1).
 func ipv6Present() bool {
 	_, err := os.Stat("/proc/sys/net/ipv6")

@@ -85,7 +85,7 @@ func (m *Manager) wireTap(l *Link) (*os.File, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := disableIPv6(l.name); err != nil {
+	if err := m.disableHostIPv6(l.name); err != nil {
 		return fail(err)
 	}
 	if err := m.nl.LinkSetMasterByIndex(host, m.brIndex); err != nil {
