@@ -262,6 +262,9 @@ func (r *results) printDetails(w io.Writer) {
 	for _, s := range r.order {
 		sum, ok := s.Summarize()
 		note := s.Err
+		if s.Discarded > 0 {
+			note = strings.TrimSpace(fmt.Sprintf("%s %d attempts taken again: the emulator's runtime failed its init (it raced the emulator's Runtime API)", note, s.Discarded))
+		}
 		if !ok {
 			fmt.Fprintf(tw, "%s\t0\t\t\t\t\t\t%s\n", s.Label, note)
 			continue
@@ -388,7 +391,7 @@ func methods(c config) []string {
 		"Warm: 20 untimed invokes first (the first is the cold start), then sequential invokes of one function. RIE: aws-lambda-rie serving the same echo bootstrap, POST /2015-03-31/functions/function/invocations, sequential (it crashes on overlapping requests).",
 		"Throughput: per round, RIE sequential for " + c.tputDuration.String() + ", then nubo at each concurrency for " + c.tputDuration.String() + " against one function (its environments warmed first); req/s = completed invokes / wall time over all rounds. CPU per request: user + system time from /proc/PID/stat over each target's bursts, divided by its requests: client = this benchmark, server = nubo serve and its spawner (or the emulator), agent = nubo's agents, runtime = the processes below them (below the emulator); at 10 ms tick resolution.",
 		"Cold (nubo): for each sample a new function is created and reaches Active untimed; the sample is its first Invoke end to end (new sandbox, runtime start, init, response). Functions are deleted after each block and their environments waited out before the next.",
-		"Cold (RIE): from fork+exec of aws-lambda-rie to the first successful response, retrying the connection every 0.2 ms until it listens; a new emulator per sample.",
+		"Cold (RIE): from fork+exec of aws-lambda-rie to the first successful response, retrying the connection every 0.2 ms until it listens; a new emulator per sample. Under load the emulator can start its runtime before its own Runtime API listens, and then answers 502: such an attempt is taken again with a new emulator (up to three times) and counted in the series' note.",
 		"crun: `crun run` of a bundle from `crun spec` running /bin/true from a rootfs holding only it and its libraries; timed inside a long-lived helper in a private mount namespace where /sys/fs/cgroup/unified is unmounted (crun 1.8 refuses this host's hybrid cgroup mode otherwise); only crun's own run is timed.",
 		"Floors: fork+exec of the echo bootstrap outside Lambda (it exits at once, having started its runtime), `unshare --pid --fork --mount --net --uts --ipc /bin/true`, and the bare interpreter start for Python and Node.",
 		"Environments: N functions sharing one deployment package get their first invoke " + fmt.Sprint(c.envConcurrency) + " at a time; rate = N / wall time from the first request to the last response.",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"fmt"
@@ -140,11 +141,20 @@ func (r *rieProcess) invoke(ctx context.Context, payload []byte) (time.Duration,
 	if err != nil {
 		return 0, nil, err
 	}
+	if resp.StatusCode == http.StatusBadGateway {
+		return 0, nil, fmt.Errorf("aws-lambda-rie: HTTP %d: %s: %w", resp.StatusCode, trim(b), errRIEInitRace)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, nil, fmt.Errorf("aws-lambda-rie: HTTP %d: %s", resp.StatusCode, trim(b))
 	}
 	return d, b, nil
 }
+
+// errRIEInitRace is the emulator's 502 for a runtime that died in init:
+// under load the emulator starts the runtime before its own Runtime API
+// listens, and the runtime exits on "connection refused" (its log says
+// so). A cold sample that meets it is taken again with a new emulator.
+var errRIEInitRace = errors.New("the emulator's runtime failed its init")
 
 // stop kills the emulator and the runtime it started (which lives in its
 // own process group) and waits for the emulator to be reaped.

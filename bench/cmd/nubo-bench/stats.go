@@ -16,6 +16,9 @@ type Series struct {
 	Panel   string // "warm" or "cold": which chart panel draws it
 	Samples []time.Duration
 	Err     string // why the series stopped early, if it did
+	// Discarded counts attempts thrown away and taken again because the
+	// peer failed on its own (see errRIEInitRace).
+	Discarded int
 }
 
 // Summary is a series reduced to the figures the table quotes, in
