@@ -180,17 +180,7 @@ func throughput(name, url string, c int, d time.Duration, payload []byte, sign b
 // startRIE starts the emulator serving bootstrap and waits until it
 // answers; it returns its invoke URL.
 func startRIE(bin, bootstrap string, procs *[]*exec.Cmd) string {
-	// Both listeners held until both ports are known: one closed and
-	// opened again can give the same port twice.
-	ports := make([]int, 2)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
+	ports := freePorts(2)
 	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	c := exec.Command(bin, "--runtime-interface-emulator-address", addr,
 		"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", ports[1]), bootstrap)
@@ -282,6 +272,22 @@ func serveLambda(bootstrap string, n int, v *sigv4.Verifier, wrap func(net.Liste
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
 	}
+}
+
+// freePorts returns n distinct ports free on loopback now. The listeners
+// are held until all are found (one closed and opened again can give the
+// same port twice) and closed before it returns, for the emulator to bind.
+func freePorts(n int) []int {
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
 }
 
 func newClient() *http.Client {
