@@ -439,13 +439,29 @@ func (b *bench) coldJob(n *nuboServer, s *Series, prefix string, spec functionSp
 }
 
 // rieCold is one emulator cold start: a new emulator, its first response.
+// An attempt whose runtime raced the emulator's Runtime API (its log, from
+// where this attempt began, says the runtime's /next was refused) returns
+// an error wrapping errRIEInitRace.
 func (b *bench) rieCold(ctx context.Context, logPath string) (time.Duration, error) {
+	var from int64
+	if st, err := os.Stat(logPath); err == nil {
+		from = st.Size()
+	}
 	r, err := startRIE(rieOptions{bin: b.cfg.rieBin, bootstrap: b.rieBootstrap(), logPath: logPath})
 	if err != nil {
 		return 0, err
 	}
-	defer r.stop()
-	return r.firstResponse(ctx, b.payload)
+	d, err := r.firstResponse(ctx, b.payload)
+	r.stop()
+	if err != nil && strings.Contains(err.Error(), "HTTP 502") {
+		if log, rerr := os.ReadFile(logPath); rerr == nil && int64(len(log)) >= from {
+			tail := string(log[from:])
+			if strings.Contains(tail, "runtime/invocation/next") && strings.Contains(tail, "connection refused") {
+				err = fmt.Errorf("%w: %w", errRIEInitRace, err)
+			}
+		}
+	}
+	return d, err
 }
 
 // figCold: figures 3 and 5 (cold). nubo's cold starts, the emulator's

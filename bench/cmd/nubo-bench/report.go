@@ -40,6 +40,7 @@ type seriesOut struct {
 	Panel     string  `json:"panel"`
 	Summary   Summary `json:"summary"`
 	Err       string  `json:"error,omitempty"`
+	Discarded int     `json:"discarded_attempts,omitempty"`
 	SamplesUs []int64 `json:"samples_us"`
 }
 
@@ -263,7 +264,7 @@ func (r *results) printDetails(w io.Writer) {
 		sum, ok := s.Summarize()
 		note := s.Err
 		if s.Discarded > 0 {
-			note = strings.TrimSpace(fmt.Sprintf("%s %d attempts taken again: the emulator's runtime failed its init (it raced the emulator's Runtime API)", note, s.Discarded))
+			note = strings.TrimPrefix(note+"; ", "; ") + fmt.Sprintf("attempts taken again: %d (the emulator's runtime raced its Runtime API)", s.Discarded)
 		}
 		if !ok {
 			fmt.Fprintf(tw, "%s\t0\t\t\t\t\t\t%s\n", s.Label, note)
@@ -366,7 +367,7 @@ func (r *results) writeJSON(path string) error {
 	r.Summaries = map[string]seriesOut{}
 	for _, s := range r.order {
 		sum, _ := s.Summarize()
-		o := seriesOut{Label: s.Label, Panel: s.Panel, Summary: sum, Err: s.Err, SamplesUs: make([]int64, len(s.Samples))}
+		o := seriesOut{Label: s.Label, Panel: s.Panel, Summary: sum, Err: s.Err, Discarded: s.Discarded, SamplesUs: make([]int64, len(s.Samples))}
 		for i, d := range s.Samples {
 			o.SamplesUs[i] = d.Microseconds()
 		}

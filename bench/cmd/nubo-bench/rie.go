@@ -141,19 +141,16 @@ func (r *rieProcess) invoke(ctx context.Context, payload []byte) (time.Duration,
 	if err != nil {
 		return 0, nil, err
 	}
-	if resp.StatusCode == http.StatusBadGateway {
-		return 0, nil, fmt.Errorf("aws-lambda-rie: HTTP %d: %s: %w", resp.StatusCode, trim(b), errRIEInitRace)
-	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, nil, fmt.Errorf("aws-lambda-rie: HTTP %d: %s", resp.StatusCode, trim(b))
 	}
 	return d, b, nil
 }
 
-// errRIEInitRace is the emulator's 502 for a runtime that died in init:
-// under load the emulator starts the runtime before its own Runtime API
-// listens, and the runtime exits on "connection refused" (its log says
-// so). A cold sample that meets it is taken again with a new emulator.
+// errRIEInitRace marks an emulator cold start that failed because the
+// emulator started its runtime before its own Runtime API listened (under
+// load it can): the runtime exits on "connection refused" and the
+// emulator answers 502. rieCold tells it by the emulator's log.
 var errRIEInitRace = errors.New("the emulator's runtime failed its init")
 
 // stop kills the emulator and the runtime it started (which lives in its
