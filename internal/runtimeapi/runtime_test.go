@@ -744,9 +744,15 @@ func TestRuntimeNotReadingEvent(t *testing.T) {
 		_, err := e.s.Invoke(ctx, newInv("req-big", payload))
 		done <- err
 	}()
-	// While the event's write waits for a reader that never comes, another
-	// connection is answered.
-	time.Sleep(100 * time.Millisecond)
+	// The event is on its way once its status line arrives; its 6 MB are
+	// more than the socket buffers hold (4 MiB of send buffer at most
+	// here, tcp_wmem), so its write now waits for a reader that never
+	// comes. Meanwhile another connection is answered.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReaderSize(c, 16).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("the event's status line: %q, %v", line, err)
+	}
+	time.Sleep(50 * time.Millisecond)
 	pingCtx, pingCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer pingCancel()
 	if status, _, body, err := e.do(pingCtx, http.MethodGet, "/2018-06-01/ping", nil, ""); err != nil || status != http.StatusOK || string(body) != "pong" {
