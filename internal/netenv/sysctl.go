@@ -39,7 +39,8 @@ func disableIPv6(ifname string) error {
 }
 
 // disableHostIPv6 is disableIPv6 for a device of the host's namespace,
-// opened relative to the kept conf directory. A path from /proc/sys is
+// whichever thread calls it: the file is opened relative to the conf
+// directory New kept, whose namespace was fixed when it was opened. A path from /proc/sys is
 // looked up among every network namespace's entries of the same name, so
 // its cost grows with the environments that exist: 146–168 µs an open with
 // 530 of them, 5 µs relative to the directory (and 5 µs from /proc/sys

@@ -26,6 +26,9 @@ func TestAttachTap(t *testing.T) {
 	if link.Attrs().MasterIndex != m.brIndex {
 		t.Errorf("tap %s is not a port of the bridge", l.HostIface())
 	}
+	if v, err := readSysctl("net/ipv6/conf/" + l.HostIface() + "/disable_ipv6"); ipv6Present() && (err != nil || v != "1") {
+		t.Errorf("IPv6 on the tap %s: disable_ipv6 %q, %v", l.HostIface(), v, err)
+	}
 	p, err := netlink.LinkGetProtinfo(link)
 	if err != nil {
 		t.Fatal(err)
