@@ -95,10 +95,7 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// among them) closes when the runtime or an extension is exec'd. Those
 	// it opens itself are close-on-exec already.
 	CloseOnExecFrom(3)
-	// Raw reads and writes on the host's connection (package rawio), as
-	// on the runtime's (setup) and its output pipes (readChunk): most of an
-	// invocation's thread switches otherwise.
-	a := &Agent{conn: agentproto.NewConn(rawio.WrapFile(rw)), log: log, reap: newReaper()}
+	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
 	defer a.killAll()
 	if err := warmUp(log); err != nil {
 		log.Debug("warm-up", "err", err)
@@ -168,7 +165,7 @@ func (a *Agent) prepare() error {
 		if err != nil {
 			return fmt.Errorf("runtime api: %w", err)
 		}
-		a.preLn = rawio.Listener{Listener: ln}
+		a.preLn = ln
 	}
 	return a.startOutput()
 }
@@ -266,9 +263,10 @@ func (a *Agent) setup() error {
 		if ln, err = net.Listen("tcp", a.start.RuntimeAPI); err != nil {
 			return fmt.Errorf("runtime api: %w", err)
 		}
-		ln = rawio.Listener{Listener: ln}
 	}
-	go a.rapi.Serve(context.Background(), ln)
+	// Raw reads and writes on the runtime's connections (package rawio), as
+	// on the host's (agentproto) and the output pipes (readChunk).
+	go a.rapi.Serve(context.Background(), rawio.Listener{Listener: ln})
 	if a.outPipe[0] == nil {
 		if err := a.startOutput(); err != nil {
 			return err

@@ -31,6 +31,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 // Type of a frame.
@@ -217,8 +219,12 @@ type Conn struct {
 	c  io.Closer
 }
 
-// NewConn wraps a bidirectional stream.
+// NewConn wraps a bidirectional stream. A non-blocking socket or pipe
+// (the namespace sandbox's socketpair, on both sides) is read and written
+// with raw system calls: most of an invocation's thread switches
+// otherwise (package rawio).
 func NewConn(rw io.ReadWriteCloser) *Conn {
+	rw = rawio.WrapFile(rw)
 	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), w: rw, c: rw}
 }
 

@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/agentproto"
-	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
 
@@ -230,7 +229,7 @@ func begin(sb sandbox.Sandbox, id string, cfg Config) *Environment {
 		cfg.Logger = slog.Default()
 	}
 	e := &Environment{
-		ID: id, cfg: cfg, sb: sb, conn: agentproto.NewConn(rawio.WrapFile(sb.Conn())), log: cfg.Logger.With("env", id),
+		ID: id, cfg: cfg, sb: sb, conn: agentproto.NewConn(sb.Conn()), log: cfg.Logger.With("env", id),
 		created: time.Now(), initDone: make(chan initOutcome, 1), results: make(chan *result, 1),
 		shutdown: make(chan struct{}, 1), dead: make(chan struct{}),
 	}
