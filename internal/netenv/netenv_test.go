@@ -753,3 +753,51 @@ func TestCleanupStale(t *testing.T) {
 		})
 	}
 }
+
+// TestSmallMTU: a host whose default route has an MTU below IPv6's
+// minimum gives the bridge and every port that MTU, and such devices have
+// no IPv6 (and no conf directory to turn it off in): environments and
+// taps must still attach, with no IPv6 anywhere.
+func TestSmallMTU(t *testing.T) {
+	t.Parallel()
+	testutil.RequiresRoot(t)
+	cfg := testConfig(t, 45, "", NewFake())
+	cfg.MTU = 1200
+	m := newManager(t, cfg)
+	ns := newTestNS(t)
+	l, err := m.Attach(ns.fd, "small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap, f, err := m.AttachTap("vm-111111111111-45")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, dev := range []string{cfg.Bridge, l.HostIface(), tap.HostIface()} {
+		link, err := netlink.LinkByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if link.Attrs().MTU != 1200 {
+			t.Errorf("%s: MTU %d, want 1200", dev, link.Attrs().MTU)
+		}
+		if v, err := readSysctl("net/ipv6/conf/" + dev + "/disable_ipv6"); err == nil {
+			t.Errorf("%s has IPv6 at MTU 1200 (disable_ipv6 %q)", dev, v)
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_V6)
+		if err != nil || len(addrs) != 0 {
+			t.Errorf("%s: IPv6 addresses %v, %v", dev, addrs, err)
+		}
+	}
+	if err := m.Detach(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Detach(tap); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, cfg.Name, cfg.Bridge)
+}

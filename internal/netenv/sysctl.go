@@ -45,7 +45,14 @@ func disableIPv6(ifname string) error {
 // its cost grows with the environments that exist: 146–168 µs an open with
 // 530 of them, 5 µs relative to the directory (and 5 µs from /proc/sys
 // once they are gone).
+//
+// A device whose MTU is below IPv6's minimum (1280) has no IPv6 at all, and
+// no conf directory: nothing to disable (all nubo's devices have the
+// bridge's MTU, from the host's default route, which can be that small).
 func (m *Manager) disableHostIPv6(ifname string) error {
+	if m.mtu < ipv6MinMTU && m.mtu > 0 {
+		return nil
+	}
 	if m.hostConf == nil {
 		return disableIPv6(ifname)
 	}
@@ -59,6 +66,10 @@ func (m *Manager) disableHostIPv6(ifname string) error {
 	}
 	return nil
 }
+
+// ipv6MinMTU is IPv6's minimum link MTU (RFC 8200): the kernel keeps no
+// IPv6 state for a device below it.
+const ipv6MinMTU = 1280
 
 // ipv6Present reports whether the kernel has IPv6 (not ipv6.disable=1).
 func ipv6Present() bool {

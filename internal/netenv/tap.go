@@ -85,6 +85,12 @@ func (m *Manager) wireTap(l *Link) (*os.File, error) {
 	if err != nil {
 		return fail(err)
 	}
+	// A tap is made by an ioctl that takes no MTU: it comes at 1500.
+	if host.Attrs().MTU != m.mtu {
+		if err := m.nl.LinkSetMTU(host, m.mtu); err != nil {
+			return fail(fmt.Errorf("mtu of %s: %w", l.name, err))
+		}
+	}
 	if err := m.disableHostIPv6(l.name); err != nil {
 		return fail(err)
 	}
