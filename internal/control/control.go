@@ -56,6 +56,11 @@ type Options struct {
 	// OnChange is called after any write to a function (environments of the
 	// old configuration retire).
 	OnChange func(account, name string)
+	// CheckRuntime, if set, refuses a runtime this node cannot run, at
+	// CreateFunction and at an UpdateFunctionConfiguration that sets one,
+	// as AWS refuses a runtime it no longer supports (a function that
+	// would otherwise become Active and then fail every invoke).
+	CheckRuntime func(id string) error
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -103,6 +108,17 @@ func (s *Service) Close() {
 
 // SetOnChange sets the hook called after any write to a function.
 func (s *Service) SetOnChange(fn func(account, name string)) { s.opts.OnChange = fn }
+
+// SetCheckRuntime sets Options.CheckRuntime.
+func (s *Service) SetCheckRuntime(fn func(id string) error) { s.opts.CheckRuntime = fn }
+
+// checkRuntime applies Options.CheckRuntime to a runtime a request sets.
+func (s *Service) checkRuntime(id string) error {
+	if id == "" || s.opts.CheckRuntime == nil {
+		return nil
+	}
+	return s.opts.CheckRuntime(id)
+}
 
 // Region is the region every ARN of this server names.
 func (s *Service) Region() string { return s.opts.Region }

@@ -120,6 +120,9 @@ func (s *Service) CreateFunction(ctx context.Context, acct string, in *function.
 	if err := function.Validate(cfg, len(in.Layers)); err != nil {
 		return nil, err
 	}
+	if err := s.checkRuntime(cfg.Runtime); err != nil {
+		return nil, err
+	}
 	if err := checkTags(in.Tags); err != nil {
 		return nil, err
 	}
@@ -455,6 +458,11 @@ func (s *Service) UpdateFunctionConfiguration(ctx context.Context, acct, fn stri
 		}
 		if err := function.Validate(n, layerCount); err != nil {
 			return err
+		}
+		if in.Runtime != nil {
+			if err := s.checkRuntime(n.Runtime); err != nil {
+				return err
+			}
 		}
 		s.markUpdating(n)
 		rec.Latest = *n

@@ -33,6 +33,7 @@ func TestGoFunction(t *testing.T) {
 	t.Run("ExitError", func(t *testing.T) { t.Parallel(); testExit(t, h) })
 	t.Run("LogTail", func(t *testing.T) { t.Parallel(); testTail(t, h) })
 	t.Run("DryRunAndValidation", func(t *testing.T) { t.Parallel(); testDryRun(t, h) })
+	t.Run("RuntimeNotOffered", func(t *testing.T) { t.Parallel(); testRuntimeNotOffered(t, h) })
 	t.Run("EnvironmentVariables", func(t *testing.T) { t.Parallel(); testEnvironment(t, h) })
 	t.Run("Context", func(t *testing.T) { t.Parallel(); testContext(t, h) })
 	t.Run("WarmReuse", func(t *testing.T) { t.Parallel(); testWarmReuse(t, h) })
@@ -268,6 +269,40 @@ func apiError(t testing.TB, err error) (string, int) {
 		t.Fatalf("error %v is not an AWS API error", err)
 	}
 	return ae.ErrorCode(), re.HTTPStatusCode()
+}
+
+// testRuntimeNotOffered: a runtime AWS has but this node does not run
+// (nubo runs no Java) is refused when a function is created with it or
+// switched to it, as AWS refuses a runtime it no longer supports; it
+// used to be accepted, become Active and fail every invoke.
+func testRuntimeNotOffered(t *testing.T, h *harness) {
+	in := &lambda.CreateFunctionInput{
+		FunctionName: aws.String("java"), Role: aws.String(role), Runtime: types.RuntimeJava21,
+		Handler: aws.String("example.Handler::handleRequest"), Code: &types.FunctionCode{ZipFile: fnZip(t, "v0")},
+	}
+	_, err := h.c.CreateFunction(ctx(t), in)
+	if code, status := apiError(t, err); code != "InvalidParameterValueException" || status != 400 ||
+		!strings.Contains(err.Error(), "The runtime parameter of java21 is not supported on this nubo node; it offers: provided") {
+		t.Errorf("create with java21: %s %d (%v); want InvalidParameterValueException 400 naming the runtimes offered", code, status, err)
+	}
+	if _, err := h.c.GetFunction(ctx(t), &lambda.GetFunctionInput{FunctionName: aws.String("java")}); err == nil {
+		t.Error("the refused function exists")
+	}
+	h.create(t, "to-java", nil)
+	_, err = h.c.UpdateFunctionConfiguration(ctx(t), &lambda.UpdateFunctionConfigurationInput{
+		FunctionName: aws.String("to-java"), Runtime: types.RuntimeJava21})
+	if code, status := apiError(t, err); code != "InvalidParameterValueException" || status != 400 {
+		t.Errorf("update to java21: %s %d (%v); want InvalidParameterValueException 400", code, status, err)
+	}
+	// An update that leaves the runtime alone is not refused for it.
+	if _, err := h.c.UpdateFunctionConfiguration(ctx(t), &lambda.UpdateFunctionConfigurationInput{
+		FunctionName: aws.String("to-java"), Description: aws.String("still Go")}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUpdated(t, "to-java")
+	if s := decodeState(t, h.invokeOK(t, "to-java", op("count"))); s.Count != 1 {
+		t.Errorf("after the refused update the function counted %d invocations; want 1", s.Count)
+	}
 }
 
 func testDryRun(t *testing.T, h *harness) {

@@ -209,6 +209,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		Logger:       log,
 	})
 	ex := &execution{backend: backend, pool: pool, code: cache, ctl: ctl, cgroups: cgm, nets: nets, invoker: &invoke.Invoker{Control: ctl, Pool: pool}}
+	ctl.SetCheckRuntime(pool.CheckRuntime)
 	ctl.SetOnChange(func(acct, name string) {
 		go ex.invalidate(acct, name)
 		go ex.prefetch(acct, name)

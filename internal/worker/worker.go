@@ -448,7 +448,7 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 	c := &v.Config
 	rt, ok := p.runtime(c.Runtime)
 	if !ok {
-		return nil, nil, errdefs.InvalidParameter("The runtime parameter of %s is not supported on this nubo node; it offers: %s", c.Runtime, p.offered())
+		return nil, nil, p.CheckRuntime(c.Runtime)
 	}
 	tCode := time.Now()
 	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
@@ -519,6 +519,15 @@ func joinOpt(opt, sub string) string {
 		return ""
 	}
 	return opt + "/" + sub
+}
+
+// CheckRuntime refuses a runtime this node does not offer (an
+// InvalidParameterValueException naming the ones it does).
+func (p *Pool) CheckRuntime(id string) error {
+	if _, ok := p.runtime(id); ok {
+		return nil
+	}
+	return errdefs.InvalidParameter("The runtime parameter of %s is not supported on this nubo node; it offers: %s", id, p.offered())
 }
 
 func (p *Pool) offered() string {
