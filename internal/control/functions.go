@@ -492,8 +492,10 @@ func (s *Service) ListFunctions(ctx context.Context, acct, marker string, maxIte
 		if err != nil {
 			continue // deleted meanwhile
 		}
-		items = append(items, rec.Latest)
-		if all {
+		if !all {
+			items = append(items, rec.Latest)
+		} else {
+			items = append(items, latestListed(rec.Latest))
 			vs, err := s.versions(ctx, acct, name)
 			if err != nil {
 				return nil, "", err
@@ -506,6 +508,16 @@ func (s *Service) ListFunctions(ctx context.Context, acct, marker string, maxIte
 	// NUL sorts before every name character, so "api" and its versions come
 	// before "api-v2" in key order just as they do in the list.
 	return paginate(items, marker, maxItems, func(c function.Config) string { return c.FunctionName + "\x00" + versionOrder(c.Version) })
+}
+
+// latestListed is $LATEST as a list of versions shows it (ListFunctions
+// with FunctionVersion=ALL, ListVersionsByFunction): its ARN qualified
+// with $LATEST, as every other version's is with its number (the AWS CLI
+// reference's list-versions-by-function example; moto does the same).
+// Everywhere else $LATEST goes by the unqualified ARN.
+func latestListed(c function.Config) function.Config {
+	c.FunctionArn += ":" + function.Latest
+	return c
 }
 
 // versions returns a function's published versions in ascending order.

@@ -125,7 +125,7 @@ func (s *Service) ListVersionsByFunction(ctx context.Context, acct, fn, marker s
 	if err != nil {
 		return nil, "", err
 	}
-	items := []function.Config{rec.Latest}
+	items := []function.Config{latestListed(rec.Latest)}
 	for _, v := range vs {
 		items = append(items, v.Config)
 	}

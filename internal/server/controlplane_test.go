@@ -328,7 +328,8 @@ func TestControlPlane(t *testing.T) {
 				}
 			}
 		}
-		want := []string{"$LATEST=" + fnArn(devAcct, "page-a"), "1=" + fnArn(devAcct, "page-a") + ":1"}
+		// In a list of versions $LATEST's ARN is qualified too.
+		want := []string{"$LATEST=" + fnArn(devAcct, "page-a") + ":$LATEST", "1=" + fnArn(devAcct, "page-a") + ":1"}
 		if !slices.Equal(versions, want) {
 			t.Errorf("FunctionVersion=ALL for page-a: %v, want %v", versions, want)
 		}
@@ -428,6 +429,8 @@ func TestControlPlane(t *testing.T) {
 		}
 		if got := versionList(vs.Versions); !slices.Equal(got, []string{"$LATEST", "2"}) {
 			t.Errorf("versions after deleting 1: %v", got)
+		} else if a := aws.ToString(vs.Versions[0].FunctionArn); a != fnArn(devAcct, "doomed")+":$LATEST" {
+			t.Errorf("$LATEST listed as %s; want the ARN qualified with $LATEST", a)
 		}
 		// The whole function, versions and aliases included.
 		if _, err := c.DeleteFunction(ctx(t), &lambda.DeleteFunctionInput{FunctionName: aws.String("doomed")}); err != nil {
