@@ -201,6 +201,16 @@ func (s *Service) notFound(acct, name, q string) error {
 	return errdefs.NotFound("Function not found: %s", a)
 }
 
+// namedAs rewords a function's not-found error (load's, which names the
+// unqualified ARN) for a reference with qualifier q: AWS names the ARN the
+// caller used. Other errors pass unchanged.
+func (s *Service) namedAs(err error, acct, name, q string) error {
+	if q == "" || !errdefs.Is(err, errdefs.KindNotFound) {
+		return err
+	}
+	return s.notFound(acct, name, q)
+}
+
 // ref resolves a FunctionName path value and optional ?Qualifier= for the
 // caller's account. A reference to another account or region is reported as
 // not found, exactly like a missing name.

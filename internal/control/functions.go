@@ -237,7 +237,7 @@ func (s *Service) getVersion(ctx context.Context, acct, name, n string) (*Versio
 func (s *Service) Lookup(ctx context.Context, acct, name, q string) (*Version, *function.Alias, error) {
 	rec, _, err := s.load(ctx, acct, name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, s.namedAs(err, acct, name, q)
 	}
 	return s.lookupIn(ctx, rec, acct, name, q)
 }
@@ -292,7 +292,7 @@ func (s *Service) GetFunction(ctx context.Context, acct, fn, qualifier string) (
 	}
 	rec, _, err := s.load(ctx, acct, name)
 	if err != nil {
-		return nil, err
+		return nil, s.namedAs(err, acct, name, q)
 	}
 	v, _, err := s.lookupIn(ctx, rec, acct, name, q)
 	if err != nil {
@@ -702,7 +702,7 @@ func (s *Service) InvokeTarget(ctx context.Context, acct, fn, qualifier string) 
 	}
 	rec, err := s.cachedRecord(ctx, acct, name)
 	if err != nil {
-		return nil, err
+		return nil, s.namedAs(err, acct, name, q)
 	}
 	v, al, err := s.resolveIn(ctx, rec, acct, name, q, s.cachedVersion)
 	if err != nil {

@@ -331,6 +331,12 @@ func testDryRun(t *testing.T, h *harness) {
 	if code, status := apiError(t, err); code != "ResourceNotFoundException" || status != 404 {
 		t.Errorf("unknown function: %s %d; want ResourceNotFoundException 404", code, status)
 	}
+	// Named as the caller qualified it.
+	_, err = h.invokeErr(t, "no-such-function", op("count"), qualifier("live"))
+	if code, status := apiError(t, err); code != "ResourceNotFoundException" || status != 404 ||
+		!strings.HasSuffix(err.Error(), "Function not found: arn:aws:lambda:us-east-1:000000000000:function:no-such-function:live") {
+		t.Errorf("unknown function, qualified: %s %d (%v); want ResourceNotFoundException 404 naming no-such-function:live", code, status, err)
+	}
 }
 
 // TestPendingFunction: invoking a function that is not Active yet is a

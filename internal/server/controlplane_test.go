@@ -442,7 +442,15 @@ func TestControlPlane(t *testing.T) {
 				in.Qualifier = aws.String(q)
 			}
 			_, err := c.GetFunction(ctx(t), in)
-			wantAPIError(t, err, 404, "ResourceNotFoundException", "Function not found: "+fnArn(devAcct, "doomed"))
+			// The message names the ARN as the caller qualified it.
+			want := fnArn(devAcct, "doomed")
+			if q != "" {
+				want += ":" + q
+			}
+			wantAPIError(t, err, 404, "ResourceNotFoundException", "Function not found: "+want)
+			if msg := apiMessage(err); !strings.HasSuffix(msg, want) {
+				t.Errorf("GetFunction %q: %q, want it to end with %s", q, msg, want)
+			}
 		}
 		_, err = c.DeleteFunction(ctx(t), &lambda.DeleteFunctionInput{FunctionName: aws.String("doomed")})
 		wantAPIError(t, err, 404, "ResourceNotFoundException", "")
