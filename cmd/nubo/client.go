@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -69,7 +71,26 @@ func (c *clientFlags) do(ctx context.Context, method, path string, q url.Values)
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("%s: %s", resp.Status, b)
+		return nil, apiError(resp, b)
 	}
 	return resp, nil
+}
+
+// apiError words an error answer as the AWS CLI does: the error code
+// (x-amzn-ErrorType, without its ":" suffix) and the message.
+func apiError(resp *http.Response, body []byte) error {
+	var msg string
+	var raw map[string]any
+	if json.Unmarshal(body, &raw) == nil {
+		for _, k := range []string{"Message", "message"} {
+			if m, ok := raw[k].(string); ok {
+				msg = m
+			}
+		}
+	}
+	code, _, _ := strings.Cut(resp.Header.Get("X-Amzn-Errortype"), ":")
+	if msg == "" || code == "" {
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return fmt.Errorf("%s (%d): %s", code, resp.StatusCode, msg)
 }

@@ -43,6 +43,7 @@ type CodeFetcher interface {
 // LogReader reads function logs (package logs).
 type LogReader interface {
 	Read(ctx context.Context, q logs.Query, fn func(logs.Event) error) error
+	GroupExists(ctx context.Context, acct, group string) (bool, error)
 }
 
 // Config wires the API to the rest of nubo.

@@ -44,6 +44,19 @@ func (a *API) readLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	query.Follow, _ = strconv.ParseBool(q.Get("follow"))
+	// Following waits for a group to appear; reading once says it is not
+	// there, as CloudWatch Logs does (aws logs tail).
+	if !query.Follow {
+		ok, err := a.cfg.Logs.GroupExists(r.Context(), query.Account, group)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		if !ok {
+			a.writeError(w, r, errdefs.NotFound("The specified log group does not exist."))
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)

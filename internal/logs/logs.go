@@ -134,11 +134,29 @@ type Query struct {
 	Follow   bool
 }
 
+// GroupExists reports whether a log group of acct holds any event (within
+// the retention): a group no function has written to, or whose events
+// have all expired, does not exist, as in CloudWatch Logs.
+func (s *Store) GroupExists(ctx context.Context, acct, group string) (bool, error) {
+	st, err := s.js.Stream(ctx, StreamName)
+	if err != nil {
+		return false, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(groupFilter(acct, group)))
+	if err != nil {
+		return false, err
+	}
+	return len(info.State.Subjects) > 0, nil
+}
+
+// groupFilter is the subject filter of every log stream of a group.
+func groupFilter(acct, group string) string { return "logs." + acct + "." + token(group) + ".*" }
+
 // Read calls fn for each event matching q in order; with Follow it keeps
 // waiting for new events until ctx ends.
 func (s *Store) Read(ctx context.Context, q Query, fn func(Event) error) error {
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"logs." + q.Account + "." + token(q.LogGroup) + ".*"},
+		FilterSubjects: []string{groupFilter(q.Account, q.LogGroup)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if !q.Since.IsZero() {
