@@ -61,8 +61,8 @@ type Options struct {
 	// as AWS refuses a runtime it no longer supports (a function that
 	// would otherwise become Active and then fail every invoke).
 	CheckRuntime func(id string) error
-	Logger   *slog.Logger
-	Now      func() time.Time
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Service is the control plane.
