@@ -112,7 +112,7 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{},
 		volumes: newVolumeMaker(filepath.Join(cfg.Dir, "templates"))}
 	var err error
-	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc")); err != nil {
+	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc"), cfg.Logger); err != nil {
 		return nil, err
 	}
 	if b.land, err = hostUserland(); err != nil {

@@ -3,6 +3,7 @@ package nsbox
 import (
 	"bufio"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -40,9 +41,14 @@ func hostUserland() ([]userlandEntry, error) {
 // writeEtc generates the sandboxes' /etc: the sandbox user and group as
 // Lambda names them, name resolution, the dynamic linker's cache, and the
 // OS identification. No host secret (shadow, keys, host names) is copied.
-func writeEtc(dir string) (string, error) {
+func writeEtc(dir string, log *slog.Logger) (string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "ssl", "certs"), 0o755); err != nil {
 		return "", err
+	}
+	resolv, ok := resolvConf(resolvFiles...)
+	if !ok {
+		log.Warn("nsbox: the host names no name server a sandbox can reach (only loopback ones, or none): functions will have no DNS",
+			"files", resolvFiles)
 	}
 	files := map[string]string{
 		"passwd":        fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:%d:%d::/home/sbx_user1051:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n", SandboxUID, SandboxGID),
@@ -50,7 +56,7 @@ func writeEtc(dir string) (string, error) {
 		"hosts":         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
 		"nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
 		"hostname":      "sandbox\n",
-		"resolv.conf":   resolvConf(),
+		"resolv.conf":   resolv,
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
@@ -76,13 +82,29 @@ func writeEtc(dir string) (string, error) {
 	return dir, nil
 }
 
-// resolvConf keeps the host's name servers that a sandbox can reach:
-// loopback resolvers (systemd-resolved's 127.0.0.53) are the host's own
-// and unreachable from a sandbox by design.
-func resolvConf() string {
-	f, err := os.Open("/etc/resolv.conf")
+// resolvFiles are where the host's resolvers are named, in order: the
+// usual file, then systemd-resolved's list of its upstream servers, which
+// is what a sandbox can use on a host whose /etc/resolv.conf names only
+// the local stub (127.0.0.53, as on Ubuntu).
+var resolvFiles = []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"}
+
+// resolvConf keeps the host's name servers that a sandbox can reach, from
+// the first of files that names one: loopback resolvers are the host's
+// own and unreachable from a sandbox by design. ok is false when no file
+// names one: sandboxes then have no DNS.
+func resolvConf(files ...string) (conf string, ok bool) {
+	for _, path := range files {
+		if conf, ok := resolvFile(path); ok {
+			return conf, true
+		}
+	}
+	return "", false
+}
+
+func resolvFile(path string) (conf string, ok bool) {
+	f, err := os.Open(path)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	defer f.Close()
 	var b strings.Builder
@@ -92,11 +114,12 @@ func resolvConf() string {
 		if len(fields) >= 2 && fields[0] == "nameserver" {
 			if a, err := netip.ParseAddr(fields[1]); err == nil && !a.IsLoopback() {
 				b.WriteString("nameserver " + fields[1] + "\n")
+				ok = true
 			}
 		}
 		if len(fields) >= 2 && (fields[0] == "search" || fields[0] == "options") {
 			b.WriteString(sc.Text() + "\n")
 		}
 	}
-	return b.String()
+	return b.String(), ok
 }
