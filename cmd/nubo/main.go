@@ -85,6 +85,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (off when empty)")
 	fs.StringVar(&cfg.Subnet, "subnet", "", "IPv4 subnet of the environments' network (default 10.213.0.0/16)")
 	fs.StringVar(&cfg.Firewall, "firewall", "auto", "environment firewall: auto (nftables, else iptables), nftables or iptables")
+	fs.StringVar(&cfg.HostPorts, "host-ports", "", "TCP ports of this host that every environment may connect to, at host.nubo.internal (e.g. 5432,6379 for a database in development); none by default")
 	fs.StringVar(&cfg.NetName, "net-name", "nubo", "name of the bridge, veths and firewall table (several nubo servers on one host need distinct names and subnets)")
 	fs.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", 2_000_000, "first host uid/gid mapped into sandboxes (each takes 1000; several servers on one host need distinct ranges)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

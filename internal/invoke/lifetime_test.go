@@ -2,7 +2,10 @@ package invoke_test
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +82,46 @@ func TestNoNetwork(t *testing.T) {
 	}
 	if strings.Contains(none, "eth0:") || !strings.Contains(none, "lo:") {
 		t.Fatalf("NuboNetwork none should have loopback only: %s", none)
+	}
+}
+
+// TestHostPorts: with --host-ports, a function reaches a service on the
+// host by the name host.nubo.internal (its /etc/hosts), at those ports
+// only.
+func TestHostPorts(t *testing.T) {
+	if os.Getenv("NUBO_TEST_ISOLATION") == "process" {
+		t.Skip("the process backend has no network namespaces")
+	}
+	testutil.RequiresRoot(t)
+	listen := func(greeting string) int {
+		ln, err := net.Listen("tcp4", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintln(c, greeting)
+				c.Close()
+			}
+		}()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	open, closed := listen("hello from the host"), listen("should not be reached")
+	h := newHarness(t, func(c *server.Config) { c.HostPorts = strconv.Itoa(open) })
+	h.create(t, "hostdial", nil)
+	dial := func(port int) *result {
+		return h.invoke(t, "hostdial", []byte(fmt.Sprintf(`{"op":"dial","addr":"host.nubo.internal:%d"}`, port)))
+	}
+	if r := dial(open); r.FunctionError != nil || string(r.Payload) != `"hello from the host"` {
+		t.Errorf("dial an opened host port: %s %s", aws.ToString(r.FunctionError), r.Payload)
+	}
+	if r := dial(closed); r.FunctionError == nil {
+		t.Errorf("dial a host port not opened: reached (%s)", r.Payload)
 	}
 }
 

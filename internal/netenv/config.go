@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -44,8 +45,18 @@ type Config struct {
 	Backend string
 	// Firewall, when set, is used instead of Backend (a Fake in tests).
 	Firewall Firewall
-	Logger   *slog.Logger
+	// HostPorts are TCP ports of the host that environments may connect
+	// to, at the bridge's address (the gateway, host.nubo.internal in
+	// their /etc/hosts): an operator's opening for services on the host,
+	// such as a database in development or CI. Every environment of the
+	// instance gets it. Empty (the default): the host is out of reach.
+	HostPorts []uint16
+	Logger    *slog.Logger
 }
+
+// maxHostPorts bounds HostPorts: each is a rule every connection attempt
+// to the host is checked against.
+const maxHostPorts = 64
 
 func (c Config) withDefaults() Config {
 	if c.Name == "" {
@@ -92,6 +103,17 @@ func (c Config) validate() error {
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		return fmt.Errorf("netenv: MTU %d out of range", c.MTU)
+	}
+	if len(c.HostPorts) > maxHostPorts {
+		return fmt.Errorf("netenv: %d host ports: at most %d", len(c.HostPorts), maxHostPorts)
+	}
+	for i, p := range c.HostPorts {
+		if p == 0 {
+			return fmt.Errorf("netenv: host port 0")
+		}
+		if slices.Contains(c.HostPorts[:i], p) {
+			return fmt.Errorf("netenv: host port %d given twice", p)
+		}
 	}
 	return nil
 }

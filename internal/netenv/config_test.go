@@ -27,6 +27,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{Subnet: netip.MustParsePrefix("10.213.0.0/31")},
 		{Subnet: netip.MustParsePrefix("10.0.0.0/7")},
 		{MTU: 100},
+		{HostPorts: []uint16{0}},
+		{HostPorts: []uint16{5432, 6379, 5432}},
+		{HostPorts: make([]uint16, 65)},
 	}
 	for _, b := range bad {
 		if err := b.withDefaults().validate(); err == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"strconv"
 	"strings"
 )
 
@@ -202,6 +203,9 @@ func iptArgs(chain string, r Rule) (args []string, ok bool) {
 	}
 	if r.Replies {
 		args = append(args, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
+	}
+	if r.TCPDstPort != 0 {
+		args = append(args, "-p", "tcp", "--dport", strconv.Itoa(int(r.TCPDstPort)))
 	}
 	if r.Comment != "" {
 		args = append(args, "-m", "comment", "--comment", r.Comment)

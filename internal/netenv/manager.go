@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,7 +241,9 @@ func (m *Manager) createBridge() error {
 }
 
 // Policy is the firewall policy the Manager installed.
-func (m *Manager) Policy() Policy { return Policy{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet} }
+func (m *Manager) Policy() Policy {
+	return Policy{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, HostPorts: slices.Clone(m.cfg.HostPorts)}
+}
 
 // Backend names the firewall in use ("nftables", "iptables", or the Name
 // of Config.Firewall).

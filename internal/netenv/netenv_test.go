@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -232,7 +233,7 @@ func TestPolicyWithoutFirewall(t *testing.T) {
 	if w.m.Backend() != "fake" {
 		t.Fatalf("firewall %s", w.m.Backend())
 	}
-	if p, ok := fake.Installed(); !ok || p != w.m.Policy() {
+	if p, ok := fake.Installed(); !ok || !reflect.DeepEqual(p, w.m.Policy()) {
 		t.Fatalf("fake got %+v, %v", p, ok)
 	}
 	a := w.la.Addr()
@@ -796,6 +797,45 @@ func TestSmallMTU(t *testing.T) {
 	if err := m.Detach(tap); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, cfg.Name, cfg.Bridge)
+}
+
+// TestHostPorts: an operator's host ports (Config.HostPorts) are open to
+// environments at the bridge's address, over TCP, and nothing else of the
+// host is: not another port, not the same port at another host address.
+func TestHostPortsNftables(t *testing.T) {
+	t.Parallel()
+	testHostPorts(t, 47, BackendNftables)
+}
+
+func TestHostPortsIptables(t *testing.T) {
+	t.Parallel()
+	testHostPorts(t, 48, BackendIptables)
+}
+
+func testHostPorts(t *testing.T, n int, backend string) {
+	testutil.RequiresRoot(t)
+	backendUsable(t, backend)
+	open, closed := serve(t, nil), serve(t, nil)
+	cfg := testConfig(t, n, backend, nil)
+	cfg.HostPorts = []uint16{uint16(open)}
+	m := newManager(t, cfg)
+	ns := newTestNS(t)
+	l, err := m.Attach(ns.fd, fmt.Sprintf("nubo-%d0000000a", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := []probe{
+		{"env to an opened host port", ns, m.Gateway(), open, true, l.Addr()},
+		{"env to another host port", ns, m.Gateway(), closed, false, netip.Addr{}},
+	}
+	if ip := primaryIPv4(t); ip.IsValid() {
+		probes = append(probes, probe{"env to the opened port at the host's primary address", ns, ip, open, false, netip.Addr{}})
+	}
+	check(t, probes...)
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}

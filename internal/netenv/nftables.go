@@ -1,6 +1,7 @@
 package netenv
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -190,6 +191,16 @@ func nftExprs(r Rule) []expr.Any {
 	}
 	addr(r.Src, 12) // IPv4 source address
 	addr(r.Dst, 16) // IPv4 destination address
+	if r.TCPDstPort != 0 {
+		var port [2]byte
+		binary.BigEndian.PutUint16(port[:], r.TCPDstPort)
+		es = append(es,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port[:]},
+		)
+	}
 	if r.Replies {
 		// ct state is a host-endian bitmask.
 		es = append(es,

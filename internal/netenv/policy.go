@@ -1,6 +1,7 @@
 package netenv
 
 import (
+	"fmt"
 	"net/netip"
 )
 
@@ -104,7 +105,9 @@ type Rule struct {
 	// Replies matches packets of connections already seen (conntrack state
 	// established or related).
 	Replies bool
-	Action  Action
+	// TCPDstPort, when not 0, matches TCP packets to that port only.
+	TCPDstPort uint16
+	Action     Action
 	// Comment tells an operator reading the ruleset why the rule is there.
 	Comment string
 }
@@ -116,9 +119,16 @@ type Rule struct {
 type Policy struct {
 	// Bridge is the host bridge every environment's veth is a port of.
 	Bridge string
-	// Subnet is where environments' addresses come from.
+	// Subnet is where environments' addresses come from; its first host
+	// address is the bridge's, the environments' gateway.
 	Subnet netip.Prefix
+	// HostPorts are the TCP ports of the gateway address environments may
+	// connect to (Config.HostPorts).
+	HostPorts []uint16
 }
+
+// Gateway is the bridge's address: the subnet's first host.
+func (p Policy) Gateway() netip.Addr { return p.Subnet.Masked().Addr().Next() }
 
 // linkLocal is 169.254.0.0/16: cloud metadata services (169.254.169.254),
 // link-local DNS and NTP endpoints of clouds, none of which a function may
@@ -130,7 +140,17 @@ var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
 func (p Policy) Rules() []Rule {
 	br := IfaceMatch{Name: p.Bridge}
 	notBr := IfaceMatch{Name: p.Bridge, Not: true}
-	return []Rule{
+	var rules []Rule
+	// The operator's openings to the host (Config.HostPorts), ahead of
+	// the drop below: TCP to the gateway address and those ports only.
+	// The host's answers leave by the output hook, which the policy does
+	// not filter.
+	gw := AddrMatch{Prefix: netip.PrefixFrom(p.Gateway(), 32)}
+	for _, port := range p.HostPorts {
+		rules = append(rules, Rule{Hook: HookInput, In: br, Dst: gw, TCPDstPort: port, Action: Accept,
+			Comment: fmt.Sprintf("nubo: environment to host port %d", port)})
+	}
+	return append(rules, []Rule{
 		// Everything an environment sends to the host itself — the bridge
 		// address, every other host address, broadcasts — arrives at the
 		// input hook with the bridge as input interface. Nothing on the host
@@ -157,7 +177,7 @@ func (p Policy) Rules() []Rule {
 		{Hook: HookForward, Out: br, Action: Drop, Comment: "nubo: unsolicited traffic to environments"},
 
 		{Hook: HookPostrouting, Out: notBr, Src: AddrMatch{Prefix: p.Subnet}, Action: Masquerade, Comment: "nubo: environment egress NAT"},
-	}
+	}...)
 }
 
 // Packet describes a packet for Evaluate.
@@ -170,6 +190,8 @@ type Packet struct {
 	// Reply is true for a packet of a connection conntrack has already seen
 	// (established or related).
 	Reply bool
+	// TCPDstPort is the destination port of a TCP packet, 0 for any other.
+	TCPDstPort uint16
 }
 
 // Evaluate returns what rules do with pkt: the action of the first rule of
@@ -190,6 +212,9 @@ func Evaluate(rules []Rule, pkt Packet) Action {
 			continue
 		}
 		if r.Replies && !pkt.Reply {
+			continue
+		}
+		if r.TCPDstPort != 0 && pkt.TCPDstPort != r.TCPDstPort {
 			continue
 		}
 		return r.Action

@@ -1,13 +1,15 @@
 package netenv
 
 import (
+	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 )
 
-var testPolicy = Policy{Bridge: "nubo0", Subnet: netip.MustParsePrefix("10.213.0.0/16")}
+var testPolicy = Policy{Bridge: "nubo0", Subnet: netip.MustParsePrefix("10.213.0.0/16"), HostPorts: []uint16{5432}}
 
 // TestPolicySemantics states the isolation requirements as packets and
 // checks the rules do what they say. Every backend renders these same
@@ -25,6 +27,10 @@ func TestPolicySemantics(t *testing.T) {
 		want Action
 	}{
 		{"env to bridge address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw}, Drop},
+		{"env to an opened host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5432}, Accept},
+		{"env to another host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5433}, Drop},
+		{"env to an opened port, not TCP", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw}, Drop},
+		{"env to an opened port at another host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: host, TCPDstPort: 5432}, Drop},
 		{"env to other host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: host}, Drop},
 		{"env to loopback-routed host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: netip.MustParseAddr("127.0.0.1")}, Drop},
 		{"env reply to host (there should be none)", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, Reply: true}, Drop},
@@ -75,7 +81,7 @@ func TestFakeVerdict(t *testing.T) {
 	if got, err := f.Verdict(pkt); err != nil || got != Drop {
 		t.Fatalf("verdict = %v, %v; want drop", got, err)
 	}
-	if p, ok := f.Installed(); !ok || p != testPolicy {
+	if p, ok := f.Installed(); !ok || !reflect.DeepEqual(p, testPolicy) {
 		t.Fatalf("installed = %+v, %v", p, ok)
 	}
 	if err := f.Teardown(); err != nil {
@@ -123,13 +129,19 @@ func TestIptablesRendering(t *testing.T) {
 		if r.Replies {
 			want = append(want, " --ctstate RELATED,ESTABLISHED ")
 		}
+		if r.TCPDstPort != 0 {
+			want = append(want, fmt.Sprintf(" -p tcp --dport %d ", r.TCPDstPort))
+		}
 		want = append(want, " -j "+strings.ToUpper(r.Action.String())+" ")
 		for _, w := range want {
 			if !strings.Contains(s, w) {
 				t.Errorf("rule %q rendered as %q: missing %q", r.Comment, s, w)
 			}
 		}
-		if n := strings.Count(s, " -i ") + strings.Count(s, " -o ") + strings.Count(s, " -s ") + strings.Count(s, " -d "); n != len(want)-2-boolInt(r.Replies) {
+		if n := strings.Count(s, " -i ") + strings.Count(s, " -o ") + strings.Count(s, " -s ") + strings.Count(s, " -d "); n != len(want)-2-boolInt(r.Replies)-boolInt(r.TCPDstPort != 0) {
+			t.Errorf("rule %q rendered with extra matches: %q", r.Comment, s)
+		}
+		if r.TCPDstPort == 0 && strings.Contains(s, " -p ") {
 			t.Errorf("rule %q rendered with extra matches: %q", r.Comment, s)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -61,9 +62,17 @@ type Config struct {
 	// sandbox; empty re-executes nubo itself. Both run the same code; the
 	// small one starts faster and holds less memory in every environment
 	// (see agentexe.go).
-	Agent  []byte
-	Logger *slog.Logger
+	Agent []byte
+	// HostAddr, when valid, is the address HostName names in the
+	// sandboxes' /etc/hosts: the host as environments reach it (their
+	// gateway), where an operator may open ports (netenv.Config.HostPorts).
+	HostAddr netip.Addr
+	Logger   *slog.Logger
 }
+
+// HostName names the host inside sandboxes, as host.docker.internal does
+// in Docker's containers.
+const HostName = "host.nubo.internal"
 
 // Backend is the namespace sandbox backend.
 type Backend struct {
@@ -112,7 +121,7 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{},
 		volumes: newVolumeMaker(filepath.Join(cfg.Dir, "templates"))}
 	var err error
-	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc"), cfg.Logger); err != nil {
+	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc"), cfg.HostAddr, cfg.Logger); err != nil {
 		return nil, err
 	}
 	if b.land, err = hostUserland(); err != nil {

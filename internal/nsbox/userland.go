@@ -41,7 +41,7 @@ func hostUserland() ([]userlandEntry, error) {
 // writeEtc generates the sandboxes' /etc: the sandbox user and group as
 // Lambda names them, name resolution, the dynamic linker's cache, and the
 // OS identification. No host secret (shadow, keys, host names) is copied.
-func writeEtc(dir string, log *slog.Logger) (string, error) {
+func writeEtc(dir string, host netip.Addr, log *slog.Logger) (string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "ssl", "certs"), 0o755); err != nil {
 		return "", err
 	}
@@ -53,7 +53,7 @@ func writeEtc(dir string, log *slog.Logger) (string, error) {
 	files := map[string]string{
 		"passwd":        fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:%d:%d::/home/sbx_user1051:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n", SandboxUID, SandboxGID),
 		"group":         fmt.Sprintf("root:x:0:\nsbx_user1051:x:%d:\nnogroup:x:65534:\n", SandboxGID),
-		"hosts":         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"hosts":         etcHosts(host),
 		"nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
 		"hostname":      "sandbox\n",
 		"resolv.conf":   resolv,
@@ -80,6 +80,16 @@ func writeEtc(dir string, log *slog.Logger) (string, error) {
 	}
 	os.Symlink("/usr/share/zoneinfo/UTC", filepath.Join(dir, "localtime"))
 	return dir, nil
+}
+
+// etcHosts is the sandboxes' /etc/hosts: localhost, and HostName when
+// the host has an address for them.
+func etcHosts(host netip.Addr) string {
+	s := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if host.IsValid() {
+		s += host.String() + "\t" + HostName + "\n"
+	}
+	return s
 }
 
 // resolvFiles are where the host's resolvers are named, in order: the

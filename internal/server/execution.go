@@ -371,6 +371,13 @@ func hostNetwork(cfg Config, log *slog.Logger, nets **netenv.Manager) error {
 			return fmt.Errorf("--subnet: %w", err)
 		}
 	}
+	var err error
+	if ncfg.HostPorts, err = parsePorts(cfg.HostPorts); err != nil {
+		return fmt.Errorf("--host-ports: %w", err)
+	}
+	if len(ncfg.HostPorts) > 0 {
+		log.Warn("environments of every account may connect to these host ports at "+nsbox.HostName, "host_ports", ncfg.HostPorts)
+	}
 	if err := netenv.CleanupStale(ncfg); err != nil {
 		log.Warn("removing network leftovers of an earlier run", "err", err)
 	}
@@ -380,6 +387,22 @@ func hostNetwork(cfg Config, log *slog.Logger, nets **netenv.Manager) error {
 	}
 	*nets = m
 	return nil
+}
+
+// parsePorts reads a comma-separated list of TCP ports ("" is none).
+func parsePorts(s string) ([]uint16, error) {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%q is not a TCP port (1–65535)", f)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
 }
 
 // newNamespaceBackend makes the namespace sandbox backend with its network.
@@ -396,7 +419,7 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 	}
 	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
 		Network: netenv.Sandboxes{M: *nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
-		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, Logger: log})
+		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, HostAddr: (*nets).Gateway(), Logger: log})
 }
 
 // newMicroVMBackend makes the microVM backend: each account's sandboxes in

@@ -70,6 +70,9 @@ type Config struct {
 	// firewall backend (auto, nftables, iptables).
 	Subnet   string
 	Firewall string
+	// HostPorts are TCP ports of the host every environment may connect to
+	// at host.nubo.internal (netenv.Config.HostPorts), as "5432,6379".
+	HostPorts string
 	// NetName names the bridge, veths and firewall table ("nubo" by
 	// default); several nubo servers on one host need distinct names and
 	// subnets, and distinct SandboxUIDBase ranges.

@@ -6,10 +6,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +46,8 @@ type event struct {
 	Msg   string `json:"msg"`
 	Write string `json:"write"`
 	Path  string `json:"path"`
+	// Addr is where "dial" connects (host:port).
+	Addr string `json:"addr"`
 	// RawPath is set in a function URL's event (payload format 2.0).
 	RawPath string `json:"rawPath"`
 }
@@ -114,6 +118,19 @@ func (handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	case "print":
 		fmt.Println(ev.Msg)
 		return state(), nil
+	case "dial":
+		// Connects to Addr and answers the first line the server sends.
+		c, err := net.DialTimeout("tcp", ev.Addr, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(strings.TrimSpace(line))
 	}
 	return nil, fmt.Errorf("unknown op %q", ev.Op)
 }
