@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -386,6 +387,29 @@ func hostNetwork(cfg Config, log *slog.Logger, nets **netenv.Manager) error {
 		return fmt.Errorf("network: %w", err)
 	}
 	*nets = m
+	return nil
+}
+
+// checkHostPorts refuses --host-ports that would open nubo's own
+// listeners (the API at api, the metrics) to environments: no function may
+// connect to the nubo API, whatever the operator opens.
+func checkHostPorts(cfg Config, api net.Addr) error {
+	ports, err := parsePorts(cfg.HostPorts)
+	if err != nil {
+		return fmt.Errorf("--host-ports: %w", err)
+	}
+	own := map[string]string{}
+	if a, ok := api.(*net.TCPAddr); ok {
+		own[strconv.Itoa(a.Port)] = "the Lambda API's (--listen)"
+	}
+	if _, p, err := net.SplitHostPort(cfg.MetricsListen); err == nil && p != "0" {
+		own[p] = "the metrics' (--metrics-listen)"
+	}
+	for _, p := range ports {
+		if what, ok := own[strconv.Itoa(int(p))]; ok {
+			return fmt.Errorf("--host-ports: %d is %s port: environments must never reach nubo's own listeners", p, what)
+		}
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"slices"
 	"testing"
 )
@@ -16,6 +17,26 @@ func TestParsePorts(t *testing.T) {
 	for _, in := range []string{"0", "65536", "-1", "http", "5432;6379", "1e3"} {
 		if got, err := parsePorts(in); err == nil {
 			t.Errorf("parsePorts(%q) = %v; want an error", in, got)
+		}
+	}
+}
+
+// TestCheckHostPorts: nubo's own API and metrics ports cannot be opened to
+// environments.
+func TestCheckHostPorts(t *testing.T) {
+	api := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9000}
+	for _, c := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{HostPorts: "5432,6379"}, true},
+		{Config{HostPorts: "5432,9000"}, false},
+		{Config{HostPorts: "9100", MetricsListen: "127.0.0.1:9100"}, false},
+		{Config{HostPorts: "9100", MetricsListen: "127.0.0.1:0"}, true},
+		{Config{HostPorts: "x"}, false},
+	} {
+		if err := checkHostPorts(c.cfg, api); (err == nil) != c.ok {
+			t.Errorf("%+v: %v, want ok %v", c.cfg, err, c.ok)
 		}
 	}
 }

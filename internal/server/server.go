@@ -237,6 +237,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	if err := checkHostPorts(cfg, s.ln.Addr()); err != nil {
+		s.ln.Close()
+		return nil, err
+	}
 	if s.st, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Logger: cfg.Logger}); err != nil {
 		s.ln.Close()
 		return nil, err
