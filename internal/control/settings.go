@@ -353,13 +353,16 @@ func (s *Service) PutFunctionEventInvokeConfig(ctx context.Context, acct, fn, qu
 	if err != nil {
 		return nil, err
 	}
+	// Looked up as the caller named it: a missing function is reported by
+	// that ARN, not by the $LATEST the config is stored under.
+	named := q
 	if q == "" {
 		q = function.Latest
 	}
 	if err := s.checkEventInvoke(acct, in); err != nil {
 		return nil, err
 	}
-	if _, _, err := s.Lookup(ctx, acct, name, q); err != nil {
+	if _, _, err := s.Lookup(ctx, acct, name, named); err != nil {
 		return nil, err
 	}
 	var out *EventInvoke

@@ -390,8 +390,10 @@ func (g *guestAgent) setup(r io.Reader, gn *GuestNet) (err error) {
 	// address, the guest's gateway (their traffic to it leaves the guest
 	// masqueraded, and the host's policy treats it as any environment's).
 	var hostAddr netip.Addr
+	var resolv string
 	if gn != nil {
 		hostAddr, _ = netip.ParseAddr(gn.Gateway)
+		resolv = gn.ResolvConf
 		if err := configureNet(gn); err != nil {
 			return fmt.Errorf("guest network: %w", err)
 		}
@@ -415,7 +417,7 @@ func (g *guestAgent) setup(r io.Reader, gn *GuestNet) (err error) {
 	}
 	c.Backend, err = nsbox.New(nsbox.Config{
 		Dir: filepath.Join(g.scratch, "sandboxes"), Cgroups: c.cgm, Network: network, Seccomp: filter.Bytes(),
-		UIDBase: 100_000, Slots: 1000, RuntimeDir: g.runtimeDir(), PoolShells: 2, PoolVolumes: 2, HostAddr: hostAddr, Logger: g.log,
+		UIDBase: 100_000, Slots: 1000, RuntimeDir: g.runtimeDir(), PoolShells: 2, PoolVolumes: 2, HostAddr: hostAddr, ResolvConf: resolv, Logger: g.log,
 	})
 	if err != nil {
 		return err

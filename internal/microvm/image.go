@@ -33,9 +33,6 @@ var UserlandRoots = []string{
 	"/usr/bin/curl",
 	"/etc/ssl/certs", "/usr/share/ca-certificates",
 	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/resolv.conf",
-	// systemd-resolved's upstream servers: the guest's sandboxes fall back
-	// to them when /etc/resolv.conf names only the host's stub (nsbox).
-	"/run/systemd/resolve/resolv.conf",
 	"/etc/os-release", "/usr/lib/os-release", "/etc/mime.types", "/etc/protocols", "/etc/services",
 	"/usr/share/zoneinfo/UTC",
 }

@@ -63,6 +63,10 @@ type GuestNet struct {
 	Gateway string `json:"gateway"`
 	MAC     string `json:"mac"`
 	MTU     int    `json:"mtu"`
+	// ResolvConf is the host's, as its own sandboxes get it
+	// (nsbox.ResolvConf): the guest's image cannot read the host's
+	// systemd-resolved state under /run.
+	ResolvConf string `json:"resolvConf,omitempty"`
 }
 
 // guestSpec is the part of sandbox.Spec that crosses into the guest: host

@@ -28,8 +28,10 @@
 //     bridge back to it is dropped at forward;
 //   - environment to the host itself (the nubo API, anything listening on
 //     any host address, broadcasts): dropped at input for everything
-//     arriving on the bridge, except TCP to the operator's host ports
-//     (Config.HostPorts, none by default) at the bridge's address;
+//     arriving on the bridge, except TCP from an environment's address
+//     to the operator's host ports (Config.HostPorts, none by default) at
+//     the bridge's address, which the policy passes on to the host's own
+//     firewall rather than accepts;
 //   - environment to 169.254.0.0/16 (cloud metadata): dropped;
 //   - everything else from the subnet: forwarded, masqueraded behind the
 //     address of whatever interface it leaves by; replies come back;

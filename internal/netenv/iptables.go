@@ -217,6 +217,10 @@ func iptArgs(chain string, r Rule) (args []string, ok bool) {
 		args = append(args, "-j", "DROP")
 	case Masquerade:
 		args = append(args, "-j", "MASQUERADE")
+	case Pass:
+		// Back to the built-in chain, at the rule after our jump: the
+		// host's own rules decide.
+		args = append(args, "-j", "RETURN")
 	default:
 		panic(fmt.Sprintf("netenv: rule action %v cannot be rendered", r.Action))
 	}

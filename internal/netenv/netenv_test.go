@@ -836,6 +836,27 @@ func testHostPorts(t *testing.T, n int, backend string) {
 		probes = append(probes, probe{"env to the opened port at the host's primary address", ns, ip, open, false, netip.Addr{}})
 	}
 	check(t, probes...)
+	// The opening is TCP's: a datagram to the same port number is dropped.
+	udp, err := net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", open))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	if err := inNetns(ns.fd, func() error {
+		c, err := net.Dial("udp4", netip.AddrPortFrom(m.Gateway(), uint16(open)).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("over UDP"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	udp.SetReadDeadline(time.Now().Add(dropWait))
+	if n, from, err := udp.ReadFrom(make([]byte, 64)); err == nil {
+		t.Errorf("a UDP datagram to the opened port's number reached the host (%d bytes from %s)", n, from)
+	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}

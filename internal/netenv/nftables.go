@@ -192,6 +192,13 @@ func nftExprs(r Rule) []expr.Any {
 	addr(r.Src, 12) // IPv4 source address
 	addr(r.Dst, 16) // IPv4 destination address
 	if r.TCPDstPort != 0 {
+		if r.Src.any() && r.Dst.any() {
+			// As for addresses: the port is TCP's over IPv4 only.
+			es = append(es,
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			)
+		}
 		var port [2]byte
 		binary.BigEndian.PutUint16(port[:], r.TCPDstPort)
 		es = append(es,
@@ -221,6 +228,10 @@ func nftExprs(r Rule) []expr.Any {
 		es = append(es, &expr.Verdict{Kind: expr.VerdictDrop})
 	case Masquerade:
 		es = append(es, &expr.Masq{})
+	case Pass:
+		// From a base chain: its policy, accept, which ends only this
+		// chain; the host's other chains still see the packet.
+		es = append(es, &expr.Verdict{Kind: expr.VerdictReturn})
 	default:
 		panic(fmt.Sprintf("netenv: rule action %v cannot be rendered", r.Action))
 	}

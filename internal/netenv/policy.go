@@ -42,6 +42,11 @@ const (
 	Accept
 	Drop
 	Masquerade
+	// Pass ends the policy's rules for the packet without a verdict of
+	// its own, like Continue, but by a rule: the rules after it do not
+	// drop it, and the host's own firewall still decides (rendered as a
+	// return from nubo's chain, so it overrides no host rule).
+	Pass
 )
 
 func (a Action) String() string {
@@ -54,6 +59,8 @@ func (a Action) String() string {
 		return "drop"
 	case Masquerade:
 		return "masquerade"
+	case Pass:
+		return "pass"
 	}
 	return "unknown"
 }
@@ -142,13 +149,15 @@ func (p Policy) Rules() []Rule {
 	notBr := IfaceMatch{Name: p.Bridge, Not: true}
 	var rules []Rule
 	// The operator's openings to the host (Config.HostPorts), ahead of
-	// the drop below: TCP to the gateway address and those ports only.
-	// The host's answers leave by the output hook, which the policy does
-	// not filter.
+	// the drop below: TCP from an environment's address to the gateway
+	// address and those ports only. Passed, not accepted: a host firewall
+	// that drops them still does (the operator opens them there too). The
+	// host's answers leave by the output hook, which the policy does not
+	// filter.
 	gw := AddrMatch{Prefix: netip.PrefixFrom(p.Gateway(), 32)}
 	for _, port := range p.HostPorts {
-		rules = append(rules, Rule{Hook: HookInput, In: br, Dst: gw, TCPDstPort: port, Action: Accept,
-			Comment: fmt.Sprintf("nubo: environment to host port %d", port)})
+		rules = append(rules, Rule{Hook: HookInput, In: br, Src: AddrMatch{Prefix: p.Subnet}, Dst: gw, TCPDstPort: port,
+			Action: Pass, Comment: fmt.Sprintf("nubo: environment to host port %d", port)})
 	}
 	return append(rules, []Rule{
 		// Everything an environment sends to the host itself — the bridge

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 var testPolicy = Policy{Bridge: "nubo0", Subnet: netip.MustParsePrefix("10.213.0.0/16"), HostPorts: []uint16{5432}}
@@ -27,10 +30,10 @@ func TestPolicySemantics(t *testing.T) {
 		want Action
 	}{
 		{"env to bridge address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw}, Drop},
-		{"env to an opened host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5432}, Accept},
+		{"env to an opened host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5432}, Pass},
 		{"env to another host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5433}, Drop},
-		{"env to an opened port, not TCP", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw}, Drop},
 		{"env to an opened port at another host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: host, TCPDstPort: 5432}, Drop},
+		{"spoofed source to an opened host port", Packet{Hook: HookInput, In: "nubo0", Src: netip.MustParseAddr("192.0.2.50"), Dst: gw, TCPDstPort: 5432}, Drop},
 		{"env to other host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: host}, Drop},
 		{"env to loopback-routed host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: netip.MustParseAddr("127.0.0.1")}, Drop},
 		{"env reply to host (there should be none)", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, Reply: true}, Drop},
@@ -132,7 +135,11 @@ func TestIptablesRendering(t *testing.T) {
 		if r.TCPDstPort != 0 {
 			want = append(want, fmt.Sprintf(" -p tcp --dport %d ", r.TCPDstPort))
 		}
-		want = append(want, " -j "+strings.ToUpper(r.Action.String())+" ")
+		verdict := strings.ToUpper(r.Action.String())
+		if r.Action == Pass {
+			verdict = "RETURN"
+		}
+		want = append(want, " -j "+verdict+" ")
 		for _, w := range want {
 			if !strings.Contains(s, w) {
 				t.Errorf("rule %q rendered as %q: missing %q", r.Comment, s, w)
@@ -175,5 +182,47 @@ func TestSplitIptablesLine(t *testing.T) {
 	if !jumpsTo([]string{"-A", "FORWARD", "-i", "x", "-j", "NUBO-FORWARD"}, "NUBO-") ||
 		jumpsTo([]string{"-A", "FORWARD", "-j", "NUBOT-FORWARD"}, "NUBO-") {
 		t.Error("jumpsTo misjudges")
+	}
+}
+
+// TestNftPortRuleIPv4First: a host port's rule reads the TCP port only
+// after it has required IPv4 and TCP, whether or not it also matches an
+// address (an inet table sees IPv6 too).
+func TestNftPortRuleIPv4First(t *testing.T) {
+	for _, r := range []Rule{
+		{Hook: HookInput, In: IfaceMatch{Name: "nubo0"}, Src: AddrMatch{Prefix: testPolicy.Subnet},
+			Dst: AddrMatch{Prefix: netip.PrefixFrom(testPolicy.Gateway(), 32)}, TCPDstPort: 5432, Action: Pass},
+		{Hook: HookInput, In: IfaceMatch{Name: "nubo0"}, TCPDstPort: 5432, Action: Pass},
+	} {
+		ipv4, tcp := -1, -1
+		es := nftExprs(r)
+		for i, e := range es {
+			m, ok := e.(*expr.Meta)
+			if !ok || i+1 >= len(es) {
+				continue
+			}
+			c, ok := es[i+1].(*expr.Cmp)
+			if !ok || c.Op != expr.CmpOpEq || len(c.Data) != 1 {
+				continue
+			}
+			switch {
+			case m.Key == expr.MetaKeyNFPROTO && c.Data[0] == unix.NFPROTO_IPV4 && ipv4 < 0:
+				ipv4 = i
+			case m.Key == expr.MetaKeyL4PROTO && c.Data[0] == unix.IPPROTO_TCP:
+				tcp = i
+			}
+		}
+		port := -1
+		for i, e := range es {
+			if p, ok := e.(*expr.Payload); ok && p.Base == expr.PayloadBaseTransportHeader {
+				port = i
+			}
+		}
+		if ipv4 < 0 || tcp < 0 || port < 0 || ipv4 > port || tcp > port {
+			t.Errorf("rule %+v: IPv4 check at %d, TCP at %d, port read at %d", r, ipv4, tcp, port)
+		}
+		if v, ok := es[len(es)-1].(*expr.Verdict); !ok || v.Kind != expr.VerdictReturn {
+			t.Errorf("rule %+v: a pass must return, ends with %#v", r, es[len(es)-1])
+		}
 	}
 }

@@ -67,7 +67,10 @@ type Config struct {
 	// sandboxes' /etc/hosts: the host as environments reach it (their
 	// gateway), where an operator may open ports (netenv.Config.HostPorts).
 	HostAddr netip.Addr
-	Logger   *slog.Logger
+	// ResolvConf, when set, is the sandboxes' resolv.conf; otherwise it
+	// is the host's, from ResolvConf.
+	ResolvConf string
+	Logger     *slog.Logger
 }
 
 // HostName names the host inside sandboxes, as host.docker.internal does
@@ -121,7 +124,7 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{cfg: cfg, log: cfg.Logger, slots: make([]bool, cfg.Slots), live: map[*box]struct{}{},
 		volumes: newVolumeMaker(filepath.Join(cfg.Dir, "templates"))}
 	var err error
-	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc"), cfg.HostAddr, cfg.Logger); err != nil {
+	if b.etc, err = writeEtc(filepath.Join(cfg.Dir, "etc"), cfg.HostAddr, cfg.ResolvConf, cfg.Logger); err != nil {
 		return nil, err
 	}
 	if b.land, err = hostUserland(); err != nil {

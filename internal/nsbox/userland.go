@@ -41,11 +41,14 @@ func hostUserland() ([]userlandEntry, error) {
 // writeEtc generates the sandboxes' /etc: the sandbox user and group as
 // Lambda names them, name resolution, the dynamic linker's cache, and the
 // OS identification. No host secret (shadow, keys, host names) is copied.
-func writeEtc(dir string, host netip.Addr, log *slog.Logger) (string, error) {
+func writeEtc(dir string, host netip.Addr, resolv string, log *slog.Logger) (string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "ssl", "certs"), 0o755); err != nil {
 		return "", err
 	}
-	resolv, ok := resolvConf(resolvFiles...)
+	ok := resolv != ""
+	if !ok {
+		resolv, ok = ResolvConf()
+	}
 	if !ok {
 		log.Warn("nsbox: the host names no name server a sandbox can reach (only loopback ones, or none): functions will have no DNS",
 			"files", resolvFiles)
@@ -98,10 +101,15 @@ func etcHosts(host netip.Addr) string {
 // the local stub (127.0.0.53, as on Ubuntu).
 var resolvFiles = []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"}
 
+// ResolvConf is the resolv.conf of sandboxes on this host (see
+// resolvConf); ok is false when they would have no DNS.
+func ResolvConf() (conf string, ok bool) { return resolvConf(resolvFiles...) }
+
 // resolvConf keeps the host's name servers that a sandbox can reach, from
-// the first of files that names one: loopback resolvers are the host's
-// own and unreachable from a sandbox by design. ok is false when no file
-// names one: sandboxes then have no DNS.
+// the first of files that names one: IPv4 servers that are not loopback
+// (the host's own, out of reach by design) or link-local (dropped by the
+// environments' firewall, as cloud metadata is); environments have no
+// IPv6. ok is false when no file names one: sandboxes then have no DNS.
 func resolvConf(files ...string) (conf string, ok bool) {
 	for _, path := range files {
 		if conf, ok := resolvFile(path); ok {
@@ -122,7 +130,7 @@ func resolvFile(path string) (conf string, ok bool) {
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && fields[0] == "nameserver" {
-			if a, err := netip.ParseAddr(fields[1]); err == nil && !a.IsLoopback() {
+			if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
 				b.WriteString("nameserver " + fields[1] + "\n")
 				ok = true
 			}

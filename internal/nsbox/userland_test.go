@@ -20,6 +20,7 @@ func TestResolvConf(t *testing.T) {
 	}
 	stub := write("stub", "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.internal\n")
 	upstream := write("upstream", "# resolved\nnameserver 10.0.0.2\nnameserver ::1\nnameserver 2001:db8::53\nsearch example.internal\n")
+	unusable := write("unusable", "nameserver 169.254.169.254\nnameserver fe80::1%eth0\nnameserver 2001:db8::53\n")
 	direct := write("direct", "nameserver 192.0.2.53\n")
 	missing := filepath.Join(dir, "missing")
 	cases := []struct {
@@ -28,8 +29,9 @@ func TestResolvConf(t *testing.T) {
 		ok    bool
 	}{
 		{[]string{direct, upstream}, "nameserver 192.0.2.53\n", true},
-		{[]string{stub, upstream}, "nameserver 10.0.0.2\nnameserver 2001:db8::53\nsearch example.internal\n", true},
-		{[]string{missing, upstream}, "nameserver 10.0.0.2\nnameserver 2001:db8::53\nsearch example.internal\n", true},
+		{[]string{stub, upstream}, "nameserver 10.0.0.2\nsearch example.internal\n", true},
+		{[]string{missing, upstream}, "nameserver 10.0.0.2\nsearch example.internal\n", true},
+		{[]string{unusable, direct}, "nameserver 192.0.2.53\n", true},
 		{[]string{stub, missing}, "", false},
 	}
 	for i, c := range cases {

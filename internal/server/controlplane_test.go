@@ -452,6 +452,13 @@ func TestControlPlane(t *testing.T) {
 				t.Errorf("GetFunction %q: %q, want it to end with %s", q, msg, want)
 			}
 		}
+		// Not by the $LATEST an unqualified event-invoke config is kept under.
+		_, err = c.PutFunctionEventInvokeConfig(ctx(t), &lambda.PutFunctionEventInvokeConfigInput{
+			FunctionName: aws.String("doomed"), MaximumRetryAttempts: aws.Int32(1)})
+		wantAPIError(t, err, 404, "ResourceNotFoundException", "")
+		if msg := apiMessage(err); !strings.HasSuffix(msg, fnArn(devAcct, "doomed")) {
+			t.Errorf("PutFunctionEventInvokeConfig of a missing function: %q, want the unqualified ARN", msg)
+		}
 		_, err = c.DeleteFunction(ctx(t), &lambda.DeleteFunctionInput{FunctionName: aws.String("doomed")})
 		wantAPIError(t, err, 404, "ResourceNotFoundException", "")
 		// A new function of the same name starts from scratch.

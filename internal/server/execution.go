@@ -471,7 +471,8 @@ func (t tapAttacher) AttachTap(id string) (*os.File, microvm.GuestNet, func() er
 	if err != nil {
 		return nil, microvm.GuestNet{}, nil, err
 	}
-	gn := microvm.GuestNet{Addr: l.Prefix().String(), Gateway: l.Gateway().String(), MAC: l.MAC().String(), MTU: t.m.MTU()}
+	rc, _ := nsbox.ResolvConf()
+	gn := microvm.GuestNet{Addr: l.Prefix().String(), Gateway: l.Gateway().String(), MAC: l.MAC().String(), MTU: t.m.MTU(), ResolvConf: rc}
 	return f, gn, func() error { return t.m.Detach(l) }, nil
 }
 

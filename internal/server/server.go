@@ -241,6 +241,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.ln.Close()
 		return nil, err
 	}
+	if cfg.HostPorts != "" && (cfg.Isolation == "none" || cfg.Isolation == "process") {
+		cfg.Logger.Warn("--host-ports does nothing with --isolation "+cfg.Isolation+": there is no environment network", "host_ports", cfg.HostPorts)
+	}
 	if s.st, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Logger: cfg.Logger}); err != nil {
 		s.ln.Close()
 		return nil, err
