@@ -27,10 +27,13 @@
 //     between environments), and traffic the host would route from the
 //     bridge back to it is dropped at forward;
 //   - environment to the host itself (the nubo API, anything listening on
-//     any host address, broadcasts): dropped at input for everything
-//     arriving on the bridge, except TCP from an environment's address
-//     to the operator's host ports (Config.HostPorts, none by default) at
-//     the bridge's address, which the policy passes on to the host's own
+//     any host address, broadcasts): dropped for everything arriving on
+//     the bridge — at prerouting, before any destination NAT, whatever is
+//     addressed to a host address (a port the host publishes by DNAT, as
+//     Docker does, would otherwise become forwarded egress), and at input
+//     the rest — except TCP from an environment's address to the
+//     operator's host ports (Config.HostPorts, none by default) at the
+//     bridge's address, which the policy passes on to the host's own
 //     firewall rather than accepts;
 //   - environment to 169.254.0.0/16 (cloud metadata): dropped;
 //   - everything else from the subnet: forwarded, masqueraded behind the
@@ -49,15 +52,17 @@
 //
 // New picks the backend (Config.Backend; "auto" tries nftables first and
 // falls back to iptables) and logs which one is in use. nftables: one table
-// "inet <Name>" with chains input and forward (filter, priority -10) and
-// postrouting (nat), replaced and removed atomically, and, once a VM's tap
+// "inet <Name>" with chains input and forward (filter, priority -10),
+// prerouting (filter, priority mangle: ahead of DNAT) and postrouting
+// (nat), replaced and removed atomically, and, once a VM's tap
 // is attached, a table "bridge <Name>" guarding taps against spoofed
 // sources (see AttachTap and TapGuard). iptables: chains
-// <NAME>-INPUT, <NAME>-FORWARD (filter) and <NAME>-POSTROUTING (nat), each
-// entered by one jump inserted first in the built-in chain; it cannot
+// <NAME>-INPUT, <NAME>-FORWARD (filter), <NAME>-POSTROUTING (nat) and
+// <NAME>-PREROUTING (mangle), each entered by one jump inserted first in
+// the built-in chain; it cannot
 // filter bridge ports, so taps go unguarded (logged once). Neither touches
 // anything else on the host; with iptables-nft, the host's iptables tables
-// ("ip filter", "ip nat") may be created by the first rule and, as with any
+// ("ip filter", "ip nat", "ip mangle") may be created by the first rule and, as with any
 // iptables user, stay after ours are gone.
 //
 // New sets net.ipv4.ip_forward=1 (logged when it changes) and leaves it on.

@@ -10,10 +10,10 @@ import (
 	"strings"
 )
 
-// iptFirewall renders the policy into three chains of its own,
-// <NAME>-INPUT and <NAME>-FORWARD in table filter and <NAME>-POSTROUTING in
-// table nat, each entered by a single jump inserted at the top of the
-// built-in chain. Being first matters here, unlike with nftables: in one
+// iptFirewall renders the policy into four chains of its own,
+// <NAME>-INPUT and <NAME>-FORWARD in table filter, <NAME>-POSTROUTING in
+// table nat and <NAME>-PREROUTING in table mangle (ahead of nat's DNAT),
+// each entered by a single jump inserted at the top of the built-in chain. Being first matters here, unlike with nftables: in one
 // iptables table the first terminal verdict wins, so a jump placed after
 // another ACCEPT would never see the packet. It drives the iptables command
 // (whichever variant, nf_tables or legacy, the host has) because the
@@ -33,10 +33,15 @@ var iptChains = map[Hook]struct{ table, builtin string }{
 	HookInput:       {"filter", "INPUT"},
 	HookForward:     {"filter", "FORWARD"},
 	HookPostrouting: {"nat", "POSTROUTING"},
+	// mangle's PREROUTING runs ahead of nat's, where DNAT happens.
+	HookPrerouting: {"mangle", "PREROUTING"},
 }
 
+// iptHooks are the hooks the backend has chains for, in Setup order.
+var iptHooks = []Hook{HookInput, HookForward, HookPostrouting, HookPrerouting}
+
 // iptTables are the tables the backend uses, in Setup order.
-var iptTables = []string{"filter", "nat"}
+var iptTables = []string{"filter", "nat", "mangle"}
 
 func newIptables(name string, log *slog.Logger) (Firewall, error) {
 	bin, err := exec.LookPath("iptables")
@@ -75,7 +80,7 @@ func (f *iptFirewall) Setup(p Policy) error {
 	if err := f.Teardown(); err != nil {
 		return err
 	}
-	for _, h := range []Hook{HookInput, HookForward, HookPostrouting} {
+	for _, h := range iptHooks {
 		if _, err := f.run(iptChains[h].table, "-N", f.chain(h)); err != nil {
 			return err
 		}
@@ -90,7 +95,7 @@ func (f *iptFirewall) Setup(p Policy) error {
 		}
 	}
 	// Jumps last: a chain becomes reachable only once it is complete.
-	for _, h := range []Hook{HookInput, HookForward, HookPostrouting} {
+	for _, h := range iptHooks {
 		c := iptChains[h]
 		if _, err := f.run(c.table, "-I", c.builtin, "1", "-j", f.chain(h)); err != nil {
 			return err
@@ -206,6 +211,9 @@ func iptArgs(chain string, r Rule) (args []string, ok bool) {
 	}
 	if r.TCPDstPort != 0 {
 		args = append(args, "-p", "tcp", "--dport", strconv.Itoa(int(r.TCPDstPort)))
+	}
+	if r.DstLocal {
+		args = append(args, "-m", "addrtype", "--dst-type", "LOCAL")
 	}
 	if r.Comment != "" {
 		args = append(args, "-m", "comment", "--comment", r.Comment)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"reflect"
 	"regexp"
 	"strings"
@@ -157,6 +158,32 @@ func (w *world) wireUpstream(t *testing.T) {
 	})
 }
 
+// dnatHostPort stands for a service published on a host address by
+// destination NAT, as Docker publishes a container's port: connections to
+// the host's upstream-side address at the returned port are rewritten, at
+// prerouting, to the upstream's server. The rule is the test's own (an
+// nftables table of its own) and goes with it.
+func (w *world) dnatHostPort(t *testing.T) int {
+	t.Helper()
+	testutil.RequiresBinary(t, "nft")
+	table := fmt.Sprintf("nbt%ddnat", w.n)
+	port := 18000 + w.n
+	rules := fmt.Sprintf(`table ip %s {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr %s tcp dport %d dnat to %s:%d
+	}
+}
+`, table, w.upHost, port, w.upAddr, w.upPort)
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("nft", "delete", "table", "ip", table).Run() })
+	return port
+}
+
 func mustAddr(a netip.Addr, bits int) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
 }
@@ -246,6 +273,7 @@ func TestPolicyWithoutFirewall(t *testing.T) {
 	if w.hostIP.IsValid() {
 		probes = append(probes, probe{"env to host's primary address", w.a, w.hostIP, w.hostPort, true, a})
 	}
+	probes = append(probes, probe{"env to a port the host publishes by DNAT", w.a, w.upHost, w.dnatHostPort(t), true, a})
 	check(t, probes...)
 	w.routeViaGateway(t)
 	check(t,
@@ -289,6 +317,7 @@ func testEnforced(t *testing.T, w *world) {
 		{"env to bridge address", w.a, w.m.Gateway(), w.hostPort, false, netip.Addr{}},
 		{"env to host's upstream-side address", w.a, w.upHost, w.hostPort, false, netip.Addr{}},
 		{"env to link-local", w.a, w.linkLocal, w.upPort, false, netip.Addr{}},
+		{"env to a port the host publishes by DNAT", w.a, w.upHost, w.dnatHostPort(t), false, netip.Addr{}},
 	}
 	if w.hostIP.IsValid() {
 		probes = append(probes, probe{"env to host's primary address", w.a, w.hostIP, w.hostPort, false, netip.Addr{}})
@@ -417,7 +446,7 @@ func ruleset(t *testing.T, cfg Config) string {
 	// Only this instance's lines: parallel tests have chains of their own.
 	var b strings.Builder
 	p := strings.ToUpper(cfg.Name) + "-"
-	for _, tbl := range []string{"filter", "nat"} {
+	for _, tbl := range iptTables {
 		for _, l := range strings.Split(run(t, "iptables", "-w", "5", "-t", tbl, "-S"), "\n") {
 			if strings.Contains(l, p) {
 				b.WriteString(l + "\n")
@@ -445,6 +474,8 @@ func checkRuleset(t *testing.T, w *world) {
 			"type filter hook input priority filter - 10; policy accept;",
 			"type filter hook forward priority filter - 10; policy accept;",
 			"type nat hook postrouting priority srcnat; policy accept;",
+			"type filter hook prerouting priority mangle; policy accept;",
+			`iifname "` + br + `" fib daddr type local counter packets `,
 			`iifname "` + br + `" counter packets `,
 			`iifname "` + br + `" oifname "` + br + `" counter packets `,
 			`iifname "` + br + `" meta nfproto != ipv4 counter packets `,
@@ -453,15 +484,16 @@ func checkRuleset(t *testing.T, w *world) {
 			`oifname "` + br + `" ct state established,related counter packets `,
 			`oifname != "` + br + `" ip saddr ` + sub + ` counter packets `,
 		}
-		// The probes above went through the input drop: its counter
-		// shows the kernel really matched the rendered rule.
-		if strings.Contains(rs, `iifname "`+br+`" counter packets 0 bytes 0 drop`) {
-			t.Errorf("input drop never counted a packet:\n%s", rs)
+		// The probes to host addresses met the drop ahead of DNAT first:
+		// its counter shows the kernel really matched the rendered rule.
+		if strings.Contains(rs, `iifname "`+br+`" fib daddr type local counter packets 0 bytes 0 drop`) {
+			t.Errorf("the drop ahead of DNAT never counted a packet:\n%s", rs)
 		}
 	} else {
 		p := strings.ToUpper(w.cfg.Name)
 		want = []string{
-			"-N " + p + "-INPUT", "-N " + p + "-FORWARD", "-N " + p + "-POSTROUTING",
+			"-N " + p + "-INPUT", "-N " + p + "-FORWARD", "-N " + p + "-POSTROUTING", "-N " + p + "-PREROUTING",
+			"-A " + p + "-PREROUTING -i " + br + ` -m addrtype --dst-type LOCAL -m comment --comment "nubo: environment to host, before DNAT" -j DROP`,
 			"-A " + p + "-INPUT -i " + br + ` -m comment --comment "nubo: environment to host" -j DROP`,
 			"-A " + p + "-FORWARD -i " + br + " -o " + br + " ",
 			"-A " + p + "-FORWARD -d 169.254.0.0/16 -i " + br + " ",
@@ -469,14 +501,14 @@ func checkRuleset(t *testing.T, w *world) {
 			"-A " + p + "-FORWARD -o " + br + " -m conntrack --ctstate RELATED,ESTABLISHED ",
 			"-A " + p + "-POSTROUTING -s " + sub + " ! -o " + br + " ",
 		}
-		// As with nftables: the probes went through the input drop.
-		if out := run(t, "iptables", "-w", "5", "-t", "filter", "-L", p+"-INPUT", "-v", "-x", "-n"); !regexp.MustCompile(`(?m)^\s*[1-9]\d*\s+\d+\s+DROP`).MatchString(out) {
-			t.Errorf("input drop never counted a packet:\n%s", out)
+		// As with nftables: the probes met the drop ahead of DNAT.
+		if out := run(t, "iptables", "-w", "5", "-t", "mangle", "-L", p+"-PREROUTING", "-v", "-x", "-n"); !regexp.MustCompile(`(?m)^\s*[1-9]\d*\s+\d+\s+DROP`).MatchString(out) {
+			t.Errorf("the drop ahead of DNAT never counted a packet:\n%s", out)
 		}
 		// The jumps must come first in the built-in chains; only the
 		// jumps of other instances (parallel tests, a real nubo), inserted
 		// first later, may precede them.
-		for _, c := range []struct{ table, chain string }{{"filter", "INPUT"}, {"filter", "FORWARD"}, {"nat", "POSTROUTING"}} {
+		for _, c := range []struct{ table, chain string }{{"filter", "INPUT"}, {"filter", "FORWARD"}, {"nat", "POSTROUTING"}, {"mangle", "PREROUTING"}} {
 			other := regexp.MustCompile(`^-A ` + c.chain + ` -j [A-Z][A-Z0-9]*-` + c.chain + `$`)
 			ours := "-A " + c.chain + " -j " + p + "-" + c.chain
 			lines := strings.Split(strings.TrimSpace(run(t, "iptables", "-w", "5", "-t", c.table, "-S", c.chain)), "\n")

@@ -76,6 +76,11 @@ func (f *nftFirewall) Setup(p Policy) error {
 			Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
 		}),
+		// Ahead of destination NAT (priority dstnat, -100).
+		HookPrerouting: c.AddChain(&nftables.Chain{
+			Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+		}),
 	}
 	for _, r := range p.Rules() {
 		c.AddRule(&nftables.Rule{
@@ -206,6 +211,13 @@ func nftExprs(r Rule) []expr.Any {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port[:]},
+		)
+	}
+	if r.DstLocal {
+		// fib daddr type local: the route to the destination is local.
+		es = append(es,
+			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 		)
 	}
 	if r.Replies {

@@ -17,6 +17,9 @@ const (
 	// HookPostrouting sees packets leaving an interface; the policy uses it
 	// for source NAT only.
 	HookPostrouting
+	// HookPrerouting sees packets as they arrive, before destination NAT
+	// (the policy's chain runs ahead of it).
+	HookPrerouting
 )
 
 func (h Hook) String() string {
@@ -27,6 +30,8 @@ func (h Hook) String() string {
 		return "forward"
 	case HookPostrouting:
 		return "postrouting"
+	case HookPrerouting:
+		return "prerouting"
 	}
 	return "unknown"
 }
@@ -114,7 +119,10 @@ type Rule struct {
 	Replies bool
 	// TCPDstPort, when not 0, matches TCP packets to that port only.
 	TCPDstPort uint16
-	Action     Action
+	// DstLocal matches packets addressed to the host itself: any of its
+	// addresses, as routing sees it.
+	DstLocal bool
+	Action   Action
 	// Comment tells an operator reading the ruleset why the rule is there.
 	Comment string
 }
@@ -155,10 +163,20 @@ func (p Policy) Rules() []Rule {
 	// host's answers leave by the output hook, which the policy does not
 	// filter.
 	gw := AddrMatch{Prefix: netip.PrefixFrom(p.Gateway(), 32)}
-	for _, port := range p.HostPorts {
-		rules = append(rules, Rule{Hook: HookInput, In: br, Src: AddrMatch{Prefix: p.Subnet}, Dst: gw, TCPDstPort: port,
-			Action: Pass, Comment: fmt.Sprintf("nubo: environment to host port %d", port)})
+	hostPorts := func(h Hook) {
+		for _, port := range p.HostPorts {
+			rules = append(rules, Rule{Hook: h, In: br, Src: AddrMatch{Prefix: p.Subnet}, Dst: gw, TCPDstPort: port,
+				Action: Pass, Comment: fmt.Sprintf("nubo: environment to host port %d", port)})
+		}
 	}
+	// A connection to a host address can leave the input hook's view:
+	// destination NAT at prerouting (Docker's published ports, for one)
+	// turns it into forwarded traffic to another address, which the
+	// egress rule below would accept. So it is dropped before any DNAT,
+	// by what the destination was when it arrived.
+	hostPorts(HookPrerouting)
+	rules = append(rules, Rule{Hook: HookPrerouting, In: br, DstLocal: true, Action: Drop, Comment: "nubo: environment to host, before DNAT"})
+	hostPorts(HookInput)
 	return append(rules, []Rule{
 		// Everything an environment sends to the host itself — the bridge
 		// address, every other host address, broadcasts — arrives at the
@@ -201,6 +219,8 @@ type Packet struct {
 	Reply bool
 	// TCPDstPort is the destination port of a TCP packet, 0 for any other.
 	TCPDstPort uint16
+	// DstLocal is true when Dst is an address of the host.
+	DstLocal bool
 }
 
 // Evaluate returns what rules do with pkt: the action of the first rule of
@@ -224,6 +244,9 @@ func Evaluate(rules []Rule, pkt Packet) Action {
 			continue
 		}
 		if r.TCPDstPort != 0 && pkt.TCPDstPort != r.TCPDstPort {
+			continue
+		}
+		if r.DstLocal && !pkt.DstLocal {
 			continue
 		}
 		return r.Action

@@ -30,6 +30,10 @@ func TestPolicySemantics(t *testing.T) {
 		want Action
 	}{
 		{"env to bridge address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw}, Drop},
+		{"env to a host address, before DNAT", Packet{Hook: HookPrerouting, In: "nubo0", Src: envA, Dst: host, DstLocal: true, TCPDstPort: 8080}, Drop},
+		{"env to an opened host port, before DNAT", Packet{Hook: HookPrerouting, In: "nubo0", Src: envA, Dst: gw, DstLocal: true, TCPDstPort: 5432}, Pass},
+		{"env egress, before DNAT", Packet{Hook: HookPrerouting, In: "nubo0", Src: envA, Dst: internet}, Continue},
+		{"host traffic, before DNAT", Packet{Hook: HookPrerouting, In: "eth0", Src: internet, Dst: host, DstLocal: true}, Continue},
 		{"env to an opened host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5432}, Pass},
 		{"env to another host port", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: gw, TCPDstPort: 5433}, Drop},
 		{"env to an opened port at another host address", Packet{Hook: HookInput, In: "nubo0", Src: envA, Dst: host, TCPDstPort: 5432}, Drop},
@@ -135,6 +139,9 @@ func TestIptablesRendering(t *testing.T) {
 		if r.TCPDstPort != 0 {
 			want = append(want, fmt.Sprintf(" -p tcp --dport %d ", r.TCPDstPort))
 		}
+		if r.DstLocal {
+			want = append(want, " -m addrtype --dst-type LOCAL ")
+		}
 		verdict := strings.ToUpper(r.Action.String())
 		if r.Action == Pass {
 			verdict = "RETURN"
@@ -145,7 +152,7 @@ func TestIptablesRendering(t *testing.T) {
 				t.Errorf("rule %q rendered as %q: missing %q", r.Comment, s, w)
 			}
 		}
-		if n := strings.Count(s, " -i ") + strings.Count(s, " -o ") + strings.Count(s, " -s ") + strings.Count(s, " -d "); n != len(want)-2-boolInt(r.Replies)-boolInt(r.TCPDstPort != 0) {
+		if n := strings.Count(s, " -i ") + strings.Count(s, " -o ") + strings.Count(s, " -s ") + strings.Count(s, " -d "); n != len(want)-2-boolInt(r.Replies)-boolInt(r.TCPDstPort != 0)-boolInt(r.DstLocal) {
 			t.Errorf("rule %q rendered with extra matches: %q", r.Comment, s)
 		}
 		if r.TCPDstPort == 0 && strings.Contains(s, " -p ") {
