@@ -98,17 +98,7 @@ func TestHostPorts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				fmt.Fprintln(c, greeting)
-				c.Close()
-			}
-		}()
+		testutil.Serve(t, ln, func(c net.Conn) { fmt.Fprintln(c, greeting) })
 		return ln.Addr().(*net.TCPAddr).Port
 	}
 	open, closed := listen("hello from the host"), listen("should not be reached")

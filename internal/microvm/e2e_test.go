@@ -193,17 +193,7 @@ func upstream(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("upstream namespace: %v", err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello from upstream to %s\n", c.RemoteAddr())
-			c.Close()
-		}
-	}()
+	testutil.Serve(t, ln, func(c net.Conn) { fmt.Fprintf(c, "hello from upstream to %s\n", c.RemoteAddr()) })
 	return ln.Addr().String()
 }
 

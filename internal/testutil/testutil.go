@@ -1,6 +1,6 @@
-// Package testutil holds the capability gates shared by nubo's tests, and
-// a reading of the host's process table (Procs), which the benchmark
-// (bench/cmd/nubo-bench) uses too.
+// Package testutil holds the capability gates shared by nubo's tests, a
+// reading of the host's process table (Procs), which the benchmark
+// (bench/cmd/nubo-bench) uses too, and a TCP server for tests (Serve).
 //
 // A gate skips a test on a machine that cannot run it (a laptop without root,
 // a host without cgroup v2) but fails it when CI=true and this kind of machine
@@ -10,6 +10,7 @@ package testutil
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -111,4 +112,20 @@ func Procs() map[int]Proc {
 		m[pid] = Proc{PPID: ppid, State: f[0], Comm: string(b[open+1 : end])}
 	}
 	return m
+}
+
+// Serve answers every connection ln accepts with handle, then closes the
+// connection, until ln is closed (at the end of the test).
+func Serve(t testing.TB, ln net.Listener, handle func(c net.Conn)) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			handle(c)
+			c.Close()
+		}
+	}()
 }

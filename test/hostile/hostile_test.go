@@ -1016,16 +1016,7 @@ func hostService(t *testing.T, ip string) string {
 	if err != nil {
 		t.Fatalf("listen on %s: %v", ip, err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testutil.Serve(t, ln, func(net.Conn) {})
 	return ln.Addr().String()
 }
 
