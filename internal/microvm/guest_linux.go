@@ -659,6 +659,8 @@ var guestModules = []string{
 	"virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "loop",
 	// The sandboxes' network inside the guest (package netenv).
 	"veth", "bridge", "nf_tables", "nft_chain_nat", "nft_masq", "nft_ct", "nf_conntrack_netlink",
+	// fib daddr type local: the policy's drop ahead of DNAT.
+	"nft_fib_inet",
 }
 
 // moduleFiles finds the guest modules for kernel release rel, with every

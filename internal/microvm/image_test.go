@@ -66,7 +66,12 @@ func TestGuestModulesInDependencyOrder(t *testing.T) {
 	}
 	// Dependencies first: virtio_ring before virtio before virtio_net;
 	// nf_conntrack before nft_ct.
-	for _, pair := range [][2]string{{"virtio_ring.ko", "virtio.ko"}, {"virtio.ko", "virtio_net.ko"}, {"nf_conntrack.ko", "nft_ct.ko"}, {"nf_tables.ko", "nft_masq.ko"}} {
+	for _, want := range []string{"virtio_net.ko", "nft_masq.ko", "nft_fib_inet.ko"} {
+		if _, ok := pos[want]; !ok {
+			t.Errorf("%s is not loaded: %v", want, names)
+		}
+	}
+	for _, pair := range [][2]string{{"virtio_ring.ko", "virtio.ko"}, {"virtio.ko", "virtio_net.ko"}, {"nf_conntrack.ko", "nft_ct.ko"}, {"nf_tables.ko", "nft_masq.ko"}, {"nft_fib.ko", "nft_fib_inet.ko"}, {"nft_fib_ipv4.ko", "nft_fib_inet.ko"}} {
 		a, okA := pos[pair[0]]
 		b, okB := pos[pair[1]]
 		if okA && okB && a > b {
