@@ -53,16 +53,16 @@
 // New picks the backend (Config.Backend; "auto" tries nftables first and
 // falls back to iptables) and logs which one is in use. nftables: one table
 // "inet <Name>" with chains input and forward (filter, priority -10),
-// prerouting (filter, priority mangle: ahead of DNAT) and postrouting
+// prerouting (filter, priority raw: ahead of conntrack and DNAT) and postrouting
 // (nat), replaced and removed atomically, and, once a VM's tap
 // is attached, a table "bridge <Name>" guarding taps against spoofed
 // sources (see AttachTap and TapGuard). iptables: chains
 // <NAME>-INPUT, <NAME>-FORWARD (filter), <NAME>-POSTROUTING (nat) and
-// <NAME>-PREROUTING (mangle), each entered by one jump inserted first in
+// <NAME>-PREROUTING (raw), each entered by one jump inserted first in
 // the built-in chain; it cannot
 // filter bridge ports, so taps go unguarded (logged once). Neither touches
 // anything else on the host; with iptables-nft, the host's iptables tables
-// ("ip filter", "ip nat", "ip mangle") may be created by the first rule and, as with any
+// ("ip filter", "ip nat", "ip raw") may be created by the first rule and, as with any
 // iptables user, stay after ours are gone.
 //
 // New sets net.ipv4.ip_forward=1 (logged when it changes) and leaves it on.

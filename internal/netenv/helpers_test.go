@@ -75,7 +75,7 @@ func removeEmptyIptablesTables(before map[string]bool) {
 		return
 	}
 	for _, t := range tables {
-		if before[t.Name] || (t.Name != "filter" && t.Name != "nat" && t.Name != "mangle") {
+		if before[t.Name] || (t.Name != "filter" && t.Name != "nat" && t.Name != "raw") {
 			continue
 		}
 		pristine := true

@@ -12,7 +12,7 @@ import (
 
 // iptFirewall renders the policy into four chains of its own,
 // <NAME>-INPUT and <NAME>-FORWARD in table filter, <NAME>-POSTROUTING in
-// table nat and <NAME>-PREROUTING in table mangle (ahead of nat's DNAT),
+// table nat and <NAME>-PREROUTING in table raw (ahead of nat's DNAT),
 // each entered by a single jump inserted at the top of the built-in chain. Being first matters here, unlike with nftables: in one
 // iptables table the first terminal verdict wins, so a jump placed after
 // another ACCEPT would never see the packet. It drives the iptables command
@@ -33,15 +33,15 @@ var iptChains = map[Hook]struct{ table, builtin string }{
 	HookInput:       {"filter", "INPUT"},
 	HookForward:     {"filter", "FORWARD"},
 	HookPostrouting: {"nat", "POSTROUTING"},
-	// mangle's PREROUTING runs ahead of nat's, where DNAT happens.
-	HookPrerouting: {"mangle", "PREROUTING"},
+	// raw's PREROUTING runs first, ahead of conntrack and nat's DNAT.
+	HookPrerouting: {"raw", "PREROUTING"},
 }
 
 // iptHooks are the hooks the backend has chains for, in Setup order.
 var iptHooks = []Hook{HookInput, HookForward, HookPostrouting, HookPrerouting}
 
 // iptTables are the tables the backend uses, in Setup order.
-var iptTables = []string{"filter", "nat", "mangle"}
+var iptTables = []string{"filter", "nat", "raw"}
 
 func newIptables(name string, log *slog.Logger) (Firewall, error) {
 	bin, err := exec.LookPath("iptables")

@@ -184,6 +184,31 @@ func (w *world) dnatHostPort(t *testing.T) int {
 	return port
 }
 
+// udpArrives sends a datagram from inside n to a host listener on port
+// and reports whether it arrived.
+func udpArrives(t *testing.T, n *testNS, to netip.Addr, port int) bool {
+	t.Helper()
+	udp, err := net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	if err := inNetns(n.fd, func() error {
+		c, err := net.Dial("udp4", netip.AddrPortFrom(to, uint16(port)).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("over UDP"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	udp.SetReadDeadline(time.Now().Add(dropWait))
+	_, _, err = udp.ReadFrom(make([]byte, 64))
+	return err == nil
+}
+
 func mustAddr(a netip.Addr, bits int) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
 }
@@ -275,6 +300,10 @@ func TestPolicyWithoutFirewall(t *testing.T) {
 	}
 	probes = append(probes, probe{"env to a port the host publishes by DNAT", w.a, w.upHost, w.dnatHostPort(t), true, a})
 	check(t, probes...)
+	// The control for testHostPorts' UDP check.
+	if !udpArrives(t, w.a, w.m.Gateway(), w.hostPort) {
+		t.Error("with no policy, a UDP datagram from an environment did not reach the host")
+	}
 	w.routeViaGateway(t)
 	check(t,
 		probe{"env to env, via the gateway", w.a, w.lb.Addr(), w.bPort, true, a},
@@ -474,7 +503,7 @@ func checkRuleset(t *testing.T, w *world) {
 			"type filter hook input priority filter - 10; policy accept;",
 			"type filter hook forward priority filter - 10; policy accept;",
 			"type nat hook postrouting priority srcnat; policy accept;",
-			"type filter hook prerouting priority mangle; policy accept;",
+			"type filter hook prerouting priority raw; policy accept;",
 			`iifname "` + br + `" fib daddr type local counter packets `,
 			`iifname "` + br + `" counter packets `,
 			`iifname "` + br + `" oifname "` + br + `" counter packets `,
@@ -502,13 +531,13 @@ func checkRuleset(t *testing.T, w *world) {
 			"-A " + p + "-POSTROUTING -s " + sub + " ! -o " + br + " ",
 		}
 		// As with nftables: the probes met the drop ahead of DNAT.
-		if out := run(t, "iptables", "-w", "5", "-t", "mangle", "-L", p+"-PREROUTING", "-v", "-x", "-n"); !regexp.MustCompile(`(?m)^\s*[1-9]\d*\s+\d+\s+DROP`).MatchString(out) {
+		if out := run(t, "iptables", "-w", "5", "-t", "raw", "-L", p+"-PREROUTING", "-v", "-x", "-n"); !regexp.MustCompile(`(?m)^\s*[1-9]\d*\s+\d+\s+DROP`).MatchString(out) {
 			t.Errorf("the drop ahead of DNAT never counted a packet:\n%s", out)
 		}
 		// The jumps must come first in the built-in chains; only the
 		// jumps of other instances (parallel tests, a real nubo), inserted
 		// first later, may precede them.
-		for _, c := range []struct{ table, chain string }{{"filter", "INPUT"}, {"filter", "FORWARD"}, {"nat", "POSTROUTING"}, {"mangle", "PREROUTING"}} {
+		for _, c := range []struct{ table, chain string }{{"filter", "INPUT"}, {"filter", "FORWARD"}, {"nat", "POSTROUTING"}, {"raw", "PREROUTING"}} {
 			other := regexp.MustCompile(`^-A ` + c.chain + ` -j [A-Z][A-Z0-9]*-` + c.chain + `$`)
 			ours := "-A " + c.chain + " -j " + p + "-" + c.chain
 			lines := strings.Split(strings.TrimSpace(run(t, "iptables", "-w", "5", "-t", c.table, "-S", c.chain)), "\n")
@@ -868,26 +897,10 @@ func testHostPorts(t *testing.T, n int, backend string) {
 		probes = append(probes, probe{"env to the opened port at the host's primary address", ns, ip, open, false, netip.Addr{}})
 	}
 	check(t, probes...)
-	// The opening is TCP's: a datagram to the same port number is dropped.
-	udp, err := net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", open))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer udp.Close()
-	if err := inNetns(ns.fd, func() error {
-		c, err := net.Dial("udp4", netip.AddrPortFrom(m.Gateway(), uint16(open)).String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write([]byte("over UDP"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	udp.SetReadDeadline(time.Now().Add(dropWait))
-	if n, from, err := udp.ReadFrom(make([]byte, 64)); err == nil {
-		t.Errorf("a UDP datagram to the opened port's number reached the host (%d bytes from %s)", n, from)
+	// The opening is TCP's: a datagram to the same port number is dropped
+	// (TestPolicyWithoutFirewall sees one arrive with no policy).
+	if udpArrives(t, ns, m.Gateway(), open) {
+		t.Errorf("a UDP datagram to the opened port's number reached the host")
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)

@@ -23,8 +23,8 @@ import (
 const nftPriorityFilter = -10
 
 // nftFirewall renders the policy into one table of family inet named after
-// the instance: a filter chain at input, one at forward, a NAT chain at
-// postrouting. One table makes replacing and removing the whole ruleset a
+// the instance: a filter chain at input, one at forward, one at
+// prerouting (ahead of DNAT), a NAT chain at postrouting. One table makes replacing and removing the whole ruleset a
 // single atomic operation. Being inet, the table also sees IPv6, which the
 // policy's NotIPv4 rule drops. NAT in an inet table needs Linux 5.2; on
 // older kernels Setup fails and BackendAuto falls back to iptables. VMs'
@@ -76,10 +76,11 @@ func (f *nftFirewall) Setup(p Policy) error {
 			Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
 		}),
-		// Ahead of destination NAT (priority dstnat, -100).
+		// Ahead of any destination NAT (a nat chain's priority is above
+		// -200) and of conntrack: what is dropped here leaves no entry.
 		HookPrerouting: c.AddChain(&nftables.Chain{
 			Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept,
 		}),
 	}
 	for _, r := range p.Rules() {

@@ -178,11 +178,13 @@ func (p Policy) Rules() []Rule {
 	rules = append(rules, Rule{Hook: HookPrerouting, In: br, DstLocal: true, Action: Drop, Comment: "nubo: environment to host, before DNAT"})
 	hostPorts(HookInput)
 	return append(rules, []Rule{
-		// Everything an environment sends to the host itself — the bridge
-		// address, every other host address, broadcasts — arrives at the
-		// input hook with the bridge as input interface. Nothing on the host
-		// talks to environments over IP (the agent's channel is a socket
-		// pair), so there are no replies to let through either.
+		// Everything an environment sends to the host itself that the
+		// prerouting drop left — broadcasts and multicast, the host ports
+		// passed there — arrives at the input hook with the bridge as input
+		// interface; the drop here is also the backstop for unicast to a
+		// host address. Nothing on the host talks to environments over IP
+		// (the agent's channel is a socket pair), so there are no replies
+		// to let through either.
 		{Hook: HookInput, In: br, Action: Drop, Comment: "nubo: environment to host"},
 
 		// Ports are isolated at L2 already; this catches what is routed

@@ -1,6 +1,7 @@
 package netenv
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -232,4 +234,26 @@ func TestNftPortRuleIPv4First(t *testing.T) {
 			t.Errorf("rule %+v: a pass must return, ends with %#v", r, es[len(es)-1])
 		}
 	}
+}
+
+// TestNftDstLocal: "destination is a host address" renders as nft's own
+// `fib daddr type local`: the address type of the route to the
+// destination, compared with RTN_LOCAL in host byte order.
+func TestNftDstLocal(t *testing.T) {
+	es := nftExprs(Rule{Hook: HookPrerouting, In: IfaceMatch{Name: "nubo0"}, DstLocal: true, Action: Drop})
+	for i, e := range es {
+		f, ok := e.(*expr.Fib)
+		if !ok {
+			continue
+		}
+		if !f.FlagDADDR || !f.ResultADDRTYPE || f.FlagSADDR || f.FlagIIF || f.FlagOIF || f.ResultOIF || f.ResultOIFNAME {
+			t.Fatalf("fib %+v: want daddr, type", f)
+		}
+		c, ok := es[i+1].(*expr.Cmp)
+		if !ok || c.Op != expr.CmpOpEq || c.Register != f.Register || !bytes.Equal(c.Data, binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)) {
+			t.Fatalf("fib compared by %#v, want eq RTN_LOCAL", es[i+1])
+		}
+		return
+	}
+	t.Fatalf("no fib expression in %#v", es)
 }

@@ -26,17 +26,19 @@ type spoofCase struct {
 
 // spoofCases are frames from l's VM to the host (the bridge's MAC or
 // broadcast), each tagged with a marker naming it. The IPv4 ones are
-// addressed beyond the host, as egress is: the policy drops IPv4 to a host
-// address at prerouting, which with br_netfilter runs before the bridge
-// passes the frame up, where the test looks for it.
+// addressed to an unused address of the environments' subnet, not to the
+// host: the policy drops IPv4 to a host address at prerouting, which with
+// br_netfilter runs before the bridge passes the frame up, where the test
+// looks for it; and routed back to the bridge, such a frame never leaves
+// the machine.
 func spoofCases(m *Manager, l *Link) []spoofCase {
 	own, ownIP := l.MAC(), l.Addr()
 	other := l.Addr().Next() // another environment's address
 	otherMAC := macFor(other)
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	mark := func(name string) []byte { return []byte("NBSPOOF:" + name + ";") }
-	beyond := netip.MustParseAddr("198.51.100.1")
-	udp := func(name string, src netip.Addr) []byte { return ipv4UDP(src, beyond, mark(name)) }
+	unused := lastHost(m.cfg.Subnet)
+	udp := func(name string, src netip.Addr) []byte { return ipv4UDP(src, unused, mark(name)) }
 	cs := []spoofCase{
 		{name: "ipv4-own", pass: true,
 			frame: ethFrame(m.brMAC, own, unix.ETH_P_IP, udp("ipv4-own", ownIP))},
@@ -287,4 +289,13 @@ func TestTapGuardLifecycle(t *testing.T) {
 	if _, err := netlink.LinkByName(l.HostIface()); err == nil {
 		t.Errorf("tap %s outlived its file and CleanupStale", l.HostIface())
 	}
+}
+
+// lastHost is the last address of p before its broadcast address: one the
+// tests' environments (allocated from the start) never get.
+func lastHost(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n |= 1<<(32-p.Bits()) - 2
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }

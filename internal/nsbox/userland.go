@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -50,7 +51,7 @@ func writeEtc(dir string, host netip.Addr, resolv string, log *slog.Logger) (str
 		resolv, ok = ResolvConf()
 	}
 	if !ok {
-		log.Warn("nsbox: the host names no name server a sandbox can reach (only loopback ones, or none): functions will have no DNS",
+		log.Warn("nsbox: the host names no name server a sandbox can reach (an IPv4 one, not loopback or link-local): functions will have no DNS",
 			"files", resolvFiles)
 	}
 	files := map[string]string{
@@ -107,19 +108,33 @@ func ResolvConf() (conf string, ok bool) { return resolvConf(resolvFiles...) }
 
 // resolvConf keeps the host's name servers that a sandbox can reach, from
 // the first of files that names one: IPv4 servers that are not loopback
-// (the host's own, out of reach by design) or link-local (dropped by the
-// environments' firewall, as cloud metadata is); environments have no
-// IPv6. ok is false when no file names one: sandboxes then have no DNS.
+// or another of the host's own addresses (out of reach by design) or
+// link-local (dropped by the environments' firewall, as cloud metadata
+// is); environments have no IPv6. ok is false when no file names one: sandboxes then have no DNS.
 func resolvConf(files ...string) (conf string, ok bool) {
+	own := hostAddrs()
 	for _, path := range files {
-		if conf, ok := resolvFile(path); ok {
+		if conf, ok := resolvFile(path, own); ok {
 			return conf, true
 		}
 	}
 	return "", false
 }
 
-func resolvFile(path string) (conf string, ok bool) {
+// hostAddrs are the host's own addresses: a resolver listening on one
+// (dnsmasq on the LAN address, say) is the host, out of reach as well.
+func hostAddrs() map[netip.Addr]bool {
+	own := map[netip.Addr]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			own[p.Addr().Unmap()] = true
+		}
+	}
+	return own
+}
+
+func resolvFile(path string, own map[netip.Addr]bool) (conf string, ok bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", false
@@ -130,7 +145,7 @@ func resolvFile(path string) (conf string, ok bool) {
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && fields[0] == "nameserver" {
-			if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() && !own[a] {
 				b.WriteString("nameserver " + fields[1] + "\n")
 				ok = true
 			}

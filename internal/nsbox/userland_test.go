@@ -34,6 +34,20 @@ func TestResolvConf(t *testing.T) {
 		{[]string{unusable, direct}, "nameserver 192.0.2.53\n", true},
 		{[]string{stub, missing}, "", false},
 	}
+	// One of the host's own addresses is the host: out of reach.
+	if own := hostAddrs(); len(own) > 0 {
+		for a := range own {
+			if a.Is4() && !a.IsLoopback() {
+				self := write("self", "nameserver "+a.String()+"\n")
+				cases = append(cases, struct {
+					files []string
+					want  string
+					ok    bool
+				}{[]string{self, direct}, "nameserver 192.0.2.53\n", true})
+				break
+			}
+		}
+	}
 	for i, c := range cases {
 		got, ok := resolvConf(c.files...)
 		if got != c.want || ok != c.ok {
