@@ -62,8 +62,8 @@
 // the built-in chain; it cannot
 // filter bridge ports, so taps go unguarded (logged once). Neither touches
 // anything else on the host; with iptables-nft, the host's iptables tables
-// ("ip filter", "ip nat", "ip raw") may be created by the first rule and, as with any
-// iptables user, stay after ours are gone.
+// ("ip filter", "ip nat", "ip raw") may be created by the first rule
+// and, as with any iptables user, stay after ours are gone.
 //
 // New sets net.ipv4.ip_forward=1 (logged when it changes) and leaves it on.
 //

@@ -13,7 +13,8 @@ import (
 // iptFirewall renders the policy into four chains of its own,
 // <NAME>-INPUT and <NAME>-FORWARD in table filter, <NAME>-POSTROUTING in
 // table nat and <NAME>-PREROUTING in table raw (ahead of nat's DNAT),
-// each entered by a single jump inserted at the top of the built-in chain. Being first matters here, unlike with nftables: in one
+// each entered by a single jump inserted at the top of the built-in
+// chain. Being first matters here, unlike with nftables: in one
 // iptables table the first terminal verdict wins, so a jump placed after
 // another ACCEPT would never see the packet. It drives the iptables command
 // (whichever variant, nf_tables or legacy, the host has) because the

@@ -24,9 +24,10 @@ const nftPriorityFilter = -10
 
 // nftFirewall renders the policy into one table of family inet named after
 // the instance: a filter chain at input, one at forward, one at
-// prerouting (ahead of DNAT), a NAT chain at postrouting. One table makes replacing and removing the whole ruleset a
-// single atomic operation. Being inet, the table also sees IPv6, which the
-// policy's NotIPv4 rule drops. NAT in an inet table needs Linux 5.2; on
+// prerouting (ahead of DNAT), a NAT chain at postrouting. One table makes
+// replacing and removing the whole ruleset a single atomic operation.
+// Being inet, the table also sees IPv6, which the policy's NotIPv4 rule
+// drops. NAT in an inet table needs Linux 5.2; on
 // older kernels Setup fails and BackendAuto falls back to iptables. VMs'
 // tap guards live in a second table, of family bridge (tapguard.go).
 type nftFirewall struct {

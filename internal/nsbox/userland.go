@@ -110,7 +110,8 @@ func ResolvConf() (conf string, ok bool) { return resolvConf(resolvFiles...) }
 // the first of files that names one: IPv4 servers that are not loopback
 // or another of the host's own addresses (out of reach by design) or
 // link-local (dropped by the environments' firewall, as cloud metadata
-// is); environments have no IPv6. ok is false when no file names one: sandboxes then have no DNS.
+// is); environments have no IPv6. ok is false when no file names one:
+// sandboxes then have no DNS.
 func resolvConf(files ...string) (conf string, ok bool) {
 	own := hostAddrs()
 	for _, path := range files {
