@@ -58,7 +58,7 @@ func TestVethName(t *testing.T) {
 
 func TestIPAM(t *testing.T) {
 	a := newIPAM(netip.MustParsePrefix("10.214.0.0/29")) // 8 addresses, 5 usable
-	if g := a.gateway(); g != netip.MustParseAddr("10.214.0.1") {
+	if g := (Policy{Subnet: netip.MustParsePrefix("10.214.0.0/29")}).Gateway(); g != netip.MustParseAddr("10.214.0.1") {
 		t.Fatalf("gateway %s", g)
 	}
 	var got []netip.Addr

@@ -43,9 +43,8 @@ func (a *ipam) addr(off uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-func (a *ipam) gateway() netip.Addr { return a.addr(1) }
-
 func (a *ipam) alloc() (netip.Addr, error) {
+	// Offset 1 is the gateway (Policy.Gateway), the last the broadcast.
 	first, last := uint32(2), a.size-2
 	for range last - first + 1 {
 		off := a.next

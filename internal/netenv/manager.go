@@ -86,7 +86,7 @@ func New(cfg Config) (*Manager, error) {
 		links: map[string]*Link{},
 		names: map[string]bool{},
 	}
-	m.gateway = m.ipam.gateway()
+	m.gateway = m.Policy().Gateway()
 	if m.hostNS, err = nsIDOfPath("/proc/self/ns/net"); err != nil {
 		h.Close()
 		return nil, err
