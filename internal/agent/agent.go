@@ -264,9 +264,10 @@ func (a *Agent) setup() error {
 			return fmt.Errorf("runtime api: %w", err)
 		}
 	}
-	// Raw reads and writes on the runtime's connections (package rawio), as
-	// on the host's (agentproto) and the output pipes (readChunk).
-	go a.rapi.Serve(context.Background(), rawio.Listener{Listener: ln})
+	// Serve reads and writes the runtime's connections raw (package
+	// rawio), as the agent does the host's (agentproto) and the output
+	// pipes (readChunk).
+	go a.rapi.Serve(context.Background(), ln)
 	if a.outPipe[0] == nil {
 		if err := a.startOutput(); err != nil {
 			return err

@@ -193,6 +193,50 @@ func (f *FD) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// PeerGone reports whether a socket's peer has closed or reset its end:
+// a peek, which reads nothing, finds the end of the stream or an error
+// rather than data. With wait it first waits until the socket has
+// something to read (a deadline or Close ends the wait with an error);
+// without, nothing there yet is false. A pipe cannot be peeked at and is
+// reported gone.
+func (f *FD) PeerGone(wait bool) (bool, error) {
+	gone := false
+	var err error
+	if wait {
+		err = f.rc.Read(func(fd uintptr) bool {
+			var ready bool
+			gone, ready = peekEnd(fd)
+			return ready
+		})
+	} else {
+		// Control, not Read: a waiting PeerGone holds the read lock.
+		err = f.rc.Control(func(fd uintptr) { gone, _ = peekEnd(fd) })
+	}
+	if err != nil {
+		return false, f.wrap("read", err)
+	}
+	return gone, nil
+}
+
+// peekEnd peeks at one byte of fd: ready is false when there is nothing
+// to read yet, gone is true at the end of the stream or on an error.
+func peekEnd(fd uintptr) (gone, ready bool) {
+	var b [1]byte
+	for {
+		n, _, errno := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false, false
+		case 0:
+			return n == 0, true
+		}
+		return true, true
+	}
+}
+
 // Read is read(2) as a raw system call; fd must be non-blocking.
 func Read(fd int, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
@@ -239,6 +283,10 @@ func (c *Conn) Read(p []byte) (int, error) { return c.fd.Read(p) }
 
 // Write writes all of p with raw write(2)s (see FD.Write).
 func (c *Conn) Write(p []byte) (int, error) { return c.fd.Write(p) }
+
+// PeerGone reports whether the peer has closed or reset its end, waiting
+// first for something to read when wait is set (see FD.PeerGone).
+func (c *Conn) PeerGone(wait bool) (bool, error) { return c.fd.PeerGone(wait) }
 
 // CloseWrite shuts the write side where the connection has one (net/http
 // uses it to close a connection gracefully).

@@ -329,3 +329,44 @@ func TestRawReadWriteEmpty(t *testing.T) {
 		t.Fatalf("Read(-1) errno %v, want EBADF", e)
 	}
 }
+
+// TestPeerGone: data is not the end and is left unread; a wait ends on
+// data, on the peer's close (also one that came before the call) and on
+// a deadline, which is an error.
+func TestPeerGone(t *testing.T) {
+	client, server := tcpPair(t)
+	rc := server.(*Conn)
+	if gone, err := rc.PeerGone(false); gone || err != nil {
+		t.Fatalf("nothing sent: %v %v", gone, err)
+	}
+	_ = server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if gone, err := rc.PeerGone(true); gone || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("wait with nothing sent: %v %v", gone, err)
+	}
+	_ = server.SetReadDeadline(time.Time{})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = client.Write([]byte("x"))
+	}()
+	if gone, err := rc.PeerGone(true); gone || err != nil {
+		t.Fatalf("data: %v %v", gone, err)
+	}
+	if gone, err := rc.PeerGone(false); gone || err != nil {
+		t.Fatalf("data, again: %v %v", gone, err)
+	}
+	buf := make([]byte, 4)
+	if n, err := server.Read(buf); n != 1 || err != nil {
+		t.Fatalf("the data was consumed by a peek: %d %v", n, err)
+	}
+	client.Close()
+	time.Sleep(20 * time.Millisecond)
+	for _, wait := range []bool{false, true} {
+		if gone, err := rc.PeerGone(wait); !gone || err != nil {
+			t.Fatalf("closed peer, wait %v: %v %v", wait, gone, err)
+		}
+	}
+	server.Close()
+	if _, err := rc.PeerGone(true); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("closed connection: %v", err)
+	}
+}

@@ -3,13 +3,12 @@ package runtimeapi
 import (
 	"bytes"
 	"context"
-	"net/http/httptest"
+	"net"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 // BenchmarkInvoke measures the Runtime API's side of a warm invocation: an
@@ -20,12 +19,15 @@ import (
 //	go test -run '^$' -bench Invoke -cpuprofile cpu.out ./internal/runtimeapi
 func BenchmarkInvoke(b *testing.B) {
 	s := New(Options{FunctionName: "fn"})
-	srv := httptest.NewUnstartedServer(s.Handler())
-	srv.Listener = rawio.Listener{Listener: srv.Listener} // as the agent serves it
-	srv.Start()
-	defer srv.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go s.Serve(sctx, l) // as the agent serves it
 	cmd := exec.Command(fnBinary(b))
-	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + srv.Listener.Addr().String(), "AWS_LAMBDA_FUNCTION_NAME=fn",
+	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + l.Addr().String(), "AWS_LAMBDA_FUNCTION_NAME=fn",
 		"AWS_LAMBDA_FUNCTION_VERSION=$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128", "_HANDLER=echo", "PATH=/usr/bin:/bin"}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -41,6 +43,7 @@ func BenchmarkInvoke(b *testing.B) {
 	}
 	payload := []byte(`{"key":"` + string(bytes.Repeat([]byte("x"), 88)) + `"}`)
 	b.ReportAllocs()
+	cpu0, sw0 := processCPU()
 	b.ResetTimer()
 	for i := range b.N {
 		res, err := s.Invoke(ctx, &Invocation{RequestID: "req-" + strconv.Itoa(i), Payload: payload,
@@ -55,4 +58,16 @@ func BenchmarkInvoke(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	cpu1, sw1 := processCPU()
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64(sw1-sw0)/float64(b.N), "switches/op")
+}
+
+// processCPU is the user and system CPU time this process has used, and
+// the context switches of its threads.
+func processCPU() (time.Duration, int64) {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw + ru.Nivcsw
 }

@@ -5,11 +5,13 @@
 // and extensions, and the lifecycle rules that tie them together. It knows
 // nothing about how processes are started or how invocations reach the agent:
 // the agent calls WaitInit, Invoke, WaitIdle and Shutdown, and reports process
-// deaths through RuntimeExited and ExtensionExited.
+// deaths through RuntimeExited and ExtensionExited. Serve speaks HTTP/1.1
+// with a small server of its own (wire.go), written for the few requests a
+// runtime sends per invocation; Handler gives the same routes to tests.
 //
 // The agent drives one environment like this:
 //
-//	s := runtimeapi.New(opts)            // serve s.Handler() or s.Serve(ctx, l)
+//	s := runtimeapi.New(opts); go s.Serve(ctx, l)
 //	launch /opt/extensions/*; s.WaitExtensionsRegistered(ctx)
 //	start the runtime;        s.WaitInit(ctx)  // 10 s init limit in ctx
 //	for each invocation:      s.Invoke(ctx, inv) → Result; s.WaitIdle(ctx)

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +17,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 var (
@@ -63,12 +61,14 @@ func fnBinary(t testing.TB) string {
 	return fnPath
 }
 
-// testEnv is one Server behind a real HTTP listener on 127.0.0.1.
+// testEnv is one Server served (Serve, as the agent serves it) on
+// 127.0.0.1.
 type testEnv struct {
-	t    *testing.T
-	s    *Server
-	srv  *httptest.Server
-	addr string
+	t      *testing.T
+	s      *Server
+	addr   string
+	url    string
+	client *http.Client
 }
 
 func newEnv(t *testing.T, opts Options) *testEnv {
@@ -77,16 +77,40 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 		opts.FunctionName = "fn"
 	}
 	s := New(opts)
-	// Served as the agent serves it: connections read and written raw.
-	srv := httptest.NewUnstartedServer(s.Handler())
-	srv.Listener = rawio.Listener{Listener: srv.Listener}
-	srv.Start()
+	addr, stop := serveLocal(t, s)
+	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(func() {
 		// Blocked /next requests end when their connections close.
-		srv.CloseClientConnections()
-		srv.Close()
+		if err := stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		client.CloseIdleConnections()
 	})
-	return &testEnv{t: t, s: s, srv: srv, addr: strings.TrimPrefix(srv.URL, "http://")}
+	return &testEnv{t: t, s: s, addr: addr, url: "http://" + addr, client: client}
+}
+
+// serveLocal serves s on a new listener on 127.0.0.1, as the agent serves
+// it. stop ends Serve and returns what it returned; it fails the test when
+// Serve does not return within 5 s.
+func serveLocal(t *testing.T, s *Server) (addr string, stop func() error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, l) }()
+	return l.Addr().String(), sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-served:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("Serve did not return")
+			return nil
+		}
+	})
 }
 
 // fnProc is a running test function process.
@@ -203,14 +227,14 @@ func waitOutcome(t *testing.T, ch <-chan invokeOutcome) invokeOutcome {
 
 // do sends one request to the test server and returns status, headers, body.
 func (e *testEnv) do(ctx context.Context, method, path string, hdr map[string]string, body string) (int, http.Header, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, e.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, e.url+path, strings.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := e.srv.Client().Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		return 0, nil, nil, err
 	}

@@ -606,18 +606,12 @@ func TestWaitIdleWaitsForRuntimeNext(t *testing.T) {
 func TestServe(t *testing.T) {
 	t.Parallel()
 	s := New(Options{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, l) }()
+	addr, stop := serveLocal(t, s)
 
 	// A /next blocked in the server does not keep it from stopping.
 	nextDone := make(chan error, 1)
 	go func() {
-		resp, err := http.Get("http://" + l.Addr().String() + "/2018-06-01/runtime/invocation/next")
+		resp, err := http.Get("http://" + addr + "/2018-06-01/runtime/invocation/next")
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -626,19 +620,13 @@ func TestServe(t *testing.T) {
 	waitWaiter(t, s, nil)
 
 	// Oversized headers are refused by the HTTP layer.
-	st, _ := rawPost(t, l.Addr().String(), "GET /2018-06-01/ping HTTP/1.1\r\nHost: h\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n")
+	st, _ := rawPost(t, addr, "GET /2018-06-01/ping HTTP/1.1\r\nHost: h\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n")
 	if st != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("huge header: %d", st)
 	}
 
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return")
+	if err := stop(); err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 	if err := <-nextDone; err == nil {
 		t.Fatal("blocked /next completed normally after the server stopped")

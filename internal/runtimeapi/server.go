@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -220,27 +219,9 @@ func (s *Server) waitFor(ctx context.Context, cond func() (bool, error)) error {
 	}
 }
 
-// Handler returns the handler for every route of the API.
+// Handler returns the handler for every route of the API, for tests that
+// drive the handlers without the wire (Serve is what the agent runs).
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.route) }
-
-// Serve serves the API on l until ctx is done. It sets no read, write or idle
-// timeouts: /next blocks for as long as the environment waits for work, and a
-// thawed environment must find its runtime's kept-alive connection still open.
-func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
-	defer stop()
-	err := srv.Serve(l)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
