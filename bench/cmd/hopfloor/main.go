@@ -14,8 +14,11 @@
 // server reaches a throughput ratio above the one printed. It is measured
 // twice: as is, and with SigV4 on, as the figures count (the client signs
 // each request as nubo-bench does, the server verifies it with nubo's
-// verifier and does nothing else), and once more with SigV4 and the
-// server's connections read and written as nubo's are (package rawio).
+// verifier and does nothing else), once more with SigV4 and the
+// server's connections read and written as nubo's are (package rawio), and
+// once more with a relay process per runtime between the server and it,
+// as nubo has an agent per environment (serveRelayed): the floor for any
+// server that keeps a process between itself and the function.
 //
 //	go run ./bench/cmd/hopfloor [-n 3000] [-rounds 2] [-concurrency 4] [-duration 2s]
 package main
@@ -92,7 +95,7 @@ func main() {
 	last := spawn("echo")
 	one := spawn("forward", last)
 	two := spawn("forward", one)
-	var lean, leanRaw, wide, signed, signedRaw, emu string
+	var lean, leanRaw, wide, signed, signedRaw, relayed, emu string
 	if _, err := os.Stat(*echo); err == nil {
 		abs, _ := filepath.Abs(*echo)
 		lean = spawn("lambda", abs, "1") + "/invoke"
@@ -100,6 +103,7 @@ func main() {
 		wide = spawn("lambda", abs, strconv.Itoa(*conc)) + "/invoke"
 		signed = spawn("lambda", abs, strconv.Itoa(*conc), "sign") + "/invoke"
 		signedRaw = spawn("lambda", abs, strconv.Itoa(*conc), "sign", "raw") + "/invoke"
+		relayed = spawn("lambda", abs, strconv.Itoa(*conc), "sign", "raw", "relay") + "/invoke"
 		if _, err := os.Stat(*rie); err == nil {
 			bin, _ := filepath.Abs(*rie)
 			emu = startRIE(bin, abs, &procs)
@@ -127,7 +131,8 @@ func main() {
 			tw := throughput(fmt.Sprintf("least server, %d runtimes, concurrency %d", *conc, *conc), wide, *conc, *dur, payload, false)
 			ts := throughput(fmt.Sprintf("the same, SigV4 on, concurrency %d", *conc), signed, *conc, *dur, payload, true)
 			tr := throughput(fmt.Sprintf("the same, SigV4 on, raw I/O, concurrency %d", *conc), signedRaw, *conc, *dur, payload, true)
-			fmt.Printf("%-42s %.2f× (SigV4 off), %.2f× (on), %.2f× (on, raw I/O) the emulator's sequential throughput\n", "least server", tw/te, ts/te, tr/te)
+			tl := throughput(fmt.Sprintf("the same, a relay per runtime, concurrency %d", *conc), relayed, *conc, *dur, payload, true)
+			fmt.Printf("%-42s %.2f× (SigV4 off), %.2f× (on), %.2f× (on, raw I/O), %.2f× (on, raw I/O, a relay per runtime) the emulator's sequential throughput\n", "least server", tw/te, ts/te, tr/te, tl/te)
 		}
 	}
 }
@@ -326,15 +331,25 @@ func child(args []string) {
 			os.Exit(2)
 		}
 		var v *sigv4.Verifier
+		relayed := false
 		for _, opt := range args[3:] {
 			switch opt {
 			case "sign":
 				v = &sigv4.Verifier{Lookup: func(string) (string, bool) { return "test", true }}
 			case "raw":
 				wrap = func(l net.Listener) net.Listener { return rawio.Listener{Listener: l} }
+			case "relay":
+				relayed = true
 			}
 		}
-		h = serveLambda(args[1], n, v, wrap)
+		if relayed {
+			h = serveRelayed(os.Args[0], args[1], n, v)
+		} else {
+			h = serveLambda(args[1], n, v, wrap)
+		}
+	case "relay":
+		relayMain(args[1])
+		return
 	default:
 		fmt.Fprintln(os.Stderr, "hopfloor: unknown role", args[0])
 		os.Exit(2)
