@@ -193,24 +193,23 @@ func (f *FD) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// PeerGone reports whether a socket's peer has closed or reset its end:
-// a peek, which reads nothing, finds the end of the stream or an error
-// rather than data. With wait it first waits until the socket has
-// something to read (a deadline or Close ends the wait with an error);
-// without, nothing there yet is false. A pipe cannot be peeked at and is
-// reported gone.
+// PeerGone reports whether a socket's peer has closed or reset its end.
+// It reads nothing: a peek finds the end of the stream or an error, and
+// behind data that is still unread, poll's POLLRDHUP finds the peer's
+// close. With wait it first waits until that happens (a deadline or Close
+// ends the wait with an error); without, it answers at once. A pipe cannot
+// be peeked at and is reported gone.
 func (f *FD) PeerGone(wait bool) (bool, error) {
 	gone := false
 	var err error
 	if wait {
 		err = f.rc.Read(func(fd uintptr) bool {
-			var ready bool
-			gone, ready = peekEnd(fd)
-			return ready
+			gone = peerEnded(fd)
+			return gone
 		})
 	} else {
 		// Control, not Read: a waiting PeerGone holds the read lock.
-		err = f.rc.Control(func(fd uintptr) { gone, _ = peekEnd(fd) })
+		err = f.rc.Control(func(fd uintptr) { gone = peerEnded(fd) })
 	}
 	if err != nil {
 		return false, f.wrap("read", err)
@@ -218,9 +217,9 @@ func (f *FD) PeerGone(wait bool) (bool, error) {
 	return gone, nil
 }
 
-// peekEnd peeks at one byte of fd: ready is false when there is nothing
-// to read yet, gone is true at the end of the stream or on an error.
-func peekEnd(fd uintptr) (gone, ready bool) {
+// peerEnded peeks at fd: true at the end of the stream or on an error, or
+// when the peer has shut its side behind unread data.
+func peerEnded(fd uintptr) bool {
 	var b [1]byte
 	for {
 		n, _, errno := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
@@ -229,11 +228,23 @@ func peekEnd(fd uintptr) (gone, ready bool) {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false, false
+			return false
 		case 0:
-			return n == 0, true
+			if n == 0 {
+				return true
+			}
+		default:
+			return true
 		}
-		return true, true
+		break
+	}
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	for {
+		_, _, errno := syscall.RawSyscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&pfd[0])), 1, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		return errno != 0 || pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
 	}
 }
 

@@ -331,8 +331,8 @@ func TestRawReadWriteEmpty(t *testing.T) {
 }
 
 // TestPeerGone: data is not the end and is left unread; a wait ends on
-// data, on the peer's close (also one that came before the call) and on
-// a deadline, which is an error.
+// the peer's close, also one behind unread data or one that came before
+// the call, on a reset, and on a deadline, which is an error.
 func TestPeerGone(t *testing.T) {
 	client, server := tcpPair(t)
 	rc := server.(*Conn)
@@ -344,22 +344,32 @@ func TestPeerGone(t *testing.T) {
 		t.Fatalf("wait with nothing sent: %v %v", gone, err)
 	}
 	_ = server.SetReadDeadline(time.Time{})
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		_, _ = client.Write([]byte("x"))
-	}()
-	if gone, err := rc.PeerGone(true); gone || err != nil {
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if gone, err := rc.PeerGone(false); gone || err != nil {
 		t.Fatalf("data: %v %v", gone, err)
 	}
-	if gone, err := rc.PeerGone(false); gone || err != nil {
-		t.Fatalf("data, again: %v %v", gone, err)
+	_ = server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if gone, err := rc.PeerGone(true); gone || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("wait with data: %v %v", gone, err)
+	}
+	_ = server.SetReadDeadline(time.Time{})
+
+	// A close behind the unread byte ends a wait already under way, and
+	// the byte is still there to read.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		client.Close()
+	}()
+	if gone, err := rc.PeerGone(true); !gone || err != nil {
+		t.Fatalf("close behind data: %v %v", gone, err)
 	}
 	buf := make([]byte, 4)
 	if n, err := server.Read(buf); n != 1 || err != nil {
 		t.Fatalf("the data was consumed by a peek: %d %v", n, err)
 	}
-	client.Close()
-	time.Sleep(20 * time.Millisecond)
 	for _, wait := range []bool{false, true} {
 		if gone, err := rc.PeerGone(wait); !gone || err != nil {
 			t.Fatalf("closed peer, wait %v: %v %v", wait, gone, err)
@@ -368,5 +378,15 @@ func TestPeerGone(t *testing.T) {
 	server.Close()
 	if _, err := rc.PeerGone(true); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("closed connection: %v", err)
+	}
+
+	// A reset (a close with SO_LINGER 0) is an end too.
+	client, server = tcpPair(t)
+	if err := client.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	if gone, err := server.(*Conn).PeerGone(true); !gone || err != nil {
+		t.Fatalf("reset peer: %v %v", gone, err)
 	}
 }

@@ -11,6 +11,7 @@ package runtimeapi
 //
 //   - HTTP/1.1 and HTTP/1.0 requests, kept alive unless the client says
 //     "Connection: close" or speaks HTTP/1.0; requests are answered in order.
+//     Response header values are kept to one line (CR and LF become spaces).
 //   - Bodies framed by Content-Length or chunked transfer coding, trailers
 //     included (aws-lambda-go declares error trailers on every response);
 //     "Expect: 100-continue" is answered when the handler first reads.
@@ -21,9 +22,12 @@ package runtimeapi
 //     Only the handlers that wait (/next, event/next) ask for it, and the
 //     watch starts when one first waits (clientCtx).
 //
-// There are no read or write timeouts, as before: /next waits for as long
-// as the environment has no work, and a stalled client stalls only its own
-// connection.
+// There are no read or write timeouts (net/http's server had a 10 s limit
+// on reading a head): /next waits for as long as the environment has no
+// work, a thawed environment must find its runtime's kept-alive connection
+// open, and a stalled client (only the function can be one) stalls only its
+// own connection, whose goroutine ends when Serve stops. A handler that
+// panics loses its connection, not the agent, as under net/http.
 
 import (
 	"bufio"
@@ -36,6 +40,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +162,11 @@ func (s *Server) serveConn(c net.Conn, stopped <-chan struct{}) {
 	}
 	wc.br = bufio.NewReaderSize(c, wireBufSize)
 	wc.out = make([]byte, 0, wireBufSize)
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("runtime api handler panicked", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
 	for {
 		switch wc.serveOne() {
 		case connKeep:
@@ -168,11 +178,13 @@ func (s *Server) serveConn(c net.Conn, stopped <-chan struct{}) {
 	}
 }
 
-// What serveOne leaves the connection to.
+// connNext is what serveOne leaves the connection to.
+type connNext int
+
 const (
-	connKeep   = iota // read the next request
-	connLinger        // close it after a last answer; input may be left
-	connClose         // close it: the client left or the connection failed
+	connKeep   connNext = iota // read the next request
+	connLinger                 // close it after a last answer; input may be left
+	connClose                  // close it: the client left or the connection failed
 )
 
 // linger closes the connection's write side and reads what the client
@@ -192,7 +204,7 @@ func (wc *wireConn) linger() {
 const lingerTime = 500 * time.Millisecond
 
 // serveOne reads one request, answers it, and says what comes next.
-func (wc *wireConn) serveOne() int {
+func (wc *wireConn) serveOne() connNext {
 	clear(wc.hdr)
 	req, keep, err := wc.readRequest()
 	if err != nil {
@@ -364,16 +376,28 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 	}
 	keep = req.ProtoMinor == 1 && !hasToken(wc.hdr["Connection"], "close")
 
+	// Only 100-continue is an expectation this server meets; empty values
+	// are none, as net/http reads them.
 	expect := false
-	if e, ok := wc.hdr["Expect"]; ok {
-		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
-			return nil, false, &wireError{http.StatusExpectationFailed, ""}
+	for _, v := range wc.hdr["Expect"] {
+		for e := range strings.SplitSeq(v, ",") {
+			switch e = strings.TrimSpace(e); {
+			case e == "":
+			case strings.EqualFold(e, "100-continue"):
+				// An HTTP/1.0 client does not wait for the interim response.
+				expect = req.ProtoMinor == 1
+			default:
+				return nil, false, &wireError{http.StatusExpectationFailed, ""}
+			}
 		}
-		// An HTTP/1.0 client does not wait for the interim response.
-		expect = req.ProtoMinor == 1
 	}
 
 	if te, ok := wc.hdr["Transfer-Encoding"]; ok {
+		if req.ProtoMinor == 0 {
+			// HTTP/1.0 has no transfer codings: the framing is faulty
+			// (RFC 9112 6.1).
+			return nil, false, badRequest("transfer coding in HTTP/1.0")
+		}
 		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
 			return nil, false, &wireError{http.StatusNotImplemented, "unsupported transfer encoding"}
 		}
@@ -601,11 +625,21 @@ type chunkedBody struct {
 	expect    bool
 	remaining uint64 // of the current chunk
 	inData    bool   // a chunk's data has begun (its CRLF is still due)
+	data      int64  // data bytes read so far
+	overhead  int64  // framing bytes read so far (size lines, CRLFs)
 	eof       bool
 	err       error
 }
 
 var errChunked = errors.New("malformed chunked encoding")
+
+const (
+	// maxChunkLine bounds a chunk's size line with its extensions.
+	maxChunkLine = 4 << 10
+	// maxChunkOverhead is the framing allowed beyond a sixteenth of the
+	// data (net/http's rule is alike).
+	maxChunkOverhead = 16 << 10
+)
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
 	switch {
@@ -632,6 +666,7 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.wc.br.Read(p)
 	b.remaining -= uint64(n)
+	b.data += int64(n)
 	if err != nil && b.remaining > 0 {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -654,10 +689,16 @@ func (b *chunkedBody) nextChunk() error {
 			return errChunked
 		}
 	}
-	b.wc.head = 0
+	b.wc.head = maxHeadBytes - maxChunkLine
 	line, err := b.wc.readLine()
 	if err != nil {
 		return err
+	}
+	// Framing beyond a sixteenth of the data (tiny chunks, long
+	// extensions) is refused, so the body's limits bound what is read.
+	b.overhead += int64(len(line)) + 4
+	if b.overhead > maxChunkOverhead+b.data/16 {
+		return errChunked
 	}
 	if i := bytes.IndexByte(line, ';'); i >= 0 { // chunk extensions: ignored
 		line = line[:i]
@@ -842,7 +883,13 @@ func (w *wireResponse) appendHead(out []byte) []byte {
 		for _, v := range vs {
 			out = append(out, k...)
 			out = append(out, ": "...)
+			start := len(out)
 			out = append(out, v...)
+			for i := start; i < len(out); i++ {
+				if out[i] == '\r' || out[i] == '\n' {
+					out[i] = ' '
+				}
+			}
 			out = append(out, "\r\n"...)
 		}
 	}
@@ -897,17 +944,15 @@ func (c *clientCtx) Done() <-chan struct{} {
 func (c *clientCtx) watch() {
 	defer close(c.watched)
 	if w := c.wc.watch; w != nil {
-		gone, err := w.PeerGone(true)
-		switch {
-		case gone || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded)):
-			c.cancel() // the client left, or Serve closed the connection
-			return
-		case err != nil:
-			return // stop's deadline
+		// Ends when the client leaves (also behind bytes it sent early),
+		// when Serve closes the connection, or at stop's deadline.
+		if _, err := w.PeerGone(true); !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.cancel()
 		}
-		// Data rather than the end: the client's next request, sent
-		// early. The client is there; only a stop is waited for now.
+		return
 	}
+	// A connection that cannot be watched: only Serve's stop is noticed,
+	// and a client gone before it still claims work.
 	select {
 	case <-c.wc.stopped:
 		c.cancel()
@@ -915,8 +960,10 @@ func (c *clientCtx) watch() {
 	}
 }
 
-// stop ends the watch, if one started, before the connection is read again.
+// stop ends the watch, if one started, before the connection is read
+// again, and cancels the context.
 func (c *clientCtx) stop() {
+	defer c.cancel()     // the request is over, as net/http cancels its context
 	c.once.Do(func() {}) // no watch may start from here on
 	if c.watched == nil {
 		return

@@ -128,6 +128,7 @@ func TestWireRefusesMalformed(t *testing.T) {
 		{"control in value", "GET /2018-06-01/ping HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400},
 		{"two lengths", "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
 		{"signed length", "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\na", 400},
+		{"coding in HTTP/1.0", "POST /2018-06-01/runtime/init/error HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}", 400},
 		{"gzip coding", "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
 		{"odd expectation", "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\na", 417},
 		{"huge head", "GET /2018-06-01/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", maxHeadBytes) + "\r\n\r\n", 431},
@@ -187,6 +188,17 @@ func TestWireBodies(t *testing.T) {
 	}
 	w.closed()
 
+	// Framing far beyond the data (one-byte chunks with long extensions)
+	// is refused before the body's own limits would be reached.
+	e3 := newEnv(t, Options{})
+	w = e3.dial()
+	go func() {
+		_, _ = io.WriteString(w.c, "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
+			strings.Repeat("1;"+strings.Repeat("e", 4000)+"\r\nx\r\n", 20))
+	}()
+	resp, body = w.read("POST")
+	wantAPIError(t, "chunk overhead", resp.StatusCode, []byte(body), 400, errTypeTruncated, "")
+
 	// Unread bodies: 64 KiB is drained, 300 KiB ends the connection.
 	for _, tc := range []struct {
 		size int
@@ -224,6 +236,14 @@ func TestWireExpectContinue(t *testing.T) {
 	w.send("{}")
 	if resp, body := w.read("POST"); resp.StatusCode != 202 || resp.Close {
 		t.Fatalf("init error after 100: %d close=%v %q", resp.StatusCode, resp.Close, body)
+	}
+
+	// An empty expectation is none.
+	e2 := newEnv(t, Options{})
+	w = e2.dial()
+	w.send("POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nExpect:\r\nContent-Length: 2\r\n\r\n{}")
+	if resp, body := w.read("POST"); resp.StatusCode != 202 {
+		t.Fatalf("empty expectation: %d %q", resp.StatusCode, body)
 	}
 
 	w = e.dial()
@@ -272,8 +292,8 @@ func TestWireLargeEvent(t *testing.T) {
 }
 
 // TestWireNextEndsOnStop: a /next that waits on a connection where the
-// client has already sent its next request (so its end cannot be seen)
-// still ends when the server stops.
+// client has since sent more (so the end of its stream is not next) still
+// ends when the server stops.
 func TestWireNextEndsOnStop(t *testing.T) {
 	t.Parallel()
 	s := New(Options{FunctionName: "fn"})
@@ -283,19 +303,62 @@ func TestWireNextEndsOnStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, _ = io.WriteString(c, "GET "+pathNext+" HTTP/1.1\r\nHost: x\r\n\r\n"+ping)
+	_, _ = io.WriteString(c, "GET "+pathNext+" HTTP/1.1\r\nHost: x\r\n\r\n")
 	waitWaiter(t, s, nil)
+	_, _ = io.WriteString(c, ping)
+	time.Sleep(50 * time.Millisecond) // the watch has seen the ping
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadAll(c); err != nil {
+	// Closed with the ping unread: a reset is the end too.
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the connection was not closed: %v", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rtWaiter != nil {
 		t.Fatal("the /next is still waiting")
+	}
+}
+
+// TestWireGoneClientClaimsNothing: a /next whose client has left never
+// takes an invocation, whether it was queued before the request was read
+// (the check before claiming) or comes while the request waits with bytes
+// the client sent after it still unread (the watch).
+func TestWireGoneClientClaimsNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+
+	ch := e.invokeAsync(ctxTimeout(t, 10*time.Second), newInv("queued-1", `{}`))
+	e.s.waitFor(ctxTimeout(t, 5*time.Second), func() (bool, error) { return e.s.queued != nil, nil })
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Head and close arrive together: the server reads the request with
+	// its client already gone.
+	_, _ = io.WriteString(c, "GET "+pathNext+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.Close()
+	time.Sleep(50 * time.Millisecond)
+	if id, _, _ := e.fakeNext(); id != "queued-1" {
+		t.Fatalf("the live /next got %q", id)
+	}
+	e.mustDo("POST", "/2018-06-01/runtime/invocation/queued-1/response", nil, `{}`)
+	if o := waitOutcome(t, ch); o.err != nil {
+		t.Fatal(o.err)
+	}
+
+	c, err = net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET "+pathNext+" HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+	waitWaiter(t, e.s, nil)
+	_, _ = io.WriteString(c, "x") // unread: the handler does not read a /next body
+	c.Close()
+	if err := e.s.waitFor(ctxTimeout(t, 5*time.Second), func() (bool, error) { return e.s.rtWaiter == nil, nil }); err != nil {
+		t.Fatal("the /next of a client gone behind its unread byte is still waiting")
 	}
 }
 
