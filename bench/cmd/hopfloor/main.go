@@ -95,11 +95,12 @@ func main() {
 	last := spawn("echo")
 	one := spawn("forward", last)
 	two := spawn("forward", one)
-	var lean, leanRaw, wide, signed, signedRaw, relayed, emu string
+	var lean, leanRaw, leanRelay, wide, signed, signedRaw, relayed, emu string
 	if _, err := os.Stat(*echo); err == nil {
 		abs, _ := filepath.Abs(*echo)
 		lean = spawn("lambda", abs, "1") + "/invoke"
 		leanRaw = spawn("lambda", abs, "1", "raw") + "/invoke"
+		leanRelay = spawn("lambda", abs, "1", "raw", "relay") + "/invoke"
 		wide = spawn("lambda", abs, strconv.Itoa(*conc)) + "/invoke"
 		signed = spawn("lambda", abs, strconv.Itoa(*conc), "sign") + "/invoke"
 		signedRaw = spawn("lambda", abs, strconv.Itoa(*conc), "sign", "raw") + "/invoke"
@@ -115,16 +116,17 @@ func main() {
 		measure("1 process (client → echo)", *n, last, c, payload)
 		measure("2 processes (client → fwd → echo)", *n, one, c, payload)
 		measure("3 processes (client → fwd → fwd → echo)", *n, two, c, payload)
-		var pe, pl, pr float64
+		var pe, pl, pr, pv float64
 		if emu != "" {
 			pe = measure("emulator (client → RIE → aws-lambda-go)", *n, emu, c, payload)
 		}
 		if lean != "" {
 			pl = measure("least server (client → srv → aws-lambda-go)", *n, lean, c, payload)
 			pr = measure("the same, raw I/O (package rawio)", *n, leanRaw, c, payload)
+			pv = measure("the same, a relay process before the runtime", *n, leanRelay, c, payload)
 		}
 		if pe > 0 && pl > 0 {
-			fmt.Printf("%-42s %.2f× (raw I/O: %.2f×) the emulator's p50\n", "least server", pl/pe, pr/pe)
+			fmt.Printf("%-42s %.2f× (raw I/O: %.2f×; with a relay: %.2f×) the emulator's p50\n", "least server", pl/pe, pr/pe, pv/pe)
 		}
 		if emu != "" && wide != "" {
 			te := throughput("emulator, sequential", emu, 1, *dur, payload, false)

@@ -101,6 +101,11 @@ func readFrame(r io.Reader, hd []byte) ([]byte, error) {
 // relayMain is a relay process: the server's end of the socketpair is
 // descriptor 3; it starts the runtime and serves its Runtime API.
 func relayMain(bootstrap string) {
+	// Non-blocking first, so that the descriptor is in the poller and
+	// read raw, as the agent reads its connection to nubo.
+	if err := syscall.SetNonblock(3, true); err != nil {
+		panic(err)
+	}
 	host := rawio.WrapFile(os.NewFile(3, "server"))
 	hostR := bufio.NewReader(host)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
