@@ -73,11 +73,17 @@ type testEnv struct {
 
 func newEnv(t *testing.T, opts Options) *testEnv {
 	t.Helper()
+	return newEnvOn(t, opts, nil)
+}
+
+// newEnvOn is newEnv with the listener wrapped by wrap (when not nil).
+func newEnvOn(t *testing.T, opts Options, wrap func(net.Listener) net.Listener) *testEnv {
+	t.Helper()
 	if opts.FunctionName == "" {
 		opts.FunctionName = "fn"
 	}
 	s := New(opts)
-	addr, stop := serveLocal(t, s)
+	addr, stop := serveLocal(t, s, wrap)
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(func() {
 		// Blocked /next requests end when their connections close.
@@ -89,14 +95,18 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	return &testEnv{t: t, s: s, addr: addr, url: "http://" + addr, client: client}
 }
 
-// serveLocal serves s on a new listener on 127.0.0.1, as the agent serves
-// it. stop ends Serve and returns what it returned; it fails the test when
-// Serve does not return within 5 s.
-func serveLocal(t *testing.T, s *Server) (addr string, stop func() error) {
+// serveLocal serves s on a new listener on 127.0.0.1 (wrapped by wrap
+// when not nil), as the agent serves it. stop ends Serve and returns what
+// it returned; it fails the test when Serve does not return within 5 s.
+func serveLocal(t *testing.T, s *Server, wrap func(net.Listener) net.Listener) (addr string, stop func() error) {
 	t.Helper()
+	var l net.Listener
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		l = wrap(l)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -111,6 +121,35 @@ func serveLocal(t *testing.T, s *Server) (addr string, stop func() error) {
 			return nil
 		}
 	})
+}
+
+// gatedListener holds every Accept until its gate opens, so that a test can
+// have a client's bytes, and its close, arrive before the server reads any.
+type gatedListener struct {
+	net.Listener
+	gate   <-chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func gated(gate <-chan struct{}) func(net.Listener) net.Listener {
+	return func(l net.Listener) net.Listener {
+		return &gatedListener{Listener: l, gate: gate, closed: make(chan struct{})}
+	}
+}
+
+func (g *gatedListener) Accept() (net.Conn, error) {
+	select {
+	case <-g.gate:
+		return g.Listener.Accept()
+	case <-g.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (g *gatedListener) Close() error {
+	g.once.Do(func() { close(g.closed) })
+	return g.Listener.Close()
 }
 
 // fnProc is a running test function process.

@@ -606,7 +606,7 @@ func TestWaitIdleWaitsForRuntimeNext(t *testing.T) {
 func TestServe(t *testing.T) {
 	t.Parallel()
 	s := New(Options{})
-	addr, stop := serveLocal(t, s)
+	addr, stop := serveLocal(t, s, nil)
 
 	// A /next blocked in the server does not keep it from stopping.
 	nextDone := make(chan error, 1)

@@ -297,7 +297,7 @@ func TestWireLargeEvent(t *testing.T) {
 func TestWireNextEndsOnStop(t *testing.T) {
 	t.Parallel()
 	s := New(Options{FunctionName: "fn"})
-	addr, stop := serveLocal(t, s)
+	addr, stop := serveLocal(t, s, nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +328,8 @@ func TestWireNextEndsOnStop(t *testing.T) {
 // the client sent after it still unread (the watch).
 func TestWireGoneClientClaimsNothing(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Options{})
+	gate := make(chan struct{})
+	e := newEnvOn(t, Options{}, gated(gate))
 
 	ch := e.invokeAsync(ctxTimeout(t, 10*time.Second), newInv("queued-1", `{}`))
 	e.s.waitFor(ctxTimeout(t, 5*time.Second), func() (bool, error) { return e.s.queued != nil, nil })
@@ -336,10 +337,11 @@ func TestWireGoneClientClaimsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Head and close arrive together: the server reads the request with
-	// its client already gone.
+	// The request and the close are both there before the server accepts
+	// the connection: it reads a request whose client is gone.
 	_, _ = io.WriteString(c, "GET "+pathNext+" HTTP/1.1\r\nHost: x\r\n\r\n")
 	c.Close()
+	close(gate)
 	time.Sleep(50 * time.Millisecond)
 	if id, _, _ := e.fakeNext(); id != "queued-1" {
 		t.Fatalf("the live /next got %q", id)
