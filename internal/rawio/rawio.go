@@ -238,9 +238,13 @@ func peerEnded(fd uintptr) bool {
 		}
 		break
 	}
+	// ppoll, not poll: arm64 has only the former. The zero timeout (never
+	// a nil one, which would block holding the thread's P) makes it a check.
 	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	var zero unix.Timespec
 	for {
-		_, _, errno := syscall.RawSyscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&pfd[0])), 1, 0)
+		_, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1,
+			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
 		if errno == unix.EINTR {
 			continue
 		}

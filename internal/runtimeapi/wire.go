@@ -27,7 +27,9 @@ package runtimeapi
 // work, a thawed environment must find its runtime's kept-alive connection
 // open, and a stalled client (only the function can be one) stalls only its
 // own connection, whose goroutine ends when Serve stops. A handler that
-// panics loses its connection, not the agent, as under net/http.
+// panics ends the agent, and with it the environment, which nubo replaces:
+// net/http recovered such a panic, but the handlers hold the environment's
+// state and its lock, and a half-run one could leave it wedged.
 
 import (
 	"bufio"
@@ -40,7 +42,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,11 +163,6 @@ func (s *Server) serveConn(c net.Conn, stopped <-chan struct{}) {
 	}
 	wc.br = bufio.NewReaderSize(c, wireBufSize)
 	wc.out = make([]byte, 0, wireBufSize)
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("runtime api handler panicked", "panic", p, "stack", string(debug.Stack()))
-		}
-	}()
 	for {
 		switch wc.serveOne() {
 		case connKeep:
@@ -402,8 +398,12 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 			return nil, false, &wireError{http.StatusNotImplemented, "unsupported transfer encoding"}
 		}
 		// The coding frames the body; a Content-Length beside it is
-		// dropped (RFC 9112 6.3).
-		delete(wc.hdr, "Content-Length")
+		// dropped, and the connection closed after the answer (RFC 9112
+		// 6.1, 6.3).
+		if _, both := wc.hdr["Content-Length"]; both {
+			delete(wc.hdr, "Content-Length")
+			keep = false
+		}
 		req.TransferEncoding = []string{"chunked"}
 		req.ContentLength = -1
 		req.Body = &chunkedBody{wc: wc, req: req, expect: expect}
@@ -625,8 +625,7 @@ type chunkedBody struct {
 	expect    bool
 	remaining uint64 // of the current chunk
 	inData    bool   // a chunk's data has begun (its CRLF is still due)
-	data      int64  // data bytes read so far
-	overhead  int64  // framing bytes read so far (size lines, CRLFs)
+	excess    int64  // framing not yet paid for by data (see nextChunk)
 	eof       bool
 	err       error
 }
@@ -636,9 +635,9 @@ var errChunked = errors.New("malformed chunked encoding")
 const (
 	// maxChunkLine bounds a chunk's size line with its extensions.
 	maxChunkLine = 4 << 10
-	// maxChunkOverhead is the framing allowed beyond a sixteenth of the
-	// data (net/http's rule is alike).
-	maxChunkOverhead = 16 << 10
+	// maxChunkExcess bounds the framing a body may carry beyond what its
+	// data pays for (nextChunk).
+	maxChunkExcess = 16 << 10
 )
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
@@ -666,7 +665,6 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.wc.br.Read(p)
 	b.remaining -= uint64(n)
-	b.data += int64(n)
 	if err != nil && b.remaining > 0 {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -694,12 +692,7 @@ func (b *chunkedBody) nextChunk() error {
 	if err != nil {
 		return err
 	}
-	// Framing beyond a sixteenth of the data (tiny chunks, long
-	// extensions) is refused, so the body's limits bound what is read.
-	b.overhead += int64(len(line)) + 4
-	if b.overhead > maxChunkOverhead+b.data/16 {
-		return errChunked
-	}
+	framing := int64(len(line)) + 2              // the size line and the CRLF after the data
 	if i := bytes.IndexByte(line, ';'); i >= 0 { // chunk extensions: ignored
 		line = line[:i]
 	}
@@ -709,6 +702,15 @@ func (b *chunkedBody) nextChunk() error {
 	}
 	size, err := strconv.ParseUint(string(line), 16, 64)
 	if err != nil {
+		return errChunked
+	}
+	// Framing is paid for by data: each chunk may carry 16 bytes and
+	// twice its size of it, so a stream of tiny chunks (a response
+	// streamed a token at a time) passes, while long extensions on tiny
+	// chunks, which would make the body's limits bound only the data, do
+	// not. net/http counts the same way.
+	b.excess = max(b.excess+framing-16-2*int64(min(size, 1<<40)), 0)
+	if b.excess > maxChunkExcess {
 		return errChunked
 	}
 	if size > 0 {

@@ -188,6 +188,27 @@ func TestWireBodies(t *testing.T) {
 	}
 	w.closed()
 
+	// A body streamed a byte at a time passes: its framing is paid for.
+	e4 := newEnv(t, Options{})
+	w = e4.dial()
+	go func() {
+		_, _ = io.WriteString(w.c, "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
+			strings.Repeat("1\r\nx\r\n", 20000)+"0\r\n\r\n")
+	}()
+	if resp, body := w.read("POST"); resp.StatusCode != 202 {
+		t.Fatalf("one-byte chunks: %d %q", resp.StatusCode, body)
+	}
+
+	// A chunked body with a Content-Length beside it is read by its
+	// chunks, and the connection is closed after the answer.
+	e5 := newEnv(t, Options{})
+	w = e5.dial()
+	w.send("POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+	if resp, body := w.read("POST"); resp.StatusCode != 202 || !resp.Close {
+		t.Fatalf("chunked with a length: %d close=%v %q", resp.StatusCode, resp.Close, body)
+	}
+	w.closed()
+
 	// Framing far beyond the data (one-byte chunks with long extensions)
 	// is refused before the body's own limits would be reached.
 	e3 := newEnv(t, Options{})
