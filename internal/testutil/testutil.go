@@ -1,6 +1,7 @@
 // Package testutil holds the capability gates shared by nubo's tests, a
 // reading of the host's process table (Procs), which the benchmark
-// (bench/cmd/nubo-bench) uses too, and a TCP server for tests (Serve).
+// (bench/cmd/nubo-bench) uses too, a TCP server for tests (Serve), and
+// host-wide slots for what parallel test processes must not share (Slot).
 //
 // A gate skips a test on a machine that cannot run it (a laptop without root,
 // a host without cgroup v2) but fails it when CI=true and this kind of machine
@@ -10,12 +11,16 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the tests run under CI (CI=true), where every gate
@@ -128,4 +133,34 @@ func Serve(t testing.TB, ln net.Listener, handle func(c net.Conn)) {
 			c.Close()
 		}
 	}()
+}
+
+// Slot claims one of n slots of kind for the rest of the test: no other
+// test on this host, in this process or another, holds the same one until
+// the test ends. Servers of parallel test processes derive their bridge
+// names, subnets and id ranges from it. A slot is an flock on a file under
+// the temp directory, so one held by a test process that died is free.
+func Slot(t testing.TB, kind string, n int) int {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "nubo-test-slots")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := os.Getpid() % n
+	for i := range n {
+		slot := (start + i) % n
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s-%d", kind, slot)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A lock belongs to the open file, so a second claim in this
+		// process is refused as one in another process is.
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			t.Cleanup(func() { f.Close() })
+			return slot
+		}
+		f.Close()
+	}
+	t.Fatalf("testutil: all %d %s slots are taken", n, kind)
+	return 0
 }

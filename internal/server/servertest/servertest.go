@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/account"
 	"github.com/nubo-dev/nubo/internal/server"
+	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
 // Accounts declared by Start besides the development account.
@@ -28,8 +28,6 @@ var (
 	AccountB = account.Account{AccountID: "222222222222", Name: "team-b",
 		AccessKeys: []account.AccessKey{{AccessKeyID: "AKIDTEAMB", SecretAccessKey: "secret-b"}}}
 )
-
-var instances atomic.Int64
 
 // Server is a running test server.
 type Server struct {
@@ -48,7 +46,6 @@ func Start(t testing.TB, opts ...Option) *Server {
 	dir := t.TempDir()
 	accts := filepath.Join(dir, "accounts.json")
 	writeAccounts(t, accts, AccountA, AccountB)
-	n := instances.Add(1)
 	cfg := server.Config{
 		Listen:       "127.0.0.1:0",
 		DataDir:      filepath.Join(dir, "data"),
@@ -56,8 +53,10 @@ func Start(t testing.TB, opts ...Option) *Server {
 		Logger:       Logger(t),
 	}
 	// Servers of parallel test processes share this host: each gets its
-	// own bridge, firewall table, subnet and host id range.
-	slot := (os.Getpid()%199)*8 + int(n%8)
+	// own bridge, firewall table, subnet and host id range. The slot is
+	// claimed host-wide: derived from the process id, two test processes
+	// whose ids differ by a multiple of 199 collided.
+	slot := testutil.Slot(t, "server", 199*8)
 	cfg.NetName = fmt.Sprintf("nt%x", slot)
 	cfg.Subnet = fmt.Sprintf("10.%d.%d.0/24", 220+slot/256, slot%256)
 	cfg.SandboxSlots = 64
