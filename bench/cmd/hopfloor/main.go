@@ -257,13 +257,7 @@ func serveLambda(bootstrap string, n int, v *sigv4.Verifier, wrap func(net.Liste
 	}
 	go func() { _ = http.Serve(wrap(l), mux) }()
 	for range n {
-		rt := exec.Command(bootstrap)
-		rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+l.Addr().String())
-		rt.Stdout, rt.Stderr = os.Stderr, os.Stderr
-		rt.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := rt.Start(); err != nil {
-			panic(err)
-		}
+		startRuntime(bootstrap, l.Addr().String())
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -278,6 +272,18 @@ func serveLambda(bootstrap string, n int, v *sigv4.Verifier, wrap func(net.Liste
 		out := <-inv.done
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
+	}
+}
+
+// startRuntime starts the bootstrap with its Runtime API at api; it dies
+// with its parent.
+func startRuntime(bootstrap, api string) {
+	rt := exec.Command(bootstrap)
+	rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+api)
+	rt.Stdout, rt.Stderr = os.Stderr, os.Stderr
+	rt.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := rt.Start(); err != nil {
+		panic(err)
 	}
 }
 

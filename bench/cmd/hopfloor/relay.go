@@ -112,13 +112,7 @@ func relayMain(bootstrap string) {
 	if err != nil {
 		panic(err)
 	}
-	rt := exec.Command(bootstrap)
-	rt.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+l.Addr().String())
-	rt.Stdout, rt.Stderr = os.Stderr, os.Stderr
-	rt.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := rt.Start(); err != nil {
-		panic(err)
-	}
+	startRuntime(bootstrap, l.Addr().String())
 	var mu sync.Mutex // one request at a time, whichever connection
 	var seq int
 	var hd [4]byte
