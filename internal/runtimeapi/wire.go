@@ -7,7 +7,8 @@ package runtimeapi
 // buffered writer pools) than on the reads and writes themselves
 // (docs/performance.md, "Where it stands (session 12)"). This server does
 // only what the Runtime API's clients need, with the same handlers
-// (Server.route), and refuses the rest as net/http would:
+// (Server.route), and refuses malformed requests with the statuses net/http
+// uses:
 //
 //   - HTTP/1.1 and HTTP/1.0 requests, kept alive unless the client says
 //     "Connection: close" or speaks HTTP/1.0; requests are answered in order.
