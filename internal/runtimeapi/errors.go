@@ -173,7 +173,7 @@ func errorTypeOf(header string, payload []byte) string {
 // headerSafe reports whether s can travel in an HTTP header value unchanged:
 // no control characters other than tab (a CR or LF would let a value inject
 // headers into the runtime's /next response).
-func headerSafe(s string) bool {
+func headerSafe[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if (c < 0x20 && c != '\t') || c == 0x7f {

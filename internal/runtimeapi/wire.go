@@ -449,10 +449,8 @@ func splitField(line []byte) (string, string, error) {
 		return "", "", badRequest("malformed header line")
 	}
 	value = bytes.Trim(value, " \t")
-	for _, c := range value {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return "", "", badRequest("control character in header value")
-		}
+	if !headerSafe(value) {
+		return "", "", badRequest("control character in header value")
 	}
 	return headerName(name), string(value), nil
 }
@@ -516,6 +514,7 @@ var tokenChar = func() (t [128]bool) {
 }()
 
 // hasToken reports whether any comma-separated element of values is tok.
+// (x/net's httpguts has one, but would bring IDNA tables into the agent.)
 func hasToken(values []string, tok string) bool {
 	for _, v := range values {
 		for e := range strings.SplitSeq(v, ",") {
