@@ -48,6 +48,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/nubo-dev/nubo/bench/internal/procstat"
 	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/sigv4"
 )
@@ -73,6 +74,7 @@ func main() {
 			_ = c.Wait()
 		}
 	}()
+	pids := map[string]int{} // a child's URL: its pid
 	spawn := func(args ...string) string {
 		c := exec.Command(os.Args[0], args...)
 		out, err := c.StdoutPipe()
@@ -90,7 +92,9 @@ func main() {
 		if err != nil {
 			panic(err)
 		}
-		return strings.TrimSpace(line)
+		url := strings.TrimSpace(line)
+		pids[url] = c.Process.Pid
+		return url
 	}
 	last := spawn("echo")
 	one := spawn("forward", last)
@@ -108,8 +112,10 @@ func main() {
 		if _, err := os.Stat(*rie); err == nil {
 			bin, _ := filepath.Abs(*rie)
 			emu = startRIE(bin, abs, &procs)
+			pids[strings.TrimSuffix(emu, "/invoke")] = procs[len(procs)-1].Process.Pid
 		}
 	}
+	pidOf := func(url string) int { return pids[strings.TrimSuffix(url, "/invoke")] }
 	payload := []byte(`{"key":"` + strings.Repeat("x", 88) + `"}`)
 	c := newClient()
 	for range *rounds {
@@ -129,11 +135,11 @@ func main() {
 			fmt.Printf("%-42s %.2f× (raw I/O: %.2f×; with a relay: %.2f×) the emulator's p50\n", "least server", pl/pe, pr/pe, pv/pe)
 		}
 		if emu != "" && wide != "" {
-			te := throughput("emulator, sequential", emu, 1, *dur, payload, false)
-			tw := throughput(fmt.Sprintf("least server, %d runtimes, concurrency %d", *conc, *conc), wide, *conc, *dur, payload, false)
-			ts := throughput(fmt.Sprintf("the same, SigV4 on, concurrency %d", *conc), signed, *conc, *dur, payload, true)
-			tr := throughput(fmt.Sprintf("the same, SigV4 on, raw I/O, concurrency %d", *conc), signedRaw, *conc, *dur, payload, true)
-			tl := throughput(fmt.Sprintf("the same, a relay per runtime, concurrency %d", *conc), relayed, *conc, *dur, payload, true)
+			te := throughput("emulator, sequential", emu, pidOf(emu), 1, *dur, payload, false)
+			tw := throughput(fmt.Sprintf("least server, %d runtimes, concurrency %d", *conc, *conc), wide, pidOf(wide), *conc, *dur, payload, false)
+			ts := throughput(fmt.Sprintf("the same, SigV4 on, concurrency %d", *conc), signed, pidOf(signed), *conc, *dur, payload, true)
+			tr := throughput(fmt.Sprintf("the same, SigV4 on, raw I/O, concurrency %d", *conc), signedRaw, pidOf(signedRaw), *conc, *dur, payload, true)
+			tl := throughput(fmt.Sprintf("the same, a relay per runtime, concurrency %d", *conc), relayed, pidOf(relayed), *conc, *dur, payload, true)
 			fmt.Printf("%-42s %.2f× (SigV4 off), %.2f× (on), %.2f× (on, raw I/O), %.2f× (on, raw I/O, a relay per runtime) the emulator's sequential throughput\n", "least server", tw/te, ts/te, tr/te, tl/te)
 		}
 	}
@@ -141,7 +147,10 @@ func main() {
 
 // throughput drives url from c connections at once for d and returns the
 // completed requests per second; sign signs each request anew with SigV4.
-func throughput(name, url string, c int, d time.Duration, payload []byte, sign bool) float64 {
+// With the server's pid, it also prints the CPU each party used per
+// request (see parties).
+func throughput(name, url string, pid, c int, d time.Duration, payload []byte, sign bool) float64 {
+	before := parties(pid)
 	var done atomic.Int64
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
@@ -180,8 +189,39 @@ func throughput(name, url string, c int, d time.Duration, payload []byte, sign b
 	}
 	wg.Wait()
 	rate := float64(done.Load()) / time.Since(t0).Seconds()
-	fmt.Printf("%-42s %.0f req/s\n", name, rate)
+	fmt.Printf("%-42s %.0f req/s", name, rate)
+	if pid > 0 && done.Load() > 0 {
+		after := parties(pid)
+		per := func(k string) float64 {
+			return float64(after[k].Sub(before[k]).CPU.Microseconds()) / float64(done.Load())
+		}
+		sw := func(k string) float64 { return float64(after[k].Sub(before[k]).Switches) / float64(done.Load()) }
+		fmt.Printf("; CPU µs/request: client %.0f, server %.0f, relays %.0f, runtimes %.0f; machine busy %.0f; switches/request: %.1f, %.1f, %.1f, %.1f",
+			per("client"), per("server"), per("relays"), per("runtimes"), per("machine"), sw("client"), sw("server"), sw("relays"), sw("runtimes"))
+	}
+	fmt.Println()
 	return rate
+}
+
+// parties is what each party of a throughput series has used so far: this
+// process ("client"), the server (pid), its relay processes, the runtimes
+// below, and the whole machine.
+func parties(pid int) map[string]procstat.Use {
+	u := map[string]procstat.Use{"client": procstat.Of(os.Getpid())}
+	if pid <= 0 {
+		return u
+	}
+	busy, _ := procstat.Busy()
+	u["machine"] = procstat.Use{CPU: busy}
+	u["server"] = procstat.Of(pid)
+	for _, p := range procstat.Descendants(procstat.ParentMap(), pid) {
+		k := "runtimes"
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); err == nil && bytes.Contains(b, []byte("\x00relay\x00")) {
+			k = "relays"
+		}
+		u[k] = u[k].Add(procstat.Of(p))
+	}
+	return u
 }
 
 // startRIE starts the emulator serving bootstrap and waits until it

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nubo-dev/nubo/bench/internal/procstat"
 )
 
 // bench is one run: its configuration, the functions it deploys and
@@ -305,7 +307,9 @@ type throughput struct {
 	// CPUPerRequest is the CPU time each party used per request, in µs:
 	// "client" (this benchmark), "server" (nubo serve and its spawner, or
 	// the emulator), "agent" (nubo's agents; none for the emulator) and
-	// "runtime" (the function's processes).
+	// "runtime" (the function's processes), and "machine": the busy time
+	// of all CPUs (/proc/stat), which also holds what no party is charged
+	// with and whatever else ran.
 	CPUPerRequest map[string]float64 `json:"cpu_per_request_us,omitempty"`
 	// SwitchesPerRequest is the context switches (voluntary and not, over
 	// all threads) each party made per request: on this nested VM a switch
@@ -316,32 +320,25 @@ type throughput struct {
 	cpu                cpuShare
 }
 
-// cpuShare is CPU time used so far by each party of a warm invocation.
-type cpuShare struct{ client, server, agent, runtime use }
-
-// use is what one party, or one process, has used so far.
-type use struct {
-	cpu      time.Duration
-	switches int64
-}
-
-func (a use) add(b use) use { return use{a.cpu + b.cpu, a.switches + b.switches} }
-func (a use) sub(b use) use { return use{a.cpu - b.cpu, a.switches - b.switches} }
+// cpuShare is CPU time used so far by each party of a warm invocation,
+// and by the whole machine.
+type cpuShare struct{ client, server, agent, runtime, machine procstat.Use }
 
 func (a cpuShare) add(b cpuShare) cpuShare {
-	return cpuShare{a.client.add(b.client), a.server.add(b.server), a.agent.add(b.agent), a.runtime.add(b.runtime)}
+	return cpuShare{a.client.Add(b.client), a.server.Add(b.server), a.agent.Add(b.agent), a.runtime.Add(b.runtime), a.machine.Add(b.machine)}
 }
 
 func (a cpuShare) sub(b cpuShare) cpuShare {
-	return cpuShare{a.client.sub(b.client), a.server.sub(b.server), a.agent.sub(b.agent), a.runtime.sub(b.runtime)}
+	return cpuShare{a.client.Sub(b.client), a.server.Sub(b.server), a.agent.Sub(b.agent), a.runtime.Sub(b.runtime), a.machine.Sub(b.machine)}
 }
 
 func (a cpuShare) perRequest(n int) (cpuUs, switches map[string]float64) {
 	cpuUs, switches = map[string]float64{}, map[string]float64{}
-	for name, u := range map[string]use{"client": a.client, "server": a.server, "agent": a.agent, "runtime": a.runtime} {
-		cpuUs[name] = float64(u.cpu.Microseconds()) / float64(n)
-		switches[name] = float64(u.switches) / float64(n)
+	for name, u := range map[string]procstat.Use{"client": a.client, "server": a.server, "agent": a.agent, "runtime": a.runtime} {
+		cpuUs[name] = float64(u.CPU.Microseconds()) / float64(n)
+		switches[name] = float64(u.Switches) / float64(n)
 	}
+	cpuUs["machine"] = float64(a.machine.CPU.Microseconds()) / float64(n)
 	return cpuUs, switches
 }
 
@@ -681,7 +678,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		if c, err := cgroupCPU(a); err == nil {
 			envCPU += c
 		}
-		for _, p := range descendants(pm, a) {
+		for _, p := range procstat.Descendants(pm, a) {
 			if ro, err := smapsRollup(p); err == nil {
 				fnPSS += ro.PSS
 				fnRSS += ro.RSS

@@ -24,6 +24,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/nubo-dev/nubo/bench/internal/procstat"
 )
 
 // The development account nubo enables on loopback.
@@ -116,7 +118,7 @@ func startNubo(ctx context.Context, o nuboOptions) (*nuboServer, error) {
 		DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}
 	n := &nuboServer{
-		cmd: cmd, base: "http://" + addr, client: &http.Client{Transport: tr, Timeout: 2 * time.Minute},
+		cmd: cmd, base: "http://" + addr, client: &http.Client{Transport: tr},
 		signer: v4.NewSigner(), creds: aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test", Source: "nubo-bench"},
 		logPath: logPath, exited: make(chan struct{}), envs: map[string]phases{}, byFunc: map[string][]string{},
 	}
@@ -273,6 +275,8 @@ func (n *nuboServer) stop() error {
 // is computed and the request signed anew for every call, so that cost is
 // part of every figure, exactly as it is for a real client.
 func (n *nuboServer) do(ctx context.Context, method, path string, body []byte) (int, http.Header, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, n.base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
@@ -393,12 +397,12 @@ func (n *nuboServer) environments() ([]int, map[int]int) {
 
 // agents splits the agents below nubo into environments and pooled shells.
 func (n *nuboServer) agents() (envs, shells []int, pm map[int]int) {
-	pm = parentMap()
+	pm = procstat.ParentMap()
 	kids := map[int]int{}
 	for _, pp := range pm {
 		kids[pp]++
 	}
-	for _, p := range descendants(pm, n.pid()) {
+	for _, p := range procstat.Descendants(pm, n.pid()) {
 		if !isAgent(p) {
 			continue
 		}
@@ -415,7 +419,7 @@ func (n *nuboServer) agents() (envs, shells []int, pm map[int]int) {
 // clones them): their CPU and memory count as nubo's.
 func (n *nuboServer) helpers() []int {
 	var out []int
-	for p, pp := range parentMap() {
+	for p, pp := range procstat.ParentMap() {
 		if pp == n.pid() && !isAgent(p) {
 			out = append(out, p)
 		}
@@ -425,9 +429,9 @@ func (n *nuboServer) helpers() []int {
 
 // cpu is the CPU time of nubo serve and its helpers.
 func (n *nuboServer) cpu() (time.Duration, error) {
-	total, err := procCPU(n.pid())
+	total, err := procstat.CPU(n.pid())
 	for _, p := range n.helpers() {
-		if c, err := procCPU(p); err == nil {
+		if c, err := procstat.CPU(p); err == nil {
 			total += c
 		}
 	}
@@ -440,16 +444,17 @@ func (n *nuboServer) cpu() (time.Duration, error) {
 // stay.
 func (n *nuboServer) cpuShare() cpuShare {
 	var s cpuShare
-	s.client = procUse(os.Getpid())
-	s.server = procUse(n.pid())
+	s.machine.CPU, _ = procstat.Busy()
+	s.client = procstat.Of(os.Getpid())
+	s.server = procstat.Of(n.pid())
 	for _, p := range n.helpers() {
-		s.server = s.server.add(procUse(p))
+		s.server = s.server.Add(procstat.Of(p))
 	}
 	envs, shells, pm := n.agents()
 	for _, a := range append(envs, shells...) {
-		s.agent = s.agent.add(procUse(a))
-		for _, p := range descendants(pm, a) {
-			s.runtime = s.runtime.add(procUse(p))
+		s.agent = s.agent.Add(procstat.Of(a))
+		for _, p := range procstat.Descendants(pm, a) {
+			s.runtime = s.runtime.Add(procstat.Of(p))
 		}
 	}
 	return s

@@ -10,37 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/nubo-dev/nubo/internal/testutil"
 )
-
-// parentMap reads every process's parent from /proc.
-func parentMap() map[int]int {
-	m := map[int]int{}
-	for pid, p := range testutil.Procs() {
-		m[pid] = p.PPID
-	}
-	return m
-}
-
-// descendants lists every process below pid (not pid itself).
-func descendants(pm map[int]int, pid int) []int {
-	kids := map[int][]int{}
-	for p, pp := range pm {
-		kids[pp] = append(kids[pp], p)
-	}
-	var out []int
-	stack := []int{pid}
-	for len(stack) > 0 {
-		p := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		for _, c := range kids[p] {
-			out = append(out, c)
-			stack = append(stack, c)
-		}
-	}
-	return out
-}
 
 // rollup is a process's memory from /proc/PID/smaps_rollup, in KiB. PSS
 // charges each shared page to its sharers in equal parts, so summing PSS
@@ -126,52 +96,6 @@ func hostInfo() map[string]any {
 		h["loadavg_at_start"] = strings.TrimSpace(string(b))
 	}
 	return h
-}
-
-// procCPU is the CPU time (user + system) a process has used, from
-// /proc/PID/stat, at the clock-tick resolution the kernel reports it.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no comm", pid)
-	}
-	// After comm: state(0) ppid(1) … utime(11) stime(12).
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad times", pid)
-	}
-	const ticks = 100 // USER_HZ, fixed at 100 on Linux
-	return time.Duration(u+s) * time.Second / ticks, nil
-}
-
-// procUse is a process's CPU time and the context switches of all its
-// threads (from /proc/PID/task/*/status); zero for a process gone.
-func procUse(pid int) use {
-	var u use
-	u.cpu, _ = procCPU(pid)
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				u.switches += n
-			}
-		}
-	}
-	return u
 }
 
 // cgroupCPU is the CPU time used by everything that ever ran in the cgroup

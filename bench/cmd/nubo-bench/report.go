@@ -276,11 +276,11 @@ func (r *results) printDetails(w io.Writer) {
 	if len(r.Throughput) > 0 {
 		fmt.Fprintln(w, "\nwarm throughput")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "target\trequests\tseconds\treq/s\tp50 ms\tp99 ms\tCPU µs/request: client\tserver\tagent\truntime\ttotal\tswitches/request: client\tserver\tagent\truntime\tnote")
+		fmt.Fprintln(tw, "target\trequests\tseconds\treq/s\tp50 ms\tp99 ms\tCPU µs/request: client\tserver\tagent\truntime\ttotal\tmachine\tswitches/request: client\tserver\tagent\truntime\tnote")
 		for _, t := range r.Throughput {
 			c, sw := t.CPUPerRequest, t.SwitchesPerRequest
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\n", t.Label, t.Requests, t.Seconds, t.PerSecond, t.Latency.P50, t.Latency.P99,
-				c["client"], c["server"], c["agent"], c["runtime"], c["client"]+c["server"]+c["agent"]+c["runtime"],
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\n", t.Label, t.Requests, t.Seconds, t.PerSecond, t.Latency.P50, t.Latency.P99,
+				c["client"], c["server"], c["agent"], c["runtime"], c["client"]+c["server"]+c["agent"]+c["runtime"], c["machine"],
 				sw["client"], sw["server"], sw["agent"], sw["runtime"], t.Err)
 		}
 		tw.Flush()

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nubo-dev/nubo/bench/internal/procstat"
 )
 
 // rieProcess is one aws-lambda-rie serving the echo bootstrap on loopback.
@@ -65,7 +67,7 @@ func startRIE(o rieOptions) (*rieProcess, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true,
 		DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
 	r := &rieProcess{cmd: cmd, url: "http://" + addr + "/2015-03-31/functions/function/invocations",
-		client: &http.Client{Transport: tr, Timeout: time.Minute}, exited: make(chan struct{})}
+		client: &http.Client{Transport: tr}, exited: make(chan struct{})}
 	if r.started, err = start(cmd); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", o.bin, err)
@@ -83,11 +85,12 @@ func startRIE(o rieOptions) (*rieProcess, error) {
 // the runtime below it.
 func (r *rieProcess) cpuShare() cpuShare {
 	var s cpuShare
-	s.client = procUse(os.Getpid())
+	s.machine.CPU, _ = procstat.Busy()
+	s.client = procstat.Of(os.Getpid())
 	pid := r.cmd.Process.Pid
-	s.server = procUse(pid)
-	for _, p := range descendants(parentMap(), pid) {
-		s.runtime = s.runtime.add(procUse(p))
+	s.server = procstat.Of(pid)
+	for _, p := range procstat.Descendants(procstat.ParentMap(), pid) {
+		s.runtime = s.runtime.Add(procstat.Of(p))
 	}
 	return s
 }
@@ -126,6 +129,8 @@ func isConnRefused(err error) bool {
 
 func (r *rieProcess) invoke(ctx context.Context, payload []byte) (time.Duration, []byte, error) {
 	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(payload))
 	if err != nil {
 		return 0, nil, err
@@ -158,7 +163,7 @@ var errRIEInitRace = errors.New("the emulator's runtime failed its init")
 func (r *rieProcess) stop() {
 	r.client.CloseIdleConnections()
 	pid := r.cmd.Process.Pid
-	kids := descendants(parentMap(), pid)
+	kids := procstat.Descendants(procstat.ParentMap(), pid)
 	syscall.Kill(-pid, syscall.SIGKILL)
 	for _, k := range kids {
 		syscall.Kill(-k, syscall.SIGKILL)
