@@ -1,6 +1,7 @@
 package nsbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -101,6 +102,12 @@ func TestSpawner(t *testing.T) {
 	}
 	if status["NoNewPrivs"] != "1" {
 		t.Errorf("NoNewPrivs = %q", status["NoNewPrivs"])
+	}
+	// SCHED_BATCH (3): the policy is field 41 of /proc/PID/stat.
+	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil {
+		t.Error(err)
+	} else if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) < 39 || f[38] != "3" {
+		t.Errorf("scheduling policy of the child: %v, want 3 (SCHED_BATCH)", f[38:min(len(f), 39)])
 	}
 	if ns := strings.Fields(status["NSpid"]); len(ns) != 2 || ns[1] != "1" {
 		t.Errorf("NSpid %q: want PID 1 of a pid namespace of its own", status["NSpid"])
