@@ -26,8 +26,9 @@
 //     cgroup, builds the root file system on a tmpfs (the host userland
 //     bound read-only, a generated /etc, /var/runtime read-only, the /tmp
 //     volume, a masked /proc, a minimal /dev; /var/task and /opt left
-//     empty), pivots into it, brings up lo, sets the hostname, drops to
-//     uid/gid 993 with no capabilities (bounding set cleared), sets
+//     empty), pivots into it, brings up lo, sets the hostname, switches to
+//     SCHED_BATCH (wake-ups on an invocation's path then preempt no one;
+//     see batchScheduling), drops to uid/gid 993 with no capabilities (bounding set cleared), sets
 //     no_new_privs, loads the seccomp filter the host compiled, and execs
 //     the agent (package agent): the small agent executable nubo embeds
 //     (cmd/nubo-agent, run from a sealed memfd; agentexe.go), or nubo's own
