@@ -121,20 +121,26 @@ var capLastCap = sync.OnceValue(func() int {
 })
 
 // batchScheduling appends putting the sandbox under SCHED_BATCH, which
-// the agent and everything it starts inherit. A batch task's wake-up never
-// preempts the task running on its CPU. An invocation passes through
-// client, nubo serve, agent and runtime, each of which wakes the next and
-// then blocks within microseconds. Under SCHED_OTHER each wake-up
-// preempts the waker, which must be switched back in only to block, and
-// under a cgroup per environment more often still. On a 2-core host a
-// warm invocation's runtime made 19 context switches at concurrency 4 and
-// 14 sequentially; under SCHED_BATCH 16 and 9 (docs/performance.md,
-// session 13). The CPU each environment gets is unchanged: its cgroup's
-// quota and weight still decide that. A function may switch itself back
-// to SCHED_OTHER (no privilege needed); only SCHED_IDLE would need one.
+// the agent and everything it starts inherit. A batch task's wake-up
+// preempts no task on its CPU (but a SCHED_IDLE one). An invocation
+// passes through client, nubo serve, agent and runtime, each of which
+// wakes the next and then blocks within microseconds. Under SCHED_OTHER a
+// wake-up the scheduler finds due preempts the waker, which must be
+// switched back in only to block, and under a cgroup per environment more
+// often still. On a 2-core host a warm invocation's runtime made 19
+// context switches at concurrency 4 and 14 sequentially; under
+// SCHED_BATCH 16 and 9 (docs/performance.md, session 13, also for what a
+// busy host's wake-ups pay for it). The CPU each environment gets is
+// unchanged: its cgroup's quota and weight still decide that. A function
+// may switch itself back to SCHED_OTHER; no privilege is needed.
+//
+// A nubo run under SCHED_IDLE cannot leave it without CAP_SYS_NICE
+// (EPERM), and some kernels (gVisor) refuse every policy but SCHED_OTHER
+// (EINVAL): the sandbox then keeps the policy it has.
 func batchScheduling(p *initProg) {
 	var param int32 // struct sched_param: priority 0, as batch requires
 	p.call("batch scheduling", unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_BATCH, unsafe.Pointer(&param))
+	p.allow(unix.EPERM, unix.EINVAL)
 }
 
 // dropPrivileges appends leaving the user namespace's root for the sandbox

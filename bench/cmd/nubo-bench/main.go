@@ -57,12 +57,6 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "nubo-bench: "+format+"\n", a...)
 }
 
-// requestTimeout bounds each request the benchmark sends. It is a context
-// deadline, not http.Client.Timeout: that starts a goroutine per request,
-// whose CPU on the two cores the parties share would count against
-// whichever server is measured.
-const requestTimeout = 2 * time.Minute
-
 func cores() int { return runtime.NumCPU() }
 
 func main() {

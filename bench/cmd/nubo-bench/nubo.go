@@ -118,7 +118,7 @@ func startNubo(ctx context.Context, o nuboOptions) (*nuboServer, error) {
 		DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}
 	n := &nuboServer{
-		cmd: cmd, base: "http://" + addr, client: &http.Client{Transport: tr},
+		cmd: cmd, base: "http://" + addr, client: &http.Client{Transport: tr, Timeout: 2 * time.Minute},
 		signer: v4.NewSigner(), creds: aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test", Source: "nubo-bench"},
 		logPath: logPath, exited: make(chan struct{}), envs: map[string]phases{}, byFunc: map[string][]string{},
 	}
@@ -275,8 +275,6 @@ func (n *nuboServer) stop() error {
 // is computed and the request signed anew for every call, so that cost is
 // part of every figure, exactly as it is for a real client.
 func (n *nuboServer) do(ctx context.Context, method, path string, body []byte) (int, http.Header, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, n.base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err

@@ -67,7 +67,7 @@ func startRIE(o rieOptions) (*rieProcess, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true,
 		DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
 	r := &rieProcess{cmd: cmd, url: "http://" + addr + "/2015-03-31/functions/function/invocations",
-		client: &http.Client{Transport: tr}, exited: make(chan struct{})}
+		client: &http.Client{Transport: tr, Timeout: time.Minute}, exited: make(chan struct{})}
 	if r.started, err = start(cmd); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", o.bin, err)
@@ -129,8 +129,6 @@ func isConnRefused(err error) bool {
 
 func (r *rieProcess) invoke(ctx context.Context, payload []byte) (time.Duration, []byte, error) {
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(payload))
 	if err != nil {
 		return 0, nil, err

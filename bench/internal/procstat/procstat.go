@@ -100,9 +100,11 @@ func Of(pid int) Use {
 	return u
 }
 
-// Busy is the machine's busy CPU time so far, over all CPUs: everything in
-// /proc/stat's cpu line but idle and iowait. Work no process is charged
-// with (interrupts, softirqs in ksoftirqd) counts here.
+// Busy is the machine's busy CPU time so far, over all CPUs: user, nice,
+// system, irq and softirq from /proc/stat's cpu line. Work no process is
+// charged with (interrupts, softirqs) counts here; idle, iowait, steal
+// (the hypervisor's, not this machine's work) and guest (already in user)
+// do not.
 func Busy() (time.Duration, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -115,7 +117,7 @@ func Busy() (time.Duration, error) {
 	}
 	var busy int64
 	for i, v := range f[1:] {
-		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is in user already
+		if i == 3 || i == 4 || i >= 7 { // idle, iowait, steal, guest, guest_nice
 			continue
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
