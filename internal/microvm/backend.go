@@ -76,8 +76,11 @@ type BackendConfig struct {
 	UIDBase int
 	// Self is the binary used as the guest's /init and the VMM launcher
 	// (default: this executable).
-	Self   string
-	Logger *slog.Logger
+	Self string
+	// TimerSlack is the guest's sandboxes' timer slack
+	// (nsbox.Config.TimerSlack); 0 leaves the guest kernel's default.
+	TimerSlack time.Duration
+	Logger     *slog.Logger
 }
 
 // Network gives VMs a tap device on the host's environment network.
@@ -590,7 +593,7 @@ func (g *guest) start() error {
 		return err
 	}
 	g.sess = sess
-	if _, err := g.call(ctx, request{Op: opSetup, Net: gnet, HostTimeNs: time.Now().UnixNano()}, func(w io.Writer) error { return writeTar(w, b.cfg.RuntimeDir) }); err != nil {
+	if _, err := g.call(ctx, request{Op: opSetup, Net: gnet, TimerSlackNs: b.cfg.TimerSlack.Nanoseconds(), HostTimeNs: time.Now().UnixNano()}, func(w io.Writer) error { return writeTar(w, b.cfg.RuntimeDir) }); err != nil {
 		return fmt.Errorf("guest setup: %w", err)
 	}
 	resp, err := g.call(ctx, request{Op: opInfo}, nil)

@@ -321,7 +321,7 @@ func (g *guestAgent) box(id string) (sandbox.Sandbox, error) {
 func (g *guestAgent) handle(st io.Reader, req request) (response, error) {
 	switch req.Op {
 	case opSetup:
-		return response{}, g.setup(st, req.Net)
+		return response{}, g.setup(st, req.Net, time.Duration(req.TimerSlackNs))
 	case opPut:
 		return response{}, g.put(st, req.Key)
 	case opDrop:
@@ -366,7 +366,7 @@ func (g *guestAgent) runtimeDir() string { return "/run/nubo/runtime" }
 // a network, the guest's interface is configured and the sandboxes get
 // the same per-environment network as on the host (package netenv), NATed
 // out of the guest's interface.
-func (g *guestAgent) setup(r io.Reader, gn *GuestNet) (err error) {
+func (g *guestAgent) setup(r io.Reader, gn *GuestNet, slack time.Duration) (err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.backend != nil {
@@ -417,7 +417,8 @@ func (g *guestAgent) setup(r io.Reader, gn *GuestNet) (err error) {
 	}
 	c.Backend, err = nsbox.New(nsbox.Config{
 		Dir: filepath.Join(g.scratch, "sandboxes"), Cgroups: c.cgm, Network: network, Seccomp: filter.Bytes(),
-		UIDBase: 100_000, Slots: 1000, RuntimeDir: g.runtimeDir(), PoolShells: 2, PoolVolumes: 2, HostAddr: hostAddr, ResolvConf: resolv, Logger: g.log,
+		UIDBase: 100_000, Slots: 1000, RuntimeDir: g.runtimeDir(), PoolShells: 2, PoolVolumes: 2, HostAddr: hostAddr, ResolvConf: resolv,
+		TimerSlack: slack, Logger: g.log,
 	})
 	if err != nil {
 		return err

@@ -49,6 +49,9 @@ type request struct {
 	Layers string     `json:"layers,omitempty"`
 	// Setup: the guest's network, when it has one.
 	Net *GuestNet `json:"net,omitempty"`
+	// TimerSlackNs is the timer slack of the guest's sandboxes
+	// (nsbox.Config.TimerSlack); 0 leaves the guest kernel's default.
+	TimerSlackNs int64 `json:"timerSlackNs,omitempty"`
 	// HostTimeNs is the host's wall clock when it sent the request (setup,
 	// create, clock): a guest without an RTC would otherwise live in 1970,
 	// and an emulated one drifts. Invocation deadlines are wall-clock times.

@@ -30,6 +30,9 @@ type initConfig struct {
 	// Seccomp is the compiled filter (see package seccomp); empty sets only
 	// no_new_privs.
 	Seccomp []byte `json:"seccomp,omitempty"`
+	// TimerSlackNs is the sandbox's timer slack (see timerSlack); 0
+	// leaves the one it inherits.
+	TimerSlackNs int64 `json:"timerSlackNs,omitempty"`
 }
 
 type userlandEntry struct {

@@ -58,7 +58,8 @@ func TestSpawner(t *testing.T) {
 		relR, relW, _ := os.Pipe()
 		defer relR.Close()
 		defer relW.Close()
-		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
+		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID,
+			TimerSlackNs: testSlack}
 		pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
 			IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
 		if err != nil {
@@ -109,6 +110,10 @@ func TestSpawner(t *testing.T) {
 	}
 	if got := schedPolicy(t, pid); got != "3" {
 		t.Errorf("scheduling policy of the child: %q, want 3 (SCHED_BATCH)", got)
+	}
+	// The timer slack asked for (the test's own is the kernel's default).
+	if got := timerSlackOf(t, pid); got != strconv.Itoa(testSlack) {
+		t.Errorf("timer slack of the child: %s ns, want %d", got, testSlack)
 	}
 	if ns := strings.Fields(status["NSpid"]); len(ns) != 2 || ns[1] != "1" {
 		t.Errorf("NSpid %q: want PID 1 of a pid namespace of its own", status["NSpid"])
@@ -278,6 +283,20 @@ func TestSpawnerProtocol(t *testing.T) {
 	if _, _, err := sp.roundTripLocked([]byte(`{}`), []int{int(devnull.Fd())}); !errors.As(err, new(*goneError)) {
 		t.Fatalf("closed helper: %v, want a gone error", err)
 	}
+}
+
+// testSlack is the timer slack TestSpawner asks for: neither the kernel's
+// default nor one the test could have inherited by chance.
+const testSlack = 654_321
+
+// timerSlackOf is pid's timer slack in nanoseconds.
+func timerSlackOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/timerslack_ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // schedPolicy is pid's scheduling policy: field 41 of /proc/PID/stat.

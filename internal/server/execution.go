@@ -443,7 +443,7 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 	}
 	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
 		Network: netenv.Sandboxes{M: *nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
-		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, HostAddr: (*nets).Gateway(), Logger: log})
+		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, HostAddr: (*nets).Gateway(), TimerSlack: cfg.TimerSlack, Logger: log})
 }
 
 // newMicroVMBackend makes the microVM backend: each account's sandboxes in
@@ -459,7 +459,7 @@ func newMicroVMBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup.M
 		Dir: filepath.Join(cfg.DataDir, "microvm"), Accel: cfg.MicroVMAccel, MemoryMB: cfg.MicroVMMemoryMB,
 		IdleTimeout: cfg.MicroVMIdleTimeout, RuntimeDir: rtDir, Cgroups: *cgm, Network: tapAttacher{*nets},
 		Ledger:  ledger,
-		UIDBase: cfg.MicroVMUIDBase, Logger: log,
+		UIDBase: cfg.MicroVMUIDBase, TimerSlack: cfg.TimerSlack, Logger: log,
 	})
 }
 

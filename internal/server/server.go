@@ -79,6 +79,9 @@ type Config struct {
 	NetName        string
 	SandboxUIDBase int
 	SandboxSlots   int
+	// TimerSlack is every sandbox's timer slack (nsbox.Config.TimerSlack);
+	// 0 leaves the kernel's default.
+	TimerSlack time.Duration
 	// SandboxAgent is the small executable namespace sandboxes start from
 	// (cmd/nubo-agent, embedded by cmd/nubo); nil: nubo's own binary.
 	SandboxAgent []byte
