@@ -77,9 +77,11 @@ type Config struct {
 
 // Environment is one execution environment.
 type Environment struct {
-	ID      string
-	cfg     Config
-	sb      sandbox.Sandbox
+	ID  string
+	cfg Config
+	sb  sandbox.Sandbox
+	// placed is sb when its backend places it on CPUs, else nil.
+	placed  sandbox.Placed
 	conn    *agentproto.Conn
 	log     *slog.Logger
 	state   atomic.Int32
@@ -175,6 +177,10 @@ func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config,
 		return e, resp, err
 	}
 	e := begin(sb, id, cfg)
+	if e.placed != nil {
+		e.placed.InvocationStarted()
+		defer e.placed.InvocationEnded()
+	}
 	defer e.streamTo(req)()
 	if err := e.init(ctx, req); err != nil {
 		e.Destroy()
@@ -233,6 +239,7 @@ func begin(sb sandbox.Sandbox, id string, cfg Config) *Environment {
 		created: time.Now(), initDone: make(chan initOutcome, 1), results: make(chan *result, 1),
 		shutdown: make(chan struct{}, 1), dead: make(chan struct{}),
 	}
+	e.placed, _ = sb.(sandbox.Placed)
 	e.state.Store(int32(Starting))
 	e.lastUsed.Store(time.Now().UnixNano())
 	go e.readLoop()
@@ -589,6 +596,10 @@ func (e *Environment) Invoke(ctx context.Context, req *Request) (*Response, erro
 		e.frozen = false
 	}
 	e.freezeMu.Unlock()
+	if e.placed != nil {
+		e.placed.InvocationStarted()
+		defer e.placed.InvocationEnded()
+	}
 	start := time.Now()
 	e.startLog(req)
 	defer e.streamTo(req)()

@@ -30,6 +30,8 @@ type initConfig struct {
 	// Seccomp is the compiled filter (see package seccomp); empty sets only
 	// no_new_privs.
 	Seccomp []byte `json:"seccomp,omitempty"`
+	// CPUs, when not empty, are the CPUs the sandbox runs on (see placer).
+	CPUs []int `json:"cpus,omitempty"`
 	// TimerSlackNs is the sandbox's timer slack (see timerSlack); 0
 	// leaves the one it inherits.
 	TimerSlackNs int64 `json:"timerSlackNs,omitempty"`

@@ -29,9 +29,11 @@
 //     empty), pivots into it, brings up lo, sets the hostname, switches to
 //     SCHED_BATCH (wake-ups on an invocation's path then preempt no
 //     running task; see batchScheduling), widens its timer slack (Go
-//     runtimes then wake far less often; see timerSlack), drops to uid/gid
-//     993 with no capabilities (bounding set cleared), sets no_new_privs,
-//     loads the seccomp filter the host compiled, and execs the agent (package agent): the small agent executable nubo embeds
+//     runtimes then wake far less often; see timerSlack), settles on its
+//     home CPU when the backend places sandboxes (see placer), drops to
+//     uid/gid 993 with no capabilities (bounding set cleared), sets
+//     no_new_privs, loads the seccomp filter the host compiled, and execs
+//     the agent (package agent): the small agent executable nubo embeds
 //     (cmd/nubo-agent, run from a sealed memfd; agentexe.go), or nubo's own
 //     binary when it has none. The agent is PID 1 of the pid namespace and
 //     waits for Start. This is a shell, made ahead of demand (pool.go).

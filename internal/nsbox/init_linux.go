@@ -69,6 +69,7 @@ func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, err
 	p.call("hostname", unix.SYS_SETHOSTNAME, cfg.Hostname, len(cfg.Hostname))
 	batchScheduling(p)
 	timerSlack(p, cfg.TimerSlackNs)
+	cpuAffinity(p, cfg.CPUs)
 	dropPrivileges(p, cfg.UID, cfg.GID)
 	agentFDs(p, fds)
 	// Every signal has been blocked since the clone, its handler the
@@ -163,6 +164,21 @@ func timerSlack(p *initProg, ns int64) {
 		return
 	}
 	p.call("timer slack", unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, ns, 0, 0, 0)
+}
+
+// cpuAffinity appends running the sandbox on cpus (nothing when empty),
+// its home (see placer); the agent and everything it starts inherit it. A
+// CPU that went offline meanwhile (EINVAL) leaves the affinity as it is.
+func cpuAffinity(p *initProg, cpus []int) {
+	if len(cpus) == 0 {
+		return
+	}
+	set := new(unix.CPUSet)
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	p.call("cpu affinity", unix.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(*set), unsafe.Pointer(set))
+	p.allow(unix.EINVAL)
 }
 
 // dropPrivileges appends leaving the user namespace's root for the sandbox

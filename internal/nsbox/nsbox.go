@@ -43,6 +43,10 @@ type Config struct {
 	Network Network
 	// Seccomp is the compiled filter handed to every sandbox's init.
 	Seccomp []byte
+	// PlaceCPUs homes each sandbox entitled to at most one vCPU on one
+	// CPU, moved when another is less busy (see placer); false lets every
+	// sandbox run on every CPU.
+	PlaceCPUs bool
 	// TimerSlack is how late the kernel may fire a timer of a sandbox's
 	// processes to batch its wake-up with others (PR_SET_TIMERSLACK; see
 	// timerSlack); 0 leaves the kernel's default, 50 µs.
@@ -105,6 +109,9 @@ type Backend struct {
 	// starting counts sandboxes handed out whose runtime has not finished
 	// init: shells made ahead wait for it to fall to zero (see quiet).
 	starting quiet
+	// placer homes sandboxes on CPUs; nil when Config.PlaceCPUs is off or
+	// nubo may run on one CPU only.
+	placer *placer
 }
 
 // New prepares the backend: it removes leftovers of an earlier run under
@@ -148,6 +155,9 @@ func New(cfg Config) (*Backend, error) {
 			b.agent.Close()
 		}
 		return nil, err
+	}
+	if cfg.PlaceCPUs {
+		b.placer = newPlacer(allowedCPUs())
 	}
 	// Pools last: their refills make sandboxes from everything above.
 	if n := orDefault(cfg.PoolVolumes, 8); n > 0 {
@@ -218,6 +228,14 @@ type box struct {
 	confineMu sync.Mutex
 	destroyed bool
 	starting  bool
+
+	// placeMu guards home (the placer's index of the sandbox's CPU; -1:
+	// every CPU), running (the home its invocation in flight began at, -1
+	// for none) and movedAt (its last move).
+	placeMu sync.Mutex
+	home    int
+	running int
+	movedAt time.Time
 }
 
 // Create implements sandbox.Backend. The shell comes from the pool (see
@@ -269,7 +287,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 		return nil, err
 	}
 	id := newShellID()
-	s := &box{b: b, id: id, slot: slot, tmpMB: tmpMB, done: make(chan struct{})}
+	s := &box{b: b, id: id, slot: slot, tmpMB: tmpMB, done: make(chan struct{}), home: -1, running: -1}
 	defer func() {
 		if err != nil {
 			s.Destroy()
@@ -301,6 +319,10 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 	}
 	cfg := initConfig{Root: "/tmp", Userland: b.land, Hostname: "sandbox", UID: SandboxUID, GID: SandboxGID,
 		Seccomp: b.cfg.Seccomp, TimerSlackNs: b.cfg.TimerSlack.Nanoseconds()}
+	if b.placer != nil {
+		s.home = b.placer.home()
+		cfg.CPUs = []int{b.placer.cpus[s.home]}
+	}
 	tCg := time.Now()
 	if err := s.start(&cfg, base, noNetwork); err != nil {
 		return nil, err
@@ -348,6 +370,9 @@ func (s *box) assign(spec sandbox.Spec) error {
 		return fmt.Errorf("nsbox: runtime dir %q differs from the backend's %q", spec.RuntimeDir, s.b.cfg.RuntimeDir)
 	}
 	s.memMB = spec.MemoryMB
+	if cgroup.CPUMilliForMemory(spec.MemoryMB, runtime.NumCPU()) > 1000 {
+		s.unplace()
+	}
 	if s.cg != nil {
 		if err := s.cg.Set(cgroup.Resources{MemoryBytes: int64(spec.MemoryMB) << 20, PidsMax: cgroup.MaxPids,
 			IOWeight: 100, CPUWeight: envCPUWeight}); err != nil {
@@ -755,6 +780,12 @@ func (s *box) Destroy() error {
 		s.destroyed = true
 		s.confineMu.Unlock()
 		s.coldStartOver()
+		s.placeMu.Lock()
+		if s.home >= 0 {
+			s.b.placer.leave(s.home)
+			s.home = -1
+		}
+		s.placeMu.Unlock()
 		if s.pidfd != nil {
 			pidfdKill(s.pidfd)
 			select {

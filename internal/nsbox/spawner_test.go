@@ -43,6 +43,12 @@ func TestSpawner(t *testing.T) {
 	}
 	defer sp.close()
 	const base = 3_900_000
+	// The sandbox's home: the last CPU the test may use.
+	cpus := allowedCPUs()
+	if len(cpus) == 0 {
+		t.Fatal("no CPUs allowed")
+	}
+	homeCPU := cpus[len(cpus)-1]
 	land, err := hostUserland()
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +65,7 @@ func TestSpawner(t *testing.T) {
 		defer relR.Close()
 		defer relW.Close()
 		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID,
-			TimerSlackNs: testSlack}
+			TimerSlackNs: testSlack, CPUs: []int{homeCPU}}
 		pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
 			IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
 		if err != nil {
@@ -110,6 +116,9 @@ func TestSpawner(t *testing.T) {
 	}
 	if got := schedPolicy(t, pid); got != "3" {
 		t.Errorf("scheduling policy of the child: %q, want 3 (SCHED_BATCH)", got)
+	}
+	if got, want := status["Cpus_allowed_list"], strconv.Itoa(homeCPU); got != want {
+		t.Errorf("CPUs of the child: %q, want %q", got, want)
 	}
 	// The timer slack asked for (the test's own is the kernel's default).
 	if got := timerSlackOf(t, pid); got != strconv.Itoa(testSlack) {

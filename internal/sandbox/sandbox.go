@@ -84,6 +84,15 @@ type Sandbox interface {
 	Destroy() error
 }
 
+// Placed is a sandbox whose backend chooses the CPUs it runs on (see
+// nsbox's placer): the environment says when each invocation starts and
+// ends, and the backend may move the sandbox to a less busy CPU as one
+// starts.
+type Placed interface {
+	InvocationStarted()
+	InvocationEnded()
+}
+
 // Backend creates sandboxes.
 type Backend interface {
 	Name() string

@@ -443,7 +443,7 @@ func newNamespaceBackend(cfg Config, log *slog.Logger, rtDir string, cgm *cgroup
 	}
 	return nsbox.New(nsbox.Config{Dir: filepath.Join(cfg.DataDir, "sandboxes"), Cgroups: *cgm,
 		Network: netenv.Sandboxes{M: *nets}, Seccomp: filter.Bytes(), UIDBase: cfg.SandboxUIDBase, Slots: cfg.SandboxSlots,
-		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, HostAddr: (*nets).Gateway(), TimerSlack: cfg.TimerSlack, Logger: log})
+		RuntimeDir: rtDir, Agent: cfg.SandboxAgent, HostAddr: (*nets).Gateway(), TimerSlack: cfg.TimerSlack, PlaceCPUs: cfg.PlaceCPUs, Logger: log})
 }
 
 // newMicroVMBackend makes the microVM backend: each account's sandboxes in

@@ -80,13 +80,19 @@ type Config struct {
 	SandboxUIDBase int
 	SandboxSlots   int
 	// TimerSlack is every sandbox's timer slack (nsbox.Config.TimerSlack);
-	// 0 leaves the kernel's default.
+	// 0 leaves the kernel's default. `nubo serve` sets DefaultTimerSlack.
 	TimerSlack time.Duration
+	// PlaceCPUs homes each namespace sandbox of at most one vCPU on one
+	// CPU (nsbox.Config.PlaceCPUs); `nubo serve` sets it.
+	PlaceCPUs bool
 	// SandboxAgent is the small executable namespace sandboxes start from
 	// (cmd/nubo-agent, embedded by cmd/nubo); nil: nubo's own binary.
 	SandboxAgent []byte
 	Logger       *slog.Logger
 }
+
+// DefaultTimerSlack is `nubo serve`'s TimerSlack.
+const DefaultTimerSlack = 500 * time.Microsecond
 
 // Server is a running nubo.
 type Server struct {

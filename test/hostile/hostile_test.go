@@ -1304,6 +1304,7 @@ func (su *suite) testCPU(t *testing.T) {
 			t.Errorf("%s: cgroup CPU limit %.4f vCPU; want %.4f (MemorySize/1769)", c.f.name, got, c.want)
 		}
 	}
+	checkPlacement(t, su, small, big)
 	// Inside, the quota is a ceiling: a busy host only lowers what each
 	// gets, so the small function's share is bounded whatever the load,
 	// and the big one must still clearly get more.
@@ -1313,6 +1314,53 @@ func (su *suite) testCPU(t *testing.T) {
 	if rb < 2*rs || rb < 0.15 {
 		t.Errorf("1769 MB got %.3f vCPU, 128 MB got %.3f: not proportional to memory", rb, rs)
 	}
+}
+
+// checkPlacement checks the CPUs the functions' processes may run on: one
+// (their home) for functions of at most one vCPU, every CPU nubo may use
+// for a bigger one.
+func checkPlacement(t *testing.T, su *suite, oneVCPU ...fn) {
+	t.Helper()
+	mine := procField(t, os.Getpid(), "Cpus_allowed_list")
+	if !strings.ContainsAny(mine, ",-") {
+		t.Logf("this host lets the test use one CPU (%s): nothing to place", mine)
+		return
+	}
+	wide := su.create(t, fnSpec{name: "cpu-3538", memoryMB: 3538})
+	var st status
+	wide.call(t, op{"op": "status"}, &st)
+	for _, f := range append(oneVCPU, wide) {
+		pids := hostPidsWithEnv(fnVar + "=" + f.name)
+		if len(pids) == 0 {
+			t.Errorf("%s: no host process found", f.name)
+		}
+		for _, pid := range pids {
+			got := procField(t, pid, "Cpus_allowed_list")
+			one := !strings.ContainsAny(got, ",-")
+			switch {
+			case f.name == wide.name && got != mine:
+				t.Errorf("%s (2 vCPUs): process %d may run on CPUs %s, want all of %s", f.name, pid, got, mine)
+			case f.name != wide.name && !one:
+				t.Errorf("%s (at most 1 vCPU): process %d may run on CPUs %s, want one", f.name, pid, got)
+			}
+		}
+	}
+}
+
+// procField is a field of /proc/PID/status.
+func procField(t *testing.T, pid int, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, name)
+	return ""
 }
 
 // keepAnswering invokes f until stop closes, and reports how many answers

@@ -51,6 +51,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 		DataDir:      filepath.Join(dir, "data"),
 		AccountsFile: accts,
 		Logger:       Logger(t),
+		// As `nubo serve` runs by default.
+		TimerSlack: server.DefaultTimerSlack,
+		PlaceCPUs:  true,
 	}
 	// Servers of parallel test processes share this host: each gets its
 	// own bridge, firewall table, subnet and host id range. The slot is
