@@ -88,8 +88,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.HostPorts, "host-ports", "", "TCP ports of this host that every environment may connect to, at host.nubo.internal (e.g. 5432,6379 for a database in development); none by default")
 	fs.StringVar(&cfg.NetName, "net-name", "nubo", "name of the bridge, veths and firewall table (several nubo servers on one host need distinct names and subnets)")
 	fs.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", 2_000_000, "first host uid/gid mapped into sandboxes (each takes 1000; several servers on one host need distinct ranges)")
-	fs.DurationVar(&cfg.TimerSlack, "timer-slack", server.DefaultTimerSlack, "how late the kernel may fire a sandboxed process's timer to batch wake-ups (PR_SET_TIMERSLACK): fewer context switches for Go runtimes; a function's sleeps may last this much longer; 0 keeps the kernel's default (50µs)")
-	fs.BoolVar(&cfg.PlaceCPUs, "place-cpus", true, "run each environment of at most one vCPU (MemorySize up to 1769) on one CPU, moved to a less busy one when its own is busier: fewer context switches, and runtimes size themselves to one CPU; false lets every environment use every CPU")
+	fs.DurationVar(&cfg.TimerSlack, "timer-slack", server.DefaultTimerSlack, "how late the kernel may fire a timer of a sandboxed process, to batch wake-ups (PR_SET_TIMERSLACK): fewer context switches for Go runtimes; a function's sleeps may last this much longer; 0 keeps nubo's own slack (the kernel's 50µs unless changed); namespace and microvm isolation")
+	fs.BoolVar(&cfg.PlaceCPUs, "place-cpus", true, "namespace isolation: run each environment of at most one vCPU (MemorySize up to 1769) on one CPU, moved to a less busy one when its own is busier (an invocation longer than 50ms may use every CPU): fewer context switches, and runtimes size themselves to one CPU; false lets every environment use every CPU")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +103,10 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "nubo serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if cfg.TimerSlack < 0 || cfg.TimerSlack > maxTimerSlack {
+		fmt.Fprintf(stderr, "nubo serve: --timer-slack %v: want 0 to %v\n", cfg.TimerSlack, maxTimerSlack)
 		return 2
 	}
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
@@ -123,6 +127,10 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// maxTimerSlack bounds --timer-slack: more would let every sleep of a
+// function end far too late.
+const maxTimerSlack = 100 * time.Millisecond
 
 func defaultDataDir() string {
 	if d := os.Getenv("NUBO_DATA_DIR"); d != "" {

@@ -179,6 +179,8 @@ func TestBadFlags(t *testing.T) {
 		{"serve", "--state-transition-delay", "soon"},
 		{"serve", "--log-level", "loud"},
 		{"serve", "unexpected"},
+		{"serve", "--timer-slack", "-1ms"},
+		{"serve", "--timer-slack", "1s"},
 	} {
 		code, stderr := runExit(t, args...)
 		if code != 2 {

@@ -49,7 +49,8 @@ type Config struct {
 	PlaceCPUs bool
 	// TimerSlack is how late the kernel may fire a timer of a sandbox's
 	// processes to batch its wake-up with others (PR_SET_TIMERSLACK; see
-	// timerSlack); 0 leaves the kernel's default, 50 µs.
+	// timerSlack); 0 leaves the one nubo has (the kernel's default is
+	// 50 µs).
 	TimerSlack time.Duration
 	// UIDBase is the first host id mapped into sandboxes; sandbox n maps
 	// ids 0–999 onto UIDBase+n*1000 ….
@@ -231,11 +232,17 @@ type box struct {
 
 	// placeMu guards home (the placer's index of the sandbox's CPU; -1:
 	// every CPU), running (the home its invocation in flight began at, -1
-	// for none) and movedAt (its last move).
-	placeMu sync.Mutex
-	home    int
-	running int
-	movedAt time.Time
+	// for none), startedAt (when that one began), movedAt (its last move),
+	// wide (let onto every CPU for a long invocation) and widen (the timer
+	// that does that; see widenLong). It is taken before the placer's own
+	// lock and never together with confineMu.
+	placeMu   sync.Mutex
+	home      int
+	running   int
+	startedAt time.Time
+	movedAt   time.Time
+	wide      bool
+	widen     *time.Timer
 }
 
 // Create implements sandbox.Backend. The shell comes from the pool (see
@@ -784,6 +791,9 @@ func (s *box) Destroy() error {
 		if s.home >= 0 {
 			s.b.placer.leave(s.home)
 			s.home = -1
+		}
+		if s.widen != nil {
+			s.widen.Stop()
 		}
 		s.placeMu.Unlock()
 		if s.pidfd != nil {

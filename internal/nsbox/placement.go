@@ -35,6 +35,9 @@ import (
 // steady load the counts change with every invocation, and an environment
 // that followed each change would move at one invocation in ten (seen at
 // concurrency 4), each move costing the host a system call per thread.
+// Busy counts cannot tell a function that computes from one that waits,
+// so an invocation that runs longer than widenAfter may use every CPU
+// until it ends; the next one starts at home again.
 //
 // A sandbox gets its home when it is made, before its function is known;
 // one whose function is entitled to more than one vCPU is let onto every
@@ -124,6 +127,10 @@ func allowedCPUs() []int {
 	return cpus
 }
 
+// widenAfter is how long an invocation runs at its home alone: one that
+// runs longer may use every CPU until it ends (see widenLong).
+const widenAfter = 50 * time.Millisecond
+
 // InvocationStarted implements sandbox.Placed: the environment starts an
 // invocation, at its home or at a less busy CPU it moves to first.
 func (s *box) InvocationStarted() {
@@ -134,12 +141,37 @@ func (s *box) InvocationStarted() {
 	}
 	now := time.Now()
 	to := s.b.placer.begin(s.home, now.Sub(s.movedAt) >= moveInterval)
-	s.running = to
-	if to != s.home {
-		s.home, s.movedAt = to, now
-		if err := s.pin([]int{s.b.placer.cpus[to]}); err != nil {
-			s.b.log.Debug("moving a sandbox to another CPU", "env", s.id, "err", err)
+	s.running, s.startedAt = to, now
+	if to != s.home || s.wide {
+		if to != s.home {
+			s.home, s.movedAt = to, now
 		}
+		s.wide = false
+		if err := s.pin([]int{s.b.placer.cpus[to]}); err != nil {
+			s.b.log.Debug("moving a sandbox to its CPU", "env", s.id, "err", err)
+		}
+	}
+	if s.widen == nil {
+		s.widen = time.AfterFunc(widenAfter, s.widenLong)
+	} else {
+		s.widen.Reset(widenAfter)
+	}
+}
+
+// widenLong lets an invocation that has run for widenAfter use every CPU
+// until it ends. The busy count placement goes by cannot tell a function
+// that computes from one that waits: two that compute could otherwise
+// share their home for as long as they run while another CPU idles. The
+// next invocation starts at home again.
+func (s *box) widenLong() {
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	if s.home < 0 || s.running < 0 || s.wide || time.Since(s.startedAt) < widenAfter {
+		return // over, or a later invocation's timer
+	}
+	s.wide = true
+	if err := s.pin(s.b.placer.cpus); err != nil {
+		s.b.log.Debug("widening a long invocation to every CPU", "env", s.id, "err", err)
 	}
 }
 
@@ -148,6 +180,9 @@ func (s *box) InvocationStarted() {
 func (s *box) InvocationEnded() {
 	s.placeMu.Lock()
 	defer s.placeMu.Unlock()
+	if s.widen != nil {
+		s.widen.Stop()
+	}
 	if s.running >= 0 {
 		s.b.placer.end(s.running)
 		s.running = -1
@@ -171,8 +206,10 @@ func (s *box) unplace() {
 }
 
 // pin sets the affinity of every thread of every process in the sandbox
-// to cpus. A thread another one clones meanwhile may keep the old one:
-// that only runs it where it ran before.
+// to cpus. A thread cloned while the threads are listed may have copied
+// the old affinity, so they are listed again until no new one shows up
+// (three times at most: a process cloning without end keeps some threads
+// where they were, which only runs them where they ran before).
 func (s *box) pin(cpus []int) error {
 	if s.pidfd == nil || !pidfdUnreaped(s.pidfd) {
 		return errors.New("the sandbox's agent is gone") // its pid may name another process now
@@ -182,9 +219,21 @@ func (s *box) pin(cpus []int) error {
 		set.Set(c)
 	}
 	var errs []error
-	for _, tid := range treeThreads(s.pid) {
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
-			errs = append(errs, fmt.Errorf("thread %d: %w", tid, err))
+	seen := map[int]bool{}
+	for range 3 {
+		fresh := 0
+		for _, tid := range treeThreads(s.pid) {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			fresh++
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+				errs = append(errs, fmt.Errorf("thread %d: %w", tid, err))
+			}
+		}
+		if fresh == 0 {
+			break
 		}
 	}
 	return errors.Join(errs...)

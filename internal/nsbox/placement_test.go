@@ -1,11 +1,14 @@
 package nsbox
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestPlacerNeedsTwoCPUs(t *testing.T) {
@@ -103,4 +106,43 @@ func TestTreeThreads(t *testing.T) {
 	if !slices.Contains(tids, cmd.Process.Pid) {
 		t.Errorf("the child %d is not among %v", cmd.Process.Pid, tids)
 	}
+}
+
+// A box's invocations count at its home; one that runs past widenAfter
+// is let onto every CPU and the next starts at home again; a sandbox
+// widened for a big function counts nowhere. (No process: the moves
+// themselves fail and are only logged.)
+func TestBoxPlacement(t *testing.T) {
+	b := &Backend{placer: newPlacer([]int{0, 1}), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := &box{b: b, home: b.placer.home(), running: -1}
+	s.InvocationStarted()
+	if !slices.Equal(b.placer.busy, []int{1, 0}) {
+		t.Fatalf("busy %v during an invocation at home 0", b.placer.busy)
+	}
+	time.Sleep(widenAfter + 30*time.Millisecond)
+	s.placeMu.Lock()
+	wide := s.wide
+	s.placeMu.Unlock()
+	if !wide {
+		t.Errorf("an invocation past widenAfter is not let onto every CPU")
+	}
+	s.InvocationEnded()
+	s.InvocationStarted()
+	s.placeMu.Lock()
+	wide = s.wide
+	s.placeMu.Unlock()
+	if wide {
+		t.Errorf("the next invocation does not start at home")
+	}
+	s.InvocationEnded()
+	s.InvocationEnded() // a second end counts nothing
+	if !slices.Equal(b.placer.busy, []int{0, 0}) || !slices.Equal(b.placer.homed, []int{1, 0}) {
+		t.Fatalf("after the invocations: busy %v homed %v", b.placer.busy, b.placer.homed)
+	}
+	s.unplace()
+	s.InvocationStarted()
+	if !slices.Equal(b.placer.busy, []int{0, 0}) || !slices.Equal(b.placer.homed, []int{0, 0}) {
+		t.Errorf("a sandbox on every CPU counts: busy %v homed %v", b.placer.busy, b.placer.homed)
+	}
+	s.InvocationEnded()
 }

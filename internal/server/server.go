@@ -80,7 +80,7 @@ type Config struct {
 	SandboxUIDBase int
 	SandboxSlots   int
 	// TimerSlack is every sandbox's timer slack (nsbox.Config.TimerSlack);
-	// 0 leaves the kernel's default. `nubo serve` sets DefaultTimerSlack.
+	// 0 leaves nubo's own. `nubo serve` sets DefaultTimerSlack.
 	TimerSlack time.Duration
 	// PlaceCPUs homes each namespace sandbox of at most one vCPU on one
 	// CPU (nsbox.Config.PlaceCPUs); `nubo serve` sets it.

@@ -1327,8 +1327,25 @@ func checkPlacement(t *testing.T, su *suite, oneVCPU ...fn) {
 		return
 	}
 	wide := su.create(t, fnSpec{name: "cpu-3538", memoryMB: 3538})
-	var st status
-	wide.call(t, op{"op": "status"}, &st)
+	// A long invocation may use every CPU while it runs.
+	long := oneVCPU[len(oneVCPU)-1]
+	burnt := make(chan error, 1)
+	go func() { var b burnReport; burnt <- long.try(op{"op": "burn", "ms": 800}, &b) }()
+	time.Sleep(400 * time.Millisecond)
+	for _, pid := range hostPidsWithEnv(fnVar + "=" + long.name) {
+		if got := procField(t, pid, "Cpus_allowed_list"); got != mine {
+			t.Errorf("%s, 400 ms into an 800 ms invocation: process %d may run on CPUs %s, want all of %s", long.name, pid, got, mine)
+		}
+	}
+	if err := <-burnt; err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append(oneVCPU, wide) {
+		// A short invocation: a long one runs on every CPU until it
+		// ends, and the next starts at home again.
+		var st status
+		f.call(t, op{"op": "status"}, &st)
+	}
 	for _, f := range append(oneVCPU, wide) {
 		pids := hostPidsWithEnv(fnVar + "=" + f.name)
 		if len(pids) == 0 {
