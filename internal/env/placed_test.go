@@ -40,23 +40,9 @@ func TestPlacedInvocationsPair(t *testing.T) {
 	host, agent := net.Pipe()
 	sb := &placedSandbox{pipeSandbox: pipeSandbox{conn: host, done: make(chan struct{})}}
 	defer agent.Close()
-	ac := agentproto.NewConn(agent)
-	go func() {
-		for {
-			f, err := ac.Receive()
-			if err != nil {
-				return
-			}
-			switch f.Type {
-			case agentproto.TStart:
-				_ = ac.Send(agentproto.TInitDone, &agentproto.InitDone{DurationMs: 1}, nil)
-			case agentproto.TInvoke:
-				var inv agentproto.Invoke
-				_ = f.Decode(&inv)
-				_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID}, f.Body)
-			}
-		}
-	}()
+	go fakeAgent(agent, func(ac *agentproto.Conn, inv agentproto.Invoke, payload []byte) {
+		_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID}, payload)
+	})
 	req := func(id string) *Request {
 		return &Request{RequestID: id, Payload: []byte(`{}`), Timeout: 5 * time.Second}
 	}

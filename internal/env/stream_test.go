@@ -29,6 +29,26 @@ func (p *pipeSandbox) Stats() (sandbox.Stats, error) { return sandbox.Stats{}, n
 func (p *pipeSandbox) Done() <-chan struct{}         { return p.done }
 func (p *pipeSandbox) Destroy() error                { p.conn.Close(); return nil }
 
+// fakeAgent is the test's agent on conn: every init succeeds at once, and
+// invoke answers every invocation.
+func fakeAgent(conn net.Conn, invoke func(ac *agentproto.Conn, inv agentproto.Invoke, payload []byte)) {
+	ac := agentproto.NewConn(conn)
+	for {
+		f, err := ac.Receive()
+		if err != nil {
+			return
+		}
+		switch f.Type {
+		case agentproto.TStart:
+			_ = ac.Send(agentproto.TInitDone, &agentproto.InitDone{DurationMs: 1}, nil)
+		case agentproto.TInvoke:
+			var inv agentproto.Invoke
+			_ = f.Decode(&inv)
+			invoke(ac, inv, f.Body)
+		}
+	}
+}
+
 // streamingEnv starts an environment whose agent (the test's) answers
 // every invocation with parts, its Result, and then one part too many;
 // silent, it sends the parts and nothing more (a wedged agent).
@@ -37,30 +57,16 @@ func streamingEnv(t *testing.T, parts []string, silent bool) *Environment {
 	host, agent := net.Pipe()
 	sb := &pipeSandbox{conn: host, done: make(chan struct{})}
 	t.Cleanup(func() { agent.Close() })
-	ac := agentproto.NewConn(agent)
-	go func() {
-		for {
-			f, err := ac.Receive()
-			if err != nil {
-				return
-			}
-			switch f.Type {
-			case agentproto.TStart:
-				_ = ac.Send(agentproto.TInitDone, &agentproto.InitDone{DurationMs: 1}, nil)
-			case agentproto.TInvoke:
-				var inv agentproto.Invoke
-				_ = f.Decode(&inv)
-				for _, p := range parts {
-					_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: "text/plain"}, []byte(p))
-				}
-				if silent {
-					continue
-				}
-				_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID, ContentType: "text/plain"}, nil)
-				_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID}, []byte(" late"))
-			}
+	go fakeAgent(agent, func(ac *agentproto.Conn, inv agentproto.Invoke, _ []byte) {
+		for _, p := range parts {
+			_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID, ContentType: "text/plain"}, []byte(p))
 		}
-	}()
+		if silent {
+			return
+		}
+		_ = ac.Send(agentproto.TResult, &agentproto.Result{RequestID: inv.RequestID, ContentType: "text/plain"}, nil)
+		_ = ac.Send(agentproto.TChunk, &agentproto.Chunk{RequestID: inv.RequestID}, []byte(" late"))
+	})
 	e, err := StartIn(context.Background(), sb, "pipe", Config{InitTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
