@@ -5,8 +5,10 @@
 //
 // Stream "nubo_logs", subject logs.<account>.<b64url(group)>.<b64url(stream)>.
 // A message is a batch: lines are buffered per environment and published
-// together (every 50 ms, at 64 KB, or when the environment ends) so a busy
-// function costs one store write per batch rather than per line. A message
+// together (once the environment has written nothing for batchQuiet, or
+// batchMaxAge after the batch's first line, at 64 KB, or when the
+// environment ends) so a busy function costs one store write per batch
+// rather than per line. A message
 // body is JSON: [{"t": unix nanos, "m": "line"}, ...].
 package logs
 
@@ -72,6 +74,19 @@ func subject(acct, group, stream string) string {
 	return "logs." + acct + "." + token(group) + "." + token(stream)
 }
 
+// A batch is published once its environment has written nothing for
+// batchQuiet, and at the latest batchMaxAge after its first line. An
+// invocation now and then is readable 50 ms after its last line, as
+// before; an environment in steady use, which never pauses that long,
+// costs one store write a second instead of twenty. Each write is a disk
+// sync (the embedded server syncs every write, for metadata's sake): at
+// 20 a second per environment they took 3-8 % of nubo serve's CPU at
+// concurrency 4 (docs/performance.md, session 14).
+const (
+	batchQuiet  = 50 * time.Millisecond
+	batchMaxAge = time.Second
+)
+
 // Sink buffers one environment's lines and publishes them in batches.
 type Sink struct {
 	st      *Store
@@ -80,6 +95,7 @@ type Sink struct {
 	buf     []wireEvent
 	size    int
 	timer   *time.Timer
+	first   time.Time // when the batch's first line came
 }
 
 // Sink returns the writer for one log stream.
@@ -97,8 +113,13 @@ func (k *Sink) Append(line []byte, t time.Time) {
 		k.flushLocked()
 		return
 	}
-	if k.timer == nil {
-		k.timer = time.AfterFunc(50*time.Millisecond, k.Flush)
+	now := time.Now()
+	switch {
+	case k.timer == nil:
+		k.first = now
+		k.timer = time.AfterFunc(batchQuiet, k.Flush)
+	case now.Sub(k.first) < batchMaxAge-batchQuiet:
+		k.timer.Reset(batchQuiet)
 	}
 }
 
