@@ -177,14 +177,17 @@ func StartInvoke(ctx context.Context, sb sandbox.Sandbox, id string, cfg Config,
 		return e, resp, err
 	}
 	e := begin(sb, id, cfg)
-	if e.placed != nil {
-		e.placed.InvocationStarted()
-		defer e.placed.InvocationEnded()
-	}
 	defer e.streamTo(req)()
 	if err := e.init(ctx, req); err != nil {
 		e.Destroy()
 		return nil, nil, err
+	}
+	// The invocation counts from the end of init: the runtime has started
+	// by then, at the sandbox's home, and sized itself to it (a long
+	// invocation may be let onto every CPU; see nsbox's placer).
+	if e.placed != nil {
+		e.placed.InvocationStarted()
+		defer e.placed.InvocationEnded()
 	}
 	e.state.CompareAndSwap(int32(Starting), int32(Busy)) // not if it died meanwhile: await sees it
 	e.current.Store(&req.RequestID)
@@ -879,6 +882,11 @@ func (e *Environment) Destroy() {
 	e.markDead("destroyed")
 	_ = e.sb.Destroy()
 	e.flushPartial()
+	// A sink that batches publishes its last lines now rather than after
+	// nubo may have closed its connection to the store.
+	if f, ok := e.cfg.Logs.(interface{ Flush() }); ok {
+		f.Flush()
+	}
 }
 
 // output splits runtime output into log lines.

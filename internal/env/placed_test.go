@@ -78,3 +78,31 @@ func waitIdle(t *testing.T, e *Environment) {
 		}
 	}
 }
+
+// flushingSink records whether it was flushed.
+type flushingSink struct {
+	mu      sync.Mutex
+	flushed bool
+}
+
+func (f *flushingSink) Append([]byte, time.Time) {}
+func (f *flushingSink) Flush()                  { f.mu.Lock(); f.flushed = true; f.mu.Unlock() }
+
+// TestDestroyFlushesLogs: a sink that batches gets its last lines out
+// when the environment is destroyed, not a batch interval later.
+func TestDestroyFlushesLogs(t *testing.T) {
+	host, agent := net.Pipe()
+	defer agent.Close()
+	go fakeAgent(agent, func(*agentproto.Conn, agentproto.Invoke, []byte) {})
+	sink := &flushingSink{}
+	e, err := StartIn(context.Background(), &pipeSandbox{conn: host, done: make(chan struct{})}, "flush", Config{InitTimeout: 5 * time.Second, Logs: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Destroy()
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if !sink.flushed {
+		t.Error("Destroy did not flush the log sink")
+	}
+}

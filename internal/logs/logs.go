@@ -7,8 +7,8 @@
 // A message is a batch: lines are buffered per environment and published
 // together (once the environment has written nothing for batchQuiet, or
 // batchMaxAge after the batch's first line, at 64 KB, or when the
-// environment ends) so a busy function costs one store write per batch
-// rather than per line. A message
+// environment is destroyed: Flush) so a busy function costs one store
+// write per batch rather than per line. A message
 // body is JSON: [{"t": unix nanos, "m": "line"}, ...].
 package logs
 
@@ -77,8 +77,8 @@ func subject(acct, group, stream string) string {
 // A batch is published once its environment has written nothing for
 // batchQuiet, and at the latest batchMaxAge after its first line. An
 // invocation now and then is readable 50 ms after its last line, as
-// before; an environment in steady use, which never pauses that long,
-// costs one store write a second instead of twenty. Each write is a disk
+// before; an environment whose lines come less than 50 ms apart costs
+// one store write a second instead of twenty. Each write is a disk
 // sync (the embedded server syncs every write, for metadata's sake): at
 // 20 a second per environment they took 3-8 % of nubo serve's CPU at
 // concurrency 4 (docs/performance.md, session 14).
@@ -181,8 +181,8 @@ func (s *Store) Read(ctx context.Context, q Query, fn func(Event) error) error {
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if !q.Since.IsZero() {
-		// A batch is stamped when published, up to 50 ms after its lines;
-		// start a little earlier and filter by line time.
+		// A batch is stamped when published, after its lines (up to a
+		// second: batchMaxAge); start earlier and filter by line time.
 		t := q.Since.Add(-time.Second)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 	}

@@ -36,8 +36,10 @@ import (
 // that followed each change would move at one invocation in ten (seen at
 // concurrency 4), each move costing the host a system call per thread.
 // Busy counts cannot tell a function that computes from one that waits,
-// so an invocation that runs longer than widenAfter may use every CPU
-// until it ends; the next one starts at home again.
+// so an invocation that runs longer than widenAfter (counted from the end
+// of init for a cold start) may use every CPU from then on; the next one
+// starts at home again. That costs the host two walks of the sandbox's
+// threads per long invocation, whether it computed or waited.
 //
 // A sandbox gets its home when it is made, before its function is known;
 // one whose function is entitled to more than one vCPU is let onto every
@@ -141,7 +143,7 @@ func (s *box) InvocationStarted() {
 	}
 	now := time.Now()
 	to := s.b.placer.begin(s.home, now.Sub(s.movedAt) >= moveInterval)
-	s.running, s.startedAt = to, now
+	s.running = to
 	if to != s.home || s.wide {
 		if to != s.home {
 			s.home, s.movedAt = to, now
@@ -151,6 +153,9 @@ func (s *box) InvocationStarted() {
 			s.b.log.Debug("moving a sandbox to its CPU", "env", s.id, "err", err)
 		}
 	}
+	// After the pin: a timer of an earlier invocation that fired while it
+	// ran must not take this one for long.
+	s.startedAt = time.Now()
 	if s.widen == nil {
 		s.widen = time.AfterFunc(widenAfter, s.widenLong)
 	} else {
