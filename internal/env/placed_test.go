@@ -86,7 +86,7 @@ type flushingSink struct {
 }
 
 func (f *flushingSink) Append([]byte, time.Time) {}
-func (f *flushingSink) Flush()                  { f.mu.Lock(); f.flushed = true; f.mu.Unlock() }
+func (f *flushingSink) Flush()                   { f.mu.Lock(); f.flushed = true; f.mu.Unlock() }
 
 // TestDestroyFlushesLogs: a sink that batches gets its last lines out
 // when the environment is destroyed, not a batch interval later.

@@ -7,33 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nubo-dev/nubo/internal/testutil/natstest"
 )
 
 // sinkOnNATS is a Sink on an embedded NATS server and a subscription to
 // what it publishes.
 func sinkOnNATS(t *testing.T) (*Sink, *nats.Subscription) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Start(t, nil)
 	st, err := Open(context.Background(), nc, js, time.Hour, 1, nil)
 	if err != nil {
 		t.Fatal(err)
