@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -719,23 +718,9 @@ func (s *box) AfterInit() error {
 	if s.cg == nil || s.pidfd == nil {
 		return nil
 	}
-	// Children are listed per thread that forked them, and the agent
-	// forks from any of its threads.
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", s.pid))
+	_, kids, err := threadsOf(s.pid)
 	if err != nil {
 		return err
-	}
-	var kids []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", s.pid, t.Name()))
-		if err != nil {
-			continue // a thread that ended meanwhile
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				kids = append(kids, n)
-			}
-		}
 	}
 	if !pidfdUnreaped(s.pidfd) {
 		return errors.New("the sandbox's agent is gone") // its pid may name another process now

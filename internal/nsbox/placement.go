@@ -251,26 +251,39 @@ func treeThreads(pid int) []int {
 	for len(procs) > 0 {
 		p := procs[len(procs)-1]
 		procs = procs[:len(procs)-1]
-		ents, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
+		ts, kids, err := threadsOf(p)
 		if err != nil {
 			continue // gone meanwhile
 		}
-		for _, t := range ents {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
-			tids = append(tids, tid)
-			b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + t.Name() + "/children")
-			if err != nil {
-				continue
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if n, err := strconv.Atoi(f); err == nil {
-					procs = append(procs, n)
-				}
+		tids = append(tids, ts...)
+		procs = append(procs, kids...)
+	}
+	return tids
+}
+
+// threadsOf lists pid's threads and its children. Children are listed
+// per thread that forked them, and a process may fork from any thread.
+func threadsOf(pid int) (tids, kids []int, err error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range ents {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		tids = append(tids, tid)
+		b, err := os.ReadFile(dir + t.Name() + "/children")
+		if err != nil {
+			continue // a thread that ended meanwhile
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, n)
 			}
 		}
 	}
-	return tids
+	return tids, kids, nil
 }
