@@ -592,6 +592,13 @@ type envResult struct {
 	ServerCPUPerEnvMs float64 `json:"server_cpu_per_env_ms"`
 	EnvCPUMs          float64 `json:"env_cpu_ms"`
 	CapacityPerSecond float64 `json:"cpu_bound_env_per_second"`
+	// The function's own start: the median CPU time of the echo
+	// bootstrap's fork+exec outside any sandbox (see runExec), which every
+	// environment pays once whatever creates it, and the rate the cores
+	// would allow if that were all an environment cost:
+	// RuntimeStartBound = cores × 1000 / RuntimeStartCPUMs.
+	RuntimeStartCPUMs float64 `json:"runtime_start_cpu_ms"`
+	RuntimeStartBound float64 `json:"runtime_start_bound_env_per_second"`
 	Err               string  `json:"error,omitempty"`
 }
 
@@ -618,6 +625,10 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	if err := n.createMany(ctx, names, b.echo); err != nil {
 		r.Err = err.Error()
 		return err
+	}
+	if c, err := medianExecCPU(31, b.rieBootstrap()); err == nil && c > 0 {
+		r.RuntimeStartCPUMs = float64(c.Microseconds()) / 1000
+		r.RuntimeStartBound = float64(runtime.NumCPU()) * 1000 / r.RuntimeStartCPUMs
 	}
 	r.PooledBefore = n.pooledShells()
 	serverBefore, _ := n.memory()

@@ -198,6 +198,10 @@ func measure(ctx context.Context, c config) int {
 		return 1
 	}
 	res.Host = hostInfo()
+	if us, err := pageTouchMicros(); err == nil {
+		res.Host["page_first_touch_us_start"] = us
+		logf("a fresh page's first touch costs %.2f µs here (bare metal: about 0.1–0.5)", us)
+	}
 	res.Config = map[string]any{
 		"figures": c.figures, "quick": c.quick, "warm_samples": c.warm, "cold_samples": c.cold, "environments": c.envs,
 		"block": c.block, "cold_block": c.coldBlock, "env_concurrency": c.envConcurrency, "concurrencies": c.concurrencies,
@@ -233,6 +237,9 @@ func measure(ctx context.Context, c config) int {
 			res.Errors = append(res.Errors, s.Name+": "+s.Err)
 			code = 1
 		}
+	}
+	if us, err := pageTouchMicros(); err == nil {
+		res.Host["page_first_touch_us_end"] = us
 	}
 	res.Finished = time.Now()
 	res.summarizePhases()
