@@ -8,8 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/agentproto"
@@ -134,14 +134,8 @@ func warmClient(ctx context.Context, addr string) bool {
 	if _, err := io.WriteString(conn, next); err != nil {
 		return false
 	}
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil {
-		return false
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	id := resp.Header.Get("Lambda-Runtime-Aws-Request-Id")
-	if id == "" {
+	id, err := readWarmResponse(r)
+	if err != nil || id == "" {
 		return false
 	}
 	body := warmPayload
@@ -150,9 +144,45 @@ func warmClient(ctx context.Context, addr string) bool {
 	if _, err := io.WriteString(conn, post); err != nil {
 		return false
 	}
-	if resp, err = http.ReadResponse(r, nil); err == nil {
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	readWarmResponse(r)
 	return true
+}
+
+// readWarmResponse reads one response of the agent's own Runtime API to
+// its end and returns its request id header, if any. It knows only what
+// that server sends a client: a status line, header lines, and a body of
+// Content-Length bytes. (The agent links no HTTP client: net/http would
+// make every agent's start dearer; see runtimeapi's request.go.)
+func readWarmResponse(r *bufio.Reader) (id string, err error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(line, "HTTP/1.1 ") {
+		return "", fmt.Errorf("warm-up: unexpected status line %q", line)
+	}
+	length := 0
+	for {
+		if line, err = r.ReadString('\n'); err != nil {
+			return "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			break
+		}
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimSpace(value)
+		switch {
+		case strings.EqualFold(name, "Lambda-Runtime-Aws-Request-Id"):
+			id = value
+		case strings.EqualFold(name, "Content-Length"):
+			if length, err = strconv.Atoi(value); err != nil || length < 0 {
+				return "", fmt.Errorf("warm-up: Content-Length %q", value)
+			}
+		case strings.EqualFold(name, "Transfer-Encoding"):
+			return "", fmt.Errorf("warm-up: unexpected Transfer-Encoding %q", value)
+		}
+	}
+	_, err = r.Discard(length)
+	return id, err
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -324,11 +323,6 @@ func nameChars(s string, alnumFirst bool) bool {
 	return true
 }
 
-// staleRE matches the roots of prefix's kind and captures owner pid and start.
-func staleRE(prefix string) *regexp.Regexp {
-	return regexp.MustCompile(`^` + regexp.QuoteMeta(prefix) + `-([0-9]+)-([0-9]+)$`)
-}
-
 // Detect reports the host's cgroup layout from /proc/self/mountinfo.
 func Detect() (Mode, error) {
 	mounts, err := readMountinfo()
@@ -355,12 +349,30 @@ func New(opts Options) (Manager, error) {
 	return NewV1("", opts)
 }
 
-func parseRootName(re *regexp.Regexp, name string) (int, uint64, bool) {
-	sm := re.FindStringSubmatch(name)
-	if sm == nil {
+// parseRootName reads a root of prefix's kind, "PREFIX-PID-START", into
+// its owner's pid and start time.
+func parseRootName(prefix, name string) (int, uint64, bool) {
+	rest, ok := strings.CutPrefix(name, prefix+"-")
+	if !ok {
 		return 0, 0, false
 	}
-	pid, err1 := strconv.Atoi(sm[1])
-	start, err2 := strconv.ParseUint(sm[2], 10, 64)
+	p, s, ok := strings.Cut(rest, "-")
+	if !ok || !allDigits(p) || !allDigits(s) {
+		return 0, 0, false
+	}
+	pid, err1 := strconv.Atoi(p)
+	start, err2 := strconv.ParseUint(s, 10, 64)
 	return pid, start, err1 == nil && err2 == nil
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

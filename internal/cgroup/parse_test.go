@@ -113,12 +113,15 @@ func TestOwnerIdentity(t *testing.T) {
 	if ownerAlive(1<<30, start) {
 		t.Error("a nonexistent pid counted as alive")
 	}
-	re := staleRE("nubo")
 	for name, ok := range map[string]bool{"nubo-12-34": true, "nubo-12": false, "nubox-12-34": false,
-		"nubo-1-12-34": false, "nubo-12-34-daemon": false, "env-1-2": false} {
-		if _, _, got := parseRootName(re, name); got != ok {
+		"nubo-1-12-34": false, "nubo-12-34-daemon": false, "env-1-2": false, "nubo--34": false, "nubo-12-": false,
+		"nubo-+1-2": false, "nubo-1-2 ": false, "xnubo-12-34": false} {
+		if _, _, got := parseRootName("nubo", name); got != ok {
 			t.Errorf("parseRootName(%q) = %v, want %v", name, got, ok)
 		}
+	}
+	if pid, start, ok := parseRootName("nubo", "nubo-12-34"); pid != 12 || start != 34 || !ok {
+		t.Errorf("parseRootName(nubo-12-34) = %d %d %v", pid, start, ok)
 	}
 }
 

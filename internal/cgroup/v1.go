@@ -216,7 +216,6 @@ func v1ThawTree(sys *sysfs, dir string) error {
 }
 
 func (m *v1Manager) CleanupStale() error {
-	re := staleRE(m.opts.Prefix)
 	stale := map[string]bool{}
 	for _, self := range uniqueDirs(m.self) {
 		ents, err := os.ReadDir(self)
@@ -227,7 +226,7 @@ func (m *v1Manager) CleanupStale() error {
 			if !e.IsDir() || e.Name() == m.rootName {
 				continue
 			}
-			if owner, start, ok := parseRootName(re, e.Name()); ok && !ownerAlive(owner, start) {
+			if owner, start, ok := parseRootName(m.opts.Prefix, e.Name()); ok && !ownerAlive(owner, start) {
 				stale[e.Name()] = true
 			}
 		}

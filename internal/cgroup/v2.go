@@ -284,7 +284,6 @@ func (m *v2Manager) killTree(dir string) error {
 }
 
 func (m *v2Manager) CleanupStale() error {
-	re := staleRE(m.opts.Prefix)
 	ents, err := os.ReadDir(m.self)
 	if err != nil {
 		return err
@@ -294,7 +293,7 @@ func (m *v2Manager) CleanupStale() error {
 		if !e.IsDir() || e.Name() == m.rootName {
 			continue
 		}
-		owner, start, ok := parseRootName(re, e.Name())
+		owner, start, ok := parseRootName(m.opts.Prefix, e.Name())
 		if !ok || ownerAlive(owner, start) {
 			continue
 		}

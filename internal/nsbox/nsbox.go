@@ -3,7 +3,6 @@ package nsbox
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -362,7 +361,15 @@ func orDefault(n, def int) int {
 
 func newShellID() string {
 	var r [6]byte
-	rand.Read(r[:])
+	// getrandom(2), not crypto/rand: this package is linked into every
+	// sandbox's agent, which should not pay crypto/rand's initialisers.
+	for n := 0; n < len(r); {
+		k, err := unix.Getrandom(r[n:], 0)
+		if err != nil && err != unix.EINTR {
+			panic("nsbox: getrandom: " + err.Error())
+		}
+		n += max(k, 0)
+	}
 	return "nubo-" + hex.EncodeToString(r[:])
 }
 

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/nubo-dev/nubo/internal/errdefs"
@@ -103,7 +101,7 @@ const (
 	typeExtCrash            = "Extension.Crash"
 )
 
-func renderJSON(w http.ResponseWriter, status int, v any) {
+func renderJSON(w responseWriter, status int, v any) {
 	var buf bytes.Buffer
 	// An Encoder with HTML escaping and a trailing newline, as the RIE
 	// renders; clients only parse it, but identical bytes cost nothing.
@@ -115,28 +113,28 @@ func renderJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-func renderError(w http.ResponseWriter, status int, errType, format string, args ...any) {
+func renderError(w responseWriter, status int, errType, format string, args ...any) {
 	renderJSON(w, status, errorResponse{ErrorMessage: fmt.Sprintf(format, args...), ErrorType: errType})
 }
 
-func renderAccepted(w http.ResponseWriter) {
-	renderJSON(w, http.StatusAccepted, struct {
+func renderAccepted(w responseWriter) {
+	renderJSON(w, statusAccepted, struct {
 		Status string `json:"status"`
 	}{"OK"})
 }
 
-func renderRuntimeTransition(w http.ResponseWriter, from, to, why string) {
-	renderError(w, http.StatusForbidden, errTypeInvalidStateTransition,
+func renderRuntimeTransition(w responseWriter, from, to, why string) {
+	renderError(w, statusForbidden, errTypeInvalidStateTransition,
 		"State transition from %s to %s failed for runtime. Error: %s", from, to, why)
 }
 
-func renderExtensionTransition(w http.ResponseWriter, from, to, ext string) {
-	renderError(w, http.StatusForbidden, errExtInvalidState,
+func renderExtensionTransition(w responseWriter, from, to, ext string) {
+	renderError(w, statusForbidden, errExtInvalidState,
 		"State transition from %s to %s failed for extension %s. Error: %s", from, to, ext, transitionNotAllowed)
 }
 
-func renderInvalidRequestID(w http.ResponseWriter) {
-	renderError(w, http.StatusBadRequest, errTypeInvalidRequestID, "Invalid request ID")
+func renderInvalidRequestID(w responseWriter) {
+	renderError(w, statusBadRequest, errTypeInvalidRequestID, "Invalid request ID")
 }
 
 // platformError builds the payload the caller sees for an error the platform,
@@ -147,15 +145,32 @@ func platformError(errType, message string) []byte {
 }
 
 // validErrorType is the RIE's rule for Lambda-Runtime-Function-Error-Type,
-// anchored here: the RIE matches it anywhere in the string, which would let
-// "x Runtime.Foo y" through.
-var validErrorType = regexp.MustCompile(`^(Runtime|Function)\.[A-Z][a-zA-Z]+$`)
+// `(Runtime|Function)\.[A-Z][a-zA-Z]+`, anchored here: the RIE matches it
+// anywhere in the string, which would let "x Runtime.Foo y" through.
+// Checked by hand: a package-level regexp is compiled at every agent's start.
+func validErrorType(s string) bool {
+	rest, ok := strings.CutPrefix(s, "Runtime.")
+	if !ok {
+		if rest, ok = strings.CutPrefix(s, "Function."); !ok {
+			return false
+		}
+	}
+	if len(rest) < 2 || rest[0] < 'A' || rest[0] > 'Z' {
+		return false
+	}
+	for i := 1; i < len(rest); i++ {
+		if c := rest[i]; (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
 
 // errorTypeOf picks the error type of a runtime-reported error: the header
 // when it is a valid Runtime.*/Function.* type, else the payload's errorType
 // (what aws-lambda-go and most runtimes send), else the RIE's fallbacks.
 func errorTypeOf(header string, payload []byte) string {
-	if validErrorType.MatchString(header) {
+	if validErrorType(header) {
 		return header
 	}
 	var doc struct {

@@ -2,10 +2,7 @@ package runtimeapi
 
 import (
 	"encoding/json"
-	"net/http"
 	"strings"
-
-	"github.com/google/uuid"
 )
 
 const (
@@ -71,7 +68,7 @@ func (e *extension) stateName() string {
 }
 
 func (e *extension) enqueueLocked(body []byte) *extEvent {
-	ev := &extEvent{id: uuid.NewString(), body: body}
+	ev := &extEvent{id: newUUID(), body: body}
 	e.queue = append(e.queue, ev)
 	if e.waiter != nil {
 		e.waiter.notify()
@@ -146,10 +143,10 @@ func (s *Server) failInitLocked(err *InitError) {
 }
 
 // extRegister serves POST /extension/register.
-func (s *Server) extRegister(w http.ResponseWriter, r *http.Request) {
+func (s *Server) extRegister(w responseWriter, r *request) {
 	name := r.Header.Get(hdrExtName)
 	if name == "" {
-		renderError(w, http.StatusForbidden, errExtInvalidName, "Empty extension name")
+		renderError(w, statusForbidden, errExtInvalidName, "Empty extension name")
 		return
 	}
 	wantAccount := false
@@ -160,7 +157,7 @@ func (s *Server) extRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := readLimited(r.Body, maxRegisterBody)
 	if err != nil {
-		renderError(w, http.StatusForbidden, errInvalidReqFormat, "%s", err.Error())
+		renderError(w, statusForbidden, errInvalidReqFormat, "%s", err.Error())
 		return
 	}
 	var req struct {
@@ -168,11 +165,11 @@ func (s *Server) extRegister(w http.ResponseWriter, r *http.Request) {
 		ConfigurationKeys []string `json:"configurationKeys"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		renderError(w, http.StatusForbidden, errInvalidReqFormat, "%s", err.Error())
+		renderError(w, statusForbidden, errInvalidReqFormat, "%s", err.Error())
 		return
 	}
 	if len(req.ConfigurationKeys) != 0 {
-		renderError(w, http.StatusForbidden, errInvalidReqFormat, "configurationKeys are deprecated; use environment variables instead")
+		renderError(w, statusForbidden, errInvalidReqFormat, "configurationKeys are deprecated; use environment variables instead")
 		return
 	}
 	external := s.expected[name]
@@ -186,10 +183,10 @@ func (s *Server) extRegister(w http.ResponseWriter, r *http.Request) {
 		case ev == "SHUTDOWN":
 			// The runtime process is signalled directly at shutdown; its own
 			// (internal) extensions cannot subscribe.
-			renderError(w, http.StatusForbidden, errExtInvalidEvent, "%s: ShutdownEventNotSupportedForInternalExtension", ev)
+			renderError(w, statusForbidden, errExtInvalidEvent, "%s: ShutdownEventNotSupportedForInternalExtension", ev)
 			return
 		default:
-			renderError(w, http.StatusForbidden, errExtInvalidEvent, "%s: ErrorInvalidEventType", ev)
+			renderError(w, statusForbidden, errExtInvalidEvent, "%s: ErrorInvalidEventType", ev)
 			return
 		}
 	}
@@ -201,21 +198,21 @@ func (s *Server) extRegister(w http.ResponseWriter, r *http.Request) {
 		if external {
 			renderExtensionTransition(w, from, "Registered", name)
 		} else {
-			renderError(w, http.StatusForbidden, errExtInvalidState, "Extension with this name already registered")
+			renderError(w, statusForbidden, errExtInvalidState, "Extension with this name already registered")
 		}
 		return
 	}
 	if s.shutdown || s.rt != rtStarted {
 		s.mu.Unlock()
-		renderError(w, http.StatusForbidden, errExtRegClosed, "Extension registration closed already")
+		renderError(w, statusForbidden, errExtRegClosed, "Extension registration closed already")
 		return
 	}
 	if len(s.exts) >= maxExtensions {
 		s.mu.Unlock()
-		renderError(w, http.StatusForbidden, errExtTooMany, "Extension limit (%d) reached", maxExtensions)
+		renderError(w, statusForbidden, errExtTooMany, "Extension limit (%d) reached", maxExtensions)
 		return
 	}
-	e := &extension{id: uuid.NewString(), name: name, external: external, subInvoke: subInvoke, subShutdown: subShutdown}
+	e := &extension{id: newUUID(), name: name, external: external, subInvoke: subInvoke, subShutdown: subShutdown}
 	s.exts[e.id] = e
 	s.extByName[name] = e
 	s.broadcastLocked()
@@ -232,28 +229,28 @@ func (s *Server) extRegister(w http.ResponseWriter, r *http.Request) {
 		resp.AccountID = s.opts.AccountID
 	}
 	w.Header().Set(hdrExtID, e.id)
-	renderJSON(w, http.StatusOK, resp)
+	renderJSON(w, statusOK, resp)
 }
 
 // extID validates the Lambda-Extension-Identifier header, answering 403 when
 // it is missing or not a UUID.
-func extID(w http.ResponseWriter, r *http.Request) (string, bool) {
+func extID(w responseWriter, r *request) (string, bool) {
 	v := r.Header.Get(hdrExtID)
 	if v == "" {
-		renderError(w, http.StatusForbidden, errExtMissingID, "Missing Lambda-Extension-Identifier header")
+		renderError(w, statusForbidden, errExtMissingID, "Missing Lambda-Extension-Identifier header")
 		return "", false
 	}
-	id, err := uuid.Parse(v)
-	if err != nil {
-		renderError(w, http.StatusForbidden, errExtInvalidID, "Invalid Lambda-Extension-Identifier")
+	id, ok := parseUUID(v)
+	if !ok {
+		renderError(w, statusForbidden, errExtInvalidID, "Invalid Lambda-Extension-Identifier")
 		return "", false
 	}
-	return id.String(), true
+	return id, true
 }
 
 // extNext serves GET /extension/event/next: it acknowledges the event the
 // extension received last, then blocks until the next one.
-func (s *Server) extNext(w http.ResponseWriter, r *http.Request) {
+func (s *Server) extNext(w responseWriter, r *request) {
 	id, ok := extID(w, r)
 	if !ok {
 		return
@@ -263,7 +260,7 @@ func (s *Server) extNext(w http.ResponseWriter, r *http.Request) {
 	e := s.exts[id]
 	if e == nil {
 		s.mu.Unlock()
-		renderError(w, http.StatusForbidden, errExtUnknownID, "Unknown extension %s", id)
+		renderError(w, statusForbidden, errExtUnknownID, "Unknown extension %s", id)
 		return
 	}
 	if !e.alive() {
@@ -287,7 +284,7 @@ func (s *Server) extNext(w http.ResponseWriter, r *http.Request) {
 	for {
 		if wt.superseded != "" {
 			s.mu.Unlock()
-			renderError(w, http.StatusForbidden, errExtInvalidState, "%s", wt.superseded)
+			renderError(w, statusForbidden, errExtInvalidState, "%s", wt.superseded)
 			return
 		}
 		if len(e.queue) > 0 && ctx.Err() == nil {
@@ -298,7 +295,7 @@ func (s *Server) extNext(w http.ResponseWriter, r *http.Request) {
 			s.mu.Unlock()
 			w.Header().Set(hdrExtEventID, ev.id)
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
+			w.WriteHeader(statusOK)
 			_, _ = w.Write(ev.body)
 			return
 		}
@@ -319,14 +316,14 @@ func (s *Server) extNext(w http.ResponseWriter, r *http.Request) {
 }
 
 // extError serves POST /extension/init/error and /extension/exit/error.
-func (s *Server) extError(w http.ResponseWriter, r *http.Request, isInit bool) {
+func (s *Server) extError(w responseWriter, r *request, isInit bool) {
 	id, ok := extID(w, r)
 	if !ok {
 		return
 	}
 	errType := r.Header.Get(hdrExtErrorType)
 	if errType == "" {
-		renderError(w, http.StatusForbidden, errExtMissingHeader, "%s not found", hdrExtErrorType)
+		renderError(w, statusForbidden, errExtMissingHeader, "%s not found", hdrExtErrorType)
 		return
 	}
 	// The body is informational; an unreadable or oversized one is dropped.
@@ -340,7 +337,7 @@ func (s *Server) extError(w http.ResponseWriter, r *http.Request, isInit bool) {
 	e := s.exts[id]
 	if e == nil {
 		s.mu.Unlock()
-		renderError(w, http.StatusForbidden, errExtUnknownID, "Unknown %s", hdrExtID)
+		renderError(w, statusForbidden, errExtUnknownID, "Unknown %s", hdrExtID)
 		return
 	}
 	initErr := &InitError{Payload: body, ContentType: ct, Extension: e.name, ExtensionErrorType: errType}

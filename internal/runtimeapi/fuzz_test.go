@@ -62,7 +62,7 @@ func (fs *fuzzState) invokeAsync(id string) <-chan invokeOutcome {
 
 func setupFuzzState(t *testing.T, state uint8) *fuzzState {
 	s := New(Options{FunctionName: "fn", Extensions: []string{"ext"}, MaxResponseBytes: 4096})
-	fs := &fuzzState{s: s, h: s.Handler()}
+	fs := &fuzzState{s: s, h: s.handler()}
 	const next = "/2018-06-01/runtime/invocation/next"
 	switch state % 5 {
 	case 0: // fresh: runtime started, nothing called

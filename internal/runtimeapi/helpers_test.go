@@ -321,3 +321,20 @@ func asInitError(err error) *InitError {
 	}
 	return nil
 }
+
+// handler adapts the API's routes to net/http, for tests that drive the
+// handlers without the wire (Serve's wire server is what the agent runs).
+func (s *Server) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.route(httpWriter{w}, &request{Method: r.Method, URL: r.URL, RequestURI: r.RequestURI, Proto: r.Proto,
+			Host: r.Host, RemoteAddr: r.RemoteAddr, Header: header(r.Header), Trailer: header(r.Trailer),
+			Body: r.Body, ContentLength: r.ContentLength, ctx: r.Context()})
+	})
+}
+
+// httpWriter is a net/http response writer as the handlers' responseWriter.
+type httpWriter struct{ w http.ResponseWriter }
+
+func (h httpWriter) Header() header              { return header(h.w.Header()) }
+func (h httpWriter) WriteHeader(status int)      { h.w.WriteHeader(status) }
+func (h httpWriter) Write(p []byte) (int, error) { return h.w.Write(p) }

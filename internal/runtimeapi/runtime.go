@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"strconv"
 )
 
@@ -22,7 +21,7 @@ const (
 )
 
 // runtimeNext serves GET /runtime/invocation/next.
-func (s *Server) runtimeNext(w http.ResponseWriter, r *http.Request) {
+func (s *Server) runtimeNext(w responseWriter, r *request) {
 	ctx := r.Context()
 	s.mu.Lock()
 	switch s.rt {
@@ -74,7 +73,7 @@ func (s *Server) runtimeNext(w http.ResponseWriter, r *http.Request) {
 }
 
 // runtimeAnswer serves POST /runtime/invocation/{id}/response and /error.
-func (s *Server) runtimeAnswer(w http.ResponseWriter, r *http.Request, id string, isError bool) {
+func (s *Server) runtimeAnswer(w responseWriter, r *request, id string, isError bool) {
 	target := "InvocationResponse"
 	if isError {
 		target = "InvocationErrorResponse"
@@ -124,7 +123,7 @@ func (s *Server) runtimeAnswer(w http.ResponseWriter, r *http.Request, id string
 	s.broadcastLocked()
 	s.mu.Unlock()
 
-	if status == http.StatusAccepted {
+	if status == statusAccepted {
 		renderAccepted(w)
 		return
 	}
@@ -136,7 +135,7 @@ func (s *Server) runtimeAnswer(w http.ResponseWriter, r *http.Request, id string
 // Result. A body the server refuses (too large, truncated, bad response mode)
 // still ends the invocation, with a platform error payload for the caller,
 // and the runtime gets the returned non-202 status.
-func (s *Server) readAnswer(r *http.Request, isError bool) (res *Result, status int, errType, msg string) {
+func (s *Server) readAnswer(r *request, isError bool) (res *Result, status int, errType, msg string) {
 	if !isError {
 		if mode := r.Header.Get(hdrResponseMode); mode != "" && mode != "streaming" {
 			// Streaming responses are buffered like any other for now: the
@@ -146,7 +145,7 @@ func (s *Server) readAnswer(r *http.Request, isError bool) (res *Result, status 
 				ContentType:   "application/json",
 				FunctionError: true,
 				ErrorType:     typeInvalidResponseMode,
-			}, http.StatusBadRequest, errTypeInvalidResponseMode, "Invalid function response mode"
+			}, statusBadRequest, errTypeInvalidResponseMode, "Invalid function response mode"
 		}
 	}
 	body, err := readLimited(r.Body, s.maxBody)
@@ -166,20 +165,20 @@ func (s *Server) readAnswer(r *http.Request, isError bool) (res *Result, status 
 			ContentType:   ct,
 			FunctionError: true,
 			ErrorType:     errorTypeOf(r.Header.Get(hdrErrorType), body),
-		}, http.StatusAccepted, "", ""
+		}, statusAccepted, "", ""
 	}
 	// aws-lambda-go declares these trailers on every response and fills them
 	// when reading the handler's io.Reader fails midway; the body sent so far
 	// is then incomplete and the trailers carry the real outcome.
 	if res := trailerError(r); res != nil {
-		return res, http.StatusAccepted, "", ""
+		return res, statusAccepted, "", ""
 	}
-	return &Result{Payload: body, ContentType: ct}, http.StatusAccepted, "", ""
+	return &Result{Payload: body, ContentType: ct}, statusAccepted, "", ""
 }
 
 // trailerError is the outcome error trailers report, once a body has been
 // read to its end, or nil.
-func trailerError(r *http.Request) *Result {
+func trailerError(r *request) *Result {
 	t := r.Trailer.Get(hdrErrorType)
 	if t == "" {
 		return nil
@@ -196,7 +195,7 @@ func trailerError(r *http.Request) *Result {
 // the function writes it; error trailers (aws-lambda-go's, after a failed
 // read of the handler's io.Reader) become the outcome, after the parts
 // already sent.
-func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, errType, msg string) {
+func streamAnswer(r *request, inv *Invocation) (res *Result, status int, errType, msg string) {
 	limit := inv.StreamLimit
 	if limit <= 0 {
 		limit = MaxStreamedResponse
@@ -218,7 +217,7 @@ func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, er
 				// Nobody reads any more: the invocation is over for the
 				// caller. The runtime's answer is taken all the same.
 				io.Copy(io.Discard, io.LimitReader(r.Body, int64(limit-sent)))
-				return &Result{ContentType: ct}, http.StatusAccepted, "", ""
+				return &Result{ContentType: ct}, statusAccepted, "", ""
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -229,9 +228,9 @@ func streamAnswer(r *http.Request, inv *Invocation) (res *Result, status int, er
 		}
 	}
 	if res := trailerError(r); res != nil {
-		return res, http.StatusAccepted, "", ""
+		return res, statusAccepted, "", ""
 	}
-	return &Result{ContentType: ct}, http.StatusAccepted, "", ""
+	return &Result{ContentType: ct}, statusAccepted, "", ""
 }
 
 // streamPart is the most one read of a streamed response passes on.
@@ -241,7 +240,7 @@ const streamPart = 32 << 10
 // caller's Function.ResponseSizeTooLarge and the runtime's 413.
 func answerTooLarge(limit int) (*Result, int, string, string) {
 	m := "Exceeded maximum allowed payload size (" + strconv.Itoa(limit) + " bytes)."
-	return oversizedResult(limit), http.StatusRequestEntityTooLarge, errTypeTooLarge, m
+	return oversizedResult(limit), statusRequestEntityTooLarge, errTypeTooLarge, m
 }
 
 // answerTruncated is the outcome of a response body that broke off.
@@ -251,7 +250,7 @@ func answerTruncated(err error) (*Result, int, string, string) {
 		ContentType:   "application/json",
 		FunctionError: true,
 		ErrorType:     typeTruncatedResponse,
-	}, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
+	}, statusBadRequest, errTypeTruncated, "HTTP request detected as truncated"
 }
 
 func oversizedResult(limit int) *Result {
@@ -281,7 +280,7 @@ func stripErrorCause(body []byte) ([]byte, string) {
 }
 
 // runtimeInitError serves POST /runtime/init/error.
-func (s *Server) runtimeInitError(w http.ResponseWriter, r *http.Request) {
+func (s *Server) runtimeInitError(w responseWriter, r *request) {
 	s.mu.Lock()
 	if s.rt != rtStarted {
 		from := s.rt
@@ -296,12 +295,12 @@ func (s *Server) runtimeInitError(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, errTooLarge) {
 		// The state is left alone: the runtime may report a shorter error,
 		// or exits and the agent sees Runtime.ExitError.
-		renderError(w, http.StatusRequestEntityTooLarge, errTypeTooLarge,
+		renderError(w, statusRequestEntityTooLarge, errTypeTooLarge,
 			"Exceeded maximum allowed payload size (%d bytes).", s.maxBody)
 		return
 	}
 	if err != nil {
-		renderError(w, http.StatusBadRequest, errTypeTruncated, "HTTP request detected as truncated")
+		renderError(w, statusBadRequest, errTypeTruncated, "HTTP request detected as truncated")
 		return
 	}
 	ct := r.Header.Get("Content-Type")

@@ -3,12 +3,10 @@ package runtimeapi
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,54 +217,51 @@ func (s *Server) waitFor(ctx context.Context, cond func() (bool, error)) error {
 	}
 }
 
-// Handler returns the handler for every route of the API, for tests that
-// drive the handlers without the wire (Serve is what the agent runs).
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.route) }
-
-func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+// route serves every path of the API (Serve's wire server calls it).
+func (s *Server) route(w responseWriter, r *request) {
 	p := r.URL.Path
 	var allow string
 	var h func()
 	switch {
 	case p == "/2018-06-01/runtime/invocation/next":
-		allow, h = http.MethodGet, func() { s.runtimeNext(w, r) }
+		allow, h = methodGet, func() { s.runtimeNext(w, r) }
 	case strings.HasPrefix(p, "/2018-06-01/runtime/invocation/"):
 		rest := strings.TrimPrefix(p, "/2018-06-01/runtime/invocation/")
 		id, verb, ok := strings.Cut(rest, "/")
 		if !ok || id == "" || (verb != "response" && verb != "error") {
 			break
 		}
-		allow, h = http.MethodPost, func() { s.runtimeAnswer(w, r, id, verb == "error") }
+		allow, h = methodPost, func() { s.runtimeAnswer(w, r, id, verb == "error") }
 	case p == "/2018-06-01/runtime/init/error":
-		allow, h = http.MethodPost, func() { s.runtimeInitError(w, r) }
+		allow, h = methodPost, func() { s.runtimeInitError(w, r) }
 	case p == "/2018-06-01/ping":
 		// The RIE keeps this for clients that still probe it.
-		allow, h = http.MethodGet, func() { _, _ = w.Write([]byte("pong")) }
+		allow, h = methodGet, func() { _, _ = w.Write([]byte("pong")) }
 	case p == "/2020-01-01/extension/register":
-		allow, h = http.MethodPost, func() { s.extRegister(w, r) }
+		allow, h = methodPost, func() { s.extRegister(w, r) }
 	case p == "/2020-01-01/extension/event/next":
-		allow, h = http.MethodGet, func() { s.extNext(w, r) }
+		allow, h = methodGet, func() { s.extNext(w, r) }
 	case p == "/2020-01-01/extension/init/error":
-		allow, h = http.MethodPost, func() { s.extError(w, r, true) }
+		allow, h = methodPost, func() { s.extError(w, r, true) }
 	case p == "/2020-01-01/extension/exit/error":
-		allow, h = http.MethodPost, func() { s.extError(w, r, false) }
+		allow, h = methodPost, func() { s.extError(w, r, false) }
 	case p == "/2020-08-15/logs":
 		// Stubbed as in the RIE: 202 with an error body, so that extensions
 		// which subscribe keep running instead of exiting on a 4xx.
-		allow, h = http.MethodPut, func() {
-			renderError(w, http.StatusAccepted, "Logs.NotSupported", "Logs API is not supported")
+		allow, h = methodPut, func() {
+			renderError(w, statusAccepted, "Logs.NotSupported", "Logs API is not supported")
 		}
 	case p == "/2022-07-01/telemetry":
-		allow, h = http.MethodPut, func() {
-			renderError(w, http.StatusAccepted, "Telemetry.NotSupported", "Telemetry API is not supported")
+		allow, h = methodPut, func() {
+			renderError(w, statusAccepted, "Telemetry.NotSupported", "Telemetry API is not supported")
 		}
 	}
 	switch {
 	case h == nil:
-		renderError(w, http.StatusNotFound, "NotFound", "Not Found: %s %s", r.Method, p)
+		renderError(w, statusNotFound, "NotFound", "Not Found: %s %s", r.Method, p)
 	case r.Method != allow:
 		w.Header().Set("Allow", allow)
-		renderError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "Method Not Allowed: %s %s", r.Method, p)
+		renderError(w, statusMethodNotAllowed, "MethodNotAllowed", "Method Not Allowed: %s %s", r.Method, p)
 	default:
 		h()
 	}
@@ -442,7 +437,7 @@ func compactJSON(v string) (string, error) {
 // newTraceID returns an X-Ray trace header for an unsampled request.
 func newTraceID() string {
 	var b [20]byte
-	_, _ = rand.Read(b[:])
+	randomBytes(b[:])
 	return fmt.Sprintf("Root=1-%08x-%s;Parent=%s;Sampled=0",
 		time.Now().Unix(), hex.EncodeToString(b[:12]), hex.EncodeToString(b[12:]))
 }
@@ -597,7 +592,7 @@ func crashError(name, reason string) *InitError {
 }
 
 // writeInvocation renders c as the reply to /invocation/next.
-func writeInvocation(w http.ResponseWriter, c *call) {
+func writeInvocation(w responseWriter, c *call) {
 	h := w.Header()
 	inv := c.inv
 	h.Set("Lambda-Runtime-Aws-Request-Id", inv.RequestID)
@@ -615,6 +610,6 @@ func writeInvocation(w http.ResponseWriter, c *call) {
 	}
 	h.Set("Content-Type", inv.ContentType)
 	h.Set("Content-Length", strconv.Itoa(len(inv.Payload)))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(statusOK)
 	_, _ = w.Write(inv.Payload)
 }

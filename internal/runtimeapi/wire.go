@@ -39,7 +39,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/textproto"
 	"net/url"
 	"os"
@@ -144,20 +143,20 @@ type wireConn struct {
 	watch   peerWatcher     // nil: a client going away is not noticed
 	stopped <-chan struct{} // closed when Serve stops
 	br      *bufio.Reader
-	line    []byte      // a head line longer than br's buffer
-	head    int         // bytes of the current head (or trailers) read so far
-	out     []byte      // the response being written
-	body    []byte      // a response body being gathered
-	hdr     http.Header // the request's, reused
-	rhdr    http.Header // the response's, reused
-	peer    string      // the client's address
+	line    []byte // a head line longer than br's buffer
+	head    int    // bytes of the current head (or trailers) read so far
+	out     []byte // the response being written
+	body    []byte // a response body being gathered
+	hdr     header // the request's, reused
+	rhdr    header // the response's, reused
+	peer    string // the client's address
 }
 
 func (s *Server) serveConn(c net.Conn, stopped <-chan struct{}) {
 	if _, ok := c.(*rawio.Conn); !ok {
 		c = rawio.Wrap(c)
 	}
-	wc := &wireConn{s: s, c: c, stopped: stopped, hdr: make(http.Header, 8), rhdr: make(http.Header, 8),
+	wc := &wireConn{s: s, c: c, stopped: stopped, hdr: make(header, 8), rhdr: make(header, 8),
 		peer: c.RemoteAddr().String()}
 	if w, ok := c.(peerWatcher); ok {
 		wc.watch = w
@@ -212,12 +211,12 @@ func (wc *wireConn) serveOne() connNext {
 		}
 		return connClose
 	}
-	w := &wireResponse{wc: wc, header: wc.rhdr, body: wc.body[:0], close: !keep, head: req.Method == http.MethodHead}
+	w := &wireResponse{wc: wc, header: wc.rhdr, body: wc.body[:0], close: !keep, head: req.Method == methodHead}
 	clear(w.header)
 	var cc *clientCtx
-	if req.Method == http.MethodGet && (req.URL.Path == pathNext || req.URL.Path == pathExtNext) {
+	if req.Method == methodGet && (req.URL.Path == pathNext || req.URL.Path == pathExtNext) {
 		cc = &clientCtx{wc: wc, done: make(chan struct{})}
-		req = req.WithContext(cc)
+		req.ctx = cc
 	}
 	wc.s.route(w, req)
 	if cc != nil {
@@ -259,19 +258,19 @@ type wireError struct {
 
 func (e *wireError) Error() string { return strconv.Itoa(e.status) + " " + e.msg }
 
-func badRequest(msg string) error { return &wireError{http.StatusBadRequest, msg} }
+func badRequest(msg string) error { return &wireError{statusBadRequest, msg} }
 
 // writeFailure answers a refused request and ends the connection, as
 // net/http does: a plain-text status line for a body.
 func (wc *wireConn) writeFailure(e *wireError) {
-	text := strconv.Itoa(e.status) + " " + http.StatusText(e.status)
+	text := strconv.Itoa(e.status) + " " + statusText(e.status)
 	if e.msg != "" {
 		text += ": " + e.msg
 	}
 	out := append(wc.out[:0], "HTTP/1.1 "...)
 	out = append(out, strconv.Itoa(e.status)...)
 	out = append(out, ' ')
-	out = append(out, http.StatusText(e.status)...)
+	out = append(out, statusText(e.status)...)
 	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(text)), 10)
 	out = append(out, "\r\n\r\n"...)
@@ -287,7 +286,7 @@ func (wc *wireConn) readLine() ([]byte, error) {
 		frag, err := wc.br.ReadSlice('\n')
 		wc.head += len(frag)
 		if wc.head > maxHeadBytes {
-			return nil, &wireError{http.StatusRequestHeaderFieldsTooLarge, ""}
+			return nil, &wireError{statusRequestHeaderFieldsTooLarge, ""}
 		}
 		switch {
 		case err == nil:
@@ -313,7 +312,7 @@ func (wc *wireConn) readLine() ([]byte, error) {
 
 // readRequest reads a request's head and prepares its body. keep reports
 // whether the connection may serve another request after it.
-func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
+func (wc *wireConn) readRequest() (req *request, keep bool, err error) {
 	wc.head = 0
 	var line []byte
 	for {
@@ -330,15 +329,15 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 	if !ok1 || !ok2 || !isToken(method) || len(target) == 0 {
 		return nil, false, badRequest("malformed request line")
 	}
-	req = &http.Request{Method: string(method), ProtoMajor: 1, Header: wc.hdr, RemoteAddr: wc.peer}
+	req = &request{Method: string(method), Header: wc.hdr, RemoteAddr: wc.peer}
 	switch string(proto) {
 	case "HTTP/1.1":
-		req.Proto, req.ProtoMinor = "HTTP/1.1", 1
+		req.Proto = "HTTP/1.1"
 	case "HTTP/1.0":
 		req.Proto = "HTTP/1.0"
 	default:
-		if _, _, ok := http.ParseHTTPVersion(string(proto)); ok {
-			return nil, false, &wireError{http.StatusHTTPVersionNotSupported, ""}
+		if isHTTPVersion(string(proto)) {
+			return nil, false, &wireError{statusHTTPVersionNotSupported, ""}
 		}
 		return nil, false, badRequest("malformed HTTP version")
 	}
@@ -362,7 +361,7 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 		wc.hdr[name] = append(wc.hdr[name], value)
 	}
 
-	if req.ProtoMinor == 1 {
+	if req.Proto == "HTTP/1.1" {
 		h, ok := wc.hdr["Host"]
 		if !ok || len(h) != 1 {
 			return nil, false, badRequest("missing or repeated Host header")
@@ -371,7 +370,7 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 	} else if h := wc.hdr["Host"]; len(h) > 0 {
 		req.Host = h[0]
 	}
-	keep = req.ProtoMinor == 1 && !hasToken(wc.hdr["Connection"], "close")
+	keep = req.Proto == "HTTP/1.1" && !hasToken(wc.hdr["Connection"], "close")
 
 	// Only 100-continue is an expectation this server meets; empty values
 	// are none, as net/http reads them.
@@ -382,21 +381,21 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 			case e == "":
 			case strings.EqualFold(e, "100-continue"):
 				// An HTTP/1.0 client does not wait for the interim response.
-				expect = req.ProtoMinor == 1
+				expect = req.Proto == "HTTP/1.1"
 			default:
-				return nil, false, &wireError{http.StatusExpectationFailed, ""}
+				return nil, false, &wireError{statusExpectationFailed, ""}
 			}
 		}
 	}
 
 	if te, ok := wc.hdr["Transfer-Encoding"]; ok {
-		if req.ProtoMinor == 0 {
+		if req.Proto == "HTTP/1.0" {
 			// HTTP/1.0 has no transfer codings: the framing is faulty
 			// (RFC 9112 6.1).
 			return nil, false, badRequest("transfer coding in HTTP/1.0")
 		}
 		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
-			return nil, false, &wireError{http.StatusNotImplemented, "unsupported transfer encoding"}
+			return nil, false, &wireError{statusNotImplemented, "unsupported transfer encoding"}
 		}
 		// The coding frames the body; a Content-Length beside it is
 		// dropped, and the connection closed after the answer (RFC 9112
@@ -405,7 +404,6 @@ func (wc *wireConn) readRequest() (req *http.Request, keep bool, err error) {
 			delete(wc.hdr, "Content-Length")
 			keep = false
 		}
-		req.TransferEncoding = []string{"chunked"}
 		req.ContentLength = -1
 		req.Body = &chunkedBody{wc: wc, req: req, expect: expect}
 		return req, keep, nil
@@ -621,7 +619,7 @@ func (b *lengthBody) left() int64     { return b.remaining }
 // the request's Trailer when its end is read.
 type chunkedBody struct {
 	wc        *wireConn
-	req       *http.Request
+	req       *request
 	expect    bool
 	remaining uint64 // of the current chunk
 	inData    bool   // a chunk's data has begun (its CRLF is still due)
@@ -736,7 +734,7 @@ func (b *chunkedBody) nextChunk() error {
 			return errChunked
 		}
 		if b.req.Trailer == nil {
-			b.req.Trailer = make(http.Header)
+			b.req.Trailer = make(header)
 		}
 		b.req.Trailer[name] = append(b.req.Trailer[name], value)
 	}
@@ -759,11 +757,11 @@ func (b *chunkedBody) expecting() bool { return b.expect }
 func (b *chunkedBody) broken() bool    { return b.err != nil }
 func (b *chunkedBody) left() int64     { return int64(min(b.remaining, 1<<62)) }
 
-// wireResponse is the http.ResponseWriter handlers write to. Small bodies
+// wireResponse is the responseWriter handlers write to. Small bodies
 // are gathered and go out with the head in one write.
 type wireResponse struct {
 	wc          *wireConn
-	header      http.Header
+	header      header
 	status      int
 	wroteHeader bool
 	headSent    bool
@@ -775,7 +773,7 @@ type wireResponse struct {
 	err         error
 }
 
-func (w *wireResponse) Header() http.Header { return w.header }
+func (w *wireResponse) Header() header { return w.header }
 
 func (w *wireResponse) WriteHeader(status int) {
 	if w.wroteHeader || status < 200 || status > 999 {
@@ -792,7 +790,7 @@ func (w *wireResponse) WriteHeader(status int) {
 
 func (w *wireResponse) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
+		w.WriteHeader(statusOK)
 	}
 	if w.err != nil {
 		return 0, w.err
@@ -801,7 +799,7 @@ func (w *wireResponse) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
-		return 0, http.ErrContentLength
+		return 0, errContentLength
 	}
 	w.written += int64(len(p))
 	if w.declared < 0 || len(w.body)+len(p) < directWrite {
@@ -845,7 +843,7 @@ func (w *wireResponse) flush() error {
 // finish completes the response after the handler returned.
 func (w *wireResponse) finish() error {
 	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
+		w.WriteHeader(statusOK)
 	}
 	if w.err != nil {
 		return w.err
@@ -868,10 +866,10 @@ func (w *wireResponse) appendHead(out []byte) []byte {
 	out = append(out, "HTTP/1.1 "...)
 	out = strconv.AppendInt(out, int64(w.status), 10)
 	out = append(out, ' ')
-	out = append(out, http.StatusText(w.status)...)
+	out = append(out, statusText(w.status)...)
 	out = append(out, "\r\n"...)
 	if w.header.Get("Content-Type") == "" && len(w.body) > 0 {
-		w.header.Set("Content-Type", http.DetectContentType(w.body))
+		w.header.Set("Content-Type", detectContentType(w.body))
 	}
 	if w.declared < 0 {
 		w.header["Content-Length"] = []string{strconv.Itoa(len(w.body))}
