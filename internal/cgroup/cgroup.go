@@ -350,29 +350,18 @@ func New(opts Options) (Manager, error) {
 }
 
 // parseRootName reads a root of prefix's kind, "PREFIX-PID-START", into
-// its owner's pid and start time.
+// its owner's pid and start time (strconv's unsigned parsers take digits
+// only: no sign, no underscores in base 10).
 func parseRootName(prefix, name string) (int, uint64, bool) {
 	rest, ok := strings.CutPrefix(name, prefix+"-")
 	if !ok {
 		return 0, 0, false
 	}
 	p, s, ok := strings.Cut(rest, "-")
-	if !ok || !allDigits(p) || !allDigits(s) {
+	if !ok {
 		return 0, 0, false
 	}
-	pid, err1 := strconv.Atoi(p)
+	pid, err1 := strconv.ParseUint(p, 10, 31)
 	start, err2 := strconv.ParseUint(s, 10, 64)
-	return pid, start, err1 == nil && err2 == nil
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return int(pid), start, err1 == nil && err2 == nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/agent"
 	"github.com/nubo-dev/nubo/internal/cgroup"
+	"github.com/nubo-dev/nubo/internal/getrandom"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
 
@@ -361,15 +362,7 @@ func orDefault(n, def int) int {
 
 func newShellID() string {
 	var r [6]byte
-	// getrandom(2), not crypto/rand: this package is linked into every
-	// sandbox's agent, which should not pay crypto/rand's initialisers.
-	for n := 0; n < len(r); {
-		k, err := unix.Getrandom(r[n:], 0)
-		if err != nil && err != unix.EINTR {
-			panic("nsbox: getrandom: " + err.Error())
-		}
-		n += max(k, 0)
-	}
+	getrandom.Read(r[:])
 	return "nubo-" + hex.EncodeToString(r[:])
 }
 

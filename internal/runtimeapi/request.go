@@ -7,18 +7,17 @@ import (
 	"io"
 	"net/textproto"
 	"net/url"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
+	"github.com/nubo-dev/nubo/internal/getrandom"
 )
 
 // The request and response types the handlers see. They are the wire
 // server's own, not net/http's: the agent runs this package in every
 // sandbox, and linking net/http (with crypto/tls, x509, compress and their
-// initialisers) made each agent start 4–5 ms dearer on a host where a
-// page's first touch is expensive (docs/performance.md, session 15).
+// initialisers) made each agent's start about 2 ms dearer on a host where
+// a page's first touch is expensive (docs/performance.md, session 15).
 
 // request is one Runtime API request as the wire server parsed it.
 type request struct {
@@ -144,9 +143,11 @@ func statusText(status int) string {
 var errContentLength = errors.New("runtimeapi: wrote more than the declared Content-Length")
 
 // detectContentType names a body a handler sent without a Content-Type:
-// UTF-8 text (JSON included) is text/plain, anything else octet-stream.
-// (net/http sniffs further, for HTML, images and archives, none of which a
-// Runtime API handler sends.)
+// UTF-8 text (JSON included) without control characters is text/plain,
+// anything else octet-stream. This is not net/http's sniffing (which also
+// names HTML, images, archives, UTF-16 after a byte-order mark, and calls
+// invalid UTF-8 text): only the ping route's "pong" reaches it, every other
+// handler sets its type.
 func detectContentType(body []byte) string {
 	if n := len(body); n > 512 {
 		// Cut at a rune's start, so no rune is cut in two.
@@ -165,41 +166,18 @@ func detectContentType(body []byte) string {
 	return "text/plain; charset=utf-8"
 }
 
-// isHTTPVersion reports whether v is a well-formed "HTTP/x.y".
+// isHTTPVersion reports whether v is a well-formed "HTTP/D.D" (one digit
+// each, as net/http's ParseHTTPVersion takes it): another version of HTTP,
+// answered 505, rather than a malformed request line, answered 400.
 func isHTTPVersion(v string) bool {
-	rest, ok := strings.CutPrefix(v, "HTTP/")
-	if !ok {
-		return false
-	}
-	major, minor, ok := strings.Cut(rest, ".")
-	if !ok {
-		return false
-	}
-	a, err1 := strconv.ParseUint(major, 10, 16)
-	b, err2 := strconv.ParseUint(minor, 10, 16)
-	return err1 == nil && err2 == nil && a < 1000 && b < 1000
-}
-
-// randomBytes fills b from the kernel's random source (getrandom(2)):
-// crypto/rand would link its FIPS machinery, and its initialisers, into
-// every agent for the few ids this package makes.
-func randomBytes(b []byte) {
-	for len(b) > 0 {
-		n, err := unix.Getrandom(b, 0)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			panic("runtimeapi: getrandom: " + err.Error())
-		}
-		b = b[n:]
-	}
+	digit := func(c byte) bool { return '0' <= c && c <= '9' }
+	return len(v) == len("HTTP/D.D") && strings.HasPrefix(v, "HTTP/") && digit(v[5]) && v[6] == '.' && digit(v[7])
 }
 
 // newUUID is a random (version 4) UUID in its canonical form.
 func newUUID() string {
 	var b [16]byte
-	randomBytes(b[:])
+	getrandom.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return formatUUID(b)

@@ -100,6 +100,9 @@ func TestDetectContentType(t *testing.T) {
 		"\x00\x01":  "application/octet-stream",
 		"\xff\xfe":  "application/octet-stream",
 		"héllo\n\t": "text/plain; charset=utf-8",
+		// Judged by the first 512 bytes only.
+		strings.Repeat("a", 512) + "\xff": "text/plain; charset=utf-8",
+		strings.Repeat("a", 500) + "\x00": "application/octet-stream",
 		// A rune cut by the 512-byte limit is not a reason for binary.
 		strings.Repeat("a", 511) + "é": "text/plain; charset=utf-8",
 	} {
@@ -117,10 +120,11 @@ func TestStatusTexts(t *testing.T) {
 			t.Errorf("statusText(%d) = %q, net/http says %q", s, got, want)
 		}
 	}
-	for v, want := range map[string]bool{"HTTP/1.1": true, "HTTP/2.0": true, "HTTP/1": false, "HTTP/x.1": false,
-		"http/1.1": false, "HTTP/1.1 ": false, "HTTP/1000.0": false} {
+	for _, v := range []string{"HTTP/1.1", "HTTP/2.0", "HTTP/1", "HTTP/x.1", "http/1.1", "HTTP/1.1 ", "HTTP/1000.0",
+		"HTTP/1.10", "HTTP/10.0", "HTTP/01.1", "HTTP/+.1", "HTTP/1,1", ""} {
+		_, _, want := http.ParseHTTPVersion(v)
 		if got := isHTTPVersion(v); got != want {
-			t.Errorf("isHTTPVersion(%q) = %v, want %v", v, got, want)
+			t.Errorf("isHTTPVersion(%q) = %v, net/http says %v", v, got, want)
 		}
 	}
 }

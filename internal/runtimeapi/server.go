@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/errdefs"
+	"github.com/nubo-dev/nubo/internal/getrandom"
 )
 
 // DefaultMaxResponseBytes is Lambda's limit on a synchronous response:
@@ -437,7 +438,7 @@ func compactJSON(v string) (string, error) {
 // newTraceID returns an X-Ray trace header for an unsampled request.
 func newTraceID() string {
 	var b [20]byte
-	randomBytes(b[:])
+	getrandom.Read(b[:])
 	return fmt.Sprintf("Root=1-%08x-%s;Parent=%s;Sampled=0",
 		time.Now().Unix(), hex.EncodeToString(b[:12]), hex.EncodeToString(b[12:]))
 }

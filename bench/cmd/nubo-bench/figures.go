@@ -626,7 +626,9 @@ func (b *bench) figEnvs(ctx context.Context) error {
 		r.Err = err.Error()
 		return err
 	}
-	if c, err := medianExecCPU(31, b.rieBootstrap()); err == nil && c > 0 {
+	if c, err := medianExecCPU(31, b.rieBootstrap()); err != nil {
+		logf("environments: the echo bootstrap's own start: %v", err)
+	} else if c > 0 {
 		r.RuntimeStartCPUMs = float64(c.Microseconds()) / 1000
 		r.RuntimeStartBound = float64(runtime.NumCPU()) * 1000 / r.RuntimeStartCPUMs
 	}
