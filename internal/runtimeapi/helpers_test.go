@@ -326,9 +326,8 @@ func asInitError(err error) *InitError {
 // handlers without the wire (Serve's wire server is what the agent runs).
 func (s *Server) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.route(httpWriter{w}, &request{Method: r.Method, URL: r.URL, RequestURI: r.RequestURI, Proto: r.Proto,
-			Host: r.Host, RemoteAddr: r.RemoteAddr, Header: header(r.Header), Trailer: header(r.Trailer),
-			Body: r.Body, ContentLength: r.ContentLength, ctx: r.Context()})
+		s.route(httpWriter{w}, &request{Method: r.Method, URL: r.URL, Proto: r.Proto,
+			Header: header(r.Header), Trailer: header(r.Trailer), Body: r.Body, ctx: r.Context()})
 	})
 }
 

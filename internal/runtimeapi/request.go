@@ -21,19 +21,15 @@ import (
 
 // request is one Runtime API request as the wire server parsed it.
 type request struct {
-	Method     string
-	URL        *url.URL // the target's path and query
-	RequestURI string   // the target as sent
-	Proto      string   // "HTTP/1.1" or "HTTP/1.0"
-	Host       string
-	RemoteAddr string
-	Header     header
+	Method string
+	URL    *url.URL // the target's path and query
+	Proto  string   // "HTTP/1.1" or "HTTP/1.0"
+	Header header
 	// Trailer holds a chunked body's trailer fields once the body has been
 	// read to its end; nil until then, and for other bodies.
-	Trailer       header
-	Body          io.Reader
-	ContentLength int64 // -1 for a chunked body
-	ctx           context.Context
+	Trailer header
+	Body    io.Reader
+	ctx     context.Context
 }
 
 // Context is the request's context: for the requests that wait (/next,
@@ -63,16 +59,7 @@ func (h header) Get(name string) string {
 	return ""
 }
 
-func (h header) Values(name string) []string { return h[canonicalName(name)] }
-
 func (h header) Set(name, value string) { h[canonicalName(name)] = []string{value} }
-
-func (h header) Add(name, value string) {
-	k := canonicalName(name)
-	h[k] = append(h[k], value)
-}
-
-func (h header) Del(name string) { delete(h, canonicalName(name)) }
 
 // canonicalName is the canonical form of a header name. The names this
 // package uses are written canonically already, and cost nothing.

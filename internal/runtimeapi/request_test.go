@@ -75,16 +75,12 @@ func TestNewUUID(t *testing.T) {
 func TestHeaderNames(t *testing.T) {
 	h := header{}
 	h.Set("lambda-runtime-aws-request-id", "a")
-	h.Add("LAMBDA-RUNTIME-AWS-REQUEST-ID", "b")
-	if got := h.Values("Lambda-Runtime-Aws-Request-Id"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
-		t.Errorf("values = %q, want [a b] under one canonical name: %v", got, h)
+	h.Set("LAMBDA-RUNTIME-AWS-REQUEST-ID", "b")
+	if got := h["Lambda-Runtime-Aws-Request-Id"]; len(h) != 1 || len(got) != 1 || got[0] != "b" {
+		t.Errorf("two Sets under one canonical name left %v", h)
 	}
-	if h.Get("lambda-runtime-aws-request-id") != "a" {
+	if h.Get("lambda-runtime-aws-request-id") != "b" {
 		t.Errorf("Get with a lower-case name: %q", h.Get("lambda-runtime-aws-request-id"))
-	}
-	h.Del("Lambda-runtime-AWS-request-id")
-	if len(h) != 0 {
-		t.Errorf("Del left %v", h)
 	}
 	for _, name := range []string{"content-type", "X-Amz-Date", "x-amz-date", "Lambda-Extension-Name", "a_b", "ÄB"} {
 		if got, want := canonicalName(name), http.CanonicalHeaderKey(name); got != want {

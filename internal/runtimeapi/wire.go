@@ -149,15 +149,13 @@ type wireConn struct {
 	body    []byte // a response body being gathered
 	hdr     header // the request's, reused
 	rhdr    header // the response's, reused
-	peer    string // the client's address
 }
 
 func (s *Server) serveConn(c net.Conn, stopped <-chan struct{}) {
 	if _, ok := c.(*rawio.Conn); !ok {
 		c = rawio.Wrap(c)
 	}
-	wc := &wireConn{s: s, c: c, stopped: stopped, hdr: make(header, 8), rhdr: make(header, 8),
-		peer: c.RemoteAddr().String()}
+	wc := &wireConn{s: s, c: c, stopped: stopped, hdr: make(header, 8), rhdr: make(header, 8)}
 	if w, ok := c.(peerWatcher); ok {
 		wc.watch = w
 	}
@@ -329,7 +327,7 @@ func (wc *wireConn) readRequest() (req *request, keep bool, err error) {
 	if !ok1 || !ok2 || !isToken(method) || len(target) == 0 {
 		return nil, false, badRequest("malformed request line")
 	}
-	req = &request{Method: string(method), Header: wc.hdr, RemoteAddr: wc.peer}
+	req = &request{Method: string(method), Header: wc.hdr}
 	switch string(proto) {
 	case "HTTP/1.1":
 		req.Proto = "HTTP/1.1"
@@ -341,8 +339,7 @@ func (wc *wireConn) readRequest() (req *request, keep bool, err error) {
 		}
 		return nil, false, badRequest("malformed HTTP version")
 	}
-	req.RequestURI = string(target)
-	if req.URL, err = parseTarget(req.RequestURI); err != nil {
+	if req.URL, err = parseTarget(string(target)); err != nil {
 		return nil, false, badRequest("malformed request target")
 	}
 
@@ -361,14 +358,8 @@ func (wc *wireConn) readRequest() (req *request, keep bool, err error) {
 		wc.hdr[name] = append(wc.hdr[name], value)
 	}
 
-	if req.Proto == "HTTP/1.1" {
-		h, ok := wc.hdr["Host"]
-		if !ok || len(h) != 1 {
-			return nil, false, badRequest("missing or repeated Host header")
-		}
-		req.Host = h[0]
-	} else if h := wc.hdr["Host"]; len(h) > 0 {
-		req.Host = h[0]
+	if h, ok := wc.hdr["Host"]; req.Proto == "HTTP/1.1" && (!ok || len(h) != 1) {
+		return nil, false, badRequest("missing or repeated Host header")
 	}
 	keep = req.Proto == "HTTP/1.1" && !hasToken(wc.hdr["Connection"], "close")
 
@@ -404,7 +395,6 @@ func (wc *wireConn) readRequest() (req *request, keep bool, err error) {
 			delete(wc.hdr, "Content-Length")
 			keep = false
 		}
-		req.ContentLength = -1
 		req.Body = &chunkedBody{wc: wc, req: req, expect: expect}
 		return req, keep, nil
 	}
@@ -412,7 +402,6 @@ func (wc *wireConn) readRequest() (req *request, keep bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	req.ContentLength = n
 	if n == 0 {
 		req.Body = emptyBody{}
 		return req, keep, nil

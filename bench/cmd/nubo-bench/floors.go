@@ -44,8 +44,7 @@ func medianExecCPU(n int, argv ...string) (time.Duration, error) {
 		}
 		cs = append(cs, c)
 	}
-	sort.Slice(cs, func(i, j int) bool { return cs[i] < cs[j] })
-	return cs[len(cs)/2], nil
+	return quantile(sortedCopy(cs), 0.5), nil
 }
 
 // pageTouchMicros is what a process's first write to a fresh page of
