@@ -63,6 +63,27 @@ var pythonRIC []byte
 //go:embed node/bootstrap.js
 var nodeRIC []byte
 
+//go:embed python/pycompile.py
+var pythonCompiler []byte
+
+// Compiler returns the embedded script that compiles a Python function's
+// sources ahead (see package pycache) and its file name; like the RICs, it
+// is placed in the runtime directory.
+func Compiler() (name string, src []byte) {
+	return "pycompile.py", bytes.Clone(pythonCompiler)
+}
+
+// CacheTag is the tag CPython names its .pyc files with for a Python
+// runtime ("cpython-311" for python3.11; sys.implementation.cache_tag), or
+// "" for any other runtime.
+func CacheTag(rt Runtime) string {
+	minor, ok := strings.CutPrefix(rt.ID, "python3.")
+	if rt.Family != FamilyPython || !ok || minor == "" || strings.Trim(minor, "0123456789") != "" {
+		return ""
+	}
+	return "cpython-3" + minor
+}
+
 // Bootstrap returns the embedded RIC source for a family ("python" →
 // bootstrap.py, "nodejs" → bootstrap.js) and its file name. Provided
 // runtimes have none.
@@ -106,10 +127,9 @@ print(name)
 		if rt.Family != FamilyPython || rt.Interpreter == "" {
 			continue
 		}
-		// What an earlier start compiled from the same source (CPython's
-		// tag for python3.N is cpython-3N).
-		if minor, ok := strings.CutPrefix(rt.ID, "python3."); ok {
-			name := prefix + "cpython-3" + minor + ".pyc"
+		// What an earlier start compiled from the same source.
+		if tag := CacheTag(rt); tag != "" {
+			name := prefix + tag + ".pyc"
 			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 				out[i].Compiled = name
 				continue

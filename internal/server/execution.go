@@ -135,6 +135,10 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 		if name, src, ok := runtimes.Bootstrap(rt.Family); ok {
 			files[name] = src
 		}
+		if runtimes.CacheTag(rt) != "" {
+			name, src := runtimes.Compiler()
+			files[name] = src
+		}
 	}
 	rtDir, err := cache.Runtime(files)
 	if err != nil {
@@ -203,7 +207,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	capacity := capacityMB(cfg)
 	pool := worker.New(worker.Config{
 		Backend: backend, Code: cache, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
-		AccountConcurrency: cfg.AccountConcurrency, Ledger: ledger,
+		AccountConcurrency: cfg.AccountConcurrency, Ledger: ledger, NoCompile: cfg.NoCompilePython,
 		IdleTimeout: cfg.IdleTimeout, MaxLifetime: cfg.MaxLifetime,
 		Logs:         func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },
 		ObservePhase: coldStartPhases(reg),

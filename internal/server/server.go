@@ -85,6 +85,9 @@ type Config struct {
 	// PlaceCPUs homes each namespace sandbox of at most one vCPU on one
 	// CPU (nsbox.Config.PlaceCPUs); `nubo serve` sets it.
 	PlaceCPUs bool
+	// NoCompilePython turns off compiling Python functions' sources ahead
+	// (worker.Config.NoCompile).
+	NoCompilePython bool
 	// SandboxAgent is the small executable namespace sandboxes start from
 	// (cmd/nubo-agent, embedded by cmd/nubo); nil: nubo's own binary.
 	SandboxAgent []byte

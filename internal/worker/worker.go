@@ -66,6 +66,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	Logs          LogOpener
 	Logger        *slog.Logger
+	// NoCompile turns off compiling Python functions' sources ahead (see
+	// compileAhead).
+	NoCompile bool
 	// ObservePhase, when set, receives the cold-start phases: "code"
 	// (unpacking code and layers), "sandbox" (the backend's Create: a
 	// pooled or new sandbox with the code mounted), "start" (all of an
@@ -87,6 +90,10 @@ type Pool struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	shutdown sync.WaitGroup
+	// compiled holds the code, layers and interpreter compileAhead has
+	// taken; compiling admits one compilation at a time.
+	compiled  map[string]bool
+	compiling chan struct{}
 }
 
 // group is the environments of one pool key.
@@ -132,7 +139,8 @@ func New(cfg Config) *Pool {
 		cfg.Ledger = sandbox.NewLedger(cfg.CapacityMB)
 	}
 	p := &Pool{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, byFunc: map[string]int{},
-		byAcct: map[string]int{}, ledger: cfg.Ledger, stop: make(chan struct{})}
+		byAcct: map[string]int{}, ledger: cfg.Ledger, stop: make(chan struct{}),
+		compiled: map[string]bool{}, compiling: make(chan struct{}, 1)}
 	p.wg.Add(1)
 	go p.reaper()
 	return p
@@ -459,6 +467,9 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 	if err != nil {
 		return nil, nil, fmt.Errorf("unpack layers: %w", err)
 	}
+	// After this environment's start: the compiler's sandbox would take
+	// the CPU from it.
+	defer p.compileAhead(v, rt, codeDir, optDir)
 	id := newID()
 	spec := sandbox.Spec{ID: "nubo-" + id[:12], Account: v.Account, MemoryMB: c.MemorySize, EphemeralMB: c.EphemeralStorage.Size,
 		CodeDir: codeDir, LayersDir: optDir, RuntimeDir: p.cfg.RuntimeDir, NoNetwork: c.NuboNetwork == "none"}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
 func durs(ms ...int) []time.Duration {
@@ -304,5 +306,29 @@ func TestPhasesFromLog(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "nats") || !strings.Contains(out.String(), "not json at all") {
 		t.Errorf("kept log:\n%s", out.String())
+	}
+}
+
+// TestPkgSources: the generated package imports, its handler echoes, and
+// the floors' two copies differ only in the .pyc files.
+func TestPkgSources(t *testing.T) {
+	py := interpreter("python3")
+	testutil.RequiresBinary(t, "python3")
+	src, compiled, err := pkgFloorDirs(py, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := timeExec(true, py, "-B", "-c", pkgImport(src)); err != nil {
+		t.Fatalf("import from the sources: %v", err)
+	}
+	script := pkgImport(compiled) + "; import lambda_function, benchpkg.mod3 as m; " +
+		"assert lambda_function.lambda_handler({'a': 1}, None) == {'a': 1}; " +
+		"assert m.handle_2({'x': 9, 'y': ' Y '}) == 'x=9.00, y:y'; " +
+		"assert m.__cached__ and __import__('os').path.exists(m.__cached__)"
+	if _, err := timeExec(true, py, "-c", script); err != nil {
+		t.Fatalf("import from the compiled copy: %v", err)
+	}
+	if n, err := filepath.Glob(filepath.Join(src, pkgName, "__pycache__")); err != nil || len(n) != 0 {
+		t.Errorf("the source copy has a __pycache__: %v", n)
 	}
 }

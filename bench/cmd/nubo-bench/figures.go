@@ -27,6 +27,8 @@ type bench struct {
 	echo functionSpec // provided.al2023, the aws-lambda-go echo bootstrap
 	py   functionSpec
 	node functionSpec
+	// pyPkg imports a generated package (pypkg.go) and echoes.
+	pyPkg functionSpec
 
 	payload []byte // the 100-byte event of every invoke
 
@@ -101,6 +103,7 @@ func runtimeFor(n *nuboServer, family string) string {
 // with that reason.
 func (b *bench) withRuntimes(n *nuboServer) {
 	b.py.Runtime = runtimeFor(n, "python")
+	b.pyPkg.Runtime = b.py.Runtime
 	b.node.Runtime = runtimeFor(n, "nodejs")
 }
 
@@ -506,6 +509,7 @@ func (b *bench) figCold(ctx context.Context) error {
 		if py := interpreter("python3"); py != "" {
 			jobs = append(jobs, execJob(b.res.series("floor-python", py+" -c pass (floor)", "cold"), b.cfg.cold, true, py, "-c", "pass"))
 		}
+		jobs = append(jobs, b.pkgJobs(n)...)
 		if node := interpreter("node"); node != "" {
 			jobs = append(jobs, execJob(b.res.series("floor-node", node+" -e 0 (floor)", "cold"), b.cfg.cold, true, node, "-e", "0"))
 		}

@@ -313,6 +313,10 @@ func (b *bench) prepare() error {
 		return err
 	}
 	b.py.Handler = "lambda_function.lambda_handler"
+	if b.pyPkg.Zip, err = zipOf(pkgSources(), nil); err != nil {
+		return err
+	}
+	b.pyPkg.Handler = "lambda_function.lambda_handler"
 	js, err := os.ReadFile(filepath.Join(b.cfg.functionsDir, "node", "index.js"))
 	if err != nil {
 		return err

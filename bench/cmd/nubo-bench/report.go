@@ -207,6 +207,10 @@ func (r *results) buildRows(figs map[int]bool) {
 				rowRatio("5", rt+" cold p50", "ms", r.p("nubo-cold-"+rt, "p50"), rt+" start", r.p("floor-"+rt, "p50"), "", 0),
 				rowRatio("5", rt+" cold p99", "ms", r.p("nubo-cold-"+rt, "p99"), rt+" start", r.p("floor-"+rt, "p99"), "", 0))
 		}
+		rows = append(rows,
+			rowRatio("5", "python+package cold p50", "ms", r.p("nubo-cold-python-pkg", "p50"), "import, .pyc cached", r.p("floor-python-pkg", "p50"), "", 0),
+			rowRatio("5", "python+package cold p50", "ms", r.p("nubo-cold-python-pkg", "p50"), "import, compiling", r.p("floor-python-pkg-compile", "p50"), "", 0),
+			rowRatio("5", "python+package cold p99", "ms", r.p("nubo-cold-python-pkg", "p99"), "import, .pyc cached", r.p("floor-python-pkg", "p99"), "", 0))
 	}
 	r.Rows = rows
 }

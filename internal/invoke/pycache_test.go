@@ -1,0 +1,97 @@
+package invoke_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
+	"github.com/nubo-dev/nubo/internal/runtimes"
+)
+
+// pycHandler reports, for each of its modules, whether CPython's cache
+// holds a .pyc it would use: present, timestamp-checked, naming the
+// source's modification time and size (PEP 552), and whether the function
+// can write there.
+const pycHandler = `import importlib.util, os, struct, sys
+sys.path.append("/opt/python")
+import pkg.mod, layermod
+
+def state(path):
+    cached = importlib.util.cache_from_source(path)
+    try:
+        with open(cached, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return "missing"
+    st = os.stat(path)
+    flags, mtime, size = struct.unpack("<III", head[4:16])
+    if head[:4] != importlib.util.MAGIC_NUMBER or flags or mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+        return "stale"
+    try:
+        open(cached, "ab").close()
+        return "writable"
+    except OSError:
+        return "ok"
+
+def handler(event, context):
+    return {p: state(p) for p in ["/var/task/app.py", pkg.mod.__file__, "/var/task/pkg/__init__.py",
+                                  layermod.__file__, "/var/task/bad.py"]}
+`
+
+// TestPythonCompiledAhead: nubo compiles a Python function's code and
+// layers once, in a sandbox of its own, and the function's environments
+// find valid, read-only .pyc files beside the sources; a file that does not
+// compile is left out, the rest are not.
+func TestPythonCompiledAhead(t *testing.T) {
+	rt := managedRuntime(t, runtimes.FamilyPython, "python3")
+	h := newHarness(t)
+	layer, err := h.c.PublishLayerVersion(ctx(t), &lambda.PublishLayerVersionInput{
+		LayerName: aws.String("py-pyc-layer"),
+		Content: &types.LayerVersionContentInput{ZipFile: ziptest.Zip(t,
+			ziptest.File{Name: "python/layermod.py", Body: []byte("VALUE = 1\n")})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.create(t, "py-pyc", ziptest.Zip(t,
+		ziptest.File{Name: "app.py", Body: []byte(pycHandler)},
+		ziptest.File{Name: "pkg/__init__.py", Body: []byte("")},
+		ziptest.File{Name: "pkg/mod.py", Body: []byte("def f():\n    return 1\n")},
+		ziptest.File{Name: "bad.py", Body: []byte("def (:\n")},
+	), func(in *lambda.CreateFunctionInput) {
+		in.Runtime = types.Runtime(rt)
+		in.Handler = aws.String("app.handler")
+		in.Layers = []string{aws.ToString(layer.LayerVersionArn)}
+	})
+	want := map[string]string{"/var/task/app.py": "ok", "/var/task/pkg/mod.py": "ok", "/var/task/pkg/__init__.py": "ok",
+		"/opt/python/layermod.py": "ok", "/var/task/bad.py": "missing"}
+	var got map[string]string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := h.invokeOK(t, "py-pyc", []byte(`{}`))
+		got = nil
+		if err := json.Unmarshal(r.Payload, &got); err != nil {
+			t.Fatalf("answered %s", r.Payload)
+		}
+		done := true
+		for p, s := range got {
+			if s != want[p] {
+				done = false
+			}
+		}
+		if done && len(got) == len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for p, s := range want {
+		if got[p] != s {
+			t.Errorf("%s: %q, want %q", p, got[p], s)
+		}
+	}
+}
