@@ -17,9 +17,8 @@ import (
 // holds a .pyc it would use: present, timestamp-checked, naming the
 // source's modification time and size (PEP 552), and whether the function
 // can write there.
-const pycHandler = `import importlib.util, os, struct, sys
-sys.path.append("/opt/python")
-import pkg.mod, layermod
+const pycHandler = `import importlib.util, os, struct
+import pkg.mod, layermod  # /opt/python is on the path, as on Lambda
 
 def state(path):
     cached = importlib.util.cache_from_source(path)

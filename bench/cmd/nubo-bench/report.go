@@ -181,6 +181,9 @@ func (r *results) buildRows(figs map[int]bool) {
 			rowAbs("3", "cold start p99", "ms", r.p("nubo-cold-go", "p99"), "RIE cold", r.p("rie-cold", "p99"), "<=", 25),
 			rowAbs("3", "cold start p99", "ms", r.p("nubo-cold-go", "p99"), "crun", r.p("crun-run-true", "p99"), "", 0),
 			rowRatio("3", "cold start p50 vs floor", "ms", r.p("nubo-cold-go", "p50"), "exec echo", r.p("floor-exec-echo", "p50"), "", 0),
+			// The absolute p99 target beside what the bare exec of the
+			// function reaches at its own tail on this machine.
+			rowRatio("3", "cold start p99 vs floor", "ms", r.p("nubo-cold-go", "p99"), "exec echo", r.p("floor-exec-echo", "p99"), "", 0),
 			rowRatio("3", "cold start p50 vs floor", "ms", r.p("nubo-cold-go", "p50"), "unshare", r.p("floor-unshare", "p50"), "", 0))
 	}
 	if figs[4] && r.Envs != nil {
