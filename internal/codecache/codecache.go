@@ -22,6 +22,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -166,6 +167,68 @@ func (c *Cache) Opt(ctx context.Context, layerHexes []string) (string, error) {
 		return nil
 	})
 	return path, err
+}
+
+// Own returns a copy of dir (an entry Code or Opt returned) for owner's
+// environments alone: the same files, hard links to them, in directories
+// of its own, as the entry "NAME@OWNER". What nubo writes into the copy
+// later (compiled Python bytecode, package pycache) reaches no other
+// owner's environments, although the entry's bytes are shared by every
+// function with the same zip. owner is an account id.
+func (c *Cache) Own(dir, owner string) (string, error) {
+	if owner == "" || strings.Trim(owner, "0123456789") != "" {
+		return "", fmt.Errorf("codecache: owner %q", owner)
+	}
+	rel, err := filepath.Rel(c.dir, dir)
+	kind, name, ok := strings.Cut(rel, string(filepath.Separator))
+	if err != nil || !ok || !slices.Contains(Kinds, kind) || name == "" || strings.ContainsAny(name, "@"+string(filepath.Separator)) {
+		return "", fmt.Errorf("codecache: %s is no entry of the cache", dir)
+	}
+	path := dir + "@" + owner
+	err = c.once(path, func(tmp string) error { return linkTree(dir, tmp) })
+	return path, err
+}
+
+// Owned splits the name of an entry Own made into the entry's and the
+// owner's; for any other entry, owner is "".
+func Owned(name string) (entry, owner string) {
+	entry, owner, _ = strings.Cut(name, "@")
+	return entry, owner
+}
+
+// linkTree fills dst (which exists) with src's directories, hard links to
+// its regular files and copies of its symbolic links.
+func linkTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if err := os.Mkdir(to, 0o700); err != nil {
+				return err
+			}
+			return os.Chmod(to, fi.Mode().Perm())
+		case d.Type().IsRegular():
+			return os.Link(p, to)
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(target, to)
+		}
+		return nil // nothing else is unpacked
+	})
 }
 
 // OptName is the name of the entry holding these layers merged.

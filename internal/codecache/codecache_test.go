@@ -126,3 +126,54 @@ func TestCollect(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOwn: an account's copy of an entry has the entry's files (the same
+// inodes, so the same modification times) in directories of its own: what
+// is added to it stays out of the entry and out of other accounts' copies.
+func TestOwn(t *testing.T) {
+	src := zips{}
+	h := src.add(t, ziptest.File{Name: "app.py", Body: []byte("x = 1\n")},
+		ziptest.File{Name: "pkg/", Mode: 0o755 | os.ModeDir}, ziptest.File{Name: "pkg/mod.py", Body: []byte("y = 2\n")})
+	c, err := New(t.TempDir(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := c.Code(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.Own(code, "111111111111")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Own(code, "222222222222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.Own(code, "111111111111"); err != nil || again != a {
+		t.Errorf("a second Own: %s, %v; want %s", again, err, a)
+	}
+	for _, f := range []string{"app.py", "pkg/mod.py"} {
+		shared, _ := os.Stat(filepath.Join(code, f))
+		mine, err := os.Stat(filepath.Join(a, f))
+		if err != nil || !os.SameFile(shared, mine) {
+			t.Errorf("%s in the copy: %v, not the entry's file", f, err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(a, "pkg", "__pycache__"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{code, b} {
+		if _, err := os.Stat(filepath.Join(d, "pkg", "__pycache__")); !os.IsNotExist(err) {
+			t.Errorf("added to one account's copy, seen in %s: %v", d, err)
+		}
+	}
+	if entry, owner := Owned(filepath.Base(a)); entry != h || owner != "111111111111" {
+		t.Errorf("Owned(%s) = %q, %q", filepath.Base(a), entry, owner)
+	}
+	for _, bad := range []struct{ dir, owner string }{{code, ""}, {code, "../x"}, {a, "3"}, {t.TempDir(), "3"}} {
+		if _, err := c.Own(bad.dir, bad.owner); err == nil {
+			t.Errorf("Own(%s, %q): no error", bad.dir, bad.owner)
+		}
+	}
+}

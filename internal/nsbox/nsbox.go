@@ -185,6 +185,10 @@ func Cleanup(dir string) error {
 // Name implements sandbox.Backend.
 func (b *Backend) Name() string { return "namespace" }
 
+// SeesHostCode implements sandbox.HostCode: /var/task and /opt are bind
+// mounts of the host's directories.
+func (b *Backend) SeesHostCode() bool { return true }
+
 func (b *Backend) allocSlot() (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -7,21 +7,24 @@
 // vendored boto3 without them took 0.85–0.90 s here, with them 0.46–0.49 s
 // (docs/performance.md, "Where it stands (session 16)").
 //
-// nubo compiles each function code's sources once per interpreter, in a
-// sandbox of its own: the runtime of that sandbox is the embedded compiler
-// script (runtimes.Compiler), which parses and compiles but runs none of
-// the function's code, and answers with a zip of .pyc files. The sandbox
-// is untrusted like every other, so Apply writes a file from that zip into
-// the host's unpacked code only when it is where CPython looks for the
-// bytecode of a source that exists there — NAME.py's
-// __pycache__/NAME.TAG.pyc — and when its header names that source's
-// modification time and size, as CPython checks before using it. Nothing
-// already there is replaced, and no path leaves the directory.
+// nubo compiles each function code's sources once per account and
+// interpreter, in a sandbox of its own: the runtime of that sandbox is the
+// embedded compiler script (runtimes.Compiler), which parses and compiles
+// but runs none of the function's code, and answers with a zip of .pyc
+// files. The sandbox is untrusted like every other, so Apply writes a file
+// from that zip into the account's copy of the unpacked code
+// (codecache.Own) only when it is where CPython looks for the bytecode of
+// a source that exists there — NAME.py's __pycache__/NAME.TAG.pyc — and
+// when its header names that source's modification time and size, as
+// CPython checks before using it. Nothing already there is replaced, and
+// no path leaves the directory. What the bytecode does is the compiler's
+// word, so it reaches the functions of that account only.
 package pycache
 
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,7 +36,9 @@ import (
 	"sync/atomic"
 )
 
-// Limits bound what one archive may write.
+// Limits bound what one archive may cost: the bytes of one file, the bytes
+// decompressed in all (whether their files are kept or not), and the
+// entries.
 const (
 	MaxFileBytes  = 32 << 20
 	MaxTotalBytes = 256 << 20
@@ -46,10 +51,11 @@ const headerLen = 16
 // Apply writes the .pyc files of archive for CPython's cache tag (e.g.
 // "cpython-311") into dirs, which maps an archive's top-level name ("task",
 // "opt") to the host directory it stands for. It returns how many files it
-// wrote; entries that fail the checks above are skipped, and the error
-// reports only an archive that cannot be read or a directory that cannot
-// be written.
-func Apply(archive []byte, tag string, dirs map[string]string) (int, error) {
+// wrote; entries that fail the checks above are skipped (so is every
+// entry after a name seen before, or once MaxTotalBytes are decompressed),
+// and the error reports only an archive that cannot be read, a directory
+// that cannot be written, or ctx's end.
+func Apply(ctx context.Context, archive []byte, tag string, dirs map[string]string) (int, error) {
 	if tag == "" || strings.ContainsAny(tag, "/\x00") {
 		return 0, fmt.Errorf("pycache: cache tag %q", tag)
 	}
@@ -66,8 +72,16 @@ func Apply(archive []byte, tag string, dirs map[string]string) (int, error) {
 			r.Close()
 		}
 	}()
-	written, total := 0, int64(0)
+	seen := map[string]bool{}
+	written, budget := 0, int64(MaxTotalBytes)
 	for _, f := range zr.File {
+		if err := ctx.Err(); err != nil {
+			return written, err
+		}
+		if seen[f.Name] {
+			continue
+		}
+		seen[f.Name] = true
 		top, rel, ok := strings.Cut(f.Name, "/")
 		dir, isDir := dirs[top]
 		if !ok || !isDir || dir == "" {
@@ -88,12 +102,12 @@ func Apply(archive []byte, tag string, dirs map[string]string) (int, error) {
 		if !ok {
 			continue
 		}
-		body, err := readEntry(f)
-		if err != nil || !matches(body, info) {
-			continue
-		}
-		if total += int64(len(body)); total > MaxTotalBytes {
+		body, err := readEntry(f, info, &budget)
+		if budget <= 0 {
 			break
+		}
+		if err != nil {
+			continue
 		}
 		if err := write(root, cache, body); err != nil {
 			if errors.Is(err, fs.ErrExist) {
@@ -104,6 +118,18 @@ func Apply(archive []byte, tag string, dirs map[string]string) (int, error) {
 		written++
 	}
 	return written, nil
+}
+
+// PartialComment is the comment of an archive whose compiler stopped
+// before it had compiled every source (a limit of its time or size): the
+// rest is left for another run.
+const PartialComment = "partial"
+
+// Partial reports whether archive says its compiler stopped short (see
+// PartialComment).
+func Partial(archive []byte) bool {
+	zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive)))
+	return zr != nil && (err == nil || errors.Is(err, zip.ErrInsecurePath)) && zr.Comment == PartialComment
 }
 
 // sourceOf parses "DIR/__pycache__/NAME.TAG.pyc" (DIR may be empty or
@@ -146,34 +172,48 @@ func plainSource(root *os.Root, src string) (fs.FileInfo, bool) {
 	return fi, true
 }
 
-// readEntry reads one entry, trusting none of its sizes.
-func readEntry(f *zip.File) ([]byte, error) {
+// readEntry reads one entry, trusting none of its sizes: its header
+// first, which must match the source described by info (see matches),
+// then the rest. Every byte decompressed is taken from budget.
+func readEntry(f *zip.File, info fs.FileInfo, budget *int64) ([]byte, error) {
 	rc, err := f.Open()
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, MaxFileBytes+1))
+	head := make([]byte, headerLen)
+	n, err := io.ReadFull(rc, head)
+	*budget -= int64(n)
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > MaxFileBytes {
-		return nil, errors.New("too large")
+	if !matches(head, info) {
+		return nil, errors.New("not a .pyc of its source")
 	}
-	return b, nil
+	limit := max(min(MaxFileBytes-headerLen, *budget), 0)
+	rest, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	*budget -= int64(len(rest))
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) == 0 || int64(len(rest)) > limit {
+		return nil, errors.New("empty, too large, or past the budget")
+	}
+	return append(head, rest...), nil
 }
 
-// matches reports whether body is a timestamp-checked .pyc of the source
-// described by info (PEP 552: magic ending in CR LF, flags 0, the source's
-// modification time and size, each a little-endian 32-bit word).
-func matches(body []byte, info fs.FileInfo) bool {
-	if len(body) <= headerLen || body[2] != '\r' || body[3] != '\n' {
+// matches reports whether head is the header of a timestamp-checked .pyc
+// of the source described by info (PEP 552: magic ending in CR LF, flags
+// 0, the source's modification time and size, each a little-endian 32-bit
+// word: what CPython checks before it uses the file).
+func matches(head []byte, info fs.FileInfo) bool {
+	if len(head) < headerLen || head[2] != '\r' || head[3] != '\n' {
 		return false
 	}
 	le := binary.LittleEndian
-	return le.Uint32(body[4:]) == 0 &&
-		le.Uint32(body[8:]) == uint32(info.ModTime().Unix()) &&
-		le.Uint32(body[12:]) == uint32(info.Size())
+	return le.Uint32(head[4:]) == 0 &&
+		le.Uint32(head[8:]) == uint32(info.ModTime().Unix()) &&
+		le.Uint32(head[12:]) == uint32(info.Size())
 }
 
 // tmpSeq names write's temporary files.
@@ -190,6 +230,11 @@ func write(root *os.Root, cache string, body []byte) error {
 		}
 	} else if err := root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
+	} else if err == nil {
+		// Whatever nubo's umask: the function's user must enter it.
+		if err := root.Chmod(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	if _, err := root.Lstat(cache); err == nil {
 		return fs.ErrExist

@@ -3,6 +3,7 @@ package pycache
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io/fs"
 	"os"
@@ -83,25 +84,38 @@ func TestApply(t *testing.T) {
 		"task/pkg/__pycache__/__init__.cpython-311.pyc": good,
 		"task/pkg/sub/__pycache__/mod.cpython-311.pyc":  pyc(mt, len("y = 2\n")),
 		// Refused, each for one reason:
-		"task/__pycache__/shipped.cpython-311.pyc":            pyc(mt, len("z = 3\n")), // exists
-		"task/__pycache__/data.cpython-311.pyc":               pyc(mt, 11),             // no data.py
-		"task/__pycache__/missing.cpython-311.pyc":            good,                    // no source
-		"task/pkg/__pycache__/__init__.cpython-312.pyc":       good,                    // another tag
-		"task/pkg/__pycache__/__init__.cpython-311.opt-1.pyc": good,                    // another name
-		"task/link/__pycache__/__init__.cpython-311.pyc":      good,                    // through a link
-		"task/pkg/../__pycache__/handler.cpython-311.pyc":     good,                    // not clean
-		"task/pkg/mod.cpython-311.pyc":                        good,                    // not in __pycache__
-		"opt/__pycache__/handler.cpython-311.pyc":             good,                    // no such directory given
-		"other/__pycache__/handler.cpython-311.pyc":           good,                    // unknown top
-		"task/pkg/sub/__pycache__/x.cpython-311.pyc":          good,                    // no x.py
-		"task/pkg/__pycache__/__init__.cpython-311.pyc/x":     good,                    // a directory
+		"task/__pycache__/shipped.cpython-311.pyc":            pyc(mt, len("z = 3\n")),                        // exists
+		"task/__pycache__/data.cpython-311.pyc":               pyc(mt, 11),                                    // no data.py
+		"task/__pycache__/missing.cpython-311.pyc":            good,                                           // no source
+		"task/pkg/__pycache__/__init__.cpython-312.pyc":       good,                                           // another tag
+		"task/pkg/__pycache__/__init__.cpython-311.opt-1.pyc": good,                                           // another name
+		"task/link/__pycache__/__init__.cpython-311.pyc":      append(pyc(mt, len("x = 1\n")), "via link"...), // through a link
+		"task/pkg/../__pycache__/handler.cpython-311.pyc":     good,                                           // not clean
+		"task/pkg/mod.cpython-311.pyc":                        good,                                           // not in __pycache__
+		"opt/__pycache__/handler.cpython-311.pyc":             good,                                           // no such directory given
+		"other/__pycache__/handler.cpython-311.pyc":           good,                                           // unknown top
+		"task/pkg/sub/__pycache__/x.cpython-311.pyc":          good,                                           // no x.py
+		"task/pkg/__pycache__/__init__.cpython-311.pyc/x":     good,                                           // a directory
+		"task/pkg/sub/__pycache__/mod.cpython-311.opt-2.pyc":  good,                                           // an optimised name
 	})
+	// Headers that name another source, or none, each refused.
+	flags := pyc(mt, len("y = 2\n"))
+	flags[4] = 1
+	nocrlf := pyc(mt, len("y = 2\n"))
+	nocrlf[2] = 'x'
+	for what, body := range map[string][]byte{"size": pyc(mt, 7), "flags": flags, "magic": nocrlf,
+		"header only": pyc(mt, len("y = 2\n"))[:16], "short": []byte("\xa7\r\r\n")} {
+		n, err := Apply(context.Background(), archive(t, map[string][]byte{"task/pkg/sub/__pycache__/mod.cpython-311.pyc": body}), tag, map[string]string{"task": dir})
+		if err != nil || n != 0 {
+			t.Errorf("%s: wrote %d, %v", what, n, err)
+		}
+	}
 	// A stale header: the source changed after compiling.
 	stale := archive(t, map[string][]byte{"task/pkg/sub/__pycache__/mod.cpython-311.pyc": pyc(mt.Add(time.Second), 6)})
-	if n, err := Apply(stale, tag, map[string]string{"task": dir}); err != nil || n != 0 {
+	if n, err := Apply(context.Background(), stale, tag, map[string]string{"task": dir}); err != nil || n != 0 {
 		t.Fatalf("stale header: wrote %d, %v", n, err)
 	}
-	n, err := Apply(arc, tag, map[string]string{"task": dir, "opt": ""})
+	n, err := Apply(context.Background(), arc, tag, map[string]string{"task": dir, "opt": ""})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,27 +150,52 @@ func TestApply(t *testing.T) {
 		t.Errorf("wrote outside: %v", es)
 	}
 	// Again: everything exists now.
-	if n, err := Apply(arc, tag, map[string]string{"task": dir}); err != nil || n != 0 {
+	if n, err := Apply(context.Background(), arc, tag, map[string]string{"task": dir}); err != nil || n != 0 {
 		t.Errorf("second apply wrote %d, %v", n, err)
 	}
 }
 
 func TestApplyRefuses(t *testing.T) {
 	dir, _ := tree(t)
-	if _, err := Apply([]byte("not a zip"), tag, map[string]string{"task": dir}); err == nil {
+	if _, err := Apply(context.Background(), []byte("not a zip"), tag, map[string]string{"task": dir}); err == nil {
 		t.Error("not a zip: no error")
 	}
 	for _, bad := range []string{"", "a/b", "x\x00"} {
-		if _, err := Apply(archive(t, nil), bad, map[string]string{"task": dir}); err == nil {
+		if _, err := Apply(context.Background(), archive(t, nil), bad, map[string]string{"task": dir}); err == nil {
 			t.Errorf("tag %q: no error", bad)
 		}
+	}
+	mt0 := time.Unix(1_700_000_000, 0)
+	// A __pycache__ that is a link is not followed.
+	if err := os.Symlink("../..", filepath.Join(dir, "pkg", "__pycache__")); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Apply(context.Background(), archive(t, map[string][]byte{"task/pkg/__pycache__/__init__.cpython-311.pyc": pyc(mt0, 6)}), tag, map[string]string{"task": dir})
+	if err != nil || n != 0 {
+		t.Errorf("__pycache__ a link: wrote %d, %v", n, err)
+	}
+	// A name seen twice: only its first entry counts, whatever it holds.
+	var buf bytes.Buffer
+	z := zip.NewWriter(&buf)
+	for _, body := range [][]byte{pyc(mt0, 5), pyc(mt0, len("import pkg\n"))} {
+		w, _ := z.Create("task/__pycache__/handler.cpython-311.pyc")
+		w.Write(body)
+	}
+	z.Close()
+	if n, err := Apply(context.Background(), buf.Bytes(), tag, map[string]string{"task": dir}); err != nil || n != 0 {
+		t.Errorf("a name twice: wrote %d, %v", n, err)
+	}
+	// An ended context ends it.
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Apply(ended, archive(t, map[string][]byte{"task/__pycache__/handler.cpython-311.pyc": pyc(mt0, 11)}), tag, map[string]string{"task": dir}); err == nil {
+		t.Error("an ended context: no error")
 	}
 	// A __pycache__ that is a file is left alone.
 	if err := os.WriteFile(filepath.Join(dir, "pkg/sub/__pycache__"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mt := time.Unix(1_700_000_000, 0)
-	n, err := Apply(archive(t, map[string][]byte{"task/pkg/sub/__pycache__/mod.cpython-311.pyc": pyc(mt, 6)}), tag, map[string]string{"task": dir})
+	n, err = Apply(context.Background(), archive(t, map[string][]byte{"task/pkg/sub/__pycache__/mod.cpython-311.pyc": pyc(mt0, 6)}), tag, map[string]string{"task": dir})
 	if err != nil || n != 0 {
 		t.Errorf("__pycache__ a file: wrote %d, %v", n, err)
 	}
@@ -192,7 +231,7 @@ func FuzzApply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, arc []byte) {
 		dir, _ := tree(t)
 		before := snapshot(t, dir)
-		Apply(arc, tag, map[string]string{"task": dir})
+		Apply(context.Background(), arc, tag, map[string]string{"task": dir})
 		after := snapshot(t, dir)
 		for p, body := range before {
 			if after[p] != body {

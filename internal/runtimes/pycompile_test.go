@@ -3,6 +3,7 @@ package runtimes
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,7 +111,10 @@ func TestCompiler(t *testing.T) {
 	if got := zipNames(t, p.body); !slices.Equal(got, want) {
 		t.Fatalf("archive:\n got %q\nwant %q", got, want)
 	}
-	n, err := pycache.Apply(p.body, tag, map[string]string{"task": task, "opt": opt})
+	if pycache.Partial(p.body) {
+		t.Error("a whole run says it is partial")
+	}
+	n, err := pycache.Apply(context.Background(), p.body, tag, map[string]string{"task": task, "opt": opt})
 	if err != nil || n != len(want) {
 		t.Fatalf("applied %d of %d: %v", n, len(want), err)
 	}
@@ -157,7 +161,7 @@ func TestCompilerLimit(t *testing.T) {
 		t.Fatalf("compiler posted %s: %s", p.kind, p.body)
 	}
 	names := zipNames(t, p.body)
-	if len(p.body) > limit || len(names) == 0 || len(names) == len(files) {
-		t.Errorf("answer of %d bytes (limit %d) with %d of %d files", len(p.body), limit, len(names), len(files))
+	if len(p.body) > limit || len(names) == 0 || len(names) == len(files) || !pycache.Partial(p.body) {
+		t.Errorf("answer of %d bytes (limit %d) with %d of %d files, partial %v", len(p.body), limit, len(names), len(files), pycache.Partial(p.body))
 	}
 }

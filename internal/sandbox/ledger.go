@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -60,6 +61,16 @@ func (l *Ledger) Give(mb int) {
 	l.mu.Lock()
 	l.usedMB -= mb
 	l.mu.Unlock()
+}
+
+// Free is what a Take may still charge; math.MaxInt without a bound.
+func (l *Ledger) Free() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.capMB <= 0 {
+		return math.MaxInt
+	}
+	return l.capMB - l.usedMB
 }
 
 // Used is what is charged.

@@ -42,6 +42,10 @@ func NewProcess(dir string, log *slog.Logger) (*Process, error) {
 // Name implements Backend.
 func (p *Process) Name() string { return "process" }
 
+// SeesHostCode implements HostCode: a process runs in the host's code
+// directories.
+func (p *Process) SeesHostCode() bool { return true }
+
 type procSandbox struct {
 	id    string
 	b     *Process

@@ -93,6 +93,22 @@ type Placed interface {
 	InvocationEnded()
 }
 
+// HostCode is a Backend whose sandboxes see Spec.CodeDir and LayersDir
+// themselves, as the host has them (bind mounts), not copies: a file nubo
+// adds there later (compiled Python bytecode; see package pycache) reaches
+// them, with the modification times of the host's files. The microVM tier
+// copies the code into its guests instead.
+type HostCode interface {
+	SeesHostCode() bool
+}
+
+// SeesHostCode reports whether b's sandboxes see the host's code
+// directories (see HostCode).
+func SeesHostCode(b Backend) bool {
+	h, ok := b.(HostCode)
+	return ok && h.SeesHostCode()
+}
+
 // Backend creates sandboxes.
 type Backend interface {
 	Name() string

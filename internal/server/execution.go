@@ -253,6 +253,7 @@ func (ex *execution) collectUnpacked(refs *control.CodeRefs) (int, error) {
 		opts[codecache.OptName(l)] = true
 	}
 	keep := func(kind, name string) bool {
+		name, _ = codecache.Owned(name) // an account's copy lives as long as its entry
 		if kind == "opt" {
 			return opts[name]
 		}

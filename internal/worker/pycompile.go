@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agentproto"
 	"github.com/nubo-dev/nubo/internal/control"
@@ -24,34 +25,65 @@ const (
 	compileMemoryMB = 512
 	compileTimeout  = 2 * time.Minute
 	compileLimit    = 6_000_000
+	// compileRoom is how many sandboxes of compileMemoryMB the ledger must
+	// still have room for.
+	compileRoom = 4
 )
 
+// compileDirs returns the directories v's environments of rt see as
+// their code and layers: codeDir and optDir as unpacked, shared by every
+// function with the same zips, or the account's own copies of them
+// (codecache.Own) when nubo compiles the function's Python code ahead
+// (compiles reports that), so that what is compiled in a sandbox of one
+// account never reaches another's functions.
+func (p *Pool) compileDirs(v *control.Version, rt runtimes.Runtime, codeDir, optDir string) (code, opt string, compiles bool) {
+	if runtimes.CacheTag(rt) == "" || p.cfg.NoCompile || p.cfg.RuntimeDir == "" || !sandbox.SeesHostCode(p.backendOf(v.Account)) {
+		return codeDir, optDir, false
+	}
+	code, err := p.cfg.Code.Own(codeDir, v.Account)
+	if err == nil && optDir != "" {
+		opt, err = p.cfg.Code.Own(optDir, v.Account)
+	}
+	if err != nil {
+		p.log.Warn("no copy of a Python function's code of its account's own: not compiled ahead", "function", v.Config.FunctionArn, "err", err)
+		return codeDir, optDir, false
+	}
+	return code, opt, true
+}
+
 // compileAhead starts compiling the Python sources of v's code and layers
-// (codeDir, optDir on the host) for rt in the background, once per code,
-// layers and interpreter for the life of the pool: environments that start
-// afterwards import them without compiling. It does nothing for other
-// runtimes or when Config.NoCompile is set.
+// (codeDir, optDir on the host: the account's own copies, see compileDirs)
+// for rt in the background: environments that start afterwards import
+// them without compiling. It runs once per directory and interpreter, and
+// again after a compilation that stopped short (a limit) or could not run
+// (no memory free, the pool closing).
 func (p *Pool) compileAhead(v *control.Version, rt runtimes.Runtime, codeDir, optDir string) {
 	tag := runtimes.CacheTag(rt)
-	if tag == "" || p.cfg.NoCompile || p.cfg.RuntimeDir == "" {
-		return
-	}
-	// Named by the directories' inodes too: one removed and unpacked again
-	// (codecache.Collect) is compiled again.
+	// Named by the directories' inodes and birth times too: one removed
+	// and made again (codecache.Collect) is compiled again.
 	k := dirKey(codeDir) + "\x00" + dirKey(optDir) + "\x00" + tag
 	p.mu.Lock()
 	if p.closed || p.compiled[k] {
 		p.mu.Unlock()
 		return
 	}
+	if len(p.compiled) >= maxCompiled {
+		clear(p.compiled) // at worst, some run once more and find little to do
+	}
 	p.compiled[k] = true
 	p.wg.Add(1)
 	p.mu.Unlock()
+	again := func() {
+		p.mu.Lock()
+		delete(p.compiled, k)
+		p.mu.Unlock()
+	}
 	go func() {
 		defer p.wg.Done()
 		select {
 		case p.compiling <- struct{}{}:
 		case <-p.stop:
+			again()
 			return
 		}
 		defer func() { <-p.compiling }()
@@ -65,33 +97,50 @@ func (p *Pool) compileAhead(v *control.Version, rt runtimes.Runtime, codeDir, op
 			}
 		}()
 		t0 := time.Now()
-		n, err := p.compile(ctx, v, rt, tag, codeDir, optDir)
-		if err != nil {
-			// Not again for this code: the environments compile as they import.
+		n, partial, err := p.compile(ctx, v, rt, tag, codeDir, optDir)
+		switch {
+		case errors.Is(err, errNoMemory) || errors.Is(err, sandbox.ErrNoRoom) || errors.Is(err, context.Canceled):
+			again()
+			p.log.Debug("compiling a Python function's code ahead: later", "function", v.Config.FunctionArn, "err", err)
+		case err != nil:
+			// Not again: the environments compile as they import.
 			p.log.Info("compiling a Python function's code ahead failed", "function", v.Config.FunctionArn, "err", err)
-			return
+		default:
+			if partial {
+				again() // the next start compiles the rest
+			}
+			p.log.Debug("compiled a Python function's code ahead", "function", v.Config.FunctionArn, "files", n,
+				"partial", partial, "took", time.Since(t0))
 		}
-		p.log.Debug("compiled a Python function's code ahead", "function", v.Config.FunctionArn, "files", n, "took", time.Since(t0))
 	}()
 }
+
+// errNoMemory: the node's memory is too taken to compile now.
+var errNoMemory = errors.New("too little memory free on this node")
+
+// maxCompiled bounds Pool.compiled.
+const maxCompiled = 10_000
 
 // compile runs the compiler in a sandbox of its own, with v's code, layers
 // and account but no network and none of its extensions, and writes what
 // it answers into codeDir and optDir.
-func (p *Pool) compile(ctx context.Context, v *control.Version, rt runtimes.Runtime, tag, codeDir, optDir string) (int, error) {
+//
+// It leaves the memory of cold starts to them: it runs only while the
+// node's ledger has room for several more environments of its size.
+func (p *Pool) compile(ctx context.Context, v *control.Version, rt runtimes.Runtime, tag, codeDir, optDir string) (n int, partial bool, err error) {
 	charge := compileMemoryMB
 	if sandbox.Charges(p.backendOf(v.Account)) {
 		charge = 0
 	}
-	if !p.ledger.Take(charge) {
-		return 0, errors.New("no memory free on this node")
+	if p.ledger.Free() < compileRoom*compileMemoryMB || !p.ledger.Take(charge) {
+		return 0, false, errNoMemory
 	}
 	defer p.ledger.Give(charge)
 	id := newID()
 	sb, err := p.cfg.Backend.Create(ctx, sandbox.Spec{ID: "nubo-" + id[:12], Account: v.Account, MemoryMB: compileMemoryMB,
 		EphemeralMB: 512, CodeDir: codeDir, LayersDir: optDir, RuntimeDir: p.cfg.RuntimeDir, NoNetwork: true})
 	if err != nil {
-		return 0, fmt.Errorf("sandbox: %w", err)
+		return 0, false, fmt.Errorf("sandbox: %w", err)
 	}
 	// Ended by the pool's close or the timeout, whatever it is doing.
 	over := make(chan struct{})
@@ -125,27 +174,34 @@ func (p *Pool) compile(ctx context.Context, v *control.Version, rt runtimes.Runt
 	e, resp, err := env.StartInvoke(ctx, sb, sb.ID(), cfg, &env.Request{RequestID: newID(), Payload: []byte("{}"),
 		InvokedFunctionARN: v.Config.FunctionArn, Timeout: compileTimeout})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer e.Destroy()
 	switch {
-	case resp.FunctionError || resp.Reset || resp.Fatal:
-		return 0, fmt.Errorf("the compiler failed: %s %.200s", resp.ErrorType, resp.Payload)
 	case ctx.Err() != nil:
-		return 0, ctx.Err()
+		return 0, false, ctx.Err()
+	case resp.FunctionError || resp.Reset || resp.Fatal:
+		return 0, false, fmt.Errorf("the compiler failed: %s %.200s", resp.ErrorType, resp.Payload)
 	}
 	dirs := map[string]string{"task": codeDir}
 	if optDir != "" {
 		dirs["opt"] = optDir
 	}
-	return pycache.Apply(resp.Payload, tag, dirs)
+	n, err = pycache.Apply(ctx, resp.Payload, tag, dirs)
+	return n, pycache.Partial(resp.Payload), err
 }
 
-// dirKey names a directory and the inode it has now.
+// dirKey names a directory with its inode and, where the file system
+// keeps it, its birth time: what its contents' changes leave alone, and a
+// directory made again in its place does not share.
 func dirKey(dir string) string {
-	var st syscall.Stat_t
-	if dir == "" || syscall.Stat(dir, &st) != nil {
+	var st unix.Statx_t
+	if dir == "" || unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_INO|unix.STATX_BTIME, &st) != nil {
 		return dir
 	}
-	return dir + "@" + strconv.FormatUint(st.Ino, 10)
+	k := dir + "@" + strconv.FormatUint(st.Ino, 10)
+	if st.Mask&unix.STATX_BTIME != 0 {
+		k += "." + strconv.FormatInt(st.Btime.Sec, 10) + "." + strconv.FormatUint(uint64(st.Btime.Nsec), 10)
+	}
+	return k
 }

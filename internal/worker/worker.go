@@ -467,9 +467,16 @@ func (p *Pool) start(ctx context.Context, v *control.Version, initType string, f
 	if err != nil {
 		return nil, nil, fmt.Errorf("unpack layers: %w", err)
 	}
-	// After this environment's start: the compiler's sandbox would take
-	// the CPU from it.
-	defer p.compileAhead(v, rt, codeDir, optDir)
+	codeDir, optDir, compiles := p.compileDirs(v, rt, codeDir, optDir)
+	if compiles {
+		// After this environment's start: the compiler's sandbox would take
+		// the CPU from it.
+		defer func() {
+			if err == nil {
+				p.compileAhead(v, rt, codeDir, optDir)
+			}
+		}()
+	}
 	id := newID()
 	spec := sandbox.Spec{ID: "nubo-" + id[:12], Account: v.Account, MemoryMB: c.MemorySize, EphemeralMB: c.EphemeralStorage.Size,
 		CodeDir: codeDir, LayersDir: optDir, RuntimeDir: p.cfg.RuntimeDir, NoNetwork: c.NuboNetwork == "none"}

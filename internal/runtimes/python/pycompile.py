@@ -25,6 +25,15 @@ import zipfile
 
 API = "/2018-06-01/runtime/invocation/"
 
+# Larger sources (generated tables, mostly) are left to their imports: one
+# could take longer than the whole run may.
+MAX_SOURCE = 4 << 20
+
+# The archive's comment when the run stopped before compiling everything
+# (pycache.PartialComment): the host runs it again later, and what is
+# compiled by then is skipped.
+PARTIAL = b"partial"
+
 
 def sources(root):
     """Yields the .py files under root that have no cached bytecode yet."""
@@ -34,7 +43,7 @@ def sources(root):
             if not name.endswith(".py"):
                 continue
             src = os.path.join(dirpath, name)
-            if os.path.islink(src) or not os.path.isfile(src):
+            if os.path.islink(src) or not os.path.isfile(src) or os.path.getsize(src) > MAX_SOURCE:
                 continue
             cached = importlib.util.cache_from_source(src)
             if os.path.exists(cached):
@@ -45,11 +54,11 @@ def sources(root):
 def archive(roots, limit, deadline, scratch):
     """The zip of compiled files: at most limit bytes, compiled until the
     monotonic clock reaches deadline. What does not fit is compiled by the
-    imports, as without this."""
+    imports, as without this, until another run."""
     buf = io.BytesIO()
     # The central directory, written at the end: 46 bytes and the name per
-    # file, and the end record.
-    directory = 64
+    # file, and the end record with its comment.
+    directory = 64 + len(PARTIAL)
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for prefix, root in roots:
             if not root or not os.path.isdir(root):
@@ -79,6 +88,7 @@ def archive(roots, limit, deadline, scratch):
 
 
 def finish(z, buf):
+    z.comment = PARTIAL
     z.close()
     return buf.getvalue()
 
