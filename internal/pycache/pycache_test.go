@@ -249,6 +249,10 @@ func FuzzApply(f *testing.F) {
 			if _, ok := before[src]; !ok {
 				t.Fatalf("wrote %s without %s", p, src)
 			}
+			info, err := os.Stat(filepath.Join(dir, src))
+			if err != nil || !matches([]byte(after[p]), info) {
+				t.Fatalf("wrote %s with a header not of %s", p, src)
+			}
 		}
 		if es, _ := os.ReadDir(filepath.Dir(dir)); len(es) != 1 {
 			t.Fatalf("wrote outside: %v", es)
