@@ -230,7 +230,8 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 
 // prefetch unpacks a created or updated function's code and layers into
 // the code cache right away, so its first cold start does not (80-100 ms
-// for the bench's package on the development machine).
+// for the bench's package on the development machine; see
+// worker.Pool.Prefetch).
 func (ex *execution) prefetch(acct, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -238,8 +239,7 @@ func (ex *execution) prefetch(acct, name string) {
 	if err != nil {
 		return
 	}
-	ex.code.Code(ctx, v.CodeHex)
-	ex.code.Opt(ctx, v.LayerHexes)
+	ex.pool.Prefetch(ctx, v)
 }
 
 // collectUnpacked removes unpacked code this node no longer needs (see

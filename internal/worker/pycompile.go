@@ -51,6 +51,24 @@ func (p *Pool) compileDirs(v *control.Version, rt runtimes.Runtime, codeDir, opt
 	return code, opt, true
 }
 
+// Prefetch makes ready what the first environment of v will take from the
+// code cache: its code and layers unpacked and, where its Python code is
+// compiled ahead, its account's own copies of them (linking a tree of 2 000
+// files took 140 ms here), so that its cold start does not.
+func (p *Pool) Prefetch(ctx context.Context, v *control.Version) {
+	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
+	if err != nil {
+		return
+	}
+	optDir, err := p.cfg.Code.Opt(ctx, v.LayerHexes)
+	if err != nil {
+		return
+	}
+	if rt, ok := p.runtime(v.Config.Runtime); ok {
+		p.compileDirs(v, rt, codeDir, optDir)
+	}
+}
+
 // compileAhead starts compiling the Python sources of v's code and layers
 // (codeDir, optDir on the host: the account's own copies, see compileDirs)
 // for rt in the background: environments that start afterwards import
