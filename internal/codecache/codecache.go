@@ -5,6 +5,10 @@
 // <dir>/opt/<hash of the layer hashes> (later layers win, as in Lambda's
 // /opt).
 //
+// An account's own copy of an entry (Own, <entry>@<account>: hard links
+// in directories of its own) is the one kind of entry nubo writes into
+// after it is made: compiled Python bytecode, package pycache.
+//
 // Entries are immutable once made (they are addressed by content), built in
 // a temporary directory and renamed into place, so a crash never leaves a
 // half-unpacked entry that looks complete. Concurrent requests for the same
@@ -184,7 +188,7 @@ func (c *Cache) Own(dir, owner string) (string, error) {
 	if err != nil || !ok || !slices.Contains(Kinds, kind) || name == "" || strings.ContainsAny(name, "@"+string(filepath.Separator)) {
 		return "", fmt.Errorf("codecache: %s is no entry of the cache", dir)
 	}
-	path := dir + "@" + owner
+	path := filepath.Join(c.dir, kind, name+"@"+owner)
 	err = c.once(path, func(tmp string) error { return linkTree(dir, tmp) })
 	return path, err
 }

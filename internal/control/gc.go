@@ -14,13 +14,17 @@ import (
 type CodeRefs struct {
 	Zips   map[string]bool
 	Layers [][]string
+	// Accounts holds, per account, what its functions and versions refer
+	// to (their Accounts nil): what an account's own copies of unpacked
+	// code are kept for (codecache.Own).
+	Accounts map[string]*CodeRefs
 }
 
 // References reads every function, version and layer record and returns
 // the code they refer to. An error means a partial view: nothing may be
 // collected on it.
 func (s *Service) References(ctx context.Context) (*CodeRefs, error) {
-	refs := &CodeRefs{Zips: map[string]bool{}}
+	refs := &CodeRefs{Zips: map[string]bool{}, Accounts: map[string]*CodeRefs{}}
 	keys, err := s.st.Keys(ctx, ">")
 	if err != nil {
 		return nil, err
@@ -32,13 +36,14 @@ func (s *Service) References(ctx context.Context) (*CodeRefs, error) {
 			if _, err := s.st.Get(ctx, k, &rec); err != nil {
 				return nil, err
 			}
-			refs.add(rec.CodeHex, rec.LayerHexes)
+			acct, _, _ := strings.Cut(strings.TrimPrefix(k, "fn."), ".")
+			refs.add(acct, rec.CodeHex, rec.LayerHexes)
 		case strings.HasPrefix(k, "ver."):
 			var v Version
 			if _, err := s.st.Get(ctx, k, &v); err != nil {
 				return nil, err
 			}
-			refs.add(v.CodeHex, v.LayerHexes)
+			refs.add(v.Account, v.CodeHex, v.LayerHexes)
 		case strings.HasPrefix(k, "layer.") && isLayerVersionKey(k):
 			var sl storedLayer
 			if _, err := s.st.Get(ctx, k, &sl); err != nil {
@@ -58,7 +63,18 @@ func (s *Service) References(ctx context.Context) (*CodeRefs, error) {
 	return refs, nil
 }
 
-func (r *CodeRefs) add(code string, layers []string) {
+// add records a function's or version's code and layers, for acct too.
+func (r *CodeRefs) add(acct, code string, layers []string) {
+	r.refer(code, layers)
+	a := r.Accounts[acct]
+	if a == nil {
+		a = &CodeRefs{Zips: map[string]bool{}}
+		r.Accounts[acct] = a
+	}
+	a.refer(code, layers)
+}
+
+func (r *CodeRefs) refer(code string, layers []string) {
 	r.Zips[code] = true
 	for _, h := range layers {
 		r.Zips[h] = true

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
 	"github.com/nubo-dev/nubo/internal/runtimes"
+	"github.com/nubo-dev/nubo/internal/server/servertest"
 )
 
 // pycHandler reports, for each of its modules, whether CPython's cache
@@ -19,7 +20,11 @@ import (
 // source's modification time and size (PEP 552), and whether the function
 // can write there.
 const pycHandler = `import importlib.util, os, struct
-import pkg.mod, layermod  # /opt/python is on the path, as on Lambda
+import pkg.mod
+try:
+    import layermod  # /opt/python is on the path, as on Lambda
+except ImportError:
+    layermod = None
 
 def state(path):
     cached = importlib.util.cache_from_source(path)
@@ -39,8 +44,8 @@ def state(path):
         return "ok"
 
 def handler(event, context):
-    return {p: state(p) for p in ["/var/task/app.py", pkg.mod.__file__, "/var/task/pkg/__init__.py",
-                                  layermod.__file__, "/var/task/bad.py"]}
+    paths = ["/var/task/app.py", pkg.mod.__file__, "/var/task/pkg/__init__.py", "/var/task/bad.py"]
+    return {p: state(p) for p in paths + ([layermod.__file__] if layermod else [])}
 `
 
 // TestPythonCompiledAhead: nubo compiles a Python function's code and
@@ -61,12 +66,13 @@ func TestPythonCompiledAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.create(t, "py-pyc", ziptest.Zip(t,
+	code := ziptest.Zip(t,
 		ziptest.File{Name: "app.py", Body: []byte(pycHandler)},
 		ziptest.File{Name: "pkg/__init__.py", Body: []byte("")},
 		ziptest.File{Name: "pkg/mod.py", Body: []byte("def f():\n    return 1\n")},
 		ziptest.File{Name: "bad.py", Body: []byte("def (:\n")},
-	), func(in *lambda.CreateFunctionInput) {
+	)
+	h.create(t, "py-pyc", code, func(in *lambda.CreateFunctionInput) {
 		in.Runtime = types.Runtime(rt)
 		in.Handler = aws.String("app.handler")
 		in.Layers = []string{aws.ToString(layer.LayerVersionArn)}
@@ -95,6 +101,27 @@ func TestPythonCompiledAhead(t *testing.T) {
 	for p, s := range want {
 		if got[p] != s {
 			t.Errorf("%s: %q, want %q", p, got[p], s)
+		}
+	}
+
+	// Another account deploying the same zip (so the same unpacked code)
+	// does not find what was compiled for this one: its first environment
+	// runs before its own compilation, from its own copy.
+	a := servertest.Client(h.s.URL, servertest.AccountA.AccessKeys[0].AccessKeyID, servertest.AccountA.AccessKeys[0].SecretAccessKey)
+	other := &harness{s: h.s, c: a}
+	other.create(t, "py-pyc", code, func(in *lambda.CreateFunctionInput) {
+		in.Runtime = types.Runtime(rt)
+		in.Handler = aws.String("app.handler")
+		in.Role = aws.String("arn:aws:iam::" + servertest.AccountA.AccountID + ":role/r")
+	})
+	r := other.invokeOK(t, "py-pyc", []byte(`{}`))
+	got = nil
+	if err := json.Unmarshal(r.Payload, &got); err != nil {
+		t.Fatalf("account A's function answered %s", r.Payload)
+	}
+	for _, p := range []string{"/var/task/app.py", "/var/task/pkg/mod.py", "/var/task/pkg/__init__.py"} {
+		if got[p] != "missing" {
+			t.Errorf("account A's first environment: %s is %q, want missing (compiled for another account)", p, got[p])
 		}
 	}
 }

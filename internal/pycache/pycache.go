@@ -103,7 +103,7 @@ func Apply(ctx context.Context, archive []byte, tag string, dirs map[string]stri
 			continue
 		}
 		body, err := readEntry(f, info, &budget)
-		if budget <= 0 {
+		if budget < 0 {
 			break
 		}
 		if err != nil {

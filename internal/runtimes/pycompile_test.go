@@ -152,6 +152,8 @@ func TestCompilerLimit(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		files["m"+strconv.Itoa(i)+".py"] = strings.Repeat("def f"+strconv.Itoa(i)+"(x):\n    return [x * k for k in range(10)]\n", 40)
 	}
+	// Sorted first, and alone larger than the limit: left out, not the end.
+	files["a_big.py"] = strings.Repeat("def g(x):\n    return {'k': [x, x + 1, x * 2]}\n", 2000)
 	task := writeFiles(t, files)
 	const limit = 12_000
 	api := newFakeAPI(t)
@@ -161,6 +163,9 @@ func TestCompilerLimit(t *testing.T) {
 		t.Fatalf("compiler posted %s: %s", p.kind, p.body)
 	}
 	names := zipNames(t, p.body)
+	if slices.ContainsFunc(names, func(n string) bool { return strings.Contains(n, "a_big") }) {
+		t.Errorf("a file larger than the limit is in the answer: %q", names)
+	}
 	if len(p.body) > limit || len(names) == 0 || len(names) == len(files) || !pycache.Partial(p.body) {
 		t.Errorf("answer of %d bytes (limit %d) with %d of %d files, partial %v", len(p.body), limit, len(names), len(files), pycache.Partial(p.body))
 	}

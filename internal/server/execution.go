@@ -248,18 +248,37 @@ func (ex *execution) prefetch(acct, name string) {
 // longest environment lifetime, plus the longest invocation (15 minutes)
 // that may still run at its end, plus a margin.
 func (ex *execution) collectUnpacked(refs *control.CodeRefs) (int, error) {
+	return ex.code.Collect(keepUnpacked(refs), ex.pool.MaxLifetime()+30*time.Minute)
+}
+
+// keepUnpacked says which entries of the code cache refs keep: every zip
+// referred to, every list of layers in use, and an account's own copy of
+// either while that account refers to it.
+func keepUnpacked(refs *control.CodeRefs) func(kind, name string) bool {
 	opts := map[string]bool{}
 	for _, l := range refs.Layers {
 		opts[codecache.OptName(l)] = true
 	}
-	keep := func(kind, name string) bool {
-		name, _ = codecache.Owned(name) // an account's copy lives as long as its entry
+	// An account's own copy (codecache.Own) lives while that account refers
+	// to its entry.
+	owned := map[string]bool{}
+	for acct, r := range refs.Accounts {
+		for z := range r.Zips {
+			owned["code/"+z+"@"+acct] = true
+		}
+		for _, l := range r.Layers {
+			owned["opt/"+codecache.OptName(l)+"@"+acct] = true
+		}
+	}
+	return func(kind, name string) bool {
+		if _, owner := codecache.Owned(name); owner != "" {
+			return owned[kind+"/"+name]
+		}
 		if kind == "opt" {
 			return opts[name]
 		}
 		return refs.Zips[name]
 	}
-	return ex.code.Collect(keep, ex.pool.MaxLifetime()+30*time.Minute)
 }
 
 // invalidate retires environments whose function changed. It judges the

@@ -102,4 +102,10 @@ func TestCollectCode(t *testing.T) {
 	if len(refs.Layers) != 1 || len(refs.Layers[0]) != 1 || refs.Layers[0][0] != hexOf(layerZip) {
 		t.Errorf("layer lists %v, want one holding the layer", refs.Layers)
 	}
+	// Per account: what an account's own copies (codecache.Own) are kept
+	// for; no other account's.
+	dev := refs.Accounts["000000000000"]
+	if len(refs.Accounts) != 1 || dev == nil || !dev.Zips[hexOf(usesZip)] || len(dev.Zips) != 4 || len(dev.Layers) != 1 {
+		t.Errorf("references by account: %d accounts, the development account's %+v", len(refs.Accounts), dev)
+	}
 }

@@ -26,8 +26,8 @@ const (
 	compileTimeout  = 2 * time.Minute
 	compileLimit    = 6_000_000
 	// compileRoom is how many sandboxes of compileMemoryMB the ledger must
-	// still have room for.
-	compileRoom = 4
+	// still have room for: the compiler's and one cold start's.
+	compileRoom = 2
 )
 
 // compileDirs returns the directories v's environments of rt see as
@@ -124,7 +124,7 @@ func (p *Pool) compileAhead(v *control.Version, rt runtimes.Runtime, codeDir, op
 			// Not again: the environments compile as they import.
 			p.log.Info("compiling a Python function's code ahead failed", "function", v.Config.FunctionArn, "err", err)
 		default:
-			if partial {
+			if partial && n > 0 {
 				again() // the next start compiles the rest
 			}
 			p.log.Debug("compiled a Python function's code ahead", "function", v.Config.FunctionArn, "files", n,
@@ -151,6 +151,10 @@ func (p *Pool) compile(ctx context.Context, v *control.Version, rt runtimes.Runt
 		charge = 0
 	}
 	if p.ledger.Free() < compileRoom*compileMemoryMB || !p.ledger.Take(charge) {
+		p.lowMemory.Do(func() {
+			p.log.Info("too little memory free to compile Python functions' code ahead; tried again at later cold starts",
+				"free_mb", p.ledger.Free(), "needs_mb", compileRoom*compileMemoryMB)
+		})
 		return 0, false, errNoMemory
 	}
 	defer p.ledger.Give(charge)

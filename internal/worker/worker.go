@@ -94,6 +94,7 @@ type Pool struct {
 	// taken; compiling admits one compilation at a time.
 	compiled  map[string]bool
 	compiling chan struct{}
+	lowMemory sync.Once // logs the first compile refused for memory
 }
 
 // group is the environments of one pool key.

@@ -324,7 +324,8 @@ func TestPkgSources(t *testing.T) {
 	script := pkgImport(compiled) + "; import lambda_function, benchpkg.mod3 as m; " +
 		"assert lambda_function.lambda_handler({'a': 1}, None) == {'a': 1}; " +
 		"assert m.handle_2({'x': 9, 'y': ' Y '}) == 'x=9.00, y:y'; " +
-		"assert m.__cached__ and __import__('os').path.exists(m.__cached__)"
+		"import os, struct; st = os.stat(m.__file__); head = open(m.__cached__, 'rb').read(16); " +
+		"assert struct.unpack('<III', head[4:16]) == (0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size)"
 	// -B: the cached files must be compileall's, not written by this import.
 	if _, err := timeExec(true, py, "-B", "-c", script); err != nil {
 		t.Fatalf("import from the compiled copy: %v", err)

@@ -80,7 +80,10 @@ def archive(roots, limit, deadline, scratch):
                 # Its local header (30 bytes and the name), its data
                 # (deflate grows what it cannot compress by a few bytes a
                 # block) and its entry in the directory.
-                if buf.tell() + 30 + named + size + size // 1000 + 64 + directory + 46 + named > limit:
+                need = 30 + named + size + size // 1000 + 64 + 46 + named
+                if 64 + len(PARTIAL) + need > limit:
+                    continue  # could never fit: left to its import
+                if buf.tell() + need + directory > limit:
                     return finish(z, buf)
                 z.write(scratch, name)
                 directory += 46 + named
