@@ -1,8 +1,11 @@
 package invoke_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -110,8 +113,15 @@ func TestPythonCompiledAhead(t *testing.T) {
 	}
 
 	// Another account deploying the same zip (so the same unpacked code)
-	// does not find what was compiled for this one: its first environment
-	// runs before its own compilation, from its own copy.
+	// gets a copy of its own: nothing is compiled into the shared entry,
+	// and what the other account's functions read is never this one's.
+	sum := sha256.Sum256(code)
+	entry := filepath.Join(h.s.DataDir, "code", "code", hex.EncodeToString(sum[:]))
+	tag := cacheTag(t, rt)
+	mine := filepath.Join(entry+"@000000000000", "__pycache__", "app."+tag+".pyc")
+	if _, err := os.Stat(mine); err != nil {
+		t.Fatalf("this account's copy: %v", err)
+	}
 	a := servertest.Client(h.s.URL, servertest.AccountA.AccessKeys[0].AccessKeyID, servertest.AccountA.AccessKeys[0].SecretAccessKey)
 	other := &harness{s: h.s, c: a}
 	other.create(t, "py-pyc", code, func(in *lambda.CreateFunctionInput) {
@@ -119,14 +129,68 @@ func TestPythonCompiledAhead(t *testing.T) {
 		in.Handler = aws.String("app.handler")
 		in.Role = aws.String("arn:aws:iam::" + servertest.AccountA.AccountID + ":role/r")
 	})
-	r := other.invokeOK(t, "py-pyc", []byte(`{}`))
-	got = nil
-	if err := json.Unmarshal(r.Payload, &got); err != nil {
-		t.Fatalf("account A's function answered %s", r.Payload)
+	other.invokeOK(t, "py-pyc", []byte(`{}`))
+	if _, err := os.Stat(filepath.Join(entry, "__pycache__")); !os.IsNotExist(err) {
+		t.Errorf("the shared entry has a __pycache__: %v", err)
 	}
-	for _, p := range []string{"app.py", "pkg/mod.py", "pkg/__init__.py"} {
-		if got[p] != "missing" {
-			t.Errorf("account A's first environment: %s is %q, want missing (compiled for another account)", p, got[p])
+	theirs := filepath.Join(entry+"@"+servertest.AccountA.AccountID, "__pycache__", "app."+tag+".pyc")
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(theirs))); err != nil {
+		t.Errorf("account A's copy: %v", err)
+	}
+	if a, err := os.Stat(theirs); err == nil {
+		if b, _ := os.Stat(mine); os.SameFile(a, b) {
+			t.Errorf("account A reads the .pyc compiled for the development account")
 		}
 	}
+}
+
+// TestPythonCompiledAtDeploy: a function left alone after it is deployed
+// is compiled before its first cold start, which then imports nothing it
+// must compile.
+func TestPythonCompiledAtDeploy(t *testing.T) {
+	rt := managedRuntime(t, runtimes.FamilyPython, "python3")
+	if iso := os.Getenv("NUBO_TEST_ISOLATION"); iso == "microvm" || iso == "process" {
+		t.Skip("nothing is compiled ahead under " + iso + " isolation (see TestPythonCompiledAhead)")
+	}
+	h := newHarness(t)
+	code := ziptest.Zip(t,
+		ziptest.File{Name: "app.py", Body: []byte(pycHandler + "# deployed\n")},
+		ziptest.File{Name: "pkg/__init__.py", Body: []byte("")},
+		ziptest.File{Name: "pkg/mod.py", Body: []byte("def f():\n    return 2\n")},
+	)
+	h.create(t, "py-deployed", code, func(in *lambda.CreateFunctionInput) {
+		in.Runtime = types.Runtime(rt)
+		in.Handler = aws.String("app.handler")
+	})
+	sum := sha256.Sum256(code)
+	pyc := filepath.Join(h.s.DataDir, "code", "code", hex.EncodeToString(sum[:])+"@000000000000", "pkg", "__pycache__", "mod."+cacheTag(t, rt)+".pyc")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(pyc); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not compiled a minute after its deployment: %s", pyc)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := h.invokeOK(t, "py-deployed", []byte(`{}`))
+	var got map[string]string
+	if err := json.Unmarshal(r.Payload, &got); err != nil {
+		t.Fatalf("answered %s", r.Payload)
+	}
+	for _, p := range []string{"app.py", "pkg/mod.py", "pkg/__init__.py"} {
+		if got[p] != "ok" {
+			t.Errorf("first environment: %s is %q, want ok", p, got[p])
+		}
+	}
+}
+
+// cacheTag is the tag of rt's .pyc files ("cpython-311").
+func cacheTag(t *testing.T, rt string) string {
+	tag := runtimes.CacheTag(runtimes.Runtime{ID: rt, Family: runtimes.FamilyPython})
+	if tag == "" {
+		t.Fatalf("no cache tag for %s", rt)
+	}
+	return tag
 }
