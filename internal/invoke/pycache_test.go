@@ -162,6 +162,9 @@ func TestPythonCompiledAtDeploy(t *testing.T) {
 		in.Runtime = types.Runtime(rt)
 		in.Handler = aws.String("app.handler")
 	})
+	// The last file the compiler's answer holds (it walks the tree in
+	// order, and Apply writes in the answer's order): once it is there,
+	// all are.
 	sum := sha256.Sum256(code)
 	pyc := filepath.Join(h.s.DataDir, "code", "code", hex.EncodeToString(sum[:])+"@000000000000", "pkg", "__pycache__", "mod."+cacheTag(t, rt)+".pyc")
 	deadline := time.Now().Add(60 * time.Second)

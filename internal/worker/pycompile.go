@@ -56,8 +56,9 @@ func (p *Pool) compileDirs(v *control.Version, rt runtimes.Runtime, codeDir, opt
 // compiled ahead, its account's own copies of them (linking a tree of 2 000
 // files took 140 ms here), so that its cold start does not. The
 // compilation itself starts prefetchCompileDelay later, unless an
-// environment has started it by then: a function invoked right after it
-// is deployed starts first, without the compiler beside it.
+// environment has started it by then: a function invoked within that
+// delay starts before the compiler does (one whose start is still under
+// way when the delay ends has it beside it).
 func (p *Pool) Prefetch(ctx context.Context, v *control.Version) {
 	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
 	if err != nil {
