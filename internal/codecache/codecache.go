@@ -189,7 +189,7 @@ func (c *Cache) Own(dir, owner string) (string, error) {
 		return "", fmt.Errorf("codecache: %s is no entry of the cache", dir)
 	}
 	path := filepath.Join(c.dir, kind, name+"@"+owner)
-	err = c.once(path, func(tmp string) error { return linkTree(dir, tmp) })
+	err = c.once(path, func(tmp string) error { return merge(dir, tmp) })
 	return path, err
 }
 
@@ -198,41 +198,6 @@ func (c *Cache) Own(dir, owner string) (string, error) {
 func Owned(name string) (entry, owner string) {
 	entry, owner, _ = strings.Cut(name, "@")
 	return entry, owner
-}
-
-// linkTree fills dst (which exists) with src's directories, hard links to
-// its regular files and copies of its symbolic links.
-func linkTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		to := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			if err := os.Mkdir(to, 0o700); err != nil {
-				return err
-			}
-			return os.Chmod(to, fi.Mode().Perm())
-		case d.Type().IsRegular():
-			return os.Link(p, to)
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(target, to)
-		}
-		return nil // nothing else is unpacked
-	})
 }
 
 // OptName is the name of the entry holding these layers merged.
