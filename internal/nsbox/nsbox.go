@@ -248,6 +248,14 @@ type box struct {
 	widen     *time.Timer
 }
 
+// Expect implements sandbox.Expecting: the shell pool counts a take of
+// spec's /tmp size as coming (see pool).
+func (b *Backend) Expect(spec sandbox.Spec) {
+	if b.shells != nil && !spec.NoNetwork {
+		b.shells.announce(max(spec.EphemeralMB, 1))
+	}
+}
+
 // Create implements sandbox.Backend. The shell comes from the pool (see
 // pool): a ready one of the right /tmp size, else the first one made, by a
 // refill under way or by a maker started for this call. Sandboxes without

@@ -21,6 +21,13 @@ import (
 // that are destroyed once the burst has left the window: an idle shell
 // holds memory.
 //
+// Takes can also be announced before they come (expect): a function just
+// deployed is usually invoked soon, by the tests a CI job runs next or by
+// its first event, and every such first invoke is a cold start. Takes
+// announced within expectWindow and not yet made count as a burst about to
+// come, so a deployment of ten functions finds ten items ready instead of
+// the floor and then refills beside its cold starts.
+//
 // A get that finds the pool empty waits for the next item made — by a
 // refill already under way, or by one more maker it starts at once,
 // whichever finishes first (the other item goes to the pool). On a loaded
@@ -39,6 +46,7 @@ type pool[T any] struct {
 	mu      sync.Mutex
 	ready   map[int][]T         // per size, oldest first
 	taken   map[int][]time.Time // recent takes per size, in order, for sizing
+	expect  map[int][]time.Time // announced takes per size not yet made, in order
 	filling map[int]int         // items being made per size (refills and gets)
 	waiting map[int][]chan made[T]
 	closed  bool
@@ -59,6 +67,8 @@ const (
 	// long the largest burst is remembered.
 	burstSpan    = time.Second
 	sizingWindow = time.Minute
+	// expectWindow is how long an announced take is waited for.
+	expectWindow = 30 * time.Second
 	// refillers bounds how many items the refill makes at once. Sandbox
 	// shells overlap well (clone, mounts, network) except for cgroup v1
 	// placement, which the kernel serialises; more makers than cores
@@ -79,7 +89,7 @@ func newPool[T any](name string, max, floor int, mk func(size int, urgent bool) 
 func newHeldPool[T any](name string, max, floor int, mk func(size int, urgent bool) (T, error), destroy func(T),
 	log func(string, ...any), hold func(p *pool[T], size int)) *pool[T] {
 	p := &pool[T]{name: name, max: max, floor: min(floor, max), mk: mk, destroy: destroy, log: log, hold: hold,
-		ready: map[int][]T{}, taken: map[int][]time.Time{defaultTmpMB: nil}, filling: map[int]int{},
+		ready: map[int][]T{}, taken: map[int][]time.Time{defaultTmpMB: nil}, expect: map[int][]time.Time{}, filling: map[int]int{},
 		waiting: map[int][]chan made[T]{}, kick: make(chan struct{}, 1)}
 	p.wg.Add(1)
 	go p.refill()
@@ -142,6 +152,24 @@ func (p *pool[T]) get(ctx context.Context, size int) (item T, err error) {
 
 func (p *pool[T]) noteTakeLocked(size int) {
 	p.taken[size] = append(p.taken[size], time.Now())
+	if q := p.expect[size]; len(q) > 0 {
+		p.expect[size] = q[1:]
+	}
+}
+
+// announce says that one take of size is expected soon (see pool); the
+// first take of that size that follows fulfils it, whoever makes it.
+func (p *pool[T]) announce(size int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	if _, ok := p.taken[size]; !ok {
+		p.taken[size] = nil // the refill sizes the sizes it has seen
+	}
+	p.expect[size] = append(p.expect[size], time.Now())
+	p.poke()
 }
 
 func (p *pool[T]) popLocked(size int) (item T, ok bool) {
@@ -214,9 +242,21 @@ func (p *pool[T]) deliver(size int, item T, err error, own chan made[T], fresh b
 }
 
 // wantLocked is how many items of size to keep: the largest burst of
-// takes in the window plus the spare floor (the floor alone for the
-// default size, nothing for other sizes unused in the window), at most max.
+// takes in the window, or the takes announced and still expected if they
+// are more, plus the spare floor (the floor alone for the default size,
+// nothing for other sizes neither used in the window nor expected), at
+// most max.
 func (p *pool[T]) wantLocked(size int, now time.Time) int {
+	es := p.expect[size]
+	j := 0
+	for j < len(es) && !es[j].After(now.Add(-expectWindow)) {
+		j++
+	}
+	if es = es[j:]; len(es) == 0 {
+		delete(p.expect, size)
+	} else {
+		p.expect[size] = es
+	}
 	cut := now.Add(-sizingWindow)
 	ts := p.taken[size]
 	i := 0
@@ -232,6 +272,7 @@ func (p *pool[T]) wantLocked(size int, now time.Time) int {
 		}
 		peak = max(peak, hi-lo+1)
 	}
+	peak = max(peak, len(es))
 	if peak == 0 && size != defaultTmpMB {
 		return 0
 	}
@@ -271,7 +312,7 @@ func (p *pool[T]) refill() {
 					extra = append(extra, p.ready[s][:n]...)
 					p.ready[s] = append(p.ready[s][:0:0], p.ready[s][n:]...)
 				}
-				if len(p.taken[s]) == 0 && s != defaultTmpMB && len(p.ready[s])+p.filling[s]+len(p.waiting[s]) == 0 {
+				if len(p.taken[s]) == 0 && len(p.expect[s]) == 0 && s != defaultTmpMB && len(p.ready[s])+p.filling[s]+len(p.waiting[s]) == 0 {
 					delete(p.taken, s)
 				}
 			}

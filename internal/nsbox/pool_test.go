@@ -82,6 +82,65 @@ func TestPoolWantFollowsBursts(t *testing.T) {
 	}
 }
 
+// Announced takes count as a burst about to come until they are taken or
+// expectWindow passes; each take fulfils one.
+func TestPoolWantCountsAnnouncedTakes(t *testing.T) {
+	p := &pool[int]{max: 16, floor: 2, taken: map[int][]time.Time{defaultTmpMB: nil}, expect: map[int][]time.Time{}}
+	for range 10 {
+		p.announce(defaultTmpMB)
+	}
+	p.announce(1024)
+	now := time.Now()
+	if got := p.wantLocked(defaultTmpMB, now); got != 12 {
+		t.Errorf("ten announced: got %d, want 12", got)
+	}
+	if got := p.wantLocked(1024, now); got != 3 {
+		t.Errorf("an announced size unused so far: got %d, want 3", got)
+	}
+	for range 4 {
+		p.noteTakeLocked(defaultTmpMB)
+	}
+	if got, n := p.wantLocked(defaultTmpMB, now), len(p.expect[defaultTmpMB]); got != 8 || n != 6 {
+		t.Errorf("four of ten taken: got %d with %d expected, want 8 with 6", got, n)
+	}
+	// The four takes are a burst of their own: they keep the want at 6
+	// once the rest are no longer expected.
+	if got := p.wantLocked(defaultTmpMB, now.Add(expectWindow+time.Second)); got != 6 {
+		t.Errorf("the rest not taken in time: got %d, want 6", got)
+	}
+	if _, ok := p.expect[defaultTmpMB]; ok {
+		t.Error("expired announcements kept")
+	}
+	if got := p.wantLocked(1024, now.Add(expectWindow+time.Second)); got != 0 {
+		t.Errorf("an announced size never used, in the end: got %d, want 0", got)
+	}
+	for range 40 {
+		p.announce(defaultTmpMB)
+	}
+	if got := p.wantLocked(defaultTmpMB, time.Now()); got != 16 {
+		t.Errorf("forty announced: got %d, want the cap 16", got)
+	}
+}
+
+// The refill makes what was announced ahead of the first take.
+func TestPoolMakesAnnouncedAhead(t *testing.T) {
+	g := newGatedMaker()
+	for range 100 {
+		g.release <- struct{}{}
+	}
+	p := newPool("thing", 8, 1, g.mk, g.destroy, nolog)
+	defer p.close()
+	waitFor(t, "the floor", func() bool { return p.readyLen(defaultTmpMB) == 1 })
+	for range 3 {
+		p.announce(defaultTmpMB)
+	}
+	waitFor(t, "three more", func() bool { return p.readyLen(defaultTmpMB) == 4 })
+	time.Sleep(20 * time.Millisecond)
+	if n := g.calls.Load(); n != 4 {
+		t.Errorf("%d made, want 4", n)
+	}
+}
+
 // A get that finds the pool empty takes whichever item is made first:
 // here the refill's, started before it, while its own maker still runs.
 func TestPoolGetTakesFirstItemMade(t *testing.T) {

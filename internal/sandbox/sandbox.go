@@ -109,6 +109,15 @@ func SeesHostCode(b Backend) bool {
 	return ok && h.SeesHostCode()
 }
 
+// Expecting is a Backend that makes ahead what a sandbox it is told to
+// expect will take (nsbox's shell pool): nubo tells it when a function
+// is deployed or changed, since its next invoke starts a new environment.
+// Expect must return at once; the work it starts is a guess and may be
+// wasted.
+type Expecting interface {
+	Expect(spec Spec)
+}
+
 // Backend creates sandboxes.
 type Backend interface {
 	Name() string

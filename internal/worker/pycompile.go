@@ -59,7 +59,12 @@ func (p *Pool) compileDirs(v *control.Version, rt runtimes.Runtime, codeDir, opt
 // environment has started it by then: a function invoked within that
 // delay starts before the compiler does (one whose start is still under
 // way when the delay ends has it beside it).
+//
+// It also tells the backend that v's first environment is coming (see
+// expectStart), before the unpacking, so that both are done by the time
+// it is invoked.
 func (p *Pool) Prefetch(ctx context.Context, v *control.Version) {
+	p.expectStart(v)
 	codeDir, err := p.cfg.Code.Code(ctx, v.CodeHex)
 	if err != nil {
 		return
