@@ -226,6 +226,9 @@ type Cgroup interface {
 	// Memory reads only what an invocation's REPORT needs, on every
 	// invocation: the memory peak and the OOM kill count (cheaper than Stats).
 	Memory() (peak, oomKills uint64, err error)
+	// MemoryPeak is Memory without the OOM kill count, which only a failed
+	// invocation needs: one file read instead of two.
+	MemoryPeak() (uint64, error)
 	// ResetPeak restarts MemoryPeak from the current usage. Where the kernel
 	// cannot (v2 before Linux 6.12) it returns an error wrapping
 	// errors.ErrUnsupported and MemoryPeak stays the lifetime peak, which

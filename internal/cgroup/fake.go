@@ -320,6 +320,12 @@ func (g *FakeCgroup) Confine(pids []int, cpuMilli int) error {
 	return g.record(fmt.Sprintf("Confine %v %d", pids, cpuMilli), "Confine")
 }
 
+// MemoryPeak returns the peak of the stats set with SetStats.
+func (g *FakeCgroup) MemoryPeak() (uint64, error) {
+	st, err := g.Stats()
+	return st.MemoryPeak, err
+}
+
 // Memory returns the peak and OOM kills of the stats set with SetStats.
 func (g *FakeCgroup) Memory() (peak, oomKills uint64, err error) {
 	st, err := g.Stats()

@@ -84,6 +84,9 @@ func scenarioOOM(t *testing.T, m Manager) {
 	if peak1, oom1, err := cg.Memory(); err != nil || oom1 != st.OOMKills || peak1 != st.MemoryPeak || peak1 <= peak0 {
 		t.Errorf("Memory after: peak %d (before %d), oom kills %d, %v; want the fresh figures %d, %d", peak1, peak0, oom1, err, st.MemoryPeak, st.OOMKills)
 	}
+	if peak, err := cg.MemoryPeak(); err != nil || peak != st.MemoryPeak {
+		t.Errorf("MemoryPeak after: %d, %v; want the fresh %d", peak, err, st.MemoryPeak)
+	}
 	if st.OOMKills < 1 {
 		t.Errorf("OOMKills = %d, want >= 1", st.OOMKills)
 	}

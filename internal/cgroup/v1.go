@@ -465,16 +465,20 @@ func v1Thaw(sys *sysfs, dir string) error {
 }
 
 func (c *v1Cgroup) Memory() (peak, oomKills uint64, err error) {
+	if peak, err = c.MemoryPeak(); err != nil {
+		return 0, 0, err
+	}
+	oomKills, err = c.oomF.keyed("oom_kill")
+	return peak, oomKills, err
+}
+
+func (c *v1Cgroup) MemoryPeak() (uint64, error) {
 	c.memOnce.Do(func() {
 		mem := c.dirs["memory"]
 		c.peakF.path = filepath.Join(mem, "memory.max_usage_in_bytes")
 		c.oomF.path = filepath.Join(mem, "memory.oom_control")
 	})
-	if peak, err = c.peakF.uint(); err != nil {
-		return 0, 0, err
-	}
-	oomKills, err = c.oomF.keyed("oom_kill")
-	return peak, oomKills, err
+	return c.peakF.uint()
 }
 
 func (c *v1Cgroup) Stats() (Stats, error) {

@@ -513,6 +513,16 @@ func waitFrozen(dir string, want uint64, timeout time.Duration) error {
 }
 
 func (c *v2Cgroup) Memory() (peak, oomKills uint64, err error) {
+	return c.memory(true)
+}
+
+func (c *v2Cgroup) MemoryPeak() (uint64, error) {
+	peak, _, err := c.memory(false)
+	return peak, err
+}
+
+// memory reads the peak and, with oom, the OOM kill count.
+func (c *v2Cgroup) memory(oom bool) (peak, oomKills uint64, err error) {
 	if !c.has("memory") {
 		return 0, 0, nil
 	}
@@ -525,8 +535,8 @@ func (c *v2Cgroup) Memory() (peak, oomKills uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if peak, err = c.peak(cur); err != nil {
-		return 0, 0, err
+	if peak, err = c.peak(cur); err != nil || !oom {
+		return peak, 0, err
 	}
 	oomKills, err = c.eventsF.keyed("oom_kill")
 	return peak, oomKills, err

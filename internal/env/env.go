@@ -725,8 +725,8 @@ wait:
 		go func() {
 			defer close(done)
 			var peak uint64
-			if st, err := e.sb.Stats(); err == nil {
-				peak = st.MemoryPeak >> 20
+			if p, err := sandbox.MemoryPeak(e.sb); err == nil {
+				peak = p >> 20
 			}
 			e.report(id, d, peak, cold, "")
 		}()

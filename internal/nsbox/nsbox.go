@@ -773,6 +773,14 @@ func (s *box) Stats() (sandbox.Stats, error) {
 	return sandbox.Stats{MemoryPeak: peak, OOMKilled: ooms}, err
 }
 
+// MemoryPeak implements sandbox.PeakReader.
+func (s *box) MemoryPeak() (uint64, error) {
+	if s.cg == nil {
+		return 0, nil
+	}
+	return s.cg.MemoryPeak()
+}
+
 // Destroy kills the sandbox's PID 1 (the kernel then kills the whole pid
 // namespace) and removes everything the sandbox had on the host.
 func (s *box) Destroy() error {

@@ -84,6 +84,23 @@ type Sandbox interface {
 	Destroy() error
 }
 
+// PeakReader is a Sandbox that reads its memory peak alone, cheaper than
+// Stats: an invocation that succeeded needs no OOM count, and its REPORT
+// reads the peak every time.
+type PeakReader interface {
+	MemoryPeak() (uint64, error)
+}
+
+// MemoryPeak reads s's memory peak: alone where s can (PeakReader), else
+// from its Stats.
+func MemoryPeak(s Sandbox) (uint64, error) {
+	if p, ok := s.(PeakReader); ok {
+		return p.MemoryPeak()
+	}
+	st, err := s.Stats()
+	return st.MemoryPeak, err
+}
+
 // Placed is a sandbox whose backend chooses the CPUs it runs on (see
 // nsbox's placer): the environment says when each invocation starts and
 // ends, and the backend may move the sandbox to a less busy CPU as one
