@@ -227,7 +227,7 @@ type Cgroup interface {
 	// invocation: the memory peak and the OOM kill count (cheaper than Stats).
 	Memory() (peak, oomKills uint64, err error)
 	// MemoryPeak is Memory without the OOM kill count, which only a failed
-	// invocation needs: one file read instead of two.
+	// invocation needs: one file read fewer.
 	MemoryPeak() (uint64, error)
 	// ResetPeak restarts MemoryPeak from the current usage. Where the kernel
 	// cannot (v2 before Linux 6.12) it returns an error wrapping

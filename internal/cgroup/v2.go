@@ -531,12 +531,17 @@ func (c *v2Cgroup) memory(oom bool) (peak, oomKills uint64, err error) {
 	if c.curF.path == "" {
 		c.curF.path, c.eventsF.path = c.file("memory.current"), c.file("memory.events")
 	}
-	cur, err := c.curF.uint()
-	if err != nil {
+	var cur uint64
+	if c.peakFD == nil { // the peak may have to be tracked from it (see peak)
+		if cur, err = c.curF.uint(); err != nil {
+			return 0, 0, err
+		}
+	}
+	if peak, err = c.peak(cur); err != nil {
 		return 0, 0, err
 	}
-	if peak, err = c.peak(cur); err != nil || !oom {
-		return peak, 0, err
+	if !oom {
+		return peak, 0, nil
 	}
 	oomKills, err = c.eventsF.keyed("oom_kill")
 	return peak, oomKills, err

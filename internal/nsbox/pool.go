@@ -151,18 +151,33 @@ func (p *pool[T]) get(ctx context.Context, size int) (item T, err error) {
 }
 
 func (p *pool[T]) noteTakeLocked(size int) {
-	p.taken[size] = append(p.taken[size], time.Now())
-	if q := p.expect[size]; len(q) > 0 {
-		p.expect[size] = q[1:]
+	now := time.Now()
+	p.taken[size] = append(p.taken[size], now)
+	q := p.expect[size]
+	for len(q) > 0 && !q[0].After(now.Add(-expectWindow)) {
+		q = q[1:] // lapsed: fulfilled by nothing
 	}
+	if len(q) > 0 {
+		q = q[1:]
+	}
+	p.expect[size] = q
 }
 
 // announce says that one take of size is expected soon (see pool); the
-// first take of that size that follows fulfils it, whoever makes it.
+// first take of that size that follows fulfils it, whoever makes it. At
+// most max takes are expected at once, over all sizes: announcing is
+// free, the items made for it are not.
 func (p *pool[T]) announce(size int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
+		return
+	}
+	n := 0
+	for _, q := range p.expect {
+		n += len(q)
+	}
+	if n >= p.max {
 		return
 	}
 	if _, ok := p.taken[size]; !ok {
@@ -243,9 +258,9 @@ func (p *pool[T]) deliver(size int, item T, err error, own chan made[T], fresh b
 
 // wantLocked is how many items of size to keep: the largest burst of
 // takes in the window, or the takes announced and still expected if they
-// are more, plus the spare floor (the floor alone for the default size,
-// nothing for other sizes neither used in the window nor expected), at
-// most max.
+// are more, plus the spare floor, at most max. The floor alone is kept
+// for the default size when neither applies; a size not taken within the
+// window gets no floor (only what is expected of it).
 func (p *pool[T]) wantLocked(size int, now time.Time) int {
 	es := p.expect[size]
 	j := 0
@@ -272,11 +287,10 @@ func (p *pool[T]) wantLocked(size int, now time.Time) int {
 		}
 		peak = max(peak, hi-lo+1)
 	}
-	peak = max(peak, len(es))
 	if peak == 0 && size != defaultTmpMB {
-		return 0
+		return min(len(es), p.max)
 	}
-	return min(peak+p.floor, p.max)
+	return min(max(peak, len(es))+p.floor, p.max)
 }
 
 func (p *pool[T]) refill() {

@@ -94,8 +94,8 @@ func TestPoolWantCountsAnnouncedTakes(t *testing.T) {
 	if got := p.wantLocked(defaultTmpMB, now); got != 12 {
 		t.Errorf("ten announced: got %d, want 12", got)
 	}
-	if got := p.wantLocked(1024, now); got != 3 {
-		t.Errorf("an announced size unused so far: got %d, want 3", got)
+	if got := p.wantLocked(1024, now); got != 1 {
+		t.Errorf("an announced size unused so far: got %d, want 1 (no floor)", got)
 	}
 	for range 4 {
 		p.noteTakeLocked(defaultTmpMB)
@@ -114,15 +114,28 @@ func TestPoolWantCountsAnnouncedTakes(t *testing.T) {
 	if got := p.wantLocked(1024, now.Add(expectWindow+time.Second)); got != 0 {
 		t.Errorf("an announced size never used, in the end: got %d, want 0", got)
 	}
-	for range 40 {
-		p.announce(defaultTmpMB)
+	// A take passes over announcements that lapsed but were not yet
+	// pruned: it fulfils a live one.
+	p.expect[defaultTmpMB] = []time.Time{now.Add(-expectWindow - time.Second), now}
+	p.noteTakeLocked(defaultTmpMB)
+	if n := len(p.expect[defaultTmpMB]); n != 0 {
+		t.Errorf("a take after a lapsed and a live announcement: %d left, want 0", n)
 	}
-	if got := p.wantLocked(defaultTmpMB, time.Now()); got != 16 {
-		t.Errorf("forty announced: got %d, want the cap 16", got)
+	// At most max expected at once, over all sizes.
+	for i := range 40 {
+		p.announce(2048 + i)
+	}
+	total := 0
+	for _, q := range p.expect {
+		total += len(q)
+	}
+	if total != 16 {
+		t.Errorf("forty sizes announced: %d expected, want the cap 16", total)
 	}
 }
 
-// The refill makes what was announced ahead of the first take.
+// The refill makes what was announced ahead of the first take, for a size
+// never taken too, and keeps sizing that size while it waits.
 func TestPoolMakesAnnouncedAhead(t *testing.T) {
 	g := newGatedMaker()
 	for range 100 {
@@ -135,9 +148,18 @@ func TestPoolMakesAnnouncedAhead(t *testing.T) {
 		p.announce(defaultTmpMB)
 	}
 	waitFor(t, "three more", func() bool { return p.readyLen(defaultTmpMB) == 4 })
+	p.announce(1024)
+	p.announce(1024)
+	waitFor(t, "two of the other size", func() bool { return p.readyLen(1024) == 2 })
 	time.Sleep(20 * time.Millisecond)
-	if n := g.calls.Load(); n != 4 {
-		t.Errorf("%d made, want 4", n)
+	if n := g.calls.Load(); n != 6 {
+		t.Errorf("%d made, want 6", n)
+	}
+	p.mu.Lock()
+	_, sized := p.taken[1024]
+	p.mu.Unlock()
+	if !sized {
+		t.Error("the announced size was dropped from sizing while its takes are expected")
 	}
 }
 

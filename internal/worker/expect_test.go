@@ -42,12 +42,15 @@ func TestExpectStart(t *testing.T) {
 	p.expectStart(v("g1", 512))
 	p.expectStart(v("g1", 512)) // its state, tags, ...: the same key
 	p.expectStart(v("g2", 1024))
+	p.expectStart(v("g2", 1024))
 	live := v("g3", 512)
 	if _, err := p.Provision(context.Background(), live, 0); err != nil { // a group, as a live environment leaves
 		t.Fatal(err)
 	}
 	p.mu.Lock()
-	p.groups[key(live)].pinned = 1
+	if g := p.groups[key(live)]; g != nil {
+		g.pinned = 1
+	}
 	p.mu.Unlock()
 	p.expectStart(live)
 	b.mu.Lock()

@@ -95,9 +95,9 @@ type Pool struct {
 	compiled  map[string]bool
 	compiling chan struct{}
 	lowMemory sync.Once // logs the first compile refused for memory
-	// expected holds the pool keys whose first start was announced to the
-	// backend (see expectStart), and when.
-	expected map[string]time.Time
+	// expected holds, per function (account/name), the pool key last
+	// announced to the backend (see expectStart).
+	expected map[string]string
 }
 
 // group is the environments of one pool key.
@@ -144,7 +144,7 @@ func New(cfg Config) *Pool {
 	}
 	p := &Pool{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, byFunc: map[string]int{},
 		byAcct: map[string]int{}, ledger: cfg.Ledger, stop: make(chan struct{}),
-		compiled: map[string]bool{}, compiling: make(chan struct{}, 1), expected: map[string]time.Time{}}
+		compiled: map[string]bool{}, compiling: make(chan struct{}, 1), expected: map[string]string{}}
 	p.wg.Add(1)
 	go p.reaper()
 	return p
