@@ -153,14 +153,29 @@ func (p *pool[T]) get(ctx context.Context, size int) (item T, err error) {
 func (p *pool[T]) noteTakeLocked(size int) {
 	now := time.Now()
 	p.taken[size] = append(p.taken[size], now)
+	if q := p.expectedLocked(size, now); len(q) > 0 {
+		p.setExpectedLocked(size, q[1:])
+	}
+}
+
+// expectedLocked drops the announcements of size that lapsed (fulfilled
+// by nothing) and returns the rest, oldest first.
+func (p *pool[T]) expectedLocked(size int, now time.Time) []time.Time {
 	q := p.expect[size]
-	for len(q) > 0 && !q[0].After(now.Add(-expectWindow)) {
-		q = q[1:] // lapsed: fulfilled by nothing
+	i := 0
+	for i < len(q) && !q[i].After(now.Add(-expectWindow)) {
+		i++
 	}
-	if len(q) > 0 {
-		q = q[1:]
+	p.setExpectedLocked(size, q[i:])
+	return q[i:]
+}
+
+func (p *pool[T]) setExpectedLocked(size int, q []time.Time) {
+	if len(q) == 0 {
+		delete(p.expect, size)
+	} else {
+		p.expect[size] = q
 	}
-	p.expect[size] = q
 }
 
 // announce says that one take of size is expected soon (see pool); the
@@ -173,9 +188,9 @@ func (p *pool[T]) announce(size int) {
 	if p.closed {
 		return
 	}
-	n := 0
-	for _, q := range p.expect {
-		n += len(q)
+	now, n := time.Now(), 0
+	for s := range p.expect {
+		n += len(p.expectedLocked(s, now))
 	}
 	if n >= p.max {
 		return
@@ -183,7 +198,7 @@ func (p *pool[T]) announce(size int) {
 	if _, ok := p.taken[size]; !ok {
 		p.taken[size] = nil // the refill sizes the sizes it has seen
 	}
-	p.expect[size] = append(p.expect[size], time.Now())
+	p.expect[size] = append(p.expect[size], now)
 	p.poke()
 }
 
@@ -262,16 +277,7 @@ func (p *pool[T]) deliver(size int, item T, err error, own chan made[T], fresh b
 // for the default size when neither applies; a size not taken within the
 // window gets no floor (only what is expected of it).
 func (p *pool[T]) wantLocked(size int, now time.Time) int {
-	es := p.expect[size]
-	j := 0
-	for j < len(es) && !es[j].After(now.Add(-expectWindow)) {
-		j++
-	}
-	if es = es[j:]; len(es) == 0 {
-		delete(p.expect, size)
-	} else {
-		p.expect[size] = es
-	}
+	es := p.expectedLocked(size, now)
 	cut := now.Add(-sizingWindow)
 	ts := p.taken[size]
 	i := 0

@@ -132,6 +132,17 @@ func TestPoolWantCountsAnnouncedTakes(t *testing.T) {
 	if total != 16 {
 		t.Errorf("forty sizes announced: %d expected, want the cap 16", total)
 	}
+	// Lapsed announcements do not count towards the cap, pruned or not.
+	for s, q := range p.expect {
+		for i := range q {
+			q[i] = q[i].Add(-expectWindow - time.Second)
+		}
+		p.expect[s] = q
+	}
+	p.announce(4096)
+	if n := len(p.expect[4096]); n != 1 {
+		t.Errorf("announced once all others lapsed: %d expected of it, want 1", n)
+	}
 }
 
 // The refill makes what was announced ahead of the first take, for a size

@@ -24,11 +24,11 @@ func (p *Pool) expectStart(v *control.Version) {
 	}
 	_, live := p.groups[k]
 	told := live || p.expected[fk] == k
-	if !told {
+	if p.expected[fk] != k {
 		if len(p.expected) >= maxExpected {
 			clear(p.expected) // at worst, a function's next write announces once more
 		}
-		p.expected[fk] = k
+		p.expected[fk] = k // a live one's too: its next write is not a deployment
 	}
 	p.mu.Unlock()
 	if !told {

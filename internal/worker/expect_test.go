@@ -53,6 +53,10 @@ func TestExpectStart(t *testing.T) {
 	}
 	p.mu.Unlock()
 	p.expectStart(live)
+	p.mu.Lock()
+	delete(p.groups, key(live)) // its environments gone, as the reaper leaves it
+	p.mu.Unlock()
+	p.expectStart(live) // a later write (tags) with the key as it was
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.told) != 2 || b.told[0].EphemeralMB != 512 || b.told[1].EphemeralMB != 1024 {
