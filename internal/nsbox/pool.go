@@ -25,8 +25,8 @@ import (
 // deployed is usually invoked soon, by the tests a CI job runs next or by
 // its first event, and every such first invoke is a cold start. Takes
 // announced within expectWindow and not yet made count as a burst about to
-// come, so a deployment of ten functions finds ten items ready instead of
-// the floor and then refills beside its cold starts.
+// come, so a deployment of ten functions finds ten items ready, plus the
+// floor, instead of the floor alone and refills beside its cold starts.
 //
 // A get that finds the pool empty waits for the next item made — by a
 // refill already under way, or by one more maker it starts at once,
@@ -274,8 +274,8 @@ func (p *pool[T]) deliver(size int, item T, err error, own chan made[T], fresh b
 // wantLocked is how many items of size to keep: the largest burst of
 // takes in the window, or the takes announced and still expected if they
 // are more, plus the spare floor, at most max. The floor alone is kept
-// for the default size when neither applies; a size not taken within the
-// window gets no floor (only what is expected of it).
+// for the default size when neither applies; another size not taken
+// within the window gets no floor (only what is expected of it).
 func (p *pool[T]) wantLocked(size int, now time.Time) int {
 	es := p.expectedLocked(size, now)
 	cut := now.Add(-sizingWindow)
