@@ -16,22 +16,22 @@ func (p *Pool) expectStart(v *control.Version) {
 	if !ok {
 		return
 	}
-	k, fk := key(v), v.Account+"/"+v.Config.FunctionName
+	k, fk := key(v), funcKey(v)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return
 	}
 	_, live := p.groups[k]
-	told := live || p.expected[fk] == k
-	if p.expected[fk] != k {
+	seen := p.expected[fk] == k
+	if !seen {
 		if len(p.expected) >= maxExpected {
 			clear(p.expected) // at worst, a function's next write announces once more
 		}
 		p.expected[fk] = k // a live one's too: its next write is not a deployment
 	}
 	p.mu.Unlock()
-	if !told {
+	if !seen && !live {
 		c := &v.Config
 		b.Expect(sandbox.Spec{Account: v.Account, MemoryMB: c.MemorySize, EphemeralMB: c.EphemeralStorage.Size,
 			NoNetwork: c.NuboNetwork == "none"})

@@ -156,6 +156,9 @@ func key(v *control.Version) string {
 	return v.Account + "/" + v.Config.FunctionName + "/" + v.Generation + "/" + v.Config.Version + "/" + v.Digest()
 }
 
+// funcKey names v's function (account/name), whatever its version.
+func funcKey(v *control.Version) string { return v.Account + "/" + v.Config.FunctionName }
+
 // Invocation is what the invoker asks the pool to run.
 type Invocation struct {
 	Version  *control.Version
@@ -167,7 +170,7 @@ type Invocation struct {
 func (p *Pool) Invoke(ctx context.Context, inv *Invocation) (*env.Response, error) {
 	v := inv.Version
 	k := key(v)
-	fk := v.Account + "/" + v.Config.FunctionName
+	fk := funcKey(v)
 	e, g, err := p.acquire(k, fk, v, inv.Reserved)
 	if err != nil {
 		return nil, err
