@@ -2,9 +2,11 @@ package nsbox
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -26,7 +28,7 @@ import (
 //
 // Now the spawner computes the whole init before the clone, as an initProg:
 // every system call with its arguments, every path and buffer they point
-// to laid out in the spawner's heap. The child replays it (cloneReplay)
+// to laid out in the spawner's heap. The child replays it (replayChild)
 // with raw system calls from a function that neither allocates nor grows
 // its stack, and its last call execs the agent. runc does the same work in C (its
 // nsexec) before its Go runtime starts.
@@ -148,6 +150,11 @@ type cloneArgs struct {
 // cgroupFD when that is not -1) that replays p; it returns the child's pid
 // and pidfd. The calling goroutine stays on its thread for the call: the
 // child's parent-death signal follows that thread.
+//
+// Where the child shares the spawner's memory (shareMemory), it runs on a
+// stack from childStacks, and p and that stack stay untouched until the
+// child has exec'd or died: a pipe whose only write end the child holds,
+// close-on-exec, reads end of file then.
 func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err error) {
 	if p.err != nil {
 		return 0, -1, p.err
@@ -165,6 +172,28 @@ func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err erro
 		p.clone.cgroup = uint64(cgroupFD)
 	}
 	p.pidfd, p.sigAll, p.sigOld = -1, ^uint64(0), 0
+	var watch *os.File
+	var stack *[]byte
+	if shareMemory {
+		var w int
+		if watch, w, err = execWatch(); err != nil {
+			return 0, -1, err
+		}
+		stack = childStacks.Get().(*[]byte)
+		p.clone.flags |= unix.CLONE_VM
+		p.clone.stack = uint64(uintptr(unsafe.Pointer(&(*stack)[0])))
+		p.clone.stackSize = uint64(len(*stack))
+		defer func() {
+			unix.Close(w)
+			go func() {
+				var b [1]byte
+				watch.Read(b[:]) // end of file: exec'd or gone (or never cloned)
+				watch.Close()
+				runtime.KeepAlive(p)
+				childStacks.Put(stack)
+			}()
+		}()
+	}
 	runtime.LockOSThread()
 	r, errno := cloneReplay(p)
 	runtime.UnlockOSThread()
@@ -174,15 +203,33 @@ func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err erro
 	return int(r), int(p.pidfd), nil
 }
 
-// cloneReplay blocks every signal on this thread, clones, and restores the
-// signal mask in the parent; the child replays p and never returns: its
-// last call execs, and on the first failure it writes what failed and
-// exits 1.
-//
-// Nothing here may allocate, grow the stack (hence nosplit, and one
-// function: the nosplit limit counts every frame), be instrumented by the
-// race detector, or fail a bounds check (call validated every index). Every
-// address handed to the kernel is taken here, where no stack can move.
+// childStacks holds the stacks of children that share the spawner's
+// memory. The child's init is a few nosplit frames (see replayChild).
+var childStacks = sync.Pool{New: func() any {
+	s := make([]byte, 16<<10)
+	return &s
+}}
+
+// execWatch makes a pipe whose write end, close-on-exec and numbered 10
+// or above (the init moves descriptors onto 0-3 only: agentFDs), the child
+// alone will hold. Its read end is non-blocking, for the runtime's poller.
+func execWatch() (*os.File, int, error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, -1, err
+	}
+	w, err := unix.FcntlInt(uintptr(fds[1]), unix.F_DUPFD_CLOEXEC, 10)
+	unix.Close(fds[1])
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, -1, err
+	}
+	return os.NewFile(uintptr(fds[0]), "exec watch"), w, nil
+}
+
+// cloneReplay blocks every signal on this thread, clones (cloneVM), and
+// restores the signal mask in the parent; the child replays p
+// (replayChild).
 //
 //go:nosplit
 //go:norace
@@ -191,19 +238,35 @@ func cloneReplay(p *initProg) (uintptr, syscall.Errno) {
 	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&p.sigAll)),
 		uintptr(unsafe.Pointer(&p.sigOld)), 8, 0, 0)
 	p.clone.pidfd = uint64(uintptr(unsafe.Pointer(&p.pidfd)))
-	r, _, errno := syscall.RawSyscall6(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&p.clone)), unsafe.Sizeof(p.clone), 0, 0, 0, 0)
+	r, errno := cloneVM(&p.clone, unsafe.Sizeof(p.clone), p)
 	if errno == unix.ENOSYS && p.clone.flags&unix.CLONE_INTO_CGROUP == 0 {
 		// No clone3 (a seccomp profile of a container runtime refuses
 		// it): clone(2) returns the pidfd through its parent_tid
-		// argument, the third on every architecture.
-		r, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(p.clone.flags)|uintptr(unix.SIGCHLD), 0,
+		// argument, the third on every architecture. The child is forked
+		// then, on a copy of this stack.
+		r, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(p.clone.flags&^unix.CLONE_VM)|uintptr(unix.SIGCHLD), 0,
 			uintptr(unsafe.Pointer(&p.pidfd)), 0, 0, 0)
+		if errno == 0 && r == 0 {
+			replayChild(p)
+		}
 	}
-	if errno != 0 || r != 0 {
-		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&p.sigOld)), 0, 8, 0, 0)
-		return r, errno
-	}
-	// The child.
+	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&p.sigOld)), 0, 8, 0, 0)
+	return r, errno
+}
+
+// replayChild is the child: it replays p and never returns. Its last call
+// execs; on the first failure it writes what failed and exits 1.
+//
+// Nothing here may allocate, grow the stack (hence nosplit, and one
+// function: the nosplit limit counts every frame), be instrumented by the
+// race detector, or fail a bounds check (call validated every index). It
+// may run beside the spawner in the spawner's memory (shareMemory): it
+// writes nothing but p.res and its own stack.
+//
+//go:nosplit
+//go:norace
+//go:noinline
+func replayChild(p *initProg) {
 	var why []byte
 	i := 0
 	for ; i < len(p.calls); i++ {
