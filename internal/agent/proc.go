@@ -4,11 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // proc is a child process of the agent (the runtime or an extension).
@@ -30,7 +27,8 @@ type proc struct {
 // namespace it waits for its own children only.
 //
 // A status is routed under mu, and start holds mu from before the fork
-// until the new proc is registered: a child that exits at once is reaped,
+// until the new proc is registered: a child that exits at once is reaped
+// (reapLoop),
 // but its status waits for the registration. Any other status (an
 // orphan's, or a child whose exec failed) has no proc and is dropped: kept,
 // it would grow the agent for every orphan a function leaves, and pass for
@@ -42,31 +40,48 @@ type reaper struct {
 	mu      sync.Mutex
 	byPid   map[int]*proc
 	initPid bool
+	// forked wakes reapLoop, asleep for want of children, after a fork.
+	forked chan struct{}
 }
 
 func newReaper() *reaper {
-	r := &reaper{byPid: map[int]*proc{}, initPid: os.Getpid() == 1}
+	r := &reaper{byPid: map[int]*proc{}, initPid: os.Getpid() == 1, forked: make(chan struct{}, 1)}
 	if r.initPid {
-		ch := make(chan os.Signal, 16)
-		signal.Notify(ch, unix.SIGCHLD)
-		go func() {
-			for range ch {
-				r.reapAll()
-			}
-		}()
+		go r.reapLoop()
 	}
 	return r
 }
 
-func (r *reaper) reapAll() {
-	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			return
-		}
-		r.route(pid, ws)
+// reapLoop reaps every child as it ends, asleep in wait4 in between. That
+// keeps one thread; os/signal, to be told of SIGCHLD instead, starts three
+// (its receiver and the thread it keeps for signal masks, and the one that
+// replaces it), each a clone and fresh stacks that every sandbox's agent
+// paid for at its start (docs/performance.md, "Where it stands (session
+// 18)"). With no child at all wait4 fails at once (ECHILD), so the loop
+// waits for the next fork then: no orphan can come without one, as every
+// process in the sandbox descends from a child the agent started.
+func (r *reaper) reapLoop() {
+	for r.reapNext(nil) {
 	}
+}
+
+// reapNext reaps one child, or waits for the next fork if there is none.
+// It returns false if stop is closed while it waits.
+func (r *reaper) reapNext(stop <-chan struct{}) bool {
+	var ws syscall.WaitStatus
+	pid, err := syscall.Wait4(-1, &ws, 0, nil)
+	switch {
+	case err == nil && pid > 0:
+		r.route(pid, ws)
+	case err == syscall.EINTR:
+	default: // ECHILD
+		select {
+		case <-r.forked:
+		case <-stop:
+			return false
+		}
+	}
+	return true
 }
 
 // register makes p wait for the status reapAll routes to it. mu is held,
@@ -137,6 +152,10 @@ func (r *reaper) start(s procSpec) (*proc, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	osp, err := os.StartProcess(s.argv[0], s.argv, attr)
+	select {
+	case r.forked <- struct{}{}:
+	default:
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,21 +9,15 @@ import (
 )
 
 // initReaper is a reaper as PID 1 has it (routing statuses it reaps with
-// wait4(-1)), driven by a loop instead of SIGCHLD; the test binary has no
-// other children while it runs.
+// wait4(-1)), with PID 1's loop until the test ends; the test binary has
+// no other children while it runs.
 func initReaper(t *testing.T) *reaper {
-	r := &reaper{byPid: map[int]*proc{}, initPid: true}
+	r := &reaper{byPid: map[int]*proc{}, initPid: true, forked: make(chan struct{}, 1)}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-				r.reapAll()
-			}
+		for r.reapNext(stop) {
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
