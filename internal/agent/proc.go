@@ -28,8 +28,7 @@ type proc struct {
 //
 // A status is routed under mu, and start holds mu from before the fork
 // until the new proc is registered: a child that exits at once is reaped
-// (reapLoop),
-// but its status waits for the registration. Any other status (an
+// (reapLoop), but its status waits for the registration. Any other status (an
 // orphan's, or a child whose exec failed) has no proc and is dropped: kept,
 // it would grow the agent for every orphan a function leaves, and pass for
 // a later child's exit once the pid comes round again. One window is
@@ -84,7 +83,7 @@ func (r *reaper) reapNext(stop <-chan struct{}) bool {
 	return true
 }
 
-// register makes p wait for the status reapAll routes to it. mu is held,
+// register makes p wait for the status reapNext routes to it. mu is held,
 // and has been since before p's fork (see reaper).
 func (r *reaper) register(p *proc) {
 	r.byPid[p.pid] = p

@@ -20,7 +20,14 @@ func initReaper(t *testing.T) *reaper {
 		for r.reapNext(stop) {
 		}
 	}()
-	t.Cleanup(func() { close(stop); <-done })
+	t.Cleanup(func() {
+		close(stop)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("the reaper's loop did not end: a child of the test is still alive")
+		}
+	})
 	return r
 }
 

@@ -19,6 +19,19 @@ import "syscall"
 // not instead of it as a vfork child does), which only assembly can
 // switch to; and nothing it reads may be freed or reused before it has
 // exec'd (forkInit's exec watch).
+//
+// What the shared memory brings with it, until the child's exec:
+//   - The child's credential change (setresuid to the sandbox's root)
+//     marks the memory's owner not dumpable, and that is the spawner's:
+//     it writes no core dump, and only a process with CAP_SYS_PTRACE
+//     (root) may read its /proc files or trace it. Making it dumpable
+//     again would let the sandbox's host uid trace a child not yet
+//     exec'd, and through it the spawner.
+//   - A kill of the child for memory kills every process that shares its
+//     memory, the spawner too. Before its exec the child is charged for
+//     nothing but the kernel's objects of its mounts (its page faults go
+//     to the spawner's cgroup, the memory's owner), in a new cgroup whose
+//     limit is the function's memory, 128 MB at least.
 const shareMemory = true
 
 // cloneVM is implemented in clonevm_linux_amd64.s.

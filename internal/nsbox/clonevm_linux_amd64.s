@@ -2,7 +2,7 @@
 
 #include "textflag.h"
 
-// func cloneVM(args *cloneArgs, size uintptr, p *initProg) (r, errno uintptr)
+// func cloneVM(args *cloneArgs, size uintptr, p *initProg) (r uintptr, errno syscall.Errno)
 //
 // clone3(args, size). The parent returns the child's pid, or -1 and the
 // errno. The child starts on the stack args names (the kernel sets its

@@ -43,7 +43,8 @@ type initProg struct {
 	errFD uintptr
 	// keep holds everything an argument points to, so it lives (and the
 	// garbage collector, which does not move heap objects, leaves it) until
-	// the clone has copied it.
+	// the child has exec'd: a child that shares the spawner's memory
+	// (shareMemory) reads it there until then (forkInit keeps p).
 	keep []any
 	err  error // see fail
 
@@ -180,9 +181,19 @@ func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err erro
 			return 0, -1, err
 		}
 		stack = childStacks.Get().(*[]byte)
-		p.clone.flags |= unix.CLONE_VM
+		p.clone.flags |= unix.CLONE_VM | unix.CLONE_SETTLS
 		p.clone.stack = uint64(uintptr(unsafe.Pointer(&(*stack)[0])))
 		p.clone.stackSize = uint64(len(*stack))
+		// The child gets a thread pointer of its own, just above a zero
+		// word at the bottom of its stack, where Go's code looks for the
+		// running goroutine (-8 from it on amd64). Inheriting the
+		// spawner's thread pointer, it would find the spawner thread's
+		// goroutine there: a path into the runtime that should never be
+		// taken (a bounds check's panic, say) would then run on the
+		// spawner's goroutine and thread state while the spawner runs
+		// them too. With none, it faults, and only the child dies.
+		clear((*stack)[:childTLS])
+		p.clone.tls = uint64(uintptr(unsafe.Pointer(&(*stack)[childTLS])))
 		defer func() {
 			unix.Close(w)
 			go func() {
@@ -204,11 +215,15 @@ func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err erro
 }
 
 // childStacks holds the stacks of children that share the spawner's
-// memory. The child's init is a few nosplit frames (see replayChild).
+// memory. The child's init is a few nosplit frames (see replayChild),
+// which use a few hundred bytes at the top of the 16 KiB; the bottom
+// childTLS bytes are its thread-local storage (see forkInit).
 var childStacks = sync.Pool{New: func() any {
 	s := make([]byte, 16<<10)
 	return &s
 }}
+
+const childTLS = 64
 
 // execWatch makes a pipe whose write end, close-on-exec and numbered 10
 // or above (the init moves descriptors onto 0-3 only: agentFDs), the child
@@ -261,7 +276,8 @@ func cloneReplay(p *initProg) (uintptr, syscall.Errno) {
 // function: the nosplit limit counts every frame), be instrumented by the
 // race detector, or fail a bounds check (call validated every index). It
 // may run beside the spawner in the spawner's memory (shareMemory): it
-// writes nothing but p.res and its own stack.
+// writes nothing but p.res and its own stack, and it has no goroutine
+// (forkInit), so a call into the runtime would fault in the child alone.
 //
 //go:nosplit
 //go:norace

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -149,7 +150,7 @@ func TestInitProgSharesMemory(t *testing.T) {
 	}
 	w.Close()
 	buf := make([]byte, 5)
-	for round := 0; round < 3; round++ { // the second and third reuse a stack
+	for round := 0; round < 3; round++ { // the second and third may reuse a stack
 		status, out := runProg(t, func(p *initProg) {
 			p.call("read", unix.SYS_READ, r.Fd(), buf, len(buf))
 			execTrue(p)
@@ -160,5 +161,56 @@ func TestInitProgSharesMemory(t *testing.T) {
 	}
 	if got, want := string(buf) == "hello", shareMemory; got != want {
 		t.Errorf("the child's read seen by the parent: %v (%q), want %v", got, buf, want)
+	}
+}
+
+// TestInitProgOutlivesGC: a child that waits before its exec still finds
+// its program and stack whole after the parent has dropped them, collected
+// garbage and allocated over and over (forkInit keeps both until the exec).
+func TestInitProgOutlivesGC(t *testing.T) {
+	if _, err := os.Stat("/bin/true"); err != nil {
+		t.Skip("no /bin/true")
+	}
+	gate, open, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gate.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := &initProg{errFD: w.Fd()}
+	p.call("wait at the gate", unix.SYS_READ, gate.Fd(), make([]byte, 1), 1)
+	p.want(1)
+	p.call("getpid", unix.SYS_GETPID)
+	execTrue(p)
+	pid, pidfd, err := forkInit(p, 0, -1)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(pidfd)
+	p = nil
+	var junk [][]byte
+	for i := 0; i < 20; i++ {
+		runtime.GC()
+		for j := 0; j < 1000; j++ {
+			junk = append(junk, make([]byte, 64+j%512))
+		}
+		junk = junk[:0]
+	}
+	if _, err := open.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	open.Close()
+	out, _ := io.ReadAll(r)
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 || len(out) != 0 {
+		t.Fatalf("the child: %v, stderr %q; want exit 0 and nothing", ws, out)
 	}
 }
