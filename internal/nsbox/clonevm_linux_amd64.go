@@ -20,18 +20,19 @@ import "syscall"
 // switch to; and nothing it reads may be freed or reused before it has
 // exec'd (forkInit's exec watch).
 //
-// What the shared memory brings with it, until the child's exec:
-//   - The child's credential change (setresuid to the sandbox's root)
-//     marks the memory's owner not dumpable, and that is the spawner's:
-//     it writes no core dump, and only a process with CAP_SYS_PTRACE
-//     (root) may read its /proc files or trace it. Making it dumpable
-//     again would let the sandbox's host uid trace a child not yet
-//     exec'd, and through it the spawner.
-//   - A kill of the child for memory kills every process that shares its
-//     memory, the spawner too. Before its exec the child is charged for
-//     nothing but the kernel's objects of its mounts (its page faults go
-//     to the spawner's cgroup, the memory's owner), in a new cgroup whose
-//     limit is the function's memory, 128 MB at least.
+// What sharing the memory brings with it:
+//   - The first child's credential change (setresgid, setresuid to the
+//     sandbox's root) marks the shared memory not dumpable, for good: it
+//     is the spawner's. From then on the spawner writes no core dump, and
+//     only a process with CAP_SYS_PTRACE (root) may read its /proc files
+//     or trace it. Making it dumpable again would let the sandbox's host
+//     uid trace a child not yet exec'd, and through it the spawner.
+//   - Until the child's exec, a kill of the child for memory kills every
+//     process that shares its memory, the spawner too. Before its exec
+//     the child is charged for little but the kernel objects it makes
+//     (mounts, a socket, the seccomp filter; its page faults go to the
+//     spawner's cgroup, the memory's owner), in a new cgroup whose limit
+//     is the function's memory, 128 MB at least.
 const shareMemory = true
 
 // cloneVM is implemented in clonevm_linux_amd64.s.

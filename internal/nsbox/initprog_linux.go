@@ -258,8 +258,8 @@ func cloneReplay(p *initProg) (uintptr, syscall.Errno) {
 		// No clone3 (a seccomp profile of a container runtime refuses
 		// it): clone(2) returns the pidfd through its parent_tid
 		// argument, the third on every architecture. The child is forked
-		// then, on a copy of this stack.
-		r, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(p.clone.flags&^unix.CLONE_VM)|uintptr(unix.SIGCHLD), 0,
+		// then, on a copy of this stack, with this thread's pointer.
+		r, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(p.clone.flags&^(unix.CLONE_VM|unix.CLONE_SETTLS))|uintptr(unix.SIGCHLD), 0,
 			uintptr(unsafe.Pointer(&p.pidfd)), 0, 0, 0)
 		if errno == 0 && r == 0 {
 			replayChild(p)

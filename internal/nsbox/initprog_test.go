@@ -166,7 +166,9 @@ func TestInitProgSharesMemory(t *testing.T) {
 
 // TestInitProgOutlivesGC: a child that waits before its exec still finds
 // its program and stack whole after the parent has dropped them, collected
-// garbage and allocated over and over (forkInit keeps both until the exec).
+// garbage and allocated over and over, and started another child meanwhile
+// (forkInit keeps both until the exec: a stack handed back early would go
+// to that child).
 func TestInitProgOutlivesGC(t *testing.T) {
 	if _, err := os.Stat("/bin/true"); err != nil {
 		t.Skip("no /bin/true")
@@ -176,6 +178,7 @@ func TestInitProgOutlivesGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gate.Close()
+	defer open.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -191,23 +194,34 @@ func TestInitProgOutlivesGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unix.Close(pidfd)
+	reaped := false
+	defer func() {
+		if !reaped { // the test failed before the gate opened
+			unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+			unix.Wait4(pid, nil, 0, nil)
+		}
+		unix.Close(pidfd)
+	}()
 	p = nil
+	if status, out := runProg(t, execTrue); status != 0 || out != "" {
+		t.Fatalf("a second child meanwhile: exit %d, stderr %q", status, out)
+	}
 	var junk [][]byte
 	for i := 0; i < 20; i++ {
 		runtime.GC()
 		for j := 0; j < 1000; j++ {
-			junk = append(junk, make([]byte, 64+j%512))
+			junk = append(junk, make([]byte, 64+j%512), make([]byte, 16<<10))
 		}
 		junk = junk[:0]
 	}
 	if _, err := open.Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	open.Close()
 	out, _ := io.ReadAll(r)
 	var ws unix.WaitStatus
-	if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+	_, err = unix.Wait4(pid, &ws, 0, nil)
+	reaped = true
+	if err != nil {
 		t.Fatal(err)
 	}
 	if !ws.Exited() || ws.ExitStatus() != 0 || len(out) != 0 {
