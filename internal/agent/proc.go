@@ -28,8 +28,8 @@ type proc struct {
 //
 // A status is routed under mu, and start holds mu from before the fork
 // until the new proc is registered: a child that exits at once is reaped
-// (reapLoop), but its status waits for the registration. Any other status (an
-// orphan's, or a child whose exec failed) has no proc and is dropped: kept,
+// (reapLoop), but its status waits for the registration. Any other status
+// (an orphan's, or a child whose exec failed) has no proc and is dropped: kept,
 // it would grow the agent for every orphan a function leaves, and pass for
 // a later child's exit once the pid comes round again. One window is
 // left: an orphan's status reaped just before start takes mu is routed
@@ -53,9 +53,10 @@ func newReaper() *reaper {
 
 // reapLoop reaps every child as it ends, asleep in wait4 in between. That
 // keeps one thread; os/signal, to be told of SIGCHLD instead, starts three
-// (its receiver and the thread it keeps for signal masks, and the one that
-// replaces it), each a clone and fresh stacks that every sandbox's agent
-// paid for at its start (docs/performance.md, "Where it stands (session
+// (one to take over from its receiver, which blocks in the runtime; the
+// runtime's template thread, which its LockOSThread starts; one to take
+// over from the thread it locks), each a clone and fresh stacks that every
+// sandbox's agent paid for at its start (docs/performance.md, "Where it stands (session
 // 18)"). With no child at all wait4 fails at once (ECHILD), so the loop
 // waits for the next fork then: no orphan can come without one, as every
 // process in the sandbox descends from a child the agent started.
