@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nubo-dev/nubo/internal/procs"
 	"github.com/nubo-dev/nubo/internal/server"
 )
 
@@ -120,6 +121,11 @@ func serve(args []string, stderr io.Writer) int {
 	var why string
 	if cfg.SandboxAgent, why = embeddedAgent(); why != "" {
 		logger.Info("sandboxes start from nubo's own binary, not the small agent executable", "why", why)
+	}
+	cfg.Procs = procs.New()
+	if cfg.Procs != nil {
+		narrow, wide := cfg.Procs.Sizes()
+		logger.Debug("GOMAXPROCS follows the work (set GOMAXPROCS to fix it)", "narrow", narrow, "bulk", wide)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

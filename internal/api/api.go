@@ -27,6 +27,7 @@ import (
 	"github.com/nubo-dev/nubo/internal/errdefs"
 	"github.com/nubo-dev/nubo/internal/invoke"
 	"github.com/nubo-dev/nubo/internal/logs"
+	"github.com/nubo-dev/nubo/internal/procs"
 	"github.com/nubo-dev/nubo/internal/sigv4"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	Events Events
 	// URLKey signs code download URLs (GetFunction's Code.Location).
 	URLKey []byte
+	// Procs is raised while a request with a large body is served (bulk
+	// work, see package procs); nil leaves GOMAXPROCS alone.
+	Procs  *procs.Governor
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -75,6 +79,12 @@ type API struct {
 // maxBody is the largest request any operation accepts (CreateFunction's
 // limit); each operation checks its own smaller limit.
 const maxBody = 70167211
+
+// bulkBody is the request body beyond which serving a request is bulk
+// work (package procs): decoding, hashing and storing a zip of that size
+// takes milliseconds of CPU. A chunked body, of unknown length, counts
+// as bulk too.
+const bulkBody = 256 << 10
 
 type ctxKey int
 
@@ -113,6 +123,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-amzn-RequestId", rid)
 	ctx := context.WithValue(r.Context(), ctxRequestID, rid)
 	r = r.WithContext(ctx)
+	if r.ContentLength > bulkBody || r.ContentLength < 0 {
+		defer a.cfg.Procs.Bulk()()
+	}
 
 	if strings.HasPrefix(r.URL.Path, codePath) {
 		a.serveCode(w, r)

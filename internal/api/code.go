@@ -68,6 +68,7 @@ func (a *API) serveCode(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "AccessDenied: Request has expired", http.StatusForbidden)
 		return
 	}
+	defer a.cfg.Procs.Bulk()() // reading a zip of up to 50 MB from the store
 	zip, err := a.cfg.Code.GetCode(r.Context(), sha)
 	if errors.Is(err, store.ErrNotFound) {
 		http.Error(w, "NoSuchKey", http.StatusNotFound)

@@ -33,6 +33,7 @@ import (
 
 	"github.com/nubo-dev/nubo/internal/codezip"
 	"github.com/nubo-dev/nubo/internal/function"
+	"github.com/nubo-dev/nubo/internal/procs"
 )
 
 // Source fetches a zip by its hex SHA-256.
@@ -50,6 +51,10 @@ type Cache struct {
 	// lastUse is when Code or Opt last returned each entry's path.
 	lastUse map[string]time.Time
 	now     func() time.Time
+
+	// Procs is raised while a zip is unpacked or layers merged (bulk
+	// work, see package procs); nil leaves GOMAXPROCS alone.
+	Procs *procs.Governor
 }
 
 type build struct {
@@ -113,7 +118,10 @@ func (c *Cache) once(path string, fn func(tmp string) error) error {
 		b.err = err
 		return err
 	}
-	if err := fn(tmp); err != nil {
+	done := c.Procs.Bulk()
+	err = fn(tmp)
+	done()
+	if err != nil {
 		os.RemoveAll(tmp)
 		b.err = err
 		return err

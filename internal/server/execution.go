@@ -124,6 +124,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	if err != nil {
 		return nil, err
 	}
+	cache.Procs = cfg.Procs
 	rts, err := runtimes.Detect("/")
 	if err != nil {
 		return nil, err

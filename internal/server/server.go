@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/nubo-dev/nubo/internal/procs"
 	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -91,7 +92,10 @@ type Config struct {
 	// SandboxAgent is the small executable namespace sandboxes start from
 	// (cmd/nubo-agent, embedded by cmd/nubo); nil: nubo's own binary.
 	SandboxAgent []byte
-	Logger       *slog.Logger
+	// Procs sizes GOMAXPROCS to the work (package procs): there is one per
+	// process, which `nubo serve` makes; nil leaves GOMAXPROCS alone.
+	Procs  *procs.Governor
+	Logger *slog.Logger
 }
 
 // DefaultTimerSlack is `nubo serve`'s TimerSlack.
@@ -309,7 +313,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.gcDone = make(chan struct{})
 	go s.collectCode()
 	h := api.New(api.Config{Control: s.ctl, Accounts: reg, URLKey: key, Code: s.st, Invoker: invoker, Logs: s.logs,
-		Events: events, Logger: cfg.Logger.With("component", "api")})
+		Events: events, Procs: cfg.Procs, Logger: cfg.Logger.With("component", "api")})
 	// IdleTimeout: a kept-alive connection nobody uses is closed after a
 	// while (each holds a goroutine and a descriptor); longer than the
 	// SDKs keep theirs idle (Go's 90 s), so a client's reuse rarely races
