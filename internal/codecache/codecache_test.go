@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
+	"github.com/nubo-dev/nubo/internal/procs"
 )
 
 // zips is a Source of zips by their hex SHA-256.
@@ -175,5 +176,62 @@ func TestOwn(t *testing.T) {
 		if _, err := c.Own(bad.dir, bad.owner); err == nil {
 			t.Errorf("Own(%s, %q): no error", bad.dir, bad.owner)
 		}
+	}
+}
+
+// wideSource is a Source that records the GOMAXPROCS its governor had set
+// while it was read.
+type wideSource struct {
+	zips
+	cur  *int
+	seen []int
+}
+
+func (w *wideSource) GetCode(ctx context.Context, h string) ([]byte, error) {
+	w.seen = append(w.seen, *w.cur)
+	return w.zips.GetCode(ctx, h)
+}
+
+// TestBuildIsBulk: unpacking a zip, merging layers and copying an entry
+// for an owner run with GOMAXPROCS wide (package procs), and it is narrow
+// again afterwards; an entry already built widens nothing.
+func TestBuildIsBulk(t *testing.T) {
+	cur, sets := 0, 0
+	gov := procs.NewWith(2, func(n int) int { cur = n; sets++; return 0 })
+	src := &wideSource{zips: zips{}, cur: &cur}
+	h := src.add(t, ziptest.File{Name: "app.py", Body: []byte("x = 1\n")})
+	l := src.add(t, ziptest.File{Name: "bin/tool", Body: []byte("l"), Mode: 0o755})
+	c, err := New(t.TempDir(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Procs = gov
+	ctx := context.Background()
+	code, err := c.Code(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Opt(ctx, []string{l}); err != nil {
+		t.Fatal(err)
+	}
+	if len(src.seen) != 2 || src.seen[0] != 2 || src.seen[1] != 2 {
+		t.Errorf("GOMAXPROCS while zips were read: %v, want [2 2]", src.seen)
+	}
+	if cur != 1 {
+		t.Errorf("GOMAXPROCS after the builds: %d, want 1", cur)
+	}
+	before := sets
+	if _, err := c.Own(code, "111111111111"); err != nil {
+		t.Fatal(err)
+	}
+	if sets != before+2 || cur != 1 {
+		t.Errorf("Own set GOMAXPROCS %d times, ending at %d; want 2 times, ending at 1", sets-before, cur)
+	}
+	before = sets
+	if _, err := c.Code(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if sets != before {
+		t.Errorf("a built entry set GOMAXPROCS %d times", sets-before)
 	}
 }

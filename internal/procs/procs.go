@@ -44,7 +44,11 @@ func New() *Governor {
 	return newGovernor(runtime.GOMAXPROCS(0), runtime.GOMAXPROCS)
 }
 
-// newGovernor manages a scheduler of wide Ps at most through set.
+// NewWith returns a Governor of a scheduler of wide Ps at most, sized
+// through set (runtime.GOMAXPROCS, or a recorder in tests); nil when wide
+// is below 2. It calls set with the narrow size at once.
+func NewWith(wide int, set func(int) int) *Governor { return newGovernor(wide, set) }
+
 func newGovernor(wide int, set func(int) int) *Governor {
 	if wide < 2 {
 		return nil
