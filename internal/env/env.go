@@ -621,7 +621,7 @@ func (e *Environment) startLog(req *Request) {
 		e.tail = &tailBuffer{}
 	}
 	e.logMu.Unlock()
-	e.platform(fmt.Sprintf("START RequestId: %s Version: %s", req.RequestID, e.cfg.ExecutedVersion))
+	e.platform("START RequestId: " + req.RequestID + " Version: " + e.cfg.ExecutedVersion)
 }
 
 // invokeFrame is req for the agent; deadlineMs 0 lets the agent start the

@@ -14,9 +14,9 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -206,8 +206,20 @@ func decodeClientContext(b64 string) (string, error) {
 }
 
 // NewTraceID makes an X-Ray trace header: Root=1-<epoch hex>-<96 random bits>.
+//
+// It is appended rather than formatted: every invocation makes one.
 func NewTraceID() string {
 	var b [20]byte
 	_, _ = crand.Read(b[:])
-	return fmt.Sprintf("Root=1-%08x-%s;Parent=%s;Sampled=0", time.Now().Unix(), hex.EncodeToString(b[:12]), hex.EncodeToString(b[12:]))
+	var ts [4]byte
+	binary.BigEndian.PutUint32(ts[:], uint32(time.Now().Unix()))
+	r := make([]byte, 0, 80)
+	r = append(r, "Root=1-"...)
+	r = hex.AppendEncode(r, ts[:])
+	r = append(r, '-')
+	r = hex.AppendEncode(r, b[:12])
+	r = append(r, ";Parent="...)
+	r = hex.AppendEncode(r, b[12:])
+	r = append(r, ";Sampled=0"...)
+	return string(r)
 }
