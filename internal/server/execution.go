@@ -207,7 +207,7 @@ func startExecution(ctx context.Context, cfg Config, accts *account.Registry, st
 	}
 	capacity := capacityMB(cfg)
 	pool := worker.New(worker.Config{
-		Backend: backend, Code: cache, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
+		Backend: backend, Code: cache, Procs: cfg.Procs, Runtimes: rts, RuntimeDir: rtDir, Region: ctl.Region(),
 		AccountConcurrency: cfg.AccountConcurrency, Ledger: ledger, NoCompile: cfg.NoCompilePython,
 		IdleTimeout: cfg.IdleTimeout, MaxLifetime: cfg.MaxLifetime,
 		Logs:         func(acct, group, stream string) env.LogSink { return lg.Sink(acct, group, stream) },

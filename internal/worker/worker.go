@@ -35,6 +35,7 @@ import (
 	"github.com/nubo-dev/nubo/internal/control"
 	"github.com/nubo-dev/nubo/internal/env"
 	"github.com/nubo-dev/nubo/internal/errdefs"
+	"github.com/nubo-dev/nubo/internal/procs"
 	"github.com/nubo-dev/nubo/internal/runtimes"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
@@ -44,8 +45,11 @@ type LogOpener func(account, logGroup, logStream string) env.LogSink
 
 // Config configures a Pool.
 type Config struct {
-	Backend  sandbox.Backend
-	Code     *codecache.Cache
+	Backend sandbox.Backend
+	Code    *codecache.Cache
+	// Procs counts the invocations under way (many at once widen
+	// GOMAXPROCS, see package procs); nil counts nothing.
+	Procs    *procs.Governor
 	Runtimes []runtimes.Runtime
 	// RuntimeDir holds nubo's runtime interface clients on the host.
 	RuntimeDir string
@@ -168,6 +172,7 @@ type Invocation struct {
 
 // Invoke runs one invocation in a warm or new environment.
 func (p *Pool) Invoke(ctx context.Context, inv *Invocation) (*env.Response, error) {
+	defer p.cfg.Procs.Invocation()()
 	v := inv.Version
 	k := key(v)
 	fk := funcKey(v)
