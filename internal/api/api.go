@@ -83,7 +83,8 @@ const maxBody = 70167211
 // bulkBody is the request body beyond which serving a request is bulk
 // work (package procs): decoding, hashing and storing a zip of that size
 // takes milliseconds of CPU. A chunked body, of unknown length, counts
-// as bulk too.
+// as bulk too. An invocation's bulk work ends when the invocation starts
+// (endBulk).
 const bulkBody = 256 << 10
 
 type ctxKey int
@@ -92,6 +93,7 @@ const (
 	ctxAccount ctxKey = iota
 	ctxRequestID
 	ctxBody
+	ctxBulk
 )
 
 // New builds the handler.
@@ -124,7 +126,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), ctxRequestID, rid)
 	r = r.WithContext(ctx)
 	if r.ContentLength > bulkBody || r.ContentLength < 0 {
-		defer a.cfg.Procs.Bulk()()
+		// Until answered, or until an invocation starts (endBulk): the
+		// function's run is not the server's bulk work.
+		done := a.cfg.Procs.Bulk()
+		defer done()
+		ctx = context.WithValue(ctx, ctxBulk, done)
+		r = r.WithContext(ctx)
 	}
 
 	if strings.HasPrefix(r.URL.Path, codePath) {
@@ -175,6 +182,14 @@ func readBody(r *http.Request) ([]byte, error) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return body, nil
+}
+
+// endBulk ends the bulk work of serving a large request (see bulkBody),
+// if it is one: the handler's CPU-heavy part is over.
+func endBulk(r *http.Request) {
+	if done, ok := r.Context().Value(ctxBulk).(func()); ok {
+		done()
+	}
 }
 
 func accountOf(r *http.Request) string { return r.Context().Value(ctxAccount).(string) }

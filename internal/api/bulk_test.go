@@ -2,13 +2,21 @@ package api
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/nubo-dev/nubo/internal/invoke"
 	"github.com/nubo-dev/nubo/internal/procs"
 )
 
@@ -48,6 +56,53 @@ func TestLargeRequestIsBulk(t *testing.T) {
 		}
 		if s := took(); !slices.Equal(s, []int{4, 2}) {
 			t.Errorf("large request (length %d) set GOMAXPROCS %v, want [4 2]", length, s)
+		}
+	}
+}
+
+// sizeInvoker is an Invoker that records the GOMAXPROCS its governor had
+// set when each invocation started.
+type sizeInvoker struct {
+	cur  func() int
+	seen []int
+}
+
+func (f *sizeInvoker) Invoke(_ context.Context, in *invoke.Input) (*invoke.Output, error) {
+	f.seen = append(f.seen, f.cur())
+	return &invoke.Output{Status: http.StatusOK, Payload: []byte(`{}`)}, nil
+}
+
+// TestLargeInvokeEndsBulkAtInvocation: a signed Invoke with a large
+// payload reaches its invocation with GOMAXPROCS narrow again: the
+// function's run is not the server's bulk work.
+func TestLargeInvokeEndsBulkAtInvocation(t *testing.T) {
+	reg, err := account.NewRegistry([]account.Account{account.Dev()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	cur := 0
+	gov := procs.NewWith(4, func(n int) int { mu.Lock(); cur = n; mu.Unlock(); return 0 })
+	inv := &sizeInvoker{cur: func() int { mu.Lock(); defer mu.Unlock(); return cur }}
+	a := New(Config{Accounts: reg, Procs: gov, Invoker: inv})
+	payload := append(append([]byte(`{"k":"`), bytes.Repeat([]byte("x"), bulkBody)...), `"}`...)
+	for _, path := range []string{"/2015-03-31/functions/f/invocations", "/2021-11-15/functions/f/response-streaming-invocations"} {
+		r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(payload))
+		sum := sha256.Sum256(payload)
+		creds := aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}
+		if err := v4.NewSigner().SignHTTP(context.Background(), creds, r, hex.EncodeToString(sum[:]), "lambda", "us-east-1", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		a.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, w.Code, w.Body)
+		}
+		if len(inv.seen) == 0 || inv.seen[len(inv.seen)-1] != 2 {
+			t.Errorf("%s: GOMAXPROCS at the invocation %v, want 2 (narrow)", path, inv.seen)
+		}
+		if got := inv.cur(); got != 2 {
+			t.Errorf("%s: GOMAXPROCS after the answer %d, want 2", path, got)
 		}
 	}
 }

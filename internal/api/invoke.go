@@ -46,7 +46,8 @@ func (a *API) invoke(legacyAsync bool) http.HandlerFunc {
 		if legacyAsync {
 			in.InvocationType = invoke.TypeEvent
 		}
-		out, err := a.cfg.Invoker.Invoke(r.Context(), in)
+		endBulk(r)
+	out, err := a.cfg.Invoker.Invoke(r.Context(), in)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
@@ -93,6 +94,7 @@ func (a *API) invokeStream(w http.ResponseWriter, r *http.Request) {
 	in := input(r)
 	in.ResponseStream = true
 	in.Stream = sw.part
+	endBulk(r)
 	out, err := a.cfg.Invoker.Invoke(r.Context(), in)
 	if err != nil {
 		if sw.started {

@@ -127,6 +127,7 @@ func (a *API) serveURL(w http.ResponseWriter, r *http.Request, id, path string) 
 		defer sw.rc.SetWriteDeadline(time.Time{})
 		in.Stream = sw.part
 	}
+	endBulk(r)
 	out, err := a.cfg.Invoker.Invoke(r.Context(), in)
 	switch {
 	case sw != nil && sw.started:

@@ -118,9 +118,10 @@ func (c *Cache) once(path string, fn func(tmp string) error) error {
 		b.err = err
 		return err
 	}
-	done := c.Procs.Bulk()
-	err = fn(tmp)
-	done()
+	func() {
+		defer c.Procs.Bulk()()
+		err = fn(tmp)
+	}()
 	if err != nil {
 		os.RemoveAll(tmp)
 		b.err = err

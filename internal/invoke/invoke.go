@@ -211,7 +211,7 @@ func decodeClientContext(b64 string) (string, error) {
 func NewTraceID() string {
 	var b [20]byte
 	_, _ = crand.Read(b[:])
-	var ts [4]byte
+	var ts [4]byte // X-Ray's epoch field is 8 hex digits: good until 2106
 	binary.BigEndian.PutUint32(ts[:], uint32(time.Now().Unix()))
 	r := make([]byte, 0, 80)
 	r = append(r, "Root=1-"...)

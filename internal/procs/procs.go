@@ -18,8 +18,11 @@
 //
 // A Governor therefore keeps GOMAXPROCS at half the CPUs nubo may use
 // (at least one), and raises it to all of them while any bulk work is
-// under way or while busyAt or more invocations run at once (until, for
-// calmFor, no more than calmAt have). It manages nothing when GOMAXPROCS
+// under way and once busyAt or more invocations run at once. A crowd is
+// over when no more than calmAt run calmFor after their number first
+// fell to calmAt (else it is looked at again calmFor later), so crowds
+// change GOMAXPROCS at most once per calmFor; each change stops the
+// world for a moment. It manages nothing when GOMAXPROCS
 // is set in the environment: the operator's choice stands. Once it has
 // set GOMAXPROCS, the Go runtime no longer follows changes of the CPU
 // limit of nubo serve's cgroup.
@@ -39,8 +42,8 @@ import (
 type Governor struct {
 	narrow, wide int
 	set          func(int) int
-	// Invocations: wide from busyAt at once, narrow again after calmFor
-	// with no more than calmAt.
+	// Invocations: wide from busyAt at once, narrow again when no more
+	// than calmAt run calmFor after they first fell to calmAt.
 	busyAt, calmAt int64
 	calmFor        time.Duration
 
@@ -99,8 +102,8 @@ func (g *Governor) Bulk() (done func()) {
 }
 
 // Invocation marks the start of an invocation; done marks its end and
-// must be called once. Below busyAt at once it costs two atomic
-// additions.
+// must be called once. Below busyAt at once it costs an atomic addition
+// each way and an atomic load.
 func (g *Governor) Invocation() (done func()) {
 	if g == nil {
 		return func() {}
@@ -127,8 +130,8 @@ func (g *Governor) invocationDone() {
 	g.mu.Unlock()
 }
 
-// calmed ends the load calmFor after invocations fell to calmAt, unless
-// they have risen above it since; then it looks again calmFor later.
+// calmed ends the crowd calmFor after invocations fell to calmAt, unless
+// more than calmAt run now; then it looks again calmFor later.
 func (g *Governor) calmed() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -138,6 +141,11 @@ func (g *Governor) calmed() {
 	}
 	g.calm = nil
 	g.loaded.Store(false)
+	// An Invocation that reached busyAt between the load above and the
+	// store saw loaded still set and left the widening to us.
+	if g.running.Load() >= g.busyAt {
+		g.loaded.Store(true)
+	}
 	g.resizeLocked()
 }
 

@@ -96,13 +96,14 @@ func TestEnvironmentWins(t *testing.T) {
 	}
 }
 
-// TestInvocationsWiden: busyAt invocations at once widen GOMAXPROCS; it
-// stays wide while more than calmAt run, and is narrow again calmFor after
-// they fell to calmAt; a burst within calmFor keeps it wide.
+// TestInvocationsWiden: busyAt invocations at once widen GOMAXPROCS; the
+// calm check after a dip to calmAt keeps it wide while more than calmAt
+// run, and narrows it once no more do. The timer is not left to fire:
+// calmFor is an hour and the test calls calmed itself.
 func TestInvocationsWiden(t *testing.T) {
 	r := &recorder{cur: 2}
 	g := NewWith(2, r.set)
-	g.calmFor = 50 * time.Millisecond
+	g.calmFor = time.Hour
 	if g.busyAt != 8 || g.calmAt != 4 {
 		t.Fatalf("busyAt %d, calmAt %d; want 8 and 4 for two CPUs", g.busyAt, g.calmAt)
 	}
@@ -118,6 +119,7 @@ func TestInvocationsWiden(t *testing.T) {
 			dones = dones[:len(dones)-1]
 		}
 	}
+	armed := func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.calm != nil }
 	start(7)
 	if got := r.now(); got != 1 {
 		t.Fatalf("7 invocations: GOMAXPROCS %d, want 1", got)
@@ -127,56 +129,79 @@ func TestInvocationsWiden(t *testing.T) {
 		t.Fatalf("8 invocations: GOMAXPROCS %d, want 2", got)
 	}
 	end(3) // 5 left: above calmAt
-	time.Sleep(3 * g.calmFor)
-	if got := r.now(); got != 2 {
-		t.Fatalf("5 invocations for a while: GOMAXPROCS %d, want 2", got)
+	if armed() {
+		t.Fatal("calm check armed with 5 invocations running")
 	}
-	end(1) // 4: calm starts
-	time.Sleep(g.calmFor / 5)
-	start(3) // a burst before calmFor has passed
-	time.Sleep(2 * g.calmFor)
-	if got := r.now(); got != 2 {
-		t.Fatalf("7 invocations after a dip: GOMAXPROCS %d, want 2", got)
+	end(1) // 4: at calmAt
+	if !armed() {
+		t.Fatal("no calm check armed at calmAt")
+	}
+	start(3) // 7 by the time the check comes
+	g.calmed()
+	if got := r.now(); got != 2 || !armed() {
+		t.Fatalf("7 invocations at the calm check: GOMAXPROCS %d, check armed %v; want 2, armed again", got, armed())
 	}
 	end(7)
-	deadline := time.Now().Add(5 * time.Second)
-	for r.now() != 1 && time.Now().Before(deadline) {
-		time.Sleep(g.calmFor / 5)
+	g.calmed()
+	if got := r.now(); got != 1 || armed() {
+		t.Fatalf("no invocations at the calm check: GOMAXPROCS %d, check armed %v; want 1, none", got, armed())
 	}
-	if got := r.now(); got != 1 {
-		t.Fatalf("no invocations: GOMAXPROCS %d, want 1", got)
+	// A crowd that has reached busyAt again by the check stays wide.
+	start(8)
+	end(4)
+	start(4)
+	g.calmed()
+	if got := r.now(); got != 2 {
+		t.Fatalf("8 invocations at the calm check: GOMAXPROCS %d, want 2", got)
 	}
-	// Bulk work keeps it wide through calm.
+	end(8)
+	g.calmed()
+	// Bulk work keeps it wide through a calm check.
 	done := g.Bulk()
 	start(8)
 	end(8)
-	time.Sleep(3 * g.calmFor)
+	g.calmed()
 	if got := r.now(); got != 2 {
-		t.Fatalf("bulk work after calm: GOMAXPROCS %d, want 2", got)
+		t.Fatalf("bulk work at the calm check: GOMAXPROCS %d, want 2", got)
 	}
 	done()
 	if got := r.now(); got != 1 {
 		t.Fatalf("all done: GOMAXPROCS %d, want 1", got)
 	}
+	g.mu.Lock()
+	if g.calm != nil {
+		g.calm.Stop()
+	}
+	g.mu.Unlock()
 }
 
-// TestInvocationsConcurrent: invocations that start and end on many
-// goroutines leave the governor narrow and its count at zero.
+// TestInvocationsConcurrent: 64 invocations under way at once on as many
+// goroutines widen GOMAXPROCS; once all have ended, the calm check
+// (calmFor 1 ms, its real timer) narrows it and the count is zero.
 func TestInvocationsConcurrent(t *testing.T) {
 	r := &recorder{cur: 4}
 	g := NewWith(4, r.set)
 	g.calmFor = time.Millisecond
-	var wg sync.WaitGroup
-	for range 64 {
+	const n = 64
+	var started, wg sync.WaitGroup
+	started.Add(n)
+	release := make(chan struct{})
+	for range n {
 		wg.Go(func() {
-			for range 200 {
-				g.Invocation()()
-			}
+			done := g.Invocation()
+			started.Done()
+			<-release
+			done()
 		})
 	}
+	started.Wait()
+	if got := r.now(); got != 4 {
+		t.Fatalf("%d invocations under way: GOMAXPROCS %d, want 4", n, got)
+	}
+	close(release)
 	wg.Wait()
-	if n := g.running.Load(); n != 0 {
-		t.Fatalf("%d invocations left running", n)
+	if c := g.running.Load(); c != 0 {
+		t.Fatalf("%d invocations left running", c)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for r.now() != 2 && time.Now().Before(deadline) {

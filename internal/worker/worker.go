@@ -47,8 +47,9 @@ type LogOpener func(account, logGroup, logStream string) env.LogSink
 type Config struct {
 	Backend sandbox.Backend
 	Code    *codecache.Cache
-	// Procs counts the invocations under way (many at once widen
-	// GOMAXPROCS, see package procs); nil counts nothing.
+	// Procs counts the invocations under way, from admission (those
+	// waiting for an environment count too) to the answer: many at once
+	// widen GOMAXPROCS (package procs). nil counts nothing.
 	Procs    *procs.Governor
 	Runtimes []runtimes.Runtime
 	// RuntimeDir holds nubo's runtime interface clients on the host.
