@@ -47,7 +47,7 @@ func (a *API) invoke(legacyAsync bool) http.HandlerFunc {
 			in.InvocationType = invoke.TypeEvent
 		}
 		endBulk(r)
-	out, err := a.cfg.Invoker.Invoke(r.Context(), in)
+		out, err := a.cfg.Invoker.Invoke(r.Context(), in)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
