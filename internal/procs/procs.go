@@ -101,12 +101,12 @@ func (g *Governor) Bulk() (done func()) {
 	}
 }
 
-// Invocation marks the start of an invocation; done marks its end and
-// must be called once. Below busyAt at once it costs an atomic addition
-// each way and an atomic load.
-func (g *Governor) Invocation() (done func()) {
+// InvocationStarted counts an invocation under way until its
+// InvocationEnded. Below busyAt at once the pair costs an atomic addition
+// each way and an atomic load, and allocates nothing.
+func (g *Governor) InvocationStarted() {
 	if g == nil {
-		return func() {}
+		return
 	}
 	if g.running.Add(1) >= g.busyAt && !g.loaded.Load() {
 		g.mu.Lock()
@@ -116,10 +116,13 @@ func (g *Governor) Invocation() (done func()) {
 		}
 		g.mu.Unlock()
 	}
-	return g.invocationDone
 }
 
-func (g *Governor) invocationDone() {
+// InvocationEnded ends what one InvocationStarted began.
+func (g *Governor) InvocationEnded() {
+	if g == nil {
+		return
+	}
 	if g.running.Add(-1) > g.calmAt || !g.loaded.Load() {
 		return
 	}
@@ -141,7 +144,7 @@ func (g *Governor) calmed() {
 	}
 	g.calm = nil
 	g.loaded.Store(false)
-	// An Invocation that reached busyAt between the load above and the
+	// An InvocationStarted that reached busyAt between the load above and the
 	// store saw loaded still set and left the widening to us.
 	if g.running.Load() >= g.busyAt {
 		g.loaded.Store(true)

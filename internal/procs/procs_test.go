@@ -110,7 +110,8 @@ func TestInvocationsWiden(t *testing.T) {
 	var dones []func()
 	start := func(n int) {
 		for range n {
-			dones = append(dones, g.Invocation())
+			g.InvocationStarted()
+			dones = append(dones, g.InvocationEnded)
 		}
 	}
 	end := func(n int) {
@@ -188,10 +189,10 @@ func TestInvocationsConcurrent(t *testing.T) {
 	release := make(chan struct{})
 	for range n {
 		wg.Go(func() {
-			done := g.Invocation()
+			g.InvocationStarted()
 			started.Done()
 			<-release
-			done()
+			g.InvocationEnded()
 		})
 	}
 	started.Wait()
@@ -209,5 +210,15 @@ func TestInvocationsConcurrent(t *testing.T) {
 	}
 	if got := r.now(); got != 2 {
 		t.Fatalf("after the invocations: GOMAXPROCS %d, want 2", got)
+	}
+}
+
+// TestInvocationAllocatesNothing: the pair every invocation pays
+// allocates nothing below busyAt.
+func TestInvocationAllocatesNothing(t *testing.T) {
+	r := &recorder{cur: 2}
+	g := NewWith(2, r.set)
+	if n := testing.AllocsPerRun(1000, func() { g.InvocationStarted(); g.InvocationEnded() }); n != 0 {
+		t.Fatalf("%v allocations per invocation, want 0", n)
 	}
 }

@@ -173,7 +173,8 @@ type Invocation struct {
 
 // Invoke runs one invocation in a warm or new environment.
 func (p *Pool) Invoke(ctx context.Context, inv *Invocation) (*env.Response, error) {
-	defer p.cfg.Procs.Invocation()()
+	p.cfg.Procs.InvocationStarted()
+	defer p.cfg.Procs.InvocationEnded()
 	v := inv.Version
 	k := key(v)
 	fk := funcKey(v)
