@@ -28,10 +28,11 @@ type proc struct {
 //
 // A status is routed under mu, and start holds mu from before the fork
 // until the new proc is registered: a child that exits at once is reaped
-// (reapLoop), but its status waits for the registration. Any other status
-// (an orphan's, or a child whose exec failed) has no proc and is dropped: kept,
-// it would grow the agent for every orphan a function leaves, and pass for
-// a later child's exit once the pid comes round again. One window is
+// (reapLoop), but its status waits for the registration. Any other
+// status (an orphan's, or a child whose exec failed) has no proc and is
+// dropped: kept, it would grow the agent for every orphan a function
+// leaves, and pass for a later child's exit once the pid comes round
+// again. One window is
 // left: an orphan's status reaped just before start takes mu is routed
 // after it, and would go to the new child if that child got the orphan's
 // pid, which takes the pid numbers wrapping round at that very moment.
@@ -56,8 +57,8 @@ func newReaper() *reaper {
 // (one to take over from its receiver, which blocks in the runtime; the
 // runtime's template thread, which its LockOSThread starts; one to take
 // over from the thread it locks), each a clone and fresh stacks that every
-// sandbox's agent paid for at its start (docs/performance.md, "Where it stands (session
-// 18)"). With no child at all wait4 fails at once (ECHILD), so the loop
+// sandbox's agent paid for at its start (docs/performance.md, "Where it
+// stands (session 18)"). With no child at all wait4 fails at once (ECHILD), so the loop
 // waits for the next fork then: no orphan can come without one, as every
 // process in the sandbox descends from a child the agent started.
 func (r *reaper) reapLoop() {
