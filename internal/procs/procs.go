@@ -113,6 +113,11 @@ func (g *Governor) InvocationStarted() {
 		if g.running.Load() >= g.busyAt {
 			g.loaded.Store(true)
 			g.resizeLocked()
+			// The crowd may have thinned to calmAt before loaded was set,
+			// its InvocationEnded calls then arming no calm check.
+			if g.running.Load() <= g.calmAt {
+				g.armCalmLocked()
+			}
 		}
 		g.mu.Unlock()
 	}
@@ -127,10 +132,15 @@ func (g *Governor) InvocationEnded() {
 		return
 	}
 	g.mu.Lock()
+	g.armCalmLocked()
+	g.mu.Unlock()
+}
+
+// armCalmLocked schedules a calm check unless one is pending.
+func (g *Governor) armCalmLocked() {
 	if g.calm == nil {
 		g.calm = time.AfterFunc(g.calmFor, g.calmed)
 	}
-	g.mu.Unlock()
 }
 
 // calmed ends the crowd calmFor after invocations fell to calmAt, unless

@@ -222,3 +222,37 @@ func TestInvocationAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per invocation, want 0", n)
 	}
 }
+
+// TestCrowdGoneBeforeWidening: a crowd that thins to calmAt while
+// InvocationStarted widens for it (its InvocationEnded calls seeing the
+// crowd not yet marked, and so arming nothing) still gets a calm check.
+// The recorder's set, called as GOMAXPROCS widens, stands in for those
+// ends.
+func TestCrowdGoneBeforeWidening(t *testing.T) {
+	var g *Governor
+	r := &recorder{cur: 2}
+	thin := func(n int) int {
+		if n == 2 && g != nil {
+			g.running.Add(-g.running.Load()) // every invocation ended meanwhile
+		}
+		return r.set(n)
+	}
+	g = NewWith(2, thin)
+	g.calmFor = time.Hour
+	for range g.busyAt {
+		g.InvocationStarted()
+	}
+	g.mu.Lock()
+	armed := g.calm != nil
+	if armed {
+		g.calm.Stop()
+	}
+	g.mu.Unlock()
+	if r.now() != 2 || !armed {
+		t.Fatalf("GOMAXPROCS %d, calm check armed %v; want 2, armed", r.now(), armed)
+	}
+	g.calmed()
+	if got := r.now(); got != 1 {
+		t.Fatalf("after the calm check: GOMAXPROCS %d, want 1", got)
+	}
+}
