@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,8 +84,8 @@ const maxBody = 70167211
 // bulkBody is the request body beyond which serving a request is bulk
 // work (package procs): decoding, hashing and storing a zip of that size
 // takes milliseconds of CPU. A chunked body, of unknown length, counts
-// as bulk too. An invocation's bulk work ends when the invocation starts
-// (endBulk).
+// as bulk once more than bulkBody of it has been read. An invocation's
+// bulk work ends when the invocation starts (endBulk).
 const bulkBody = 256 << 10
 
 type ctxKey int
@@ -128,9 +129,17 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > bulkBody || r.ContentLength < 0 {
 		// Until answered, or until an invocation starts (endBulk): the
 		// function's run is not the server's bulk work.
-		done := a.cfg.Procs.Bulk()
-		defer done()
-		ctx = context.WithValue(ctx, ctxBulk, done)
+		bw := &bulkWork{gov: a.cfg.Procs}
+		defer bw.end()
+		if r.ContentLength > 0 {
+			bw.start()
+		} else {
+			// Of unknown length: bulk once more than bulkBody has come, so
+			// that a small or slow chunked body, read before the sender is
+			// known, does not hold GOMAXPROCS wide.
+			r.Body = &bulkCounter{r: r.Body, bw: bw}
+		}
+		ctx = context.WithValue(ctx, ctxBulk, bw)
 		r = r.WithContext(ctx)
 	}
 
@@ -187,10 +196,56 @@ func readBody(r *http.Request) ([]byte, error) {
 // endBulk ends the bulk work of serving a large request (see bulkBody),
 // if it is one: the handler's CPU-heavy part is over.
 func endBulk(r *http.Request) {
-	if done, ok := r.Context().Value(ctxBulk).(func()); ok {
-		done()
+	if bw, ok := r.Context().Value(ctxBulk).(*bulkWork); ok {
+		bw.end()
 	}
 }
+
+// bulkWork is one request's bulk work (see bulkBody): started at most
+// once, ended at most once, and never started after its end.
+type bulkWork struct {
+	gov  *procs.Governor
+	mu   sync.Mutex
+	done func() // set while started
+	over bool
+}
+
+func (bw *bulkWork) start() {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	if bw.done == nil && !bw.over {
+		bw.done = bw.gov.Bulk()
+	}
+}
+
+func (bw *bulkWork) end() {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	bw.over = true
+	if bw.done != nil {
+		bw.done()
+		bw.done = nil
+	}
+}
+
+// bulkCounter starts its request's bulk work once more than bulkBody
+// bytes of the body have been read.
+type bulkCounter struct {
+	r  io.ReadCloser
+	bw *bulkWork
+	n  int64
+}
+
+func (c *bulkCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.n <= bulkBody && c.n+int64(n) > bulkBody {
+		c.bw.start()
+	}
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *bulkCounter) Close() error { return c.r.Close() }
 
 func accountOf(r *http.Request) string { return r.Context().Value(ctxAccount).(string) }
 

@@ -20,10 +20,10 @@ import (
 	"github.com/nubo-dev/nubo/internal/procs"
 )
 
-// TestLargeRequestIsBulk: a request whose body is larger than bulkBody, or
-// of unknown length, is served with GOMAXPROCS wide (package procs), and
-// narrow again once answered, even when it is refused; a small one leaves
-// GOMAXPROCS alone.
+// TestLargeRequestIsBulk: a request whose body is larger than bulkBody,
+// declared or as read, is served with GOMAXPROCS wide (package procs), and
+// narrow again once answered, even when it is refused; a small one, also
+// of unknown length, leaves GOMAXPROCS alone.
 func TestLargeRequestIsBulk(t *testing.T) {
 	reg, err := account.NewRegistry([]account.Account{account.Dev()})
 	if err != nil {
@@ -43,11 +43,20 @@ func TestLargeRequestIsBulk(t *testing.T) {
 	took := func() []int { mu.Lock(); defer mu.Unlock(); s := slices.Clone(sets); sets = nil; return s }
 	took()
 
-	if code := serve([]byte(`{}`), 2); code != http.StatusForbidden {
-		t.Fatalf("unsigned small request: %d, want 403", code)
+	for _, length := range []int64{2, -1} {
+		if code := serve([]byte(`{}`), length); code != http.StatusForbidden {
+			t.Fatalf("unsigned small request (length %d): %d, want 403", length, code)
+		}
+		if s := took(); len(s) != 0 {
+			t.Errorf("a small request (length %d) set GOMAXPROCS %v", length, s)
+		}
+	}
+	// Of unknown length and exactly bulkBody long: not yet bulk.
+	if code := serve(bytes.Repeat([]byte("x"), bulkBody), -1); code != http.StatusForbidden {
+		t.Fatalf("unsigned request of bulkBody bytes: %d, want 403", code)
 	}
 	if s := took(); len(s) != 0 {
-		t.Errorf("a small request set GOMAXPROCS %v", s)
+		t.Errorf("a chunked body of bulkBody bytes set GOMAXPROCS %v", s)
 	}
 	big := bytes.Repeat([]byte("x"), bulkBody+1)
 	for _, length := range []int64{int64(len(big)), -1} {
