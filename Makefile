@@ -23,5 +23,6 @@ bench:
 	GOBIN=$(CURDIR)/bench/.bin go install $(RIE_MODULE)
 	go build -trimpath -ldflags='-s -w' -o bench/.bin/echo-bootstrap ./bench/echo
 	go build -o bench/.bin/nubo-bench ./bench/cmd/nubo-bench
+	go build -o bench/.bin/hopfloor ./bench/cmd/hopfloor
 	./bench/.bin/nubo-bench --nubo bin/nubo --rie bench/.bin/aws-lambda-rie \
 		--echo bench/.bin/echo-bootstrap --functions bench/functions --out bench/results $(BENCH_FLAGS)

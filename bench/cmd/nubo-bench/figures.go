@@ -185,6 +185,27 @@ func (b *bench) figWarm(ctx context.Context) error {
 			}
 			jobs = append(jobs, rj)
 		}
+		for _, relayed := range []bool{false, true} {
+			s := b.res.series("floor-server-warm", "least server, SigV4 and raw I/O (floor)", "warm")
+			if relayed {
+				s = b.res.series("floor-relayed-warm", "least server with a relay process (floor)", "warm")
+			}
+			f, err := b.floorJob(ctx, s, relayed)
+			if f != nil {
+				defer f.stop()
+			}
+			if err != nil {
+				s.Err = err.Error()
+				continue
+			}
+			jobs = append(jobs, &job{series: s, want: b.cfg.warm, sample: func(ctx context.Context, _ int) (time.Duration, error) {
+				d, out, err := f.invoke(ctx, b.payload)
+				if err == nil && !bytes.Equal(out, b.payload) {
+					err = errMismatch
+				}
+				return d, err
+			}})
+		}
 	}
 	if b.cfg.figures[5] {
 		jobs = append(jobs,
@@ -198,6 +219,24 @@ func (b *bench) figWarm(ctx context.Context) error {
 	logf("warm: %d samples per series, blocks of %d", b.cfg.warm, b.cfg.block)
 	interleave(ctx, b.cfg.block, jobs...)
 	return ctx.Err()
+}
+
+// floorJob starts one of figure 1's floors (see floorServer) and warms it
+// as the emulator is warmed: a first invoke, then 20 untimed.
+func (b *bench) floorJob(ctx context.Context, s *Series, relayed bool) (*floorServer, error) {
+	if _, err := os.Stat(b.cfg.hopfloorBin); err != nil {
+		return nil, fmt.Errorf("%w (make bench builds it)", err)
+	}
+	f, err := startFloorServer(b.cfg.hopfloorBin, b.rieBootstrap(), relayed)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < 21; i++ {
+		if _, _, err := f.invoke(ctx, b.payload); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
 }
 
 // rieBootstrap is the echo bootstrap in a directory of its own, which the

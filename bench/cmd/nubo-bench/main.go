@@ -40,6 +40,7 @@ import (
 
 type config struct {
 	nuboBin, rieBin, echoBin, crunBin string
+	hopfloorBin                       string
 	functionsDir, outDir              string
 	figures                           map[int]bool
 	quick                             bool
@@ -90,6 +91,7 @@ func run(args []string) int {
 	var c config
 	fs.StringVar(&c.nuboBin, "nubo", "bin/nubo", "the nubo binary to measure")
 	fs.StringVar(&c.rieBin, "rie", "bench/.bin/aws-lambda-rie", "the aws-lambda-rie binary")
+	fs.StringVar(&c.hopfloorBin, "hopfloor", "bench/.bin/hopfloor", "the hopfloor command (go build ./bench/cmd/hopfloor), whose least servers are figure 1's floors")
 	fs.StringVar(&c.echoBin, "echo", "bench/.bin/echo-bootstrap", "the aws-lambda-go echo bootstrap (go build ./bench/echo)")
 	fs.StringVar(&c.crunBin, "crun", "", "the crun binary (default: crun on the PATH)")
 	fs.StringVar(&c.functionsDir, "functions", "bench/functions", "directory with the python/ and node/ echo handlers")
@@ -157,7 +159,7 @@ func run(args []string) int {
 		logf("must run as root: nubo's namespace sandboxes and crun need it")
 		return 2
 	}
-	for _, p := range []*string{&c.nuboBin, &c.rieBin, &c.echoBin, &c.functionsDir, &c.outDir} {
+	for _, p := range []*string{&c.nuboBin, &c.rieBin, &c.hopfloorBin, &c.echoBin, &c.functionsDir, &c.outDir} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}

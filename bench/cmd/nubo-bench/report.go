@@ -149,7 +149,12 @@ func (r *results) buildRows(figs map[int]bool) {
 	if figs[1] {
 		rows = append(rows,
 			rowRatio("1", "warm invoke p50", "ms", r.p("nubo-warm-go", "p50"), "RIE", r.p("rie-warm", "p50"), "<=", 0.6),
-			rowRatio("1", "warm invoke p99", "ms", r.p("nubo-warm-go", "p99"), "RIE", r.p("rie-warm", "p99"), "<=", 1.0))
+			rowRatio("1", "warm invoke p99", "ms", r.p("nubo-warm-go", "p99"), "RIE", r.p("rie-warm", "p99"), "<=", 1.0),
+			// Where the target sits: the least servers' own ratio to
+			// the emulator, and nubo's to them.
+			rowRatio("1", "least server p50 (floor)", "ms", r.p("floor-server-warm", "p50"), "RIE", r.p("rie-warm", "p50"), "", 0),
+			rowRatio("1", "least relayed server p50 (floor)", "ms", r.p("floor-relayed-warm", "p50"), "RIE", r.p("rie-warm", "p50"), "", 0),
+			rowRatio("1", "warm invoke p50 vs floor", "ms", r.p("nubo-warm-go", "p50"), "least relayed", r.p("floor-relayed-warm", "p50"), "", 0))
 	}
 	if figs[2] {
 		var seq *float64
@@ -406,6 +411,7 @@ func methods(c config) []string {
 		"nubo: `nubo serve` (namespace isolation, every control on; its own bridge, subnet and uid range when the binary has those flags, so it coexists with other nubo servers) on 127.0.0.1, driven over its Lambda API with a keep-alive net/http client; every request is SigV4-signed anew (payload hash + signature) and timed from before signing to the last response byte.",
 		"Payload: a 100-byte JSON event; every response is checked to equal it (as JSON for Python/Node).",
 		"Warm: 20 untimed invokes first (the first is the cold start), then sequential invokes of one function. RIE: aws-lambda-rie serving the same echo bootstrap, POST /2015-03-31/functions/function/invocations, sequential (it crashes on overlapping requests).",
+		"Warm floors: hopfloor's least Lambda servers (bench/cmd/hopfloor) in the same blocks, serving the same echo bootstrap with one runtime: each request's SigV4 signature is checked, its body handed to the runtime's pending /next and the runtime's /response returned, the server's connections read and written as nubo serve's are (package rawio), and nothing else is done (no logs, no isolation, no metrics); the relayed one has a relay process between it and the runtime over a socketpair, as nubo has its agent. Their requests are signed and timed as nubo's. The rows marked (floor) put the floor's own p50 in nubo's column.",
 		"Throughput: per round, RIE sequential for " + c.tputDuration.String() + ", then nubo at each concurrency for " + c.tputDuration.String() + " against one function (its environments warmed first); req/s = completed invokes / wall time over all rounds. CPU per request: user + system time from /proc/PID/stat over each target's bursts, divided by its requests: client = this benchmark, server = nubo serve and its spawner (or the emulator), agent = nubo's agents, runtime = the processes below them (below the emulator); at 10 ms tick resolution.",
 		"Cold (nubo): for each sample a new function is created and reaches Active untimed; the sample is its first Invoke end to end (new sandbox, runtime start, init, response). Functions are deleted after each block and their environments waited out before the next.",
 		"Cold (RIE): from fork+exec of aws-lambda-rie to the first successful response, retrying the connection every 0.2 ms until it listens; a new emulator per sample. Under load the emulator can start its runtime before its own Runtime API listens, and then answers 502: such an attempt is taken again with a new emulator (up to three times) and counted in the series' note.",
