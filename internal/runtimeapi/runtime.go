@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"runtime"
 	"strconv"
 )
 
@@ -122,6 +123,11 @@ func (s *Server) runtimeAnswer(w responseWriter, r *request, id string, isError 
 	s.finishLocked(c, res, nil)
 	s.broadcastLocked()
 	s.mu.Unlock()
+	// The answer goes on to the caller (the agent's Result to the host)
+	// before the runtime hears back: with one P, as the agent runs, this
+	// goroutine would otherwise write the 202 first, and that write wakes
+	// the runtime, which on a VM costs more than the rest of the hop.
+	runtime.Gosched()
 
 	if status == statusAccepted {
 		renderAccepted(w)
