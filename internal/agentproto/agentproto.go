@@ -231,7 +231,12 @@ func NewConn(rw io.ReadWriteCloser) *Conn {
 // Send writes one frame.
 func (c *Conn) Send(t Type, header any, body []byte) error {
 	var hb []byte
-	if header != nil {
+	if a, ok := header.(appender); ok {
+		if hb, ok = a.appendJSON(make([]byte, 0, 256)); !ok {
+			hb = nil
+		}
+	}
+	if hb == nil && header != nil {
 		var err error
 		if hb, err = json.Marshal(header); err != nil {
 			return err
