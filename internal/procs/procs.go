@@ -111,13 +111,8 @@ func (g *Governor) InvocationStarted() {
 	if g.running.Add(1) >= g.busyAt && !g.loaded.Load() {
 		g.mu.Lock()
 		if g.running.Load() >= g.busyAt {
-			g.loaded.Store(true)
+			g.loadLocked()
 			g.resizeLocked()
-			// The crowd may have thinned to calmAt before loaded was set,
-			// its InvocationEnded calls then arming no calm check.
-			if g.running.Load() <= g.calmAt {
-				g.armCalmLocked()
-			}
 		}
 		g.mu.Unlock()
 	}
@@ -157,9 +152,19 @@ func (g *Governor) calmed() {
 	// An InvocationStarted that reached busyAt between the load above and the
 	// store saw loaded still set and left the widening to us.
 	if g.running.Load() >= g.busyAt {
-		g.loaded.Store(true)
+		g.loadLocked()
 	}
 	g.resizeLocked()
+}
+
+// loadLocked marks a crowd under way. It may have thinned to calmAt
+// already: its InvocationEnded calls, seeing no crowd marked, armed no
+// calm check, so one is armed here.
+func (g *Governor) loadLocked() {
+	g.loaded.Store(true)
+	if g.running.Load() <= g.calmAt {
+		g.armCalmLocked()
+	}
 }
 
 // resizeLocked sets GOMAXPROCS for the work under way.
