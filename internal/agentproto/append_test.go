@@ -4,11 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
 	"testing"
 )
-
-func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
 
 // checkAppend fails t unless h's appended JSON is json.Marshal's, or it
 // declines; wantFast says it must not decline.
@@ -62,25 +59,34 @@ func TestAppendMatchesMarshal(t *testing.T) {
 	}
 }
 
-// TestSendAppendsHeader: Send's header is the appended one, and decodes
-// to what was sent, with and without the fast path.
+// TestSendAppendsHeader: Send writes the appended header when there is
+// one, json.Marshal's otherwise, and either decodes to what was sent.
 func TestSendAppendsHeader(t *testing.T) {
-	for _, inv := range []*Invoke{
-		{RequestID: "r1", DeadlineMs: 42, InvokedFunctionARN: "arn", TimeoutMs: 7},
-		{RequestID: "r2", ClientContext: `{"k":"<v>"}`},
+	for _, tc := range []struct {
+		inv  *Invoke
+		fast bool
+	}{
+		{&Invoke{RequestID: "r1", DeadlineMs: 42, InvokedFunctionARN: "arn", TimeoutMs: 7}, true},
+		{&Invoke{RequestID: "r2", ClientContext: `{"k":"<v>"}`}, false},
 	} {
+		want, _ := json.Marshal(tc.inv)
+		if appended, ok := tc.inv.appendJSON(nil); ok != tc.fast || ok && !bytes.Equal(appended, want) {
+			t.Fatalf("%+v: appended %s (%v), want %s (%v)", tc.inv, appended, ok, want, tc.fast)
+		}
 		var buf bytes.Buffer
-		c := &Conn{w: &buf}
-		if err := c.Send(TInvoke, inv, []byte("p")); err != nil {
+		if err := (&Conn{w: &buf}).Send(TInvoke, tc.inv, []byte("p")); err != nil {
 			t.Fatal(err)
 		}
-		f, err := (&Conn{r: bufioReader(&buf)}).Receive()
+		f, err := (&Conn{r: bufio.NewReader(&buf)}).Receive()
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !bytes.Equal(f.Header, want) {
+			t.Fatalf("header %s, want %s", f.Header, want)
+		}
 		var got Invoke
-		if err := f.Decode(&got); err != nil || got != *inv || string(f.Body) != "p" {
-			t.Fatalf("got %+v %q %v, want %+v", got, f.Body, err, *inv)
+		if err := f.Decode(&got); err != nil || got != *tc.inv || string(f.Body) != "p" {
+			t.Fatalf("got %+v %q %v, want %+v", got, f.Body, err, *tc.inv)
 		}
 	}
 }
