@@ -190,7 +190,7 @@ func (b *bench) figWarm(ctx context.Context) error {
 			if relayed {
 				s = b.res.series("floor-relayed-warm", "least server with a relay process (floor)", "warm")
 			}
-			f, err := b.floorJob(ctx, s, relayed)
+			f, err := b.startFloor(ctx, relayed)
 			if f != nil {
 				defer f.stop()
 			}
@@ -221,9 +221,9 @@ func (b *bench) figWarm(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// floorJob starts one of figure 1's floors (see floorServer) and warms it
-// as the emulator is warmed: a first invoke, then 20 untimed.
-func (b *bench) floorJob(ctx context.Context, s *Series, relayed bool) (*floorServer, error) {
+// startFloor starts one of figure 1's floors (see floorServer) and warms
+// it as the emulator is warmed: a first invoke, then 20 untimed.
+func (b *bench) startFloor(ctx context.Context, relayed bool) (*floorServer, error) {
 	if _, err := os.Stat(b.cfg.hopfloorBin); err != nil {
 		return nil, fmt.Errorf("%w (make bench builds it)", err)
 	}

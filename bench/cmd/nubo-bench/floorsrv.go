@@ -46,7 +46,8 @@ func startFloorServer(hopfloor, bootstrap string, relayed bool) (*floorServer, e
 	}
 	cmd := exec.Command(hopfloor, args...)
 	// One P in the server, the relay and the runtime, as nubo runs them at
-	// figure 1's sequential load: nubo serve narrowed by its governor
+	// figure 1's sequential load on a 2-CPU machine with the default
+	// --memory: nubo serve narrowed by its governor to half the CPUs
 	// (package procs), the agent with GOMAXPROCS=1, the runtime in a
 	// cgroup of one CPU's quota (1769 MB), which the Go runtime follows.
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
@@ -67,11 +68,13 @@ func startFloorServer(hopfloor, bootstrap string, relayed bool) (*floorServer, e
 		signer: v4.NewSigner(), creds: aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test", Source: "nubo-bench"}}
 	lines := make(chan string, 1)
 	go func() {
+		// Wait only once its output is read to the end (os/exec).
 		line, _ := bufio.NewReader(out).ReadString('\n')
 		lines <- strings.TrimSpace(line)
 		io.Copy(io.Discard, out)
+		cmd.Wait()
+		close(f.exited)
 	}()
-	go func() { cmd.Wait(); close(f.exited) }()
 	select {
 	case url := <-lines:
 		if !strings.HasPrefix(url, "http://") {
