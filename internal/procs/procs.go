@@ -112,7 +112,6 @@ func (g *Governor) InvocationStarted() {
 		g.mu.Lock()
 		if g.running.Load() >= g.busyAt {
 			g.loadLocked()
-			g.resizeLocked()
 		}
 		g.mu.Unlock()
 	}
@@ -157,11 +156,12 @@ func (g *Governor) calmed() {
 	g.resizeLocked()
 }
 
-// loadLocked marks a crowd under way. It may have thinned to calmAt
-// already: its InvocationEnded calls, seeing no crowd marked, armed no
-// calm check, so one is armed here.
+// loadLocked marks a crowd under way and widens for it. The crowd may
+// have thinned to calmAt already: its InvocationEnded calls, seeing no
+// crowd marked, armed no calm check, so one is armed here.
 func (g *Governor) loadLocked() {
 	g.loaded.Store(true)
+	g.resizeLocked()
 	if g.running.Load() <= g.calmAt {
 		g.armCalmLocked()
 	}
