@@ -102,20 +102,7 @@ func (f *floorServer) invoke(ctx context.Context, payload []byte) (time.Duration
 	if err := f.signer.SignHTTP(ctx, f.creds, req, hex.EncodeToString(sum[:]), "lambda", devRegion, time.Now()); err != nil {
 		return 0, nil, err
 	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	d := time.Since(t0)
-	if err != nil {
-		return 0, nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, nil, fmt.Errorf("hopfloor: HTTP %d: %s", resp.StatusCode, trim(b))
-	}
-	return d, b, nil
+	return timedDo(f.client, req, t0, "hopfloor")
 }
 
 // stop closes its stdin, on which it exits (its runtimes and relays die

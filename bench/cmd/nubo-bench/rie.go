@@ -134,7 +134,13 @@ func (r *rieProcess) invoke(ctx context.Context, payload []byte) (time.Duration,
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.client.Do(req)
+	return timedDo(r.client, req, t0, "aws-lambda-rie")
+}
+
+// timedDo sends req and reads its answer whole, timed from t0 to the
+// answer's last byte; a status other than 200 is an error, named for who.
+func timedDo(c *http.Client, req *http.Request, t0 time.Time, who string) (time.Duration, []byte, error) {
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -145,7 +151,7 @@ func (r *rieProcess) invoke(ctx context.Context, payload []byte) (time.Duration,
 		return 0, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, nil, fmt.Errorf("aws-lambda-rie: HTTP %d: %s", resp.StatusCode, trim(b))
+		return 0, nil, fmt.Errorf("%s: HTTP %d: %s", who, resp.StatusCode, trim(b))
 	}
 	return d, b, nil
 }
