@@ -228,41 +228,55 @@ func NewConn(rw io.ReadWriteCloser) *Conn {
 	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), w: rw, c: rw}
 }
 
-// Send writes one frame.
+// Send writes one frame. A small frame is built in one buffer, its header
+// appended right after the prefix, and written at once: one write keeps
+// it in one packet on the socket.
 func (c *Conn) Send(t Type, header any, body []byte) error {
-	var hb []byte
-	if a, ok := header.(appender); ok {
-		if hb, ok = a.appendJSON(make([]byte, 0, 256)); !ok {
-			hb = nil
-		}
+	small := len(body) < 32<<10
+	size := 9 + 256
+	if small {
+		size += len(body)
 	}
-	if hb == nil && header != nil {
-		var err error
-		if hb, err = json.Marshal(header); err != nil {
-			return err
-		}
+	buf, err := appendHeader(make([]byte, 9, size), header)
+	if err != nil {
+		return err
 	}
-	if len(hb) > MaxHeader || len(body) > MaxBody {
+	hl := len(buf) - 9
+	if hl > MaxHeader || len(body) > MaxBody {
 		return ErrFrameTooLarge
 	}
-	var pre [9]byte
-	pre[0] = byte(t)
-	binary.BigEndian.PutUint32(pre[1:5], uint32(len(hb)))
-	binary.BigEndian.PutUint32(pre[5:9], uint32(len(body)))
+	buf[0] = byte(t)
+	binary.BigEndian.PutUint32(buf[1:5], uint32(hl))
+	binary.BigEndian.PutUint32(buf[5:9], uint32(len(body)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// One write for small frames keeps a frame in one packet on the socket.
-	if len(hb)+len(body) < 32<<10 {
-		buf := make([]byte, 0, 9+len(hb)+len(body))
-		buf = append(append(append(buf, pre[:]...), hb...), body...)
-		_, err := c.w.Write(buf)
+	if small && hl+len(body) < 32<<10 {
+		_, err := c.w.Write(append(buf, body...))
 		return err
 	}
-	if _, err := c.w.Write(append(pre[:], hb...)); err != nil {
+	if _, err := c.w.Write(buf); err != nil {
 		return err
 	}
-	_, err := c.w.Write(body)
+	_, err = c.w.Write(body)
 	return err
+}
+
+// appendHeader appends header's JSON to b: appended by the header itself
+// where it can (see appender), else by json.Marshal; nothing for nil.
+func appendHeader(b []byte, header any) ([]byte, error) {
+	if a, ok := header.(appender); ok {
+		if out, ok := a.appendJSON(b); ok {
+			return out, nil
+		}
+	}
+	if header == nil {
+		return b, nil
+	}
+	hb, err := json.Marshal(header)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, hb...), nil
 }
 
 // Receive reads the next frame.
