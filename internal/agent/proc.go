@@ -32,10 +32,10 @@ type proc struct {
 // status (an orphan's, or a child whose exec failed) has no proc and is
 // dropped: kept, it would grow the agent for every orphan a function
 // leaves, and pass for a later child's exit once the pid comes round
-// again. One window is
-// left: an orphan's status reaped just before start takes mu is routed
-// after it, and would go to the new child if that child got the orphan's
-// pid, which takes the pid numbers wrapping round at that very moment.
+// again. One window is left: an orphan's status reaped just before start
+// takes mu is routed after it, and would go to the new child if that
+// child got the orphan's pid, which takes the pid numbers wrapping round
+// at that very moment.
 type reaper struct {
 	mu      sync.Mutex
 	byPid   map[int]*proc
@@ -58,9 +58,10 @@ func newReaper() *reaper {
 // runtime's template thread, which its LockOSThread starts; one to take
 // over from the thread it locks), each a clone and fresh stacks that every
 // sandbox's agent paid for at its start (docs/performance.md, "Where it
-// stands (session 18)"). With no child at all wait4 fails at once (ECHILD), so the loop
-// waits for the next fork then: no orphan can come without one, as every
-// process in the sandbox descends from a child the agent started.
+// stands (session 18)"). With no child at all wait4 fails at once
+// (ECHILD), so the loop waits for the next fork then: no orphan can come
+// without one, as every process in the sandbox descends from a child the
+// agent started.
 func (r *reaper) reapLoop() {
 	for r.reapNext(nil) {
 	}
