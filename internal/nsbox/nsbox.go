@@ -22,6 +22,7 @@ import (
 	"github.com/nubo-dev/nubo/internal/agent"
 	"github.com/nubo-dev/nubo/internal/cgroup"
 	"github.com/nubo-dev/nubo/internal/getrandom"
+	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/sandbox"
 )
 
@@ -214,7 +215,7 @@ type box struct {
 	slot    int
 	pid     int      // of the init, later the agent (host pid namespace)
 	pidfd   *os.File // of the same process, in the network poller
-	conn    *os.File
+	conn    *rawio.Quiet
 	mntns   *os.File // the sandbox's mount namespace, for assign
 	cg      cgroup.Cgroup
 	vol     *tmpVolume
@@ -536,30 +537,14 @@ const agentStartTimeout = 30 * time.Second
 
 // waitAgent waits until the agent has written to its connection: its
 // Ready frame, which it sends first. The frame is only peeked at, and left
-// for the environment to read. The connection is in the runtime's network
-// poller (see start): the wait holds no thread.
+// for the environment to read. The wait parks a goroutine in the runtime's
+// network poller, holding no thread.
 func (s *box) waitAgent(timeout time.Duration) error {
-	rc, err := s.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	if err := s.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return err
-	}
-	defer s.conn.SetReadDeadline(time.Time{})
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return rerr != unix.EAGAIN && rerr != unix.EINTR
-	})
+	data, err := s.conn.WaitInput(time.Now().Add(timeout))
 	switch {
 	case err != nil:
 		return fmt.Errorf("sandbox %s: wait for the agent: %w", s.id, err)
-	case rerr != nil:
-		return fmt.Errorf("sandbox %s: wait for the agent: %w", s.id, rerr)
-	case n == 0:
+	case !data:
 		return fmt.Errorf("sandbox %s: the init exited before the agent started", s.id)
 	}
 	return nil
@@ -571,11 +556,11 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	if err != nil {
 		return err
 	}
-	// Non-blocking, so the host's end lives in the runtime's network
-	// poller: waiting on an agent parks a goroutine instead of holding a
-	// thread (and, until the scheduler notices, a P) in read(2).
-	// The agent's end too (the flag belongs to the open file, which its
-	// copy shares): it is in the agent's poller from the agent's first read.
+	// Non-blocking, and waited on through the runtime's network poller
+	// without being in it (rawio.Quiet): waiting on an agent parks a
+	// goroutine instead of holding a thread in read(2), and the agent's
+	// reads do not wake nubo serve. The agent's end too (the flag belongs
+	// to the open file, which its copy shares).
 	for _, fd := range fds {
 		if err := syscall.SetNonblock(fd, true); err != nil {
 			syscall.Close(fds[0])
@@ -583,7 +568,12 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 			return err
 		}
 	}
-	s.conn = os.NewFile(uintptr(fds[0]), "agent-host")
+	s.conn, err = rawio.NewQuiet(fds[0], "agent-host")
+	if err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return err
+	}
 	child := os.NewFile(uintptr(fds[1]), "agent-child")
 	defer child.Close()
 	relR, relW, err := os.Pipe()

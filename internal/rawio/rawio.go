@@ -19,6 +19,11 @@
 // afterwards. Wrap returns anything else unchanged. Raw calls carry no
 // race-detector annotations, so the race detector cannot see a hand-off
 // through a wrapped descriptor.
+//
+// Quiet goes one step further for the socketpair between nubo serve and
+// each agent: the socket is not in the poller at all, which waits on an
+// epoll instance watching the socket's input only, so that one side's
+// reads do not wake the other (see Quiet).
 package rawio
 
 import (

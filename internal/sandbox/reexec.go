@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agent"
+	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 // AgentEnv marks a re-executed nubo (or test, or agent) binary as an
@@ -63,7 +64,14 @@ func runAgent() {
 	if name, err := unix.BytePtrFromString("nubo-agent"); err == nil {
 		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0)
 	}
-	conn := os.NewFile(3, "agent-conn")
+	// A socket is read without being in the poller (rawio.Quiet), so
+	// that nubo's reads of it do not wake this process.
+	var conn io.ReadWriteCloser
+	if q, err := rawio.NewQuiet(3, "agent-conn"); err == nil {
+		conn = q
+	} else {
+		conn = os.NewFile(3, "agent-conn")
+	}
 	var log *slog.Logger
 	if os.Getenv(AgentDebugEnv) != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -37,7 +37,7 @@ func serveRelayed(self, bootstrap string, n int, v *sigv4.Verifier) http.Handler
 		if err != nil {
 			panic(err)
 		}
-		mine, theirs := os.NewFile(uintptr(fds[0]), "relay"), os.NewFile(uintptr(fds[1]), "relay")
+		theirs := os.NewFile(uintptr(fds[1]), "relay")
 		cmd := exec.Command(self, "relay", bootstrap)
 		cmd.ExtraFiles = []*os.File{theirs}
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -46,12 +46,12 @@ func serveRelayed(self, bootstrap string, n int, v *sigv4.Verifier) http.Handler
 			panic(err)
 		}
 		theirs.Close()
-		c, err := net.FileConn(mine) // non-blocking, in the poller
+		// Read and written as nubo serve's end of an agent's socketpair.
+		c, err := rawio.NewQuiet(fds[0], "relay")
 		if err != nil {
 			panic(err)
 		}
-		mine.Close()
-		idle <- &relay{c: rawio.Wrap(c)}
+		idle <- &relay{c: c}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -101,12 +101,12 @@ func readFrame(r io.Reader, hd []byte) ([]byte, error) {
 // relayMain is a relay process: the server's end of the socketpair is
 // descriptor 3; it starts the runtime and serves its Runtime API.
 func relayMain(bootstrap string) {
-	// Non-blocking first, so that the descriptor is in the poller and
-	// read raw, as the agent reads its connection to nubo.
-	if err := syscall.SetNonblock(3, true); err != nil {
+	// Read and written as the agent reads and writes its connection to
+	// nubo.
+	host, err := rawio.NewQuiet(3, "server")
+	if err != nil {
 		panic(err)
 	}
-	host := rawio.WrapFile(os.NewFile(3, "server"))
 	hostR := bufio.NewReader(host)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
