@@ -572,7 +572,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	if err != nil {
 		syscall.Close(fds[0])
 		syscall.Close(fds[1])
-		return err
+		return fmt.Errorf("sandbox %s: the agent's connection: %w", s.id, err)
 	}
 	child := os.NewFile(uintptr(fds[1]), "agent-child")
 	defer child.Close()

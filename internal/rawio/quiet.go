@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,13 +22,19 @@ import (
 // at once, and a Unix socket signals room to write each time its peer
 // reads anything, full or not. So each frame the agent reads wakes nubo
 // serve's poller, and each frame nubo serve reads wakes the agent's: a
-// sleeping thread woken for nothing, paid for by the reader inside its
-// read (perf, at concurrency 1: 5-8 % of either process's samples, in
-// unix_write_space). A Quiet socket is never in the poller itself: the
-// poller watches its epoll instance, which becomes readable only when the
-// socket does. A write that finds the socket full watches it for room in
-// a second instance until the write is done. bench/cmd/wakecost measures
-// the difference.
+// sleeping thread woken for nothing, the wake-up paid for by the reader
+// inside its read (perf, at concurrency 1: 5-8 % of either process's
+// samples under unix_write_space). A Quiet socket is never in the poller
+// itself: the poller watches its epoll instance, which becomes readable
+// only when the socket does. A write that finds the socket full watches it
+// for room in a second instance until the write is done.
+// bench/cmd/wakecost measures the difference.
+//
+// Nested epoll passes readiness on soundly from Linux 5.10 (earlier
+// kernels woke the outer instance again after each look at an inner one
+// with something ready, a busy loop while input waits unread, and 5.5-5.6
+// could lose a nested wake-up). On older kernels a Quiet is the socket in
+// the poller, read and written as FD does.
 type Quiet struct {
 	name string
 	// mu guards fd: raw calls hold it for reading, Close for writing, so
@@ -41,10 +49,16 @@ type Quiet struct {
 	wmu  sync.Mutex
 	out  *os.File
 	outc syscall.RawConn
+	// polled is the socket itself in the poller, on kernels older than
+	// nested epoll needs (then nothing above is used but name).
+	polled *os.File
+	pfd    *FD
 }
 
-// NewQuiet takes fd, a stream socket, and makes it non-blocking. On error
-// fd is left open.
+// NewQuiet takes fd, a stream socket, and makes it non-blocking: the
+// Quiet owns it from then on, and nothing may make it blocking again (a
+// raw read would then hold the thread's P until input came). On error fd
+// is left open, possibly non-blocking.
 func NewQuiet(fd int, name string) (*Quiet, error) {
 	t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
@@ -56,11 +70,44 @@ func NewQuiet(fd int, name string) (*Quiet, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
+	if !nestedEpollSound() {
+		f := os.NewFile(uintptr(fd), name) // non-blocking: in the poller
+		pfd, ok := New(f)
+		if !ok {
+			return nil, errors.New("rawio: the socket is not in the poller")
+		}
+		return &Quiet{name: name, fd: fd, polled: f, pfd: pfd}, nil
+	}
 	in, inc, err := watcher(fd, unix.EPOLLIN|unix.EPOLLRDHUP, name)
 	if err != nil {
 		return nil, err
 	}
 	return &Quiet{name: name, fd: fd, in: in, inc: inc}, nil
+}
+
+// nestedEpollSound reports whether the kernel is 5.10 or later (see
+// Quiet). A test sets it to false to try the other way.
+var nestedEpollSound = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 10)
+})
+
+// kernelAtLeast reports whether release ("6.1.0-18-amd64") is major.minor
+// or later.
+func kernelAtLeast(release string, major, minor int) bool {
+	f := strings.FieldsFunc(release, func(r rune) bool { return r < '0' || r > '9' })
+	if len(f) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(f[0])
+	mi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // watcher returns a new epoll instance in the poller, watching fd for
@@ -90,7 +137,8 @@ func watcher(fd int, events uint32, name string) (*os.File, syscall.RawConn, err
 	return f, rc, nil
 }
 
-// call runs op on fd unless the socket is closed (EBADF then).
+// call runs op on fd and returns its error, unless the socket is closed
+// (EBADF then, op not run).
 func (q *Quiet) call(op func(fd int) syscall.Errno) syscall.Errno {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
@@ -104,11 +152,14 @@ func (q *Quiet) call(op func(fd int) syscall.Errno) syscall.Errno {
 	}
 }
 
-// fail dresses err as an *os.File's would be.
+// fail dresses err as an *os.File's would be: a closed socket's is
+// os.ErrClosed.
 func (q *Quiet) fail(op string, err error) error {
-	if err == unix.EBADF || errors.Is(err, errFileClosing()) {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, unix.EBADF), errors.Is(err, errFileClosing()):
 		err = os.ErrClosed
-	} else if errno, ok := err.(syscall.Errno); ok {
+	case errors.As(err, &errno):
 		err = os.NewSyscallError(op, errno)
 	}
 	return &os.PathError{Op: op, Path: q.name, Err: err}
@@ -116,6 +167,9 @@ func (q *Quiet) fail(op string, err error) error {
 
 // Read reads once: up to len(p) bytes, io.EOF at the end.
 func (q *Quiet) Read(p []byte) (int, error) {
+	if q.polled != nil {
+		return q.pfd.Read(p)
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -123,9 +177,14 @@ func (q *Quiet) Read(p []byte) (int, error) {
 		n     int
 		errno syscall.Errno
 	)
-	read := func(fd int) syscall.Errno { n, errno = Read(fd, p); return errno }
+	read := func(fd int) syscall.Errno {
+		var e syscall.Errno
+		n, e = Read(fd, p)
+		return e
+	}
 	err := q.inc.Read(func(uintptr) bool {
-		return q.call(read) != unix.EAGAIN
+		errno = q.call(read)
+		return errno != unix.EAGAIN
 	})
 	switch {
 	case err != nil:
@@ -140,14 +199,12 @@ func (q *Quiet) Read(p []byte) (int, error) {
 
 // Write writes all of p, waiting for room as often as it must.
 func (q *Quiet) Write(p []byte) (int, error) {
+	if q.polled != nil {
+		return q.pfd.Write(p)
+	}
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	written, watching := 0, false
-	defer func() {
-		if watching {
-			_ = q.watchRoom(unix.EPOLL_CTL_DEL)
-		}
-	}()
 	for written < len(p) {
 		var n int
 		errno := q.call(func(fd int) syscall.Errno {
@@ -157,7 +214,14 @@ func (q *Quiet) Write(p []byte) (int, error) {
 		})
 		switch {
 		case errno == unix.EAGAIN:
-			if err := q.waitRoom(&watching); err != nil {
+			if !watching {
+				if err := q.watchRoom(unix.EPOLL_CTL_ADD); err != nil {
+					return written, q.fail("write", err)
+				}
+				watching = true
+				defer q.watchRoom(unix.EPOLL_CTL_DEL)
+			}
+			if err := q.waitRoom(); err != nil {
 				return written, q.fail("write", err)
 			}
 			continue
@@ -171,10 +235,10 @@ func (q *Quiet) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// waitRoom waits until the socket has room to write, watching it for room
-// from the first wait of a write on (*watching).
-func (q *Quiet) waitRoom(watching *bool) error {
-	if q.out == nil {
+// watchRoom adds the socket to out's watch for room (op EPOLL_CTL_ADD),
+// making out on first use, or takes it off (EPOLL_CTL_DEL).
+func (q *Quiet) watchRoom(op int) error {
+	if q.out == nil { // only writes, which wmu orders, set it
 		out, outc, err := watcher(-1, 0, q.name)
 		if err != nil {
 			return err
@@ -190,74 +254,65 @@ func (q *Quiet) waitRoom(watching *bool) error {
 			return unix.EBADF
 		}
 	}
-	if !*watching {
-		if err := q.watchRoom(unix.EPOLL_CTL_ADD); err != nil {
-			return err
-		}
-		*watching = true
-	}
-	return q.outc.Read(func(uintptr) bool {
-		ready := false
-		q.call(func(fd int) syscall.Errno { ready = pollNow(fd, unix.POLLOUT|unix.POLLERR|unix.POLLHUP); return 0 })
-		return ready
-	})
-}
-
-// watchRoom adds the socket to out's watch for room, or deletes it (op).
-func (q *Quiet) watchRoom(op int) error {
 	var errno syscall.Errno
 	err := q.outc.Control(func(ep uintptr) {
 		errno = q.call(func(fd int) syscall.Errno {
-			ev := &unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(fd)}
-			var errno syscall.Errno
-			if err := unix.EpollCtl(int(ep), op, fd, ev); !errors.As(err, &errno) && err != nil {
-				errno = unix.EINVAL
-			}
-			return errno
+			err := unix.EpollCtl(int(ep), op, fd, &unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(fd)})
+			e, _ := err.(syscall.Errno) // EpollCtl returns nothing else
+			return e
 		})
 	})
 	if err != nil {
 		return err
 	}
 	if errno != 0 {
-		return os.NewSyscallError("epoll_ctl", errno)
+		return errno
 	}
 	return nil
 }
 
-// pollNow reports whether fd has any of events now.
-func pollNow(fd int, events int16) bool {
-	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: events}}
-	var zero unix.Timespec
-	for {
-		_, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1,
-			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
-		if errno == unix.EINTR {
-			continue
+// waitRoom waits until the socket, watched for room, has some or is
+// closed (the next write then says which).
+func (q *Quiet) waitRoom() error {
+	return q.outc.Read(func(uintptr) bool {
+		ready := false
+		if q.call(func(fd int) syscall.Errno {
+			ready = pollNow(fd, unix.POLLOUT)
+			return 0
+		}) != 0 {
+			return true
 		}
-		return errno != 0 || pfd[0].Revents != 0
-	}
+		return ready
+	})
 }
 
 // WaitInput waits until the socket has something to read, and reports
 // whether it has (false: the peer closed its end first). The input is
 // left unread. It gives up with an error at deadline (none when zero)
-// or when the socket is closed.
+// or when the socket is closed. It must not run alongside Read, whose
+// waits would take its deadline.
 func (q *Quiet) WaitInput(deadline time.Time) (bool, error) {
-	if err := q.in.SetReadDeadline(deadline); err != nil {
-		return false, q.fail("read", err)
+	f, rc := q.in, q.inc
+	if q.polled != nil {
+		f, rc = q.polled, q.pfd.rc
 	}
-	defer q.in.SetReadDeadline(time.Time{})
+	if err := f.SetReadDeadline(deadline); err != nil {
+		return false, q.fail("read", errors.Unwrap(err))
+	}
+	defer f.SetReadDeadline(time.Time{})
 	data := false
 	var errno syscall.Errno
-	err := q.inc.Read(func(uintptr) bool {
-		errno = q.call(func(fd int) syscall.Errno {
-			var b [1]byte
-			n, _, e := syscall.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
-				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-			data = e == 0 && n == 1
-			return e
-		})
+	peek := func(fd int) syscall.Errno {
+		var e syscall.Errno
+		data, e = peekByte(fd)
+		return e
+	}
+	err := rc.Read(func(fd uintptr) bool {
+		if q.polled != nil {
+			errno = peek(int(fd))
+		} else {
+			errno = q.call(peek)
+		}
 		return errno != unix.EAGAIN
 	})
 	switch {
@@ -272,6 +327,12 @@ func (q *Quiet) WaitInput(deadline time.Time) (bool, error) {
 // Close closes the socket; a Read or Write waiting on it returns an
 // error.
 func (q *Quiet) Close() error {
+	if q.polled != nil {
+		if err := q.polled.Close(); err != nil {
+			return q.fail("close", errors.Unwrap(err))
+		}
+		return nil
+	}
 	q.mu.Lock()
 	fd, out := q.fd, q.out
 	q.fd = -1
@@ -287,4 +348,30 @@ func (q *Quiet) Close() error {
 		return q.fail("close", err)
 	}
 	return nil
+}
+
+// peekByte looks at fd's next byte without taking it: true if there is
+// one; false with no error at the end of the stream.
+func peekByte(fd int) (bool, syscall.Errno) {
+	var b [1]byte
+	n, _, errno := syscall.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno == 0 && n == 1, errno
+}
+
+// pollNow reports whether fd has any of events now (or POLLERR, POLLHUP
+// or POLLNVAL, which poll always reports). ppoll, not poll: arm64 has only
+// the former. The zero timeout (never a nil one, which would block
+// holding the thread's P) makes it a check.
+func pollNow(fd int, events int16) bool {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: events}}
+	var zero unix.Timespec
+	for {
+		_, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1,
+			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		return errno != 0 || pfd[0].Revents != 0
+	}
 }

@@ -3,8 +3,11 @@ package rawio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,6 +15,23 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// bothWays runs test with Quiet as this kernel makes it and as an older
+// kernel would (the socket in the poller).
+func bothWays(t *testing.T, test func(t *testing.T)) {
+	t.Run("quiet", func(t *testing.T) {
+		if !nestedEpollSound() {
+			t.Skip("this kernel is older than 5.10: Quiet is the socket in the poller")
+		}
+		test(t)
+	})
+	t.Run("polled", func(t *testing.T) {
+		sound := nestedEpollSound
+		nestedEpollSound = func() bool { return false }
+		defer func() { nestedEpollSound = sound }()
+		test(t)
+	})
+}
 
 // quietPair returns a Quiet end of a socketpair and its peer, a plain
 // *os.File in blocking mode.
@@ -31,83 +51,81 @@ func quietPair(t *testing.T) (*Quiet, *os.File) {
 }
 
 func TestQuietRoundTrip(t *testing.T) {
-	q, peer := quietPair(t)
-	if _, err := peer.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 16)
-	n, err := q.Read(buf)
-	if err != nil || string(buf[:n]) != "ping" {
-		t.Fatalf("read %q, %v", buf[:n], err)
-	}
-	if n, err := q.Read(nil); n != 0 || err != nil {
-		t.Fatalf("empty read: %d, %v", n, err)
-	}
-	if _, err := q.Write([]byte("pong")); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := io.ReadFull(peer, buf[:4]); err != nil || string(buf[:n]) != "pong" {
-		t.Fatalf("peer read %q, %v", buf[:n], err)
-	}
-	// A Read that waits is woken by what arrives later.
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		peer.Write([]byte("late"))
-	}()
-	n, err = q.Read(buf)
-	if err != nil || string(buf[:n]) != "late" {
-		t.Fatalf("waiting read %q, %v", buf[:n], err)
-	}
-	// So is one by the peer's close.
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		peer.Close()
-	}()
-	if n, err := q.Read(buf); n != 0 || err != io.EOF {
-		t.Fatalf("read when the peer closed: %d, %v; want io.EOF", n, err)
-	}
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		if _, err := peer.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		n, err := q.Read(buf)
+		if err != nil || string(buf[:n]) != "ping" {
+			t.Fatalf("read %q, %v", buf[:n], err)
+		}
+		if n, err := q.Read(nil); n != 0 || err != nil {
+			t.Fatalf("empty read: %d, %v", n, err)
+		}
+		if _, err := q.Write([]byte("pong")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := io.ReadFull(peer, buf[:4]); err != nil || string(buf[:n]) != "pong" {
+			t.Fatalf("peer read %q, %v", buf[:n], err)
+		}
+		// A Read that waits is woken by what arrives later...
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			peer.Write([]byte("late"))
+		}()
+		n, err = q.Read(buf)
+		if err != nil || string(buf[:n]) != "late" {
+			t.Fatalf("waiting read %q, %v", buf[:n], err)
+		}
+		// ...and by the peer's close.
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			peer.Close()
+		}()
+		if n, err := q.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("read when the peer closed: %d, %v; want io.EOF", n, err)
+		}
+	})
 }
 
-// The point of Quiet: what the peer reads does not make its watcher
-// ready, where a watch for output (the poller's) would be.
+// The point of Quiet: what the peer reads does not reach a poller
+// watching it, where it reaches one watching the socket as Go's does.
 func TestQuietPeerReadsDoNotSignal(t *testing.T) {
+	if !nestedEpollSound() {
+		t.Skip("this kernel is older than 5.10: Quiet is the socket in the poller")
+	}
 	q, peer := quietPair(t)
 	var in int
 	if err := q.inc.Control(func(fd uintptr) { in = int(fd) }); err != nil {
 		t.Fatal(err)
 	}
-	ready := func() int {
+	// Two instances registered as Go's poller registers a descriptor:
+	// one over Quiet's watcher, one over the socket itself.
+	goLike := func(target int) int {
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(ep) })
+		ev := &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(target)}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, target, ev); err != nil {
+			t.Fatal(err)
+		}
+		return ep
+	}
+	events := func(ep int) int {
 		ev := make([]unix.EpollEvent, 4)
-		n, err := unix.EpollWait(in, ev, 0)
+		n, err := unix.EpollWait(ep, ev, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
-	// A second instance watching as the poller does, for comparison.
-	both, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(both)
-	if err := q.call(func(fd int) syscall.Errno {
-		ev := &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-		if err := unix.EpollCtl(both, unix.EPOLL_CTL_ADD, fd, ev); err != nil {
-			t.Fatal(err)
-		}
-		return 0
-	}); err != 0 {
-		t.Fatal(err)
-	}
-	drainBoth := func() int {
-		ev := make([]unix.EpollEvent, 4)
-		n, err := unix.EpollWait(both, ev, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	drainBoth() // the edge of its registration
+	overQuiet, overSocket := goLike(in), goLike(q.fd)
+	events(overQuiet) // each registration's first edge
+	events(overSocket)
 	for i := range 3 {
 		if _, err := q.Write(make([]byte, 300)); err != nil {
 			t.Fatal(err)
@@ -115,140 +133,279 @@ func TestQuietPeerReadsDoNotSignal(t *testing.T) {
 		if _, err := io.ReadFull(peer, make([]byte, 300)); err != nil {
 			t.Fatal(err)
 		}
-		if n := ready(); n != 0 {
-			t.Fatalf("round %d: the peer's read made the input watcher ready (%d events)", i, n)
+		if n := events(overQuiet); n != 0 {
+			t.Fatalf("round %d: the peer's read reached a poller watching Quiet (%d events)", i, n)
 		}
-		if n := drainBoth(); n == 0 {
-			t.Fatalf("round %d: a watch for output saw nothing; the comparison is void", i)
+		if n := events(overSocket); n == 0 {
+			t.Fatalf("round %d: the peer's read did not reach one watching the socket; the comparison is void", i)
 		}
 	}
 	if _, err := peer.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if n := ready(); n != 1 {
-		t.Fatalf("input made %d events ready, want 1", n)
+	if n := events(overQuiet); n != 1 {
+		t.Fatalf("input reached a poller watching Quiet as %d events, want 1", n)
 	}
+	// And the socket is in no epoll instance of this process but Quiet's
+	// watcher (and the comparison's): not in Go's poller.
+	for _, ep := range epollInstances(t) {
+		if ep != in && ep != overSocket && watches(t, ep, q.fd) {
+			t.Fatalf("epoll instance %d watches the socket", ep)
+		}
+	}
+}
+
+// epollInstances lists this process's epoll descriptors.
+func epollInstances(t *testing.T) []int {
+	t.Helper()
+	links, err := filepath.Glob("/proc/self/fd/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []int
+	for _, l := range links {
+		if dest, err := os.Readlink(l); err == nil && dest == "anon_inode:[eventpoll]" {
+			var fd int
+			fmt.Sscan(filepath.Base(l), &fd)
+			eps = append(eps, fd)
+		}
+	}
+	if len(eps) == 0 {
+		t.Fatal("no epoll instance found: the check is void")
+	}
+	return eps
+}
+
+// watches reports whether epoll instance ep has descriptor fd registered.
+func watches(t *testing.T, ep, fd int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", ep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "tfd:" && f[1] == fmt.Sprint(fd) {
+			return true
+		}
+	}
+	return false
+}
+
+// Input left unread costs no CPU: the poller does not wake over and over
+// for it (as nested epoll did before Linux 5.5).
+func TestQuietUnreadInputIdle(t *testing.T) {
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		if _, err := peer.Write([]byte("unread")); err != nil {
+			t.Fatal(err)
+		}
+		// A goroutine waits in the poller for the next frame, as an
+		// environment's reader does, behind input it has not read.
+		if _, err := q.WaitInput(time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		cpu := func() time.Duration {
+			var ru unix.Rusage
+			if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+				t.Fatal(err)
+			}
+			return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+		before := cpu()
+		time.Sleep(300 * time.Millisecond)
+		if used := cpu() - before; used > 100*time.Millisecond {
+			t.Fatalf("the process used %s of CPU in 300 ms of waiting behind unread input", used)
+		}
+	})
 }
 
 // A write larger than the socket's buffer waits for room, as often as it
 // must, and the next one does too.
 func TestQuietLargeWrites(t *testing.T) {
-	q, peer := quietPair(t)
-	big := bytes.Repeat([]byte("0123456789abcdef"), 512<<10) // 8 MiB
-	for round := range 2 {
-		got := make(chan []byte, 1)
-		go func() {
-			b := make([]byte, len(big))
-			// Slowly at first, so that the writer waits.
-			time.Sleep(20 * time.Millisecond)
-			_, err := io.ReadFull(peer, b)
-			if err != nil {
-				b = nil
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		big := bytes.Repeat([]byte("0123456789abcdef"), 512<<10) // 8 MiB
+		for round := range 2 {
+			got := make(chan []byte, 1)
+			go func() {
+				b := make([]byte, len(big))
+				// Slowly at first, so that the writer waits.
+				time.Sleep(20 * time.Millisecond)
+				if _, err := io.ReadFull(peer, b); err != nil {
+					b = nil
+				}
+				got <- b
+			}()
+			n, err := q.Write(big)
+			if err != nil || n != len(big) {
+				t.Fatalf("round %d: wrote %d of %d: %v", round, n, len(big), err)
 			}
-			got <- b
-		}()
-		n, err := q.Write(big)
-		if err != nil || n != len(big) {
-			t.Fatalf("round %d: wrote %d of %d: %v", round, n, len(big), err)
+			if b := <-got; !bytes.Equal(b, big) {
+				t.Fatalf("round %d: the peer read other bytes", round)
+			}
 		}
-		if b := <-got; !bytes.Equal(b, big) {
-			t.Fatalf("round %d: the peer read other bytes", round)
-		}
-	}
+	})
 }
 
 // Reads and writes run at once from two goroutines, as an environment's
 // reader and its invocations do.
 func TestQuietConcurrentReadWrite(t *testing.T) {
-	q, peer := quietPair(t)
-	go func() { _, _ = io.Copy(peer, peer) }() // echo
-	const rounds = 200
-	msg := bytes.Repeat([]byte("m"), 1000)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for range rounds {
-			if _, err := q.Write(msg); err != nil {
-				t.Error(err)
-				return
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		go func() { _, _ = io.Copy(peer, peer) }() // echo
+		const rounds = 200
+		msg := bytes.Repeat([]byte("m"), 1000)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				if _, err := q.Write(msg); err != nil {
+					t.Error(err)
+					return
+				}
 			}
+		}()
+		buf := make([]byte, rounds*len(msg))
+		if _, err := io.ReadFull(q, buf); err != nil {
+			t.Fatal(err)
 		}
-	}()
-	buf := make([]byte, rounds*len(msg))
-	if _, err := io.ReadFull(q, buf); err != nil {
+		wg.Wait()
+		if !bytes.Equal(buf, bytes.Repeat(msg, rounds)) {
+			t.Fatal("echoed bytes differ")
+		}
+	})
+}
+
+// unreadBy returns how many bytes wait unread in peer's socket.
+func unreadBy(t *testing.T, peer *os.File) int {
+	t.Helper()
+	rc, err := peer.SyscallConn()
+	if err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	if !bytes.Equal(buf, bytes.Repeat(msg, rounds)) {
-		t.Fatal("echoed bytes differ")
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		t.Fatal(err, ierr)
 	}
+	return n
+}
+
+// fillWrite starts a write of more than the socket holds and returns once
+// it waits for room (the peer's socket stops filling), with a channel for
+// its outcome.
+func fillWrite(t *testing.T, q *Quiet, peer *os.File) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := q.Write(make([]byte, 16<<20))
+		done <- err
+	}()
+	last := -1
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n := unreadBy(t, peer)
+		if n > 0 && n == last {
+			return done
+		}
+		last = n
+	}
+	t.Fatal("the write never filled the socket")
+	return nil
 }
 
 func TestQuietCloseEndsWaits(t *testing.T) {
-	q, peer := quietPair(t)
-	_ = peer
-	errs := make(chan error, 2)
-	go func() {
-		_, err := q.Read(make([]byte, 8))
-		errs <- err
-	}()
-	go func() {
-		// Fills the socket and waits for room the peer never makes.
-		_, err := q.Write(make([]byte, 16<<20))
-		errs <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		reading := make(chan error, 1)
+		go func() {
+			_, err := q.Read(make([]byte, 8))
+			reading <- err
+		}()
+		writing := fillWrite(t, q, peer)
 		select {
-		case err := <-errs:
-			if !errors.Is(err, os.ErrClosed) {
-				t.Fatalf("a wait ended with %v, want os.ErrClosed", err)
+		case err := <-reading:
+			t.Fatalf("the read ended before Close: %v", err)
+		default:
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, wait := range []<-chan error{reading, writing} {
+			select {
+			case err := <-wait:
+				if !errors.Is(err, os.ErrClosed) {
+					t.Fatalf("a wait ended with %v, want os.ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not end a wait")
+			}
+		}
+		if err := q.Close(); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("second Close: %v, want os.ErrClosed", err)
+		}
+		if _, err := q.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Write after Close: %v, want os.ErrClosed", err)
+		}
+		if _, err := q.Read(make([]byte, 1)); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Read after Close: %v, want os.ErrClosed", err)
+		}
+	})
+}
+
+// A write waiting for room ends with the peer's close.
+func TestQuietWriteEndsWhenPeerCloses(t *testing.T) {
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		writing := fillWrite(t, q, peer)
+		peer.Close()
+		select {
+		case err := <-writing:
+			if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the write ended with %v, want EPIPE or ECONNRESET", err)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatal("Close did not end a wait")
+			t.Fatal("the peer's close did not end a waiting write")
 		}
-	}
-	if err := q.Close(); !errors.Is(err, os.ErrClosed) {
-		t.Fatalf("second Close: %v, want os.ErrClosed", err)
-	}
-	if _, err := q.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
-		t.Fatalf("Write after Close: %v, want os.ErrClosed", err)
-	}
-	if _, err := q.Read(make([]byte, 1)); !errors.Is(err, os.ErrClosed) {
-		t.Fatalf("Read after Close: %v, want os.ErrClosed", err)
-	}
+	})
 }
 
 func TestQuietWaitInput(t *testing.T) {
-	q, peer := quietPair(t)
-	start := time.Now()
-	if _, err := q.WaitInput(start.Add(30 * time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("wait with nothing to read: %v, want os.ErrDeadlineExceeded", err)
-	}
-	if d := time.Since(start); d < 25*time.Millisecond {
-		t.Fatalf("the wait ended after %s, before its deadline", d)
-	}
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		peer.Write([]byte("ready"))
-	}()
-	data, err := q.WaitInput(time.Now().Add(5 * time.Second))
-	if err != nil || !data {
-		t.Fatalf("wait for input: %v, %v", data, err)
-	}
-	// The input is left for Read, and the deadline is gone.
-	buf := make([]byte, 8)
-	if n, err := q.Read(buf); err != nil || string(buf[:n]) != "ready" {
-		t.Fatalf("read after the wait: %q, %v", buf[:n], err)
-	}
-	peer.Close()
-	if data, err := q.WaitInput(time.Now().Add(5 * time.Second)); err != nil || data {
-		t.Fatalf("wait after the peer closed: %v, %v; want false, nil", data, err)
-	}
+	bothWays(t, func(t *testing.T) {
+		q, peer := quietPair(t)
+		start := time.Now()
+		if _, err := q.WaitInput(start.Add(30 * time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("wait with nothing to read: %v, want os.ErrDeadlineExceeded", err)
+		}
+		if d := time.Since(start); d < 25*time.Millisecond {
+			t.Fatalf("the wait ended after %s, before its deadline", d)
+		}
+		// The deadline is gone with the wait: a Read may wait longer.
+		go func() {
+			time.Sleep(60 * time.Millisecond)
+			peer.Write([]byte("late"))
+		}()
+		buf := make([]byte, 8)
+		if n, err := q.Read(buf); err != nil || string(buf[:n]) != "late" {
+			t.Fatalf("read after an expired wait: %q, %v", buf[:n], err)
+		}
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			peer.Write([]byte("ready"))
+		}()
+		data, err := q.WaitInput(time.Now().Add(5 * time.Second))
+		if err != nil || !data {
+			t.Fatalf("wait for input: %v, %v", data, err)
+		}
+		// The input is left for Read.
+		if n, err := q.Read(buf); err != nil || string(buf[:n]) != "ready" {
+			t.Fatalf("read after the wait: %q, %v", buf[:n], err)
+		}
+		peer.Close()
+		if data, err := q.WaitInput(time.Now().Add(5 * time.Second)); err != nil || data {
+			t.Fatalf("wait after the peer closed: %v, %v; want false, nil", data, err)
+		}
+	})
 }
 
 func TestNewQuietRefusesOtherDescriptors(t *testing.T) {
@@ -269,5 +426,26 @@ func TestNewQuietRefusesOtherDescriptors(t *testing.T) {
 	defer unix.Close(fds[1])
 	if _, err := NewQuiet(fds[0], "dgram"); err == nil {
 		t.Fatal("NewQuiet took a datagram socket")
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		release string
+		want    bool
+	}{
+		{"6.1.0-18-amd64", true},
+		{"5.10.0", true},
+		{"5.15.153.1-microsoft-standard-WSL2", true},
+		{"5.9.16", false},
+		{"5.4.0-150-generic", false},
+		{"4.19.0", false},
+		{"10.0", true},
+		{"6", false},
+		{"", false},
+	} {
+		if got := kernelAtLeast(c.release, 5, 10); got != c.want {
+			t.Errorf("kernelAtLeast(%q, 5, 10) = %v, want %v", c.release, got, c.want)
+		}
 	}
 }

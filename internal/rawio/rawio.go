@@ -223,37 +223,19 @@ func (f *FD) PeerGone(wait bool) (bool, error) {
 }
 
 // peerEnded peeks at fd: true at the end of the stream or on an error, or
-// when the peer has shut its side behind unread data.
+// when the peer has shut its side behind unread data (poll's POLLRDHUP).
 func peerEnded(fd uintptr) bool {
-	var b [1]byte
 	for {
-		n, _, errno := syscall.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case unix.EINTR:
+		data, errno := peekByte(int(fd))
+		switch {
+		case errno == unix.EINTR:
 			continue
-		case unix.EAGAIN:
+		case errno == unix.EAGAIN:
 			return false
-		case 0:
-			if n == 0 {
-				return true
-			}
-		default:
-			return true
+		case data:
+			return pollNow(int(fd), unix.POLLRDHUP)
 		}
-		break
-	}
-	// ppoll, not poll: arm64 has only the former. The zero timeout (never
-	// a nil one, which would block holding the thread's P) makes it a check.
-	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-	var zero unix.Timespec
-	for {
-		_, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1,
-			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
-		if errno == unix.EINTR {
-			continue
-		}
-		return errno != 0 || pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+		return true // the end, or an error
 	}
 }
 

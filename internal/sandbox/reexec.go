@@ -64,19 +64,20 @@ func runAgent() {
 	if name, err := unix.BytePtrFromString("nubo-agent"); err == nil {
 		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(name)), 0, 0, 0)
 	}
+	var log *slog.Logger
+	if os.Getenv(AgentDebugEnv) != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	// A socket is read without being in the poller (rawio.Quiet), so
 	// that nubo's reads of it do not wake this process.
 	var conn io.ReadWriteCloser
 	if q, err := rawio.NewQuiet(3, "agent-conn"); err == nil {
 		conn = q
 	} else {
+		log.Debug("the host connection is not a stream socket", "err", err)
 		conn = os.NewFile(3, "agent-conn")
-	}
-	var log *slog.Logger
-	if os.Getenv(AgentDebugEnv) != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	} else {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if err := agent.Run(conn, log); err != nil {
 		fmt.Fprintln(os.Stderr, "nubo agent:", err)

@@ -10,10 +10,13 @@
 //
 // The poller watches every descriptor for output too, and a Unix socket
 // signals room to write whenever its peer reads; so in the first way each
-// read wakes the other process for nothing. It prints the round trip's
-// quantiles and the sender's write (which pays for any wake-up it
-// causes), for each gap between round trips: with a gap the peer sleeps
-// between messages, as nubo's processes do between sequential invokes.
+// read wakes the other process for nothing, inside the read. It prints
+// the round trip's quantiles and those of the sender's write, which wakes
+// the peer (the round trip holds the peer's reads, and so any useless
+// wake-up), for each gap between round trips: with a gap both processes
+// sleep between messages, as nubo's do between sequential invokes. The
+// first round trip of each block, which follows the other way's block,
+// is not counted.
 //
 //	go run ./bench/cmd/wakecost [-n 3000] [-gaps 0,200us]
 package main
@@ -89,9 +92,10 @@ func start(way string) *peer {
 	return &peer{way: way, c: open(fds[0], way)}
 }
 
+// block makes n+1 round trips and counts the last n.
 func (p *peer) block(n int, gap time.Duration) {
 	b := make([]byte, size)
-	for range n {
+	for i := range n + 1 {
 		if gap > 0 {
 			time.Sleep(gap)
 		}
@@ -103,12 +107,15 @@ func (p *peer) block(n int, gap time.Duration) {
 		if _, err := io.ReadFull(p.c, b); err != nil {
 			panic(err)
 		}
-		p.rtt = append(p.rtt, time.Since(t))
-		p.send = append(p.send, w)
+		if i > 0 {
+			p.rtt = append(p.rtt, time.Since(t))
+			p.send = append(p.send, w)
+		}
 	}
 }
 
-func q(d []time.Duration, f float64) string {
+// quantile returns d's f-quantile in µs.
+func quantile(d []time.Duration, f float64) string {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return fmt.Sprintf("%.1f", float64(d[int(f*float64(len(d)-1))].Nanoseconds())/1000)
 }
@@ -144,7 +151,7 @@ func main() {
 		}
 		for _, p := range ways {
 			fmt.Printf("%-8s %-7s %6d %8s %8s %8s %10s %10s\n", gap, p.way, len(p.rtt),
-				q(p.rtt, .5), q(p.rtt, .9), q(p.rtt, .99), q(p.send, .5), q(p.send, .9))
+				quantile(p.rtt, .5), quantile(p.rtt, .9), quantile(p.rtt, .99), quantile(p.send, .5), quantile(p.send, .9))
 		}
 	}
 	fmt.Println("(µs; one P in each process)")
