@@ -30,11 +30,12 @@ import (
 // for room in a second instance until the write is done.
 // bench/cmd/wakecost measures the difference.
 //
-// Nested epoll passes readiness on soundly from Linux 5.10 (earlier
-// kernels woke the outer instance again after each look at an inner one
-// with something ready, a busy loop while input waits unread, and 5.5-5.6
-// could lose a nested wake-up). On older kernels a Quiet is the socket in
-// the poller, read and written as FD does.
+// Nested epoll passes readiness on soundly in Linux 5.10, the first
+// long-term kernel after two fixes: before 5.5 the kernel woke the outer
+// instance again after each look at an inner one with something ready (a
+// busy loop while input waits unread), and 5.5-5.6 could lose a nested
+// wake-up. On older kernels a Quiet is the socket in the poller, read and
+// written as FD does.
 type Quiet struct {
 	name string
 	// mu guards fd: raw calls hold it for reading, Close for writing, so
@@ -71,12 +72,20 @@ func NewQuiet(fd int, name string) (*Quiet, error) {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
 	if !nestedEpollSound() {
-		f := os.NewFile(uintptr(fd), name) // non-blocking: in the poller
+		// A copy, so that fd stays the caller's on error: an *os.File
+		// closes its descriptor when collected.
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, os.NewSyscallError("fcntl", err)
+		}
+		f := os.NewFile(uintptr(dup), name) // non-blocking: in the poller
 		pfd, ok := New(f)
 		if !ok {
+			f.Close()
 			return nil, errors.New("rawio: the socket is not in the poller")
 		}
-		return &Quiet{name: name, fd: fd, polled: f, pfd: pfd}, nil
+		unix.Close(fd)
+		return &Quiet{name: name, fd: -1, polled: f, pfd: pfd}, nil
 	}
 	in, inc, err := watcher(fd, unix.EPOLLIN|unix.EPOLLRDHUP, name)
 	if err != nil {
@@ -153,14 +162,12 @@ func (q *Quiet) call(op func(fd int) syscall.Errno) syscall.Errno {
 }
 
 // fail dresses err as an *os.File's would be: a closed socket's is
-// os.ErrClosed.
+// os.ErrClosed, a bare errno becomes op's.
 func (q *Quiet) fail(op string, err error) error {
-	var errno syscall.Errno
-	switch {
-	case errors.Is(err, unix.EBADF), errors.Is(err, errFileClosing()):
-		err = os.ErrClosed
-	case errors.As(err, &errno):
+	if errno, ok := err.(syscall.Errno); ok && errno != unix.EBADF {
 		err = os.NewSyscallError(op, errno)
+	} else if errors.Is(err, unix.EBADF) || errors.Is(err, os.ErrClosed) || errors.Is(err, errFileClosing()) {
+		err = os.ErrClosed
 	}
 	return &os.PathError{Op: op, Path: q.name, Err: err}
 }
@@ -297,7 +304,7 @@ func (q *Quiet) WaitInput(deadline time.Time) (bool, error) {
 		f, rc = q.polled, q.pfd.rc
 	}
 	if err := f.SetReadDeadline(deadline); err != nil {
-		return false, q.fail("read", errors.Unwrap(err))
+		return false, q.fail("read", err)
 	}
 	defer f.SetReadDeadline(time.Time{})
 	data := false
@@ -309,7 +316,8 @@ func (q *Quiet) WaitInput(deadline time.Time) (bool, error) {
 	}
 	err := rc.Read(func(fd uintptr) bool {
 		if q.polled != nil {
-			errno = peek(int(fd))
+			for errno = peek(int(fd)); errno == unix.EINTR; errno = peek(int(fd)) {
+			}
 		} else {
 			errno = q.call(peek)
 		}
@@ -329,7 +337,7 @@ func (q *Quiet) WaitInput(deadline time.Time) (bool, error) {
 func (q *Quiet) Close() error {
 	if q.polled != nil {
 		if err := q.polled.Close(); err != nil {
-			return q.fail("close", errors.Unwrap(err))
+			return q.fail("close", err)
 		}
 		return nil
 	}
