@@ -557,17 +557,10 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		return err
 	}
 	// Non-blocking, and waited on through the runtime's network poller
-	// without being in it (rawio.Quiet): waiting on an agent parks a
-	// goroutine instead of holding a thread in read(2), and the agent's
-	// reads do not wake nubo serve. The agent's end too (the flag belongs
-	// to the open file, which its copy shares).
-	for _, fd := range fds {
-		if err := syscall.SetNonblock(fd, true); err != nil {
-			syscall.Close(fds[0])
-			syscall.Close(fds[1])
-			return err
-		}
-	}
+	// without being in it (rawio.Quiet, which sets the flag): waiting on an
+	// agent parks a goroutine instead of holding a thread in read(2), and
+	// the agent's reads do not wake nubo serve. The agent makes its end
+	// Quiet too.
 	s.conn, err = rawio.NewQuiet(fds[0], "agent-host")
 	if err != nil {
 		syscall.Close(fds[0])

@@ -184,13 +184,12 @@ func (q *Quiet) Read(p []byte) (int, error) {
 		n     int
 		errno syscall.Errno
 	)
-	read := func(fd int) syscall.Errno {
-		var e syscall.Errno
-		n, e = Read(fd, p)
-		return e
-	}
 	err := q.inc.Read(func(uintptr) bool {
-		errno = q.call(read)
+		errno = q.call(func(fd int) syscall.Errno { // does not escape: no allocation
+			var e syscall.Errno
+			n, e = Read(fd, p)
+			return e
+		})
 		return errno != unix.EAGAIN
 	})
 	switch {

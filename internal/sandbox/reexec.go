@@ -76,7 +76,7 @@ func runAgent() {
 	if q, err := rawio.NewQuiet(3, "agent-conn"); err == nil {
 		conn = q
 	} else {
-		log.Debug("the host connection is not a stream socket", "err", err)
+		log.Debug("the host connection is read in the poller", "err", err)
 		conn = os.NewFile(3, "agent-conn")
 	}
 	if err := agent.Run(conn, log); err != nil {
