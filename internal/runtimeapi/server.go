@@ -37,6 +37,11 @@ type Options struct {
 	// MaxResponseBytes caps response and error bodies; 0 means
 	// DefaultMaxResponseBytes.
 	MaxResponseBytes int
+	// MaxConns bounds the connections served at once; one more is closed
+	// as it is accepted. 0: no bound. nubo serve serves every namespace
+	// sandbox's Runtime API, and a function must not be able to take
+	// its descriptors and goroutines without bound.
+	MaxConns int
 }
 
 // Invocation is one event handed to the runtime.

@@ -42,6 +42,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,9 +113,27 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return nil
 		default:
 		}
+		if s.opts.MaxConns > 0 && len(conns) >= s.opts.MaxConns {
+			mu.Unlock()
+			s.log.Warn("runtime api: too many connections; one refused", "max", s.opts.MaxConns)
+			_ = c.Close()
+			continue
+		}
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
+			// A client's bytes must not bring down the process serving
+			// them (nubo serve serves every sandbox's): a panic ends only
+			// its connection, as in net/http.
+			defer func() {
+				if r := recover(); r != nil {
+					s.log.Error("runtime api: panic serving a connection", "panic", r, "stack", string(debug.Stack()))
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					_ = c.Close()
+				}
+			}()
 			s.serveConn(c, stopped)
 			mu.Lock()
 			delete(conns, c)
