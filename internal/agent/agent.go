@@ -1,8 +1,18 @@
-// Package agent is the program that runs inside every execution environment
-// (PID 1 of a namespace sandbox, or a plain child process in development
-// mode). It serves the Runtime and Extensions APIs, starts the extensions
-// and the runtime, relays invocations and output to and from the host over
-// the agentproto connection, and enforces the function timeout.
+// Package agent runs an execution environment's runtime and extensions
+// for the host (package env), over the agentproto connection: it serves
+// the Runtime and Extensions APIs, starts the extensions and the runtime,
+// relays invocations and output, and enforces the function timeout.
+//
+// It runs in one of two shapes:
+//
+//   - whole (Run), as the first process of a microVM's sandbox or of the
+//     process backend: one agent does everything inside;
+//   - split (Keep and Supervise), for a namespace sandbox: inside, as the
+//     sandbox's PID 1, the keeper only starts, signals and reaps
+//     processes; the supervisor runs in nubo serve, serving the Runtime
+//     API on a listener the keeper made in the sandbox's network
+//     namespace and handed over. No process stands between nubo serve and
+//     the runtime (see keeper.go).
 //
 // Lifecycle (one agent per environment):
 //
@@ -35,17 +45,26 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agentproto"
-	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/runtimeapi"
 )
 
-// Agent is one environment's agent.
+// Agent is one environment's agent: its supervising half, which serves
+// the Runtime API and runs the phases, whichever process it runs in.
 type Agent struct {
 	conn  *agentproto.Conn
 	log   *slog.Logger
 	start agentproto.Start
 	rapi  *runtimeapi.Server
-	reap  *reaper
+	// procs starts the runtime and extensions: the agent's own reaper
+	// (Run), or the sandbox's keeper (Supervise).
+	procs procHost
+	// out relays the children's output; nil until the pipes exist.
+	out *output
+	// listen makes the Runtime API's listener for Start's address.
+	listen func(addr string) (net.Listener, error)
+	// listExtensions lists the external extensions in a directory as the
+	// sandbox sees it.
+	listExtensions func(dir string) ([]string, error)
 
 	rt       *proc
 	exts     []*proc
@@ -55,26 +74,69 @@ type Agent struct {
 	idle   *time.Timer
 	idleMu sync.Mutex
 	idleID string
+}
 
-	// outMu is held across every read of the output pipes and the sending
-	// of what was read, so a flush that drains the pipes under it knows
-	// nothing read earlier is still unsent (see flushOutput).
-	outMu   sync.Mutex
-	outFDs  []int // the pipes' read ends (non-blocking), stdout then stderr
-	outHdr  []*agentproto.Log
-	outBuf  []byte // guarded by outMu
-	outWG   sync.WaitGroup
-	outPipe [2]*os.File // stdout, stderr write ends shared by all children
-	// preLn is the Runtime API's listener when made before Start.
-	preLn net.Listener
+// procHost starts the agent's children, in their own process groups, with
+// the output pipes as their stdout and stderr.
+type procHost interface {
+	spawn(name string, argv, env []string, dir string, uid, gid int) (*proc, error)
 }
 
 // Run serves one environment over rw until Shutdown or until the host goes
-// away. It returns nil after a clean shutdown.
+// away, as the environment's only agent: it starts and reaps the runtime
+// and extensions itself. It returns nil after a clean shutdown.
 func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if err := becomeAgent(); err != nil {
+		return err
+	}
+	local := &localProcs{reap: newReaper()}
+	a := &Agent{conn: agentproto.NewConn(rw), log: log, procs: local, listExtensions: listExtensions}
+	defer a.killAll()
+	if err := warmUp(log); err != nil {
+		log.Debug("warm-up", "err", err)
+	}
+	if err := local.reap.warm(); err != nil {
+		log.Debug("warm-up of process starts", "err", err)
+	}
+	// The Runtime API listens before Start where the address is known
+	// ahead (RuntimeAPIEnv).
+	var preLn net.Listener
+	if addr := os.Getenv(RuntimeAPIEnv); addr != "" {
+		os.Unsetenv(RuntimeAPIEnv)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Debug("runtime api", "err", err) // setup tries again
+		}
+		preLn = ln
+	}
+	a.listen = func(addr string) (net.Listener, error) {
+		if preLn != nil && preLn.Addr().String() == addr {
+			return preLn, nil
+		}
+		if preLn != nil {
+			preLn.Close()
+		}
+		return net.Listen("tcp", addr)
+	}
+	if err := local.startOutput(a); err != nil {
+		log.Debug("output pipes", "err", err) // setup tries again
+	}
+	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
+		return err
+	}
+	return a.serve(func() error {
+		if a.out == nil {
+			return local.startOutput(a)
+		}
+		return nil
+	})
+}
+
+// becomeAgent sets up the process the agent (or the keeper) runs in.
+func becomeAgent() error {
 	// The function runs as the agent's own uid: without this, it could
 	// open /proc/1/mem and rewrite the agent (ptrace access checks pass for
 	// a dumpable process of the same uid; seccomp cannot see a plain open).
@@ -95,20 +157,13 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	// among them) closes when the runtime or an extension is exec'd. Those
 	// it opens itself are close-on-exec already.
 	CloseOnExecFrom(3)
-	a := &Agent{conn: agentproto.NewConn(rw), log: log, reap: newReaper()}
-	defer a.killAll()
-	if err := warmUp(log); err != nil {
-		log.Debug("warm-up", "err", err)
-	}
-	if err := a.reap.warm(); err != nil {
-		log.Debug("warm-up of process starts", "err", err)
-	}
-	if err := a.prepare(); err != nil {
-		log.Debug("prepare", "err", err) // setup tries again
-	}
-	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
-		return err
-	}
+	return nil
+}
+
+// serve waits for Start, sets up (ready makes sure the output relays
+// run), runs the init phase and then the invocations, until Shutdown or
+// the end of the connection.
+func (a *Agent) serve(ready func() error) error {
 	f, err := a.conn.Receive()
 	if err != nil {
 		return fmt.Errorf("agent: waiting for Start: %w", err)
@@ -120,7 +175,11 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 	if err := f.Decode(&a.start); err != nil {
 		return fmt.Errorf("agent: Start: %w", err)
 	}
-	if err := a.setup(); err != nil {
+	err = ready()
+	if err == nil {
+		err = a.setup()
+	}
+	if err != nil {
 		a.sendInitError("Runtime.Unknown", 0, err.Error())
 		return err
 	}
@@ -153,21 +212,6 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 			a.log.Warn("unexpected frame", "type", f.Type)
 		}
 	}
-}
-
-// prepare does what setup can do before Start: the output pipes and their
-// relays, and the Runtime API's listener where the address is known
-// ahead (RuntimeAPIEnv).
-func (a *Agent) prepare() error {
-	if addr := os.Getenv(RuntimeAPIEnv); addr != "" {
-		os.Unsetenv(RuntimeAPIEnv)
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("runtime api: %w", err)
-		}
-		a.preLn = ln
-	}
-	return a.startOutput()
 }
 
 // partGate sends the parts of one invocation's streamed response until
@@ -204,46 +248,50 @@ func (g *partGate) close() {
 var errStreamOver = errors.New("agent: the invocation is over")
 
 // RuntimeAPIEnv, set in the agent's environment, names the address the
-// Runtime API will listen on (Start's RuntimeAPI), so the agent listens
-// before Start arrives.
+// Runtime API will listen on (Start's RuntimeAPI), so the agent (or the
+// keeper) listens before Start arrives.
 const RuntimeAPIEnv = "NUBO_RUNTIME_API"
+
+// localProcs is the agent's own children: it forks them and reaps them.
+type localProcs struct {
+	reap *reaper
+	// pipes are the write ends of the output pipes (stdout, stderr), which
+	// every child shares.
+	pipes [2]*os.File
+}
 
 // startOutput makes the pipes the runtime and extensions write to and
 // starts relaying them to the host.
-func (a *Agent) startOutput() error {
-	var ends [2][2]*os.File // read, write
-	for i := range ends {
-		r, w, err := os.Pipe()
+func (l *localProcs) startOutput(a *Agent) error {
+	var r [2]*os.File
+	for i := range r {
+		rf, wf, err := os.Pipe()
 		if err != nil {
-			for _, e := range ends[:i] {
-				e[0].Close()
-				e[1].Close()
+			for j := range i {
+				r[j].Close()
+				l.pipes[j].Close()
+				l.pipes[j] = nil
 			}
 			return err
 		}
-		ends[i] = [2]*os.File{r, w}
+		r[i], l.pipes[i] = rf, wf
 	}
-	for i, stream := range []string{"stdout", "stderr"} {
-		r, w := ends[i][0], ends[i][1]
-		a.outPipe[i] = w
-		rc, err := r.SyscallConn()
-		if err != nil {
-			return err
-		}
-		// The fd as is (Fd() would make it blocking): the poller waits
-		// for it, reads happen under outMu.
-		rc.Control(func(fd uintptr) { a.outFDs = append(a.outFDs, int(fd)) })
-		hdr := &agentproto.Log{Stream: stream}
-		a.outHdr = append(a.outHdr, hdr)
-		a.outWG.Add(1)
-		go a.relay(r, rc, i)
+	out, err := newOutput(a.conn, r)
+	if err != nil {
+		return err
 	}
+	a.out = out
 	return nil
 }
 
-// setup starts the Runtime API and the output relays.
+func (l *localProcs) spawn(name string, argv, env []string, dir string, uid, gid int) (*proc, error) {
+	return l.reap.start(procSpec{name: name, argv: argv, env: env, dir: dir, uid: uid, gid: gid,
+		stdout: l.pipes[0], stderr: l.pipes[1]})
+}
+
+// setup starts the Runtime API and the extensions.
 func (a *Agent) setup() error {
-	exts, err := listExtensions(a.start.ExtensionsDir)
+	exts, err := a.listExtensions(a.start.ExtensionsDir)
 	if err != nil {
 		return err
 	}
@@ -254,28 +302,18 @@ func (a *Agent) setup() error {
 	a.rapi = runtimeapi.New(runtimeapi.Options{
 		FunctionName: a.start.FunctionName, FunctionVersion: a.start.FunctionVersion,
 		Handler: a.start.Handler, AccountID: a.start.AccountID, Extensions: names, Logger: a.log,
+		MaxConns: maxRuntimeAPIConns,
 	})
-	ln := a.preLn
-	if ln == nil || ln.Addr().String() != a.start.RuntimeAPI {
-		if ln != nil {
-			ln.Close()
-		}
-		if ln, err = net.Listen("tcp", a.start.RuntimeAPI); err != nil {
-			return fmt.Errorf("runtime api: %w", err)
-		}
+	ln, err := a.listen(a.start.RuntimeAPI)
+	if err != nil {
+		return fmt.Errorf("runtime api: %w", err)
 	}
 	// Serve reads and writes the runtime's connections raw (package
 	// rawio), as the agent does the host's (agentproto) and the output
 	// pipes (readChunk).
 	go a.rapi.Serve(context.Background(), ln)
-	if a.outPipe[0] == nil {
-		if err := a.startOutput(); err != nil {
-			return err
-		}
-	}
 	for _, path := range exts {
-		p, err := a.reap.start(procSpec{name: filepath.Base(path), argv: []string{path}, env: a.start.Env,
-			dir: "/", uid: a.start.UID, gid: a.start.GID, stdout: a.outPipe[0], stderr: a.outPipe[1]})
+		p, err := a.procs.spawn(filepath.Base(path), []string{path}, a.start.Env, "/", a.start.UID, a.start.GID)
 		if err != nil {
 			return fmt.Errorf("extension %s: %w", filepath.Base(path), err)
 		}
@@ -312,71 +350,10 @@ func listExtensions(dir string) ([]string, error) {
 	return out, nil
 }
 
-// relay forwards one output stream to the host as Log frames. It reads
-// only under outMu (see flushOutput); between reads it waits in the poller.
-func (a *Agent) relay(r *os.File, rc syscall.RawConn, i int) {
-	defer a.outWG.Done()
-	defer runtime.KeepAlive(r) // its finalizer would close the fd
-	for {
-		done := false
-		err := rc.Read(func(fd uintptr) bool {
-			a.outMu.Lock()
-			defer a.outMu.Unlock()
-			n, err := a.readChunk(i)
-			switch {
-			case err == unix.EAGAIN:
-				return false // nothing yet: wait in the poller
-			case err != nil || n == 0:
-				done = true // the write ends are closed (or broken)
-			}
-			return true
-		})
-		if done || err != nil {
-			return
-		}
-	}
-}
-
-// readChunk reads once from output pipe i and sends what it got; outMu held.
-// The read is raw (package rawio): the pipe is non-blocking, and its relay
-// keeps its *os.File, so the descriptor stays open, for the agent's life.
-func (a *Agent) readChunk(i int) (int, error) {
-	if a.outBuf == nil {
-		a.outBuf = make([]byte, 64<<10)
-	}
-	n, errno := rawio.Read(a.outFDs[i], a.outBuf)
-	var err error
-	if errno != 0 {
-		err = errno
-	}
-	if n > 0 {
-		_ = a.conn.Send(agentproto.TLog, a.outHdr[i], a.outBuf[:n])
-	}
-	return n, err
-}
-
-// flushOutput sends everything the runtime wrote so far, so an
-// invocation's log lines precede its Result: output written before the
-// runtime posted its response is in the pipe buffers or was read and sent
-// by a relay; under outMu, the pipes are drained here until they are
-// empty, and no relay can hold bytes read but unsent.
-func (a *Agent) flushOutput() {
-	a.outMu.Lock()
-	defer a.outMu.Unlock()
-	for i := range a.outFDs {
-		for {
-			if n, err := a.readChunk(i); err != nil || n == 0 {
-				break
-			}
-		}
-	}
-}
-
 // startRuntime launches the runtime process.
 func (a *Agent) startRuntime() error {
 	s := a.start
-	p, err := a.reap.start(procSpec{name: "runtime", argv: s.Argv, env: s.Env, dir: s.Dir,
-		uid: s.UID, gid: s.GID, stdout: a.outPipe[0], stderr: a.outPipe[1]})
+	p, err := a.procs.spawn("runtime", s.Argv, s.Env, s.Dir, s.UID, s.GID)
 	if err != nil {
 		return err
 	}
@@ -514,7 +491,7 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 				ir.payload = timeoutPayload(inv)
 			}
 			res.FunctionError, res.ErrorType, res.Reset = true, ir.errType, true
-			a.flushOutput()
+			a.out.flush()
 			_ = a.conn.Send(agentproto.TResult, res, ir.payload)
 			a.idleLater(inv.RequestID)
 			return
@@ -551,7 +528,7 @@ func (a *Agent) invoke(inv *agentproto.Invoke, payload []byte) {
 		res.FunctionError, res.ErrorType, res.Reset = true, "Sandbox.Failure", true
 		body = platformError(res.ErrorType, inv.RequestID, err.Error())
 	}
-	a.flushOutput()
+	a.out.flush()
 	_ = a.conn.Send(agentproto.TResult, res, body)
 	if err == nil {
 		// The invoke phase ends when extensions are done too. A runtime
@@ -633,7 +610,7 @@ func (a *Agent) shutdown(sd *agentproto.Shutdown) {
 		}
 	}
 	a.killAll()
-	a.flushOutput()
+	a.out.flush()
 }
 
 // killAll SIGKILLs every child still alive.
@@ -661,3 +638,7 @@ func CloseOnExecFrom(fd int) {
 		}
 	}
 }
+
+// maxRuntimeAPIConns bounds the Runtime API's connections: the runtime
+// keeps one or two, each of at most ten extensions two more.
+const maxRuntimeAPIConns = 64

@@ -19,6 +19,8 @@ type proc struct {
 	// reported is closed once the agent has told the Runtime API that the
 	// process exited (runtime only).
 	reported chan struct{}
+	// kill signals the process's group: directly, or through the keeper.
+	kill func(syscall.Signal)
 }
 
 // reaper collects exit statuses. As PID 1 of a pid namespace the agent
@@ -105,14 +107,22 @@ func (r *reaper) route(pid int, ws syscall.WaitStatus) {
 
 func (p *proc) exited(ws syscall.WaitStatus) {
 	p.status = ws
-	if ws.Signaled() {
-		// Worded like Go's os.ProcessState, which is what AWS shows in
-		// Runtime.ExitError messages ("signal: killed").
-		p.reason = "signal: " + ws.Signal().String()
-	} else {
-		p.reason = fmt.Sprintf("exit status %d", ws.ExitStatus())
-	}
+	p.ended(exitReason(ws))
+}
+
+// ended records why p ended and says it did.
+func (p *proc) ended(reason string) {
+	p.reason = reason
 	close(p.done)
+}
+
+// exitReason words a wait status as Go's os.ProcessState does, which is
+// what AWS shows in Runtime.ExitError messages ("signal: killed").
+func exitReason(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal: " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exit status %d", ws.ExitStatus())
 }
 
 type procSpec struct {
@@ -162,6 +172,10 @@ func (r *reaper) start(s procSpec) (*proc, error) {
 		return nil, err
 	}
 	p := &proc{name: s.name, pid: osp.Pid, done: make(chan struct{})}
+	p.kill = func(sig syscall.Signal) {
+		_ = syscall.Kill(-p.pid, sig)
+		_ = syscall.Kill(p.pid, sig)
+	}
 	if r.initPid {
 		r.register(p)
 		osp.Release()
@@ -198,10 +212,7 @@ func (r *reaper) warm() error {
 }
 
 // signal sends sig to the process group of p.
-func (p *proc) signal(sig syscall.Signal) {
-	_ = syscall.Kill(-p.pid, sig)
-	_ = syscall.Kill(p.pid, sig)
-}
+func (p *proc) signal(sig syscall.Signal) { p.kill(sig) }
 
 func (p *proc) alive() bool {
 	select {

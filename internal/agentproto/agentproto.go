@@ -20,6 +20,16 @@
 //	               Idle (after a Result, once the runtime and extensions are
 //	               done, unless the next Invoke comes within IdleDelay),
 //	               Log (runtime output, any time), ShutdownDone
+//
+// In a namespace sandbox, nubo serve runs the agent's supervising half
+// itself (package agent's Supervise) and the sandbox runs only its keeper
+// (Keep), which starts, signals and reaps processes. The two speak the
+// same framing over the sandbox's socketpair:
+//
+//	keeper → serve  one byte carrying the Runtime API's listener and the
+//	                output pipes' read ends (SCM_RIGHTS; see agent's
+//	                handover), then Ready, Spawned (one per Spawn), Exited
+//	serve → keeper  Spawn, Signal
 package agentproto
 
 import (
@@ -54,6 +64,11 @@ const (
 	TIdle
 	// TChunk carries part of a streamed response, ahead of its Result.
 	TChunk
+	// Between nubo serve and a sandbox's keeper (see the package doc).
+	TSpawn
+	TSpawned
+	TExited
+	TSignal
 )
 
 // IdleDelay is how long the agent holds back an Idle: an environment in
@@ -87,6 +102,14 @@ func (t Type) String() string {
 		return "Idle"
 	case TChunk:
 		return "Chunk"
+	case TSpawn:
+		return "Spawn"
+	case TSpawned:
+		return "Spawned"
+	case TExited:
+		return "Exited"
+	case TSignal:
+		return "Signal"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }
@@ -190,6 +213,39 @@ type Idle struct {
 // Log carries runtime output; the bytes are the frame body.
 type Log struct {
 	Stream string `json:"stream"` // stdout | stderr | platform
+}
+
+// Spawn asks the keeper to start a process (the runtime or an extension)
+// in its own process group, with the output pipes as its stdout and
+// stderr; ID names it in what follows.
+type Spawn struct {
+	ID   int      `json:"id"`
+	Name string   `json:"name"`
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+	UID  int      `json:"uid,omitempty"`
+	GID  int      `json:"gid,omitempty"`
+}
+
+// Spawned answers a Spawn: Error says why the process did not start.
+type Spawned struct {
+	ID    int    `json:"id"`
+	Pid   int    `json:"pid,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Exited says a spawned process ended; Reason is worded as Go's
+// os.ProcessState words it ("exit status 2", "signal: killed").
+type Exited struct {
+	ID     int    `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// Signal asks the keeper to send a signal to a spawned process's group.
+type Signal struct {
+	ID     int `json:"id"`
+	Signal int `json:"signal"`
 }
 
 // Frame is one decoded frame.

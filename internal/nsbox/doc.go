@@ -35,12 +35,22 @@
 //     no_new_privs, loads the seccomp filter the host compiled, and execs
 //     the agent (package agent): the small agent executable nubo embeds
 //     (cmd/nubo-agent, run from a sealed memfd; agentexe.go), or nubo's own
-//     binary when it has none. The agent is PID 1 of the pid namespace and
-//     waits for Start. This is a shell, made ahead of demand (pool.go).
+//     binary when it has none. The agent is PID 1 of the pid namespace.
+//     By default it is only the agent's keeper (package agent's Keep): it
+//     listens on the Runtime API's address in the sandbox, makes the pipes
+//     the runtime's output goes to, and hands the listener and the pipes'
+//     read ends to the host over its connection (SCM_RIGHTS), to start,
+//     signal and reap processes on the host's word from then on
+//     (supervise.go). This is a shell, made ahead of demand (pool.go).
 //  5. When a function gets the shell, the host moves detached, read-only
 //     mount trees of its code and layers onto /var/task and /opt from a
 //     thread of its own that joins the sandbox's mount namespace, sets the
-//     memory limit, and sends Start. Nothing privileged is left inside.
+//     memory limit, and starts the agent's supervisor in nubo serve
+//     (package agent's Supervise), which gets Start: the runtime the keeper
+//     starts reaches the Runtime API in nubo serve through the handed-over
+//     listener, with no process in between. Nothing privileged is left
+//     inside. (With Config.WholeAgent the agent inside is whole and gets
+//     Start itself.)
 //
 // Everything of a sandbox dies with its PID 1: killing it kills the pid
 // namespace, and with it the mount and network namespaces and the veth

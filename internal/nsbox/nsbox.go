@@ -79,6 +79,12 @@ type Config struct {
 	// ResolvConf, when set, is the sandboxes' resolv.conf; otherwise it
 	// is the host's, from ResolvConf.
 	ResolvConf string
+	// WholeAgent runs the whole agent in every sandbox, serving the
+	// Runtime API there, as nubo did before session 22. By default the
+	// sandbox runs only the agent's keeper and this process supervises
+	// it: the Runtime API is served here, on a listener the keeper made in
+	// the sandbox's network namespace (see package agent's Supervise).
+	WholeAgent bool
 	Logger     *slog.Logger
 }
 
@@ -216,6 +222,16 @@ type box struct {
 	pid     int      // of the init, later the agent (host pid namespace)
 	pidfd   *os.File // of the same process, in the network poller
 	conn    *rawio.Quiet
+	// keeper is what the sandbox's keeper handed over (nil with
+	// Config.WholeAgent); root is the sandbox's root directory (O_PATH),
+	// where extensions are looked for.
+	keeper *agent.Keeper
+	root   *os.File
+	// up is package env's end of the connection to the agent's
+	// supervisor, which runs here from Create on; supervised is closed
+	// when it has returned.
+	up         io.ReadWriteCloser
+	supervised chan struct{}
 	mntns   *os.File // the sandbox's mount namespace, for assign
 	cg      cgroup.Cgroup
 	vol     *tmpVolume
@@ -286,6 +302,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbo
 		s.Destroy()
 		return nil, err
 	}
+	s.supervise()
 	b.log.Debug("sandbox created", "env", s.id, "shell", tShell.Sub(t0), "assign", time.Since(tShell))
 	return s, nil
 }
@@ -349,6 +366,11 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 	tStart := time.Now()
 	if err := s.waitAgent(agentStartTimeout); err != nil {
 		return nil, err
+	}
+	if !b.cfg.WholeAgent {
+		if err := s.takeHandover(); err != nil {
+			return nil, err
+		}
 	}
 	b.log.Debug("shell created", "env", id, "tmp_volume", tVol.Sub(t0), "cgroup", tCg.Sub(tVol),
 		"clone_and_wire", tStart.Sub(tCg), "agent", time.Since(tStart), "total", time.Since(t0))
@@ -584,6 +606,9 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	}
 	env := []string{sandbox.AgentEnv + "=" + how, "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
 		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
+	if !s.b.cfg.WholeAgent {
+		env = append(env, sandbox.AgentRoleEnv+"="+sandbox.AgentKeeper)
+	}
 	if os.Getenv(sandbox.AgentDebugEnv) != "" {
 		env = append(env, sandbox.AgentDebugEnv+"=1")
 	}
@@ -694,7 +719,14 @@ func (s *box) coldStartOver() {
 }
 
 func (s *box) ID() string               { return s.id }
-func (s *box) Conn() io.ReadWriteCloser { return s.conn }
+// Conn is the connection to the agent: its supervisor's (see supervise),
+// or the whole agent's in the sandbox.
+func (s *box) Conn() io.ReadWriteCloser {
+	if s.up != nil {
+		return s.up
+	}
+	return s.conn
+}
 func (s *box) Paths() sandbox.Paths     { return s.paths }
 func (s *box) Done() <-chan struct{}    { return s.done }
 
@@ -794,6 +826,22 @@ func (s *box) Destroy() error {
 		}
 		if s.pidfd != nil {
 			s.pidfd.Close()
+		}
+		// The supervisor ends once its connection is closed and the
+		// sandbox's processes are dead (their ends reach it through the
+		// keeper's connection, closed by the kernel).
+		if s.up != nil {
+			s.up.Close()
+			select {
+			case <-s.supervised:
+			case <-time.After(5 * time.Second):
+				errs = append(errs, fmt.Errorf("sandbox %s: its supervisor did not end", s.id))
+			}
+		} else if s.keeper != nil {
+			s.keeper.Close()
+		}
+		if s.root != nil {
+			s.root.Close()
 		}
 		if s.conn != nil {
 			s.conn.Close()

@@ -331,6 +331,64 @@ func (q *Quiet) WaitInput(deadline time.Time) (bool, error) {
 	return data, nil
 }
 
+// ReceiveRights takes, without waiting, up to len(p) bytes and the
+// descriptors (at most max) sent with them (SCM_RIGHTS), close-on-exec:
+// for input the caller has seen come (WaitInput). Descriptors beyond max
+// are an error (and closed by the kernel).
+func (q *Quiet) ReceiveRights(p []byte, max int) (int, []int, error) {
+	oob := make([]byte, unix.CmsgSpace(4*max))
+	var (
+		n, oobn, flags int
+		errno          syscall.Errno
+	)
+	recv := func(fd int) syscall.Errno {
+		var err error
+		n, oobn, flags, _, err = unix.Recvmsg(fd, p, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if e, ok := err.(syscall.Errno); ok {
+			return e
+		} else if err != nil {
+			return unix.EINVAL
+		}
+		return 0
+	}
+	if q.polled != nil {
+		if err := q.pfd.rc.Control(func(fd uintptr) {
+			for errno = recv(int(fd)); errno == unix.EINTR; errno = recv(int(fd)) {
+			}
+		}); err != nil {
+			return 0, nil, q.fail("recvmsg", err)
+		}
+	} else {
+		errno = q.call(recv)
+	}
+	if errno != 0 {
+		return 0, nil, q.fail("recvmsg", errno)
+	}
+	var fds []int
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err == nil {
+		for i := range msgs {
+			if msgs[i].Header.Level == unix.SOL_SOCKET && msgs[i].Header.Type == unix.SCM_RIGHTS {
+				got, perr := unix.ParseUnixRights(&msgs[i])
+				if perr != nil {
+					err = perr
+				}
+				fds = append(fds, got...)
+			}
+		}
+	}
+	if err == nil && (flags&unix.MSG_CTRUNC != 0 || len(fds) > max) {
+		err = errors.New("rawio: more descriptors than asked for")
+	}
+	if err != nil {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return 0, nil, q.fail("recvmsg", err)
+	}
+	return n, fds, nil
+}
+
 // Close closes the socket; a Read or Write waiting on it returns an
 // error.
 func (q *Quiet) Close() error {

@@ -26,6 +26,12 @@ const (
 
 	AgentInInit = "1"
 	AgentInMain = "main"
+
+	// AgentRoleEnv set to AgentKeeper makes the agent a keeper only
+	// (agent.Keep): nubo serve supervises it and serves the Runtime API
+	// itself (package nsbox does this).
+	AgentRoleEnv = "NUBO_AGENT_ROLE"
+	AgentKeeper  = "keeper"
 )
 
 // init turns this process into an agent when it was started as one. Any
@@ -69,6 +75,14 @@ func runAgent() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	} else {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if os.Getenv(AgentRoleEnv) == AgentKeeper {
+		os.Unsetenv(AgentRoleEnv)
+		if err := agent.Keep(3, log); err != nil {
+			fmt.Fprintln(os.Stderr, "nubo keeper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	// A socket is read without being in the poller (rawio.Quiet), so
 	// that nubo's reads of it do not wake this process.

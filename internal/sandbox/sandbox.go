@@ -4,10 +4,13 @@
 // implement the same interface.
 //
 // A sandbox runs nubo's agent (package agent) as its first process and
-// hands the host one end of a socket connected to it; everything else
-// (runtime, extensions, Runtime API) is the agent's business. The agent is
-// nubo's own binary re-executed with NUBO_AGENT=1 (see reexec.go), so test
-// binaries that import this package can act as agents too.
+// hands the host a connection to it (Conn); everything else (runtime,
+// extensions, Runtime API) is the agent's business. A namespace sandbox
+// splits the agent: its keeper runs inside, its supervisor (the Runtime
+// API) in nubo serve, and Conn is the supervisor's in-process connection.
+// The agent is nubo's own binary re-executed with NUBO_AGENT=1 (see
+// reexec.go), so test binaries that import this package can act as agents
+// too.
 package sandbox
 
 import (
