@@ -216,12 +216,12 @@ func (b *Backend) freeSlot(i int) {
 
 // box is one sandbox.
 type box struct {
-	b       *Backend
-	id      string
-	slot    int
-	pid     int      // of the init, later the agent (host pid namespace)
-	pidfd   *os.File // of the same process, in the network poller
-	conn    *rawio.Quiet
+	b     *Backend
+	id    string
+	slot  int
+	pid   int      // of the init, later the agent (host pid namespace)
+	pidfd *os.File // of the same process, in the network poller
+	conn  *rawio.Quiet
 	// keeper is what the sandbox's keeper handed over (nil with
 	// Config.WholeAgent); root is the sandbox's root directory (O_PATH),
 	// where extensions are looked for.
@@ -232,15 +232,15 @@ type box struct {
 	// when it has returned.
 	up         io.ReadWriteCloser
 	supervised chan struct{}
-	mntns   *os.File // the sandbox's mount namespace, for assign
-	cg      cgroup.Cgroup
-	vol     *tmpVolume
-	detach  func() error
-	paths   sandbox.Paths
-	memMB   int
-	tmpMB   int
-	done    chan struct{}
-	destroy sync.Once
+	mntns      *os.File // the sandbox's mount namespace, for assign
+	cg         cgroup.Cgroup
+	vol        *tmpVolume
+	detach     func() error
+	paths      sandbox.Paths
+	memMB      int
+	tmpMB      int
+	done       chan struct{}
+	destroy    sync.Once
 
 	// confineMu orders AfterInit's background cgroup moves against
 	// Destroy, which sets destroyed. It also guards starting: the sandbox
@@ -718,7 +718,8 @@ func (s *box) coldStartOver() {
 	}
 }
 
-func (s *box) ID() string               { return s.id }
+func (s *box) ID() string { return s.id }
+
 // Conn is the connection to the agent: its supervisor's (see supervise),
 // or the whole agent's in the sandbox.
 func (s *box) Conn() io.ReadWriteCloser {
@@ -727,8 +728,8 @@ func (s *box) Conn() io.ReadWriteCloser {
 	}
 	return s.conn
 }
-func (s *box) Paths() sandbox.Paths     { return s.paths }
-func (s *box) Done() <-chan struct{}    { return s.done }
+func (s *box) Paths() sandbox.Paths  { return s.paths }
+func (s *box) Done() <-chan struct{} { return s.done }
 
 // AfterInit applies the CPU quota: proportional to memory, as Lambda
 // allots it, but only once init is over (init runs unthrottled), and only
