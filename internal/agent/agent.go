@@ -65,6 +65,11 @@ type Agent struct {
 	// listExtensions lists the external extensions in a directory as the
 	// sandbox sees it.
 	listExtensions func(dir string) ([]string, error)
+	// apiLog is the Runtime API's log: what a function's requests make it
+	// say (see Supervise).
+	apiLog *slog.Logger
+	// close ends the connection to the host, for broken.
+	close func() error
 
 	rt       *proc
 	exts     []*proc
@@ -93,7 +98,7 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 		return err
 	}
 	local := &localProcs{reap: newReaper()}
-	a := &Agent{conn: agentproto.NewConn(rw), log: log, procs: local, listExtensions: listExtensions}
+	a := &Agent{conn: agentproto.NewConn(rw), log: log, apiLog: log, close: rw.Close, procs: local, listExtensions: listExtensions}
 	defer a.killAll()
 	if err := warmUp(log); err != nil {
 		log.Debug("warm-up", "err", err)
@@ -301,8 +306,8 @@ func (a *Agent) setup() error {
 	}
 	a.rapi = runtimeapi.New(runtimeapi.Options{
 		FunctionName: a.start.FunctionName, FunctionVersion: a.start.FunctionVersion,
-		Handler: a.start.Handler, AccountID: a.start.AccountID, Extensions: names, Logger: a.log,
-		MaxConns: maxRuntimeAPIConns,
+		Handler: a.start.Handler, AccountID: a.start.AccountID, Extensions: names, Logger: a.apiLog,
+		MaxConns: maxRuntimeAPIConns, OnPanic: a.broken,
 	})
 	ln, err := a.listen(a.start.RuntimeAPI)
 	if err != nil {
@@ -637,6 +642,13 @@ func CloseOnExecFrom(fd int) {
 			unix.FcntlInt(uintptr(n), unix.F_SETFD, unix.FD_CLOEXEC)
 		}
 	}
+}
+
+// broken ends the environment after its Runtime API panicked serving a
+// connection: the host sees the agent's connection end and replaces it.
+func (a *Agent) broken(v any) {
+	a.log.Error("runtime api panicked; ending the environment", "panic", v)
+	_ = a.close()
 }
 
 // maxRuntimeAPIConns bounds the Runtime API's connections: the runtime

@@ -28,6 +28,10 @@ import (
 // fewer per invocation. The keeper is on no invocation's path; it hears
 // from nubo serve when a runtime starts or must die.
 
+// agentDebugEnv is sandbox.AgentDebugEnv (which imports this package):
+// set, the Runtime API a supervisor serves logs what clients make it say.
+const agentDebugEnv = "NUBO_AGENT_DEBUG"
+
 // handoverByte is the one byte the keeper's descriptors travel with.
 const handoverByte = 'H'
 
@@ -264,7 +268,15 @@ func Supervise(up io.ReadWriteCloser, k *Keeper, listExtensions func(dir string)
 	}
 	kp := &keeperProcs{conn: agentproto.NewConn(k.conn), procs: map[int]*proc{}, waiting: map[int]chan agentproto.Spawned{}}
 	go kp.read()
-	a := &Agent{conn: agentproto.NewConn(up), log: log, procs: kp, listExtensions: listExtensions}
+	// What the function's requests make the Runtime API say stays out of
+	// nubo serve's log, as it stayed inside the sandbox with the whole
+	// agent, unless the agent's debug log is asked for: a function must
+	// not be able to flood the host's log.
+	apiLog := slog.New(slog.DiscardHandler)
+	if os.Getenv(agentDebugEnv) != "" {
+		apiLog = log
+	}
+	a := &Agent{conn: agentproto.NewConn(up), log: log, apiLog: apiLog, close: up.Close, procs: kp, listExtensions: listExtensions}
 	a.listen = func(addr string) (net.Listener, error) {
 		if addr != k.Addr() {
 			return nil, fmt.Errorf("the sandbox listens on %s, not %s", k.Addr(), addr)

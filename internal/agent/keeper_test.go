@@ -193,6 +193,9 @@ func TestSupervisedKeeper(t *testing.T) {
 		h.logs = nil
 	}
 
+	// The timeout's kill goes through the keeper: without it the
+	// supervisor would wait 5 s for the runtime's end before the Result.
+	t0 := time.Now()
 	r, body := h.invoke("slow", `{"sleep":5000}`, 300*time.Millisecond)
 	if r.ErrorType != "Sandbox.Timedout" || !r.Reset || !strings.Contains(body, "Task timed out after 0.30 seconds") {
 		t.Fatalf("timed-out invocation: %+v %q", r, body)
@@ -200,6 +203,9 @@ func TestSupervisedKeeper(t *testing.T) {
 	r, body = h.invoke("after", `{"n":9}`, 10*time.Second)
 	if r.FunctionError || body != `{"n":9}` || r.InitDurationMs <= 0 {
 		t.Fatalf("invocation after the timeout: %+v %q (want the echo, after a new init)", r, body)
+	}
+	if d := time.Since(t0); d > 4*time.Second {
+		t.Fatalf("the timed-out runtime took %s to be killed and replaced", d)
 	}
 
 	if err := h.c.Send(agentproto.TShutdown, &agentproto.Shutdown{Reason: "spindown",

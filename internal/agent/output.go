@@ -41,7 +41,9 @@ func newOutput(conn *agentproto.Conn, r [2]*os.File) (*output, error) {
 		}
 		// The descriptor as is (Fd() would make it blocking): the poller
 		// waits for it, reads happen under mu.
-		rc.Control(func(fd uintptr) { o.fds[i] = int(fd) })
+		if err := rc.Control(func(fd uintptr) { o.fds[i] = int(fd) }); err != nil {
+			return nil, err
+		}
 		o.hdr[i] = &agentproto.Log{Stream: stream}
 		rcs[i] = rc
 	}

@@ -91,6 +91,12 @@ func (h *pipeHalf) write(p []byte) (int, error) {
 			h.mu.Unlock()
 			return n, io.ErrClosedPipe
 		}
+		if h.off > 0 && h.off >= len(h.buf)/2 {
+			// What was read goes: behind a reader that never quite
+			// catches up, the buffer would otherwise grow by all that
+			// passes through it.
+			h.buf, h.off = h.buf[:copy(h.buf, h.buf[h.off:])], 0
+		}
 		if room := pipeBuffer - (len(h.buf) - h.off); room > 0 {
 			take := min(room, len(p))
 			h.buf = append(h.buf, p[:take]...)

@@ -85,3 +85,29 @@ func TestPipeClose(t *testing.T) {
 		t.Fatal("a waiting write did not end when the reader closed")
 	}
 }
+
+// TestPipeBufferBounded: behind a reader that takes a little at a time
+// and never empties the pipe, the buffer stays near pipeBuffer instead of
+// growing by all that passed through.
+func TestPipeBufferBounded(t *testing.T) {
+	a, b := Pipe()
+	if _, err := a.Write(make([]byte, pipeBuffer)); err != nil {
+		t.Fatal(err)
+	}
+	h := b.(*pipeEnd).r
+	p := make([]byte, 4<<10)
+	for range 16 * pipeBuffer / len(p) {
+		if _, err := io.ReadFull(b, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Write(p); err != nil { // there is room: no wait
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		size := cap(h.buf)
+		h.mu.Unlock()
+		if size > 4*pipeBuffer {
+			t.Fatalf("the buffer grew to %d bytes (pipeBuffer %d)", size, pipeBuffer)
+		}
+	}
+}

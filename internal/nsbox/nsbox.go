@@ -806,6 +806,7 @@ func (s *box) Destroy() error {
 		// sandbox no longer counts as starting.
 		s.confineMu.Lock()
 		s.destroyed = true
+		up := s.up // set under confineMu (supervise)
 		s.confineMu.Unlock()
 		s.coldStartOver()
 		s.placeMu.Lock()
@@ -831,8 +832,8 @@ func (s *box) Destroy() error {
 		// The supervisor ends once its connection is closed and the
 		// sandbox's processes are dead (their ends reach it through the
 		// keeper's connection, closed by the kernel).
-		if s.up != nil {
-			s.up.Close()
+		if up != nil {
+			up.Close()
 			select {
 			case <-s.supervised:
 			case <-time.After(5 * time.Second):

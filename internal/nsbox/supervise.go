@@ -43,6 +43,14 @@ func (s *box) supervise() {
 	if s.keeper == nil {
 		return
 	}
+	// Under confineMu, against a Destroy running meanwhile (Backend.Close):
+	// it reads up, and closes what the keeper handed over when there is no
+	// supervisor to.
+	s.confineMu.Lock()
+	defer s.confineMu.Unlock()
+	if s.destroyed {
+		return
+	}
 	host, sup := agentproto.Pipe()
 	s.up, s.supervised = host, make(chan struct{})
 	log := s.b.log.With("env", s.id)

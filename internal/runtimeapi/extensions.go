@@ -327,7 +327,7 @@ func (s *Server) extError(w responseWriter, r *request, isInit bool) {
 		return
 	}
 	// The body is informational; an unreadable or oversized one is dropped.
-	body, err := readLimited(r.Body, s.maxBody)
+	body, err := s.readBody(r.Body, s.maxBody)
 	if err != nil {
 		body = nil
 	}

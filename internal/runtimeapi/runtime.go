@@ -154,7 +154,7 @@ func (s *Server) readAnswer(r *request, isError bool) (res *Result, status int, 
 			}, statusBadRequest, errTypeInvalidResponseMode, "Invalid function response mode"
 		}
 	}
-	body, err := readLimited(r.Body, s.maxBody)
+	body, err := s.readBody(r.Body, s.maxBody)
 	switch {
 	case errors.Is(err, errTooLarge):
 		return answerTooLarge(s.maxBody)
@@ -297,7 +297,7 @@ func (s *Server) runtimeInitError(w responseWriter, r *request) {
 	gen := s.gen
 	s.mu.Unlock()
 
-	body, err := readLimited(r.Body, s.maxBody)
+	body, err := s.readBody(r.Body, s.maxBody)
 	if errors.Is(err, errTooLarge) {
 		// The state is left alone: the runtime may report a shorter error,
 		// or exits and the agent sees Runtime.ExitError.
@@ -351,3 +351,40 @@ func readLimited(body io.Reader, limit int) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// readBody reads a body of at most limit bytes whole, as readLimited
+// does, but reads at most bigBodies bodies larger than smallBody at a
+// time: each is held in memory whole, nubo serve's own memory when it
+// serves a namespace sandbox's Runtime API, and a function must not be
+// able to make it hold one per connection. A body waiting its turn holds
+// smallBody bytes.
+func (s *Server) readBody(body io.Reader, limit int) ([]byte, error) {
+	if limit <= smallBody {
+		return readLimited(body, limit)
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(body, smallBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if n <= smallBody {
+		return buf.Bytes(), nil
+	}
+	s.bigBodies <- struct{}{}
+	defer func() { <-s.bigBodies }()
+	m, err := buf.ReadFrom(io.LimitReader(body, int64(limit)+1-n))
+	if err != nil {
+		return nil, err
+	}
+	if n+m > int64(limit) {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// Bodies read whole: up to smallBody bytes freely, bigBodies larger ones
+// at a time (readBody).
+const (
+	smallBody = 64 << 10
+	bigBodies = 2
+)

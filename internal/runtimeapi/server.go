@@ -42,6 +42,9 @@ type Options struct {
 	// sandbox's Runtime API, and a function must not be able to take
 	// its descriptors and goroutines without bound.
 	MaxConns int
+	// OnPanic, when set, hears of a panic serving a connection (which
+	// ends that connection), after it is logged.
+	OnPanic func(v any)
 }
 
 // Invocation is one event handed to the runtime.
@@ -151,6 +154,9 @@ type Server struct {
 	log      *slog.Logger
 	maxBody  int
 	expected map[string]bool
+	// bigBodies holds a token per body larger than smallBody being read
+	// (readBody).
+	bigBodies chan struct{}
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -185,6 +191,7 @@ func New(opts Options) *Server {
 		changed:   make(chan struct{}),
 		exts:      make(map[string]*extension),
 		extByName: make(map[string]*extension),
+		bigBodies: make(chan struct{}, bigBodies),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

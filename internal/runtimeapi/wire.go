@@ -28,9 +28,11 @@ package runtimeapi
 // work, a thawed environment must find its runtime's kept-alive connection
 // open, and a stalled client (only the function can be one) stalls only its
 // own connection, whose goroutine ends when Serve stops. A handler that
-// panics ends the agent, and with it the environment, which nubo replaces:
-// net/http recovered such a panic, but the handlers hold the environment's
-// state and its lock, and a half-run one could leave it wedged.
+// panics ends its connection, and Options.OnPanic hears of it: the
+// handlers hold the environment's state and its lock, and a half-run one
+// could leave it wedged, so the agent ends the environment, which nubo
+// replaces. (Before nubo serve served namespace sandboxes' Runtime APIs
+// itself, the panic ended the agent; it must not end nubo serve.)
 
 import (
 	"bufio"
@@ -132,6 +134,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 					delete(conns, c)
 					mu.Unlock()
 					_ = c.Close()
+					if s.opts.OnPanic != nil {
+						s.opts.OnPanic(r)
+					}
 				}
 			}()
 			s.serveConn(c, stopped)
