@@ -45,6 +45,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agentproto"
+	"github.com/nubo-dev/nubo/internal/rawio"
 	"github.com/nubo-dev/nubo/internal/runtimeapi"
 )
 
@@ -68,8 +69,6 @@ type Agent struct {
 	// apiLog is the Runtime API's log: what a function's requests make it
 	// say (see Supervise).
 	apiLog *slog.Logger
-	// close ends the connection to the host, for broken.
-	close func() error
 
 	rt       *proc
 	exts     []*proc
@@ -98,7 +97,7 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 		return err
 	}
 	local := &localProcs{reap: newReaper()}
-	a := &Agent{conn: agentproto.NewConn(rw), log: log, apiLog: log, close: rw.Close, procs: local, listExtensions: listExtensions}
+	a := &Agent{conn: agentproto.NewConn(rw), log: log, apiLog: log, procs: local, listExtensions: listExtensions}
 	defer a.killAll()
 	if err := warmUp(log); err != nil {
 		log.Debug("warm-up", "err", err)
@@ -127,17 +126,12 @@ func Run(rw io.ReadWriteCloser, log *slog.Logger) error {
 		return net.Listen("tcp", addr)
 	}
 	if err := local.startOutput(a); err != nil {
-		log.Debug("output pipes", "err", err) // setup tries again
+		return fmt.Errorf("agent: output pipes: %w", err)
 	}
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
 		return err
 	}
-	return a.serve(func() error {
-		if a.out == nil {
-			return local.startOutput(a)
-		}
-		return nil
-	})
+	return a.serve()
 }
 
 // becomeAgent sets up the process the agent (or the keeper) runs in.
@@ -165,10 +159,9 @@ func becomeAgent() error {
 	return nil
 }
 
-// serve waits for Start, sets up (ready makes sure the output relays
-// run), runs the init phase and then the invocations, until Shutdown or
-// the end of the connection.
-func (a *Agent) serve(ready func() error) error {
+// serve waits for Start, sets up, runs the init phase and then the
+// invocations, until Shutdown or the end of the connection.
+func (a *Agent) serve() error {
 	f, err := a.conn.Receive()
 	if err != nil {
 		return fmt.Errorf("agent: waiting for Start: %w", err)
@@ -180,11 +173,7 @@ func (a *Agent) serve(ready func() error) error {
 	if err := f.Decode(&a.start); err != nil {
 		return fmt.Errorf("agent: Start: %w", err)
 	}
-	err = ready()
-	if err == nil {
-		err = a.setup()
-	}
-	if err != nil {
+	if err := a.setup(); err != nil {
 		a.sendInitError("Runtime.Unknown", 0, err.Error())
 		return err
 	}
@@ -251,6 +240,24 @@ func (g *partGate) close() {
 // errStreamOver refuses a part of a streamed response that comes after
 // its invocation's Result.
 var errStreamOver = errors.New("agent: the invocation is over")
+
+// DebugEnv, set to anything in the agent's environment, gives the agent
+// a debug log on its stderr, and the Runtime API a supervisor serves (in
+// nubo serve) a log of what clients make it say.
+const DebugEnv = "NUBO_AGENT_DEBUG"
+
+// HostConn is the agent's (or keeper's) connection to the host on fd, a
+// socket: read without being in the poller (rawio.Quiet), so that the
+// host's reads of it do not wake this process, or as an *os.File where
+// that cannot be.
+func HostConn(fd int, log *slog.Logger) io.ReadWriteCloser {
+	q, err := rawio.NewQuiet(fd, "host-conn")
+	if err == nil {
+		return q
+	}
+	log.Debug("the host connection is read in the poller", "err", err)
+	return os.NewFile(uintptr(fd), "host-conn")
+}
 
 // RuntimeAPIEnv, set in the agent's environment, names the address the
 // Runtime API will listen on (Start's RuntimeAPI), so the agent (or the
@@ -648,7 +655,7 @@ func CloseOnExecFrom(fd int) {
 // connection: the host sees the agent's connection end and replaces it.
 func (a *Agent) broken(v any) {
 	a.log.Error("runtime api panicked; ending the environment", "panic", v)
-	_ = a.close()
+	_ = a.conn.Close()
 }
 
 // maxRuntimeAPIConns bounds the Runtime API's connections: the runtime

@@ -28,10 +28,6 @@ import (
 // fewer per invocation. The keeper is on no invocation's path; it hears
 // from nubo serve when a runtime starts or must die.
 
-// agentDebugEnv is sandbox.AgentDebugEnv (which imports this package):
-// set, the Runtime API a supervisor serves logs what clients make it say.
-const agentDebugEnv = "NUBO_AGENT_DEBUG"
-
 // handoverByte is the one byte the keeper's descriptors travel with.
 const handoverByte = 'H'
 
@@ -58,14 +54,7 @@ func Keep(fd int, log *slog.Logger) error {
 		return fmt.Errorf("keeper: hand over: %w", err)
 	}
 	k.pipes = pipes
-	var rw io.ReadWriteCloser
-	if q, err := rawio.NewQuiet(fd, "keeper-conn"); err == nil {
-		rw = q
-	} else {
-		log.Debug("the host connection is read in the poller", "err", err)
-		rw = os.NewFile(uintptr(fd), "keeper-conn")
-	}
-	k.conn = agentproto.NewConn(rw)
+	k.conn = agentproto.NewConn(HostConn(fd, log))
 	defer k.killAll()
 	if err := k.conn.Send(agentproto.TReady, nil, nil); err != nil {
 		return err
@@ -273,10 +262,10 @@ func Supervise(up io.ReadWriteCloser, k *Keeper, listExtensions func(dir string)
 	// agent, unless the agent's debug log is asked for: a function must
 	// not be able to flood the host's log.
 	apiLog := slog.New(slog.DiscardHandler)
-	if os.Getenv(agentDebugEnv) != "" {
+	if os.Getenv(DebugEnv) != "" {
 		apiLog = log
 	}
-	a := &Agent{conn: agentproto.NewConn(up), log: log, apiLog: apiLog, close: up.Close, procs: kp, listExtensions: listExtensions}
+	a := &Agent{conn: agentproto.NewConn(up), log: log, apiLog: apiLog, procs: kp, listExtensions: listExtensions}
 	a.listen = func(addr string) (net.Listener, error) {
 		if addr != k.Addr() {
 			return nil, fmt.Errorf("the sandbox listens on %s, not %s", k.Addr(), addr)
@@ -297,7 +286,7 @@ func Supervise(up io.ReadWriteCloser, k *Keeper, listExtensions func(dir string)
 	if err := a.conn.Send(agentproto.TReady, nil, nil); err != nil {
 		return err
 	}
-	return a.serve(func() error { return nil })
+	return a.serve()
 }
 
 // keeperProcs starts processes through a keeper: the supervisor's

@@ -15,7 +15,6 @@ type proc struct {
 	done chan struct{}
 	// reason is "exit status N" or "signal: killed", set before done closes.
 	reason string
-	status syscall.WaitStatus
 	// reported is closed once the agent has told the Runtime API that the
 	// process exited (runtime only).
 	reported chan struct{}
@@ -105,10 +104,7 @@ func (r *reaper) route(pid int, ws syscall.WaitStatus) {
 	}
 }
 
-func (p *proc) exited(ws syscall.WaitStatus) {
-	p.status = ws
-	p.ended(exitReason(ws))
-}
+func (p *proc) exited(ws syscall.WaitStatus) { p.ended(exitReason(ws)) }
 
 // ended records why p ended and says it did.
 func (p *proc) ended(reason string) {

@@ -728,6 +728,7 @@ func (s *box) Conn() io.ReadWriteCloser {
 	}
 	return s.conn
 }
+
 func (s *box) Paths() sandbox.Paths  { return s.paths }
 func (s *box) Done() <-chan struct{} { return s.done }
 

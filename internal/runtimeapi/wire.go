@@ -124,26 +124,22 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
-			// A client's bytes must not bring down the process serving
-			// them (nubo serve serves every sandbox's): a panic ends only
-			// its connection, as in net/http.
 			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				_ = c.Close()
+				// A client's bytes must not bring down the process serving
+				// them (nubo serve serves every sandbox's): a panic ends
+				// only its connection, and OnPanic hears of it.
 				if r := recover(); r != nil {
 					s.log.Error("runtime api: panic serving a connection", "panic", r, "stack", string(debug.Stack()))
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-					_ = c.Close()
 					if s.opts.OnPanic != nil {
 						s.opts.OnPanic(r)
 					}
 				}
 			}()
 			s.serveConn(c, stopped)
-			mu.Lock()
-			delete(conns, c)
-			mu.Unlock()
-			_ = c.Close()
 		})
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/agent"
-	"github.com/nubo-dev/nubo/internal/rawio"
 )
 
 // AgentEnv marks a re-executed nubo (or test, or agent) binary as an
@@ -22,7 +21,7 @@ import (
 // start agents (process.go, package nsbox) set them.
 const (
 	AgentEnv      = "NUBO_AGENT"
-	AgentDebugEnv = "NUBO_AGENT_DEBUG"
+	AgentDebugEnv = agent.DebugEnv
 
 	AgentInInit = "1"
 	AgentInMain = "main"
@@ -84,16 +83,7 @@ func runAgent() {
 		}
 		os.Exit(0)
 	}
-	// A socket is read without being in the poller (rawio.Quiet), so
-	// that nubo's reads of it do not wake this process.
-	var conn io.ReadWriteCloser
-	if q, err := rawio.NewQuiet(3, "agent-conn"); err == nil {
-		conn = q
-	} else {
-		log.Debug("the host connection is read in the poller", "err", err)
-		conn = os.NewFile(3, "agent-conn")
-	}
-	if err := agent.Run(conn, log); err != nil {
+	if err := agent.Run(agent.HostConn(3, log), log); err != nil {
 		fmt.Fprintln(os.Stderr, "nubo agent:", err)
 		os.Exit(1)
 	}
