@@ -73,8 +73,8 @@ func warmUp(log *slog.Logger) error {
 // echoes.
 const warmPayload = `{"warm":"up"}`
 
-// warmFrames sends every frame type the agent sends and receives those it
-// receives, through a buffer.
+// warmFrames sends every frame type the agent (whole, or its keeper)
+// sends and receives those it receives, through a buffer.
 func warmFrames() error {
 	c := agentproto.NewConn(&bufferConn{})
 	send := []struct {
@@ -87,6 +87,11 @@ func warmFrames() error {
 		{agentproto.TResult, &agentproto.Result{RequestID: "warm-up", ContentType: "application/json"}},
 		{agentproto.TLog, &agentproto.Log{Stream: "stdout"}},
 		{agentproto.TIdle, &agentproto.Idle{RequestID: "warm-up"}},
+		// The keeper's (Keep).
+		{agentproto.TSpawn, &agentproto.Spawn{ID: 1, Name: "runtime", Argv: []string{"/var/runtime/bootstrap"}, Env: []string{"A=b"}, Dir: "/var/task"}},
+		{agentproto.TSpawned, &agentproto.Spawned{ID: 1, Pid: 2}},
+		{agentproto.TExited, &agentproto.Exited{ID: 1, Reason: "exit status 0"}},
+		{agentproto.TSignal, &agentproto.Signal{ID: 1, Signal: 9}},
 	}
 	for _, s := range send {
 		if err := c.Send(s.t, s.h, []byte("{}")); err != nil {
@@ -103,6 +108,10 @@ func warmFrames() error {
 			err = f.Decode(&agentproto.Start{})
 		case agentproto.TInvoke:
 			err = f.Decode(&agentproto.Invoke{})
+		case agentproto.TSpawn:
+			err = f.Decode(&agentproto.Spawn{})
+		case agentproto.TSignal:
+			err = f.Decode(&agentproto.Signal{})
 		}
 		if err != nil {
 			return err
