@@ -536,7 +536,29 @@ func (b *bench) figCold(ctx context.Context) error {
 			defer h.stop()
 			cj.sample = func(context.Context, int) (time.Duration, error) { return h.run() }
 		}
-		jobs = append(jobs, cj,
+		jobs = append(jobs, cj)
+		for _, pinned := range []bool{false, true} {
+			name, label := "floor-least-cold", "least cold start: echo bootstrap to first response (floor)"
+			if pinned {
+				name, label = "floor-least-cold-pinned", "least cold start, one CPU, SCHED_BATCH (floor)"
+			}
+			js := b.res.series(name, label, "cold")
+			j := &job{series: js, want: b.cfg.cold}
+			if l, err := startLeastCold(b.rieBootstrap(), b.payload, pinned); err != nil {
+				j.failed, js.Err = true, err.Error()
+			} else {
+				defer l.stop()
+				j.sample = func(ctx context.Context, _ int) (time.Duration, error) {
+					d, out, err := l.sample(ctx)
+					if err != nil {
+						return 0, err
+					}
+					return d, b.check(b.echo, out)
+				}
+			}
+			jobs = append(jobs, j)
+		}
+		jobs = append(jobs,
 			execJob(b.res.series("floor-exec-echo", "fork+exec echo bootstrap (floor)", "cold"), b.cfg.cold, false, b.rieBootstrap()),
 			execJob(b.res.series("floor-unshare", "unshare pid+mnt+net+uts+ipc /bin/true", "cold"), b.cfg.cold, true,
 				"unshare", "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "/bin/true"))

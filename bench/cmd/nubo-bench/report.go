@@ -189,6 +189,13 @@ func (r *results) buildRows(figs map[int]bool) {
 			// The absolute p99 target beside what the bare exec of the
 			// function reaches at its own tail on this machine.
 			rowRatio("3", "cold start p99 vs floor", "ms", r.p("nubo-cold-go", "p99"), "exec echo", r.p("floor-exec-echo", "p99"), "", 0),
+			// The least a cold start can be here: the function's own
+			// start, init and first invocation against the least
+			// Runtime API, as a bare process and as nubo runs it.
+			rowRatio("3", "cold start p50 vs floor", "ms", r.p("nubo-cold-go", "p50"), "least cold", r.p("floor-least-cold", "p50"), "", 0),
+			rowRatio("3", "cold start p99 vs floor", "ms", r.p("nubo-cold-go", "p99"), "least cold", r.p("floor-least-cold", "p99"), "", 0),
+			rowRatio("3", "cold start p50 vs floor", "ms", r.p("nubo-cold-go", "p50"), "least cold pinned", r.p("floor-least-cold-pinned", "p50"), "", 0),
+			rowRatio("3", "cold start p99 vs floor", "ms", r.p("nubo-cold-go", "p99"), "least cold pinned", r.p("floor-least-cold-pinned", "p99"), "", 0),
 			rowRatio("3", "cold start p50 vs floor", "ms", r.p("nubo-cold-go", "p50"), "unshare", r.p("floor-unshare", "p50"), "", 0))
 	}
 	if figs[4] && r.Envs != nil {
@@ -417,6 +424,7 @@ func methods(c config) []string {
 		"Cold (RIE): from fork+exec of aws-lambda-rie to the first successful response, retrying the connection every 0.2 ms until it listens; a new emulator per sample. Under load the emulator can start its runtime before its own Runtime API listens, and then answers 502: such an attempt is taken again with a new emulator (up to three times) and counted in the series' note.",
 		"crun: `crun run` of a bundle from `crun spec` running /bin/true from a rootfs holding only it and its libraries; timed inside a long-lived helper in a private mount namespace where /sys/fs/cgroup/unified is unmounted (crun 1.8 refuses this host's hybrid cgroup mode otherwise); only crun's own run is timed.",
 		"Floors: fork+exec of the echo bootstrap outside Lambda (it exits at once, having started its runtime), `unshare --pid --fork --mount --net --uts --ipc /bin/true`, and the bare interpreter start for Python and Node.",
+		"Least cold start (floor): the echo bootstrap started outside any sandbox against the least Runtime API (a server in the benchmark whose first /next hands it the event), timed from before the fork to its response's last byte: the function's start, init and first invocation and nothing else; no system that starts the function's process per environment answers a first invoke sooner. Pinned, it is started as nubo starts a runtime: on one CPU (the last allowed), under SCHED_BATCH.",
 		"Environments: N functions sharing one deployment package get their first invoke " + fmt.Sprint(c.envConcurrency) + " at a time; rate = N / wall time from the first request to the last response. Its peer is a bound no system that starts the function's process for each environment can pass on this machine (a design that restores snapshots or forks warm runtimes could): the cores divided by the median CPU time (rusage) of 31 fork+execs of the echo bootstrap outside any sandbox, the function's own start.",
 		"Machine: a fresh anonymous page's first write, timed over 16 MiB (huge pages refused) at the start and the end of the run; on a guest with shadow page tables it is tens of times dearer than on bare metal, and it prices every process start.",
 		"Idle memory: MemAvailable (median of 7 readings) before the burst minus after it, 2 s after the last response, divided by the live environments (nubo's agent children with a runtime below them; shells nubo holds ready in a pool are not environments: the pool grows after a burst, so each shell added since before the burst is counted as one environment's overhead without a function), minus the mean PSS of each environment's function processes (PSS, not RSS, because the environments share one unpacked binary; the RSS variant is reported too). Includes kernel objects, the agent and nubo's own growth; neighbours on a shared machine add noise.",
