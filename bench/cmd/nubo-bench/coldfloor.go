@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,14 +25,14 @@ import (
 // whose /response ends the sample. A sample is timed from before the fork
 // to the response's last byte read: the function's own start, its init
 // and its first invocation, and nothing else (no Lambda API, no SigV4, no
-// isolation, no logs). No system that starts the function's process for
-// each environment answers a first invoke sooner, so the cold p99 target
-// reads against this series' own p99 on the same machine in the same run.
+// isolation, no logs).
 //
 // Pinned, the process is started as nubo starts a runtime: on one CPU,
-// under SCHED_BATCH (see nsbox's batchScheduling and cpuAffinity), which on
-// a small guest makes a Go runtime start sooner (fewer threads woken and
-// moved between CPUs).
+// under SCHED_BATCH, with nubo's timer slack (see nsbox's batchScheduling,
+// cpuAffinity and timerSlack), which on a small guest makes a Go runtime
+// start sooner and steadier (fewer threads woken and moved between CPUs).
+// No system that starts the function's process for each environment
+// answers a first invoke sooner than the faster of the two.
 type leastCold struct {
 	bootstrap string
 	payload   []byte
@@ -42,15 +43,25 @@ type leastCold struct {
 
 	mu      sync.Mutex
 	seq     int
+	current string                 // the request id of the sample running
 	samples map[string]*coldSample // by request id, while running
 }
 
-// coldSample is one sample's invocation: handed to the first /next,
-// answered once.
+// coldSample is one sample's invocation: handed to the first /next of its
+// own process, answered once.
 type coldSample struct {
 	taken bool
 	resp  chan []byte
 }
+
+// sampleKey keys the request id of the sample that was running when a
+// connection was accepted: the process of a sample connects only after
+// the sample began, and a process being killed (whose second /next may
+// still arrive) never gets the next sample's event.
+type sampleKey struct{}
+
+// leastColdTimerSlack is nubo's default sandbox timer slack.
+const leastColdTimerSlack = 500 * time.Microsecond
 
 func startLeastCold(bootstrap string, payload []byte, pinned bool) (*leastCold, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,31 +72,32 @@ func startLeastCold(bootstrap string, payload []byte, pinned bool) (*leastCold, 
 		samples: map[string]*coldSample{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", l.next)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", l.response)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", l.response)
-	mux.HandleFunc("POST /2018-06-01/runtime/init/error", func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusAccepted)
-	})
-	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", l.answer)
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", l.answer)
+	mux.HandleFunc("POST /2018-06-01/runtime/init/error", l.answer)
+	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return context.WithValue(ctx, sampleKey{}, l.current)
+		}}
 	go l.srv.Serve(ln)
 	return l, nil
 }
 
-// next hands the sample's event to the runtime that asks first; a later
-// /next (the runtime's, after its answer) waits until the process is
-// killed.
+// next hands the event of the connection's sample to its runtime's first
+// /next; any other /next (the runtime's, after its answer) waits until the
+// process is killed.
 func (l *leastCold) next(w http.ResponseWriter, r *http.Request) {
+	id, _ := r.Context().Value(sampleKey{}).(string)
 	l.mu.Lock()
-	id := ""
-	for k, s := range l.samples {
-		if !s.taken {
-			id, s.taken = k, true
-			break
-		}
+	s := l.samples[id]
+	give := s != nil && !s.taken
+	if give {
+		s.taken = true
 	}
 	l.mu.Unlock()
-	if id == "" {
+	if !give {
 		<-r.Context().Done()
 		return
 	}
@@ -99,18 +111,21 @@ func (l *leastCold) next(w http.ResponseWriter, r *http.Request) {
 	w.Write(l.payload)
 }
 
-func (l *leastCold) response(w http.ResponseWriter, r *http.Request) {
+// answer ends the connection's sample with the runtime's response; an
+// error (of the invocation or of init) ends it with a body that is not
+// the event, so the sample fails at once.
+func (l *leastCold) answer(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
-	id := r.PathValue("id")
+	id, _ := r.Context().Value(sampleKey{}).(string)
 	l.mu.Lock()
 	s := l.samples[id]
 	l.mu.Unlock()
-	if err != nil || s == nil {
+	if err != nil || s == nil || (r.PathValue("id") != "" && r.PathValue("id") != id) {
 		http.Error(w, "unknown request id", http.StatusBadRequest)
 		return
 	}
-	if strings.HasSuffix(r.URL.Path, "/error") {
-		body = append([]byte("function error: "), body...)
+	if r.PathValue("id") == "" || strings.HasSuffix(r.URL.Path, "/error") {
+		body = append([]byte("runtime error: "), body...)
 	}
 	select {
 	case s.resp <- body:
@@ -126,11 +141,12 @@ func (l *leastCold) sample(ctx context.Context) (time.Duration, []byte, error) {
 	l.seq++
 	id := fmt.Sprintf("least-cold-%d", l.seq)
 	s := &coldSample{resp: make(chan []byte, 1)}
-	l.samples[id] = s
+	l.samples[id], l.current = s, id
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		delete(l.samples, id)
+		l.current = ""
 		l.mu.Unlock()
 	}()
 	attr := &os.ProcAttr{
@@ -162,17 +178,12 @@ func (l *leastCold) sample(ctx context.Context) (time.Duration, []byte, error) {
 	}
 }
 
-// start forks and execs the bootstrap and returns when it started; pinned,
-// from a thread of its own set to one CPU under SCHED_BATCH, which the
-// child inherits. That thread lasts until release (the child's parent-death
-// signal follows the thread that forked it), then ends with its goroutine
-// (it stays locked), so no other goroutine ever runs on it.
+// start forks and execs the bootstrap from a thread of its own, which the
+// child inherits its CPUs, policy and timer slack from when pinned. The
+// thread lasts until release, as the child's parent-death signal follows
+// the thread that forked it, then ends with its goroutine (which stays
+// locked), so no other goroutine ever runs on a thread set so.
 func (l *leastCold) start(attr *os.ProcAttr) (t0 time.Time, p *os.Process, release func(), err error) {
-	if !l.pinned {
-		t0 = time.Now()
-		p, err = os.StartProcess(l.bootstrap, []string{l.bootstrap}, attr)
-		return t0, p, func() {}, err
-	}
 	type started struct {
 		t0  time.Time
 		p   *os.Process
@@ -181,32 +192,11 @@ func (l *leastCold) start(attr *os.ProcAttr) (t0 time.Time, p *os.Process, relea
 	done, end := make(chan started, 1), make(chan struct{})
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
-		var set unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &set); err != nil {
-			done <- started{err: err}
-			return
-		}
-		// The last CPU allowed: any one would do, as nubo's placer's
-		// homes do.
-		cpu := -1
-		for c := 0; c < len(set)*64; c++ {
-			if set.IsSet(c) {
-				cpu = c
+		if l.pinned {
+			if err := pinAsRuntime(); err != nil {
+				done <- started{err: err}
+				return
 			}
-		}
-		if cpu < 0 {
-			done <- started{err: errors.New("no CPU allowed")}
-			return
-		}
-		one := unix.CPUSet{}
-		one.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &one); err != nil {
-			done <- started{err: err}
-			return
-		}
-		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH}, 0); err != nil {
-			done <- started{err: fmt.Errorf("SCHED_BATCH: %w", err)}
-			return
 		}
 		t0 := time.Now()
 		p, err := os.StartProcess(l.bootstrap, []string{l.bootstrap}, attr)
@@ -215,6 +205,36 @@ func (l *leastCold) start(attr *os.ProcAttr) (t0 time.Time, p *os.Process, relea
 	}()
 	s := <-done
 	return s.t0, s.p, func() { close(end) }, s.err
+}
+
+// pinAsRuntime sets the calling thread as nubo sets a sandbox: its last
+// allowed CPU (any one would do, as the placer's homes do), SCHED_BATCH
+// (by sched_setscheduler, which keeps the nice value) and nubo's timer
+// slack.
+func pinAsRuntime() error {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return err
+	}
+	cpu := -1
+	for c := 0; c < len(set)*64; c++ {
+		if set.IsSet(c) {
+			cpu = c
+		}
+	}
+	if cpu < 0 {
+		return errors.New("no CPU allowed")
+	}
+	var one unix.CPUSet
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		return err
+	}
+	var param int32 // struct sched_param: priority 0, as batch requires
+	if _, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_BATCH, uintptr(unsafe.Pointer(&param))); e != 0 {
+		return fmt.Errorf("SCHED_BATCH: %w", e)
+	}
+	return unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(leastColdTimerSlack.Nanoseconds()), 0, 0, 0)
 }
 
 func (l *leastCold) stop() {
