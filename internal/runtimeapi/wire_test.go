@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
@@ -361,6 +363,7 @@ func TestWireGoneClientClaimsNothing(t *testing.T) {
 	// The request and the close are both there before the server accepts
 	// the connection: it reads a request whose client is gone.
 	_, _ = io.WriteString(c, "GET "+pathNext+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	finDelivered(t, c.(*net.TCPConn))
 	c.Close()
 	close(gate)
 	time.Sleep(50 * time.Millisecond)
@@ -442,5 +445,45 @@ func TestWireRefusedBodyIsAnswered(t *testing.T) {
 		if err != nil || st != http.StatusRequestEntityTooLarge {
 			t.Fatalf("attempt %d: %d %q %v", i, st, b, err)
 		}
+	}
+}
+
+// finDelivered shuts c's write side and waits until the peer's kernel has
+// taken the FIN (c is in FIN_WAIT2: the peer acknowledged it), so a server
+// that has not accepted c yet finds the request and the end behind it both
+// queued. On a loaded host loopback packets wait for a softirq, and a FIN
+// still in flight lets the server read the request before it can know its
+// client is gone.
+func finDelivered(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var state uint8
+		var ierr error
+		if err := rc.Control(func(fd uintptr) {
+			var info *unix.TCPInfo
+			if info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); ierr == nil {
+				state = info.State
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if ierr != nil {
+			t.Fatal(ierr)
+		}
+		if state == unix.BPF_TCP_FIN_WAIT2 || state == unix.BPF_TCP_TIME_WAIT || state == unix.BPF_TCP_CLOSE {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the FIN was not acknowledged within 5s (TCP state %d)", state)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
