@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/procs"
 	"github.com/nubo-dev/nubo/internal/server"
 )
@@ -89,7 +90,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.HostPorts, "host-ports", "", "TCP ports of this host that every environment may connect to, at host.nubo.internal (e.g. 5432,6379 for a database in development); none by default")
 	fs.StringVar(&cfg.NetName, "net-name", "nubo", "name of the bridge, veths and firewall table (several nubo servers on one host need distinct names and subnets)")
 	fs.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", 2_000_000, "first host uid/gid mapped into sandboxes (each takes 1000; several servers on one host need distinct ranges)")
-	fs.DurationVar(&cfg.TimerSlack, "timer-slack", server.DefaultTimerSlack, "how late the kernel may fire a timer of a sandboxed process, to batch wake-ups (PR_SET_TIMERSLACK): fewer context switches for Go runtimes; a function's sleeps may last this much longer; 0 keeps nubo's own slack (the kernel's 50µs unless changed); namespace and microvm isolation")
+	fs.DurationVar(&cfg.TimerSlack, "timer-slack", nsbox.DefaultTimerSlack, "how late the kernel may fire a timer of a sandboxed process, to batch wake-ups (PR_SET_TIMERSLACK): fewer context switches for Go runtimes; a function's sleeps may last this much longer; 0 keeps nubo's own slack (the kernel's 50µs unless changed); namespace and microvm isolation")
 	fs.BoolVar(&cfg.PlaceCPUs, "place-cpus", true, "namespace isolation: run each environment of at most one vCPU (MemorySize up to 1769) on one CPU, moved to a less busy one when its own is busier (an invocation longer than 50ms may use every CPU): fewer context switches, and runtimes size themselves to one CPU; false lets every environment use every CPU")
 	compilePython := fs.Bool("compile-python", true, "namespace and process isolation: compile each Python function's .py files once per account, in a sandbox of its own, into __pycache__ beside them (the code stays read-only to the function): cold starts then import without compiling; false leaves compiling to every cold start")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

@@ -81,7 +81,7 @@ type Config struct {
 	SandboxUIDBase int
 	SandboxSlots   int
 	// TimerSlack is every sandbox's timer slack (nsbox.Config.TimerSlack);
-	// 0 leaves nubo's own. `nubo serve` sets DefaultTimerSlack.
+	// 0 leaves nubo's own. `nubo serve` sets nsbox.DefaultTimerSlack.
 	TimerSlack time.Duration
 	// PlaceCPUs homes each namespace sandbox of at most one vCPU on one
 	// CPU (nsbox.Config.PlaceCPUs); `nubo serve` sets it.
@@ -97,9 +97,6 @@ type Config struct {
 	Procs  *procs.Governor
 	Logger *slog.Logger
 }
-
-// DefaultTimerSlack is `nubo serve`'s TimerSlack.
-const DefaultTimerSlack = 500 * time.Microsecond
 
 // Server is a running nubo.
 type Server struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/nubo-dev/nubo/internal/account"
+	"github.com/nubo-dev/nubo/internal/nsbox"
 	"github.com/nubo-dev/nubo/internal/server"
 	"github.com/nubo-dev/nubo/internal/testutil"
 )
@@ -52,7 +53,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		AccountsFile: accts,
 		Logger:       Logger(t),
 		// As `nubo serve` runs by default.
-		TimerSlack: server.DefaultTimerSlack,
+		TimerSlack: nsbox.DefaultTimerSlack,
 		PlaceCPUs:  true,
 	}
 	// Servers of parallel test processes share this host: each gets its
