@@ -10,13 +10,14 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/nsbox"
 )
 
 // leastCold is the floor under a cold start: the function's process
@@ -41,45 +42,41 @@ type leastCold struct {
 	srv  *http.Server
 	addr string
 
-	mu      sync.Mutex
-	seq     int
-	current string                 // the request id of the sample running
-	samples map[string]*coldSample // by request id, while running
+	mu  sync.Mutex
+	seq int
+	cur *coldSample // the sample running; nil between samples
 }
 
 // coldSample is one sample's invocation: handed to the first /next of its
 // own process, answered once.
 type coldSample struct {
-	taken bool
+	id    string
+	taken bool // guarded by leastCold.mu
 	resp  chan []byte
 }
 
-// sampleKey keys the request id of the sample that was running when a
-// connection was accepted: the process of a sample connects only after
-// the sample began, and a process being killed (whose second /next may
-// still arrive) never gets the next sample's event.
+// sampleKey keys the sample that was running when a connection was
+// accepted: the process of a sample connects only after the sample began,
+// so a process being killed (whose second /next may still arrive) never
+// gets the next sample's event.
 type sampleKey struct{}
-
-// leastColdTimerSlack is nubo's default sandbox timer slack.
-const leastColdTimerSlack = 500 * time.Microsecond
 
 func startLeastCold(bootstrap string, payload []byte, pinned bool) (*leastCold, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	l := &leastCold{bootstrap: bootstrap, payload: payload, pinned: pinned, addr: ln.Addr().String(),
-		samples: map[string]*coldSample{}}
+	l := &leastCold{bootstrap: bootstrap, payload: payload, pinned: pinned, addr: ln.Addr().String()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", l.next)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", l.answer)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", l.answer)
-	mux.HandleFunc("POST /2018-06-01/runtime/init/error", l.answer)
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", l.answer(false))
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", l.answer(true))
+	mux.HandleFunc("POST /2018-06-01/runtime/init/error", l.answer(true))
 	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 			l.mu.Lock()
 			defer l.mu.Unlock()
-			return context.WithValue(ctx, sampleKey{}, l.current)
+			return context.WithValue(ctx, sampleKey{}, l.cur)
 		}}
 	go l.srv.Serve(ln)
 	return l, nil
@@ -89,9 +86,8 @@ func startLeastCold(bootstrap string, payload []byte, pinned bool) (*leastCold, 
 // /next; any other /next (the runtime's, after its answer) waits until the
 // process is killed.
 func (l *leastCold) next(w http.ResponseWriter, r *http.Request) {
-	id, _ := r.Context().Value(sampleKey{}).(string)
+	s, _ := r.Context().Value(sampleKey{}).(*coldSample)
 	l.mu.Lock()
-	s := l.samples[id]
 	give := s != nil && !s.taken
 	if give {
 		s.taken = true
@@ -102,7 +98,7 @@ func (l *leastCold) next(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Lambda-Runtime-Aws-Request-Id", id)
+	h.Set("Lambda-Runtime-Aws-Request-Id", s.id)
 	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(30*time.Second).UnixMilli(), 10))
 	h.Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:least-cold")
 	h.Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0")
@@ -111,27 +107,27 @@ func (l *leastCold) next(w http.ResponseWriter, r *http.Request) {
 	w.Write(l.payload)
 }
 
-// answer ends the connection's sample with the runtime's response; an
-// error (of the invocation or of init) ends it with a body that is not
-// the event, so the sample fails at once.
-func (l *leastCold) answer(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	id, _ := r.Context().Value(sampleKey{}).(string)
-	l.mu.Lock()
-	s := l.samples[id]
-	l.mu.Unlock()
-	if err != nil || s == nil || (r.PathValue("id") != "" && r.PathValue("id") != id) {
-		http.Error(w, "unknown request id", http.StatusBadRequest)
-		return
+// answer ends the connection's sample with the runtime's response; a
+// failure (of the invocation or of init) ends it with a body that is not
+// the event, so the sample fails at once. An invocation id must be the
+// sample's.
+func (l *leastCold) answer(failed bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		s, _ := r.Context().Value(sampleKey{}).(*coldSample)
+		if id := r.PathValue("id"); err != nil || s == nil || (id != "" && id != s.id) {
+			http.Error(w, "unknown request id", http.StatusBadRequest)
+			return
+		}
+		if failed {
+			body = append([]byte("runtime error: "), body...)
+		}
+		select {
+		case s.resp <- body: // the first answer only
+		default:
+		}
+		w.WriteHeader(http.StatusAccepted)
 	}
-	if r.PathValue("id") == "" || strings.HasSuffix(r.URL.Path, "/error") {
-		body = append([]byte("runtime error: "), body...)
-	}
-	select {
-	case s.resp <- body:
-	default:
-	}
-	w.WriteHeader(http.StatusAccepted)
 }
 
 // sample starts a new runtime process, waits for its first response and
@@ -139,14 +135,12 @@ func (l *leastCold) answer(w http.ResponseWriter, r *http.Request) {
 func (l *leastCold) sample(ctx context.Context) (time.Duration, []byte, error) {
 	l.mu.Lock()
 	l.seq++
-	id := fmt.Sprintf("least-cold-%d", l.seq)
-	s := &coldSample{resp: make(chan []byte, 1)}
-	l.samples[id], l.current = s, id
+	s := &coldSample{id: fmt.Sprintf("least-cold-%d", l.seq), resp: make(chan []byte, 1)}
+	l.cur = s
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		delete(l.samples, id)
-		l.current = ""
+		l.cur = nil
 		l.mu.Unlock()
 	}()
 	attr := &os.ProcAttr{
@@ -234,7 +228,7 @@ func pinAsRuntime() error {
 	if _, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_BATCH, uintptr(unsafe.Pointer(&param))); e != 0 {
 		return fmt.Errorf("SCHED_BATCH: %w", e)
 	}
-	return unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(leastColdTimerSlack.Nanoseconds()), 0, 0, 0)
+	return unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(nsbox.DefaultTimerSlack.Nanoseconds()), 0, 0, 0)
 }
 
 func (l *leastCold) stop() {
