@@ -334,3 +334,21 @@ func TestPkgSources(t *testing.T) {
 		t.Errorf("the source copy has a __pycache__: %v", n)
 	}
 }
+
+// TestIdleWakeMicros: the hand-off across CPUs and on one CPU both take
+// some time and far less than the sleeps between them.
+func TestIdleWakeMicros(t *testing.T) {
+	if cpus, err := allowedCPUs(); err != nil || len(cpus) < 2 {
+		t.Skipf("needs two CPUs (%v, %v)", cpus, err)
+	}
+	cross, same, err := idleWakeMicros(time.Millisecond, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, us := range map[string]float64{"across CPUs": cross, "on one CPU": same} {
+		if us <= 0.1 || us > 5000 {
+			t.Errorf("hand-off %s: %.2f µs", name, us)
+		}
+	}
+	t.Logf("hand-off to an idle CPU %.1f µs, on one CPU %.1f µs", cross, same)
+}

@@ -206,22 +206,14 @@ func (l *leastCold) start(attr *os.ProcAttr) (t0 time.Time, p *os.Process, relea
 // (by sched_setscheduler, which keeps the nice value) and nubo's timer
 // slack.
 func pinAsRuntime() error {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
+	cpus, err := allowedCPUs()
+	if err != nil {
 		return err
 	}
-	cpu := -1
-	for c := 0; c < len(set)*64; c++ {
-		if set.IsSet(c) {
-			cpu = c
-		}
-	}
-	if cpu < 0 {
+	if len(cpus) == 0 {
 		return errors.New("no CPU allowed")
 	}
-	var one unix.CPUSet
-	one.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
+	if err := pin(cpus[len(cpus)-1]); err != nil {
 		return err
 	}
 	var param int32 // struct sched_param: priority 0, as batch requires

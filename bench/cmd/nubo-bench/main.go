@@ -204,6 +204,7 @@ func measure(ctx context.Context, c config) int {
 		res.Host["page_first_touch_us_start"] = us
 		logf("a fresh page's first touch costs %.2f µs here (bare metal: about 0.1–0.5)", us)
 	}
+	machineWake(res.Host, "start")
 	res.Config = map[string]any{
 		"figures": c.figures, "quick": c.quick, "warm_samples": c.warm, "cold_samples": c.cold, "environments": c.envs,
 		"block": c.block, "cold_block": c.coldBlock, "env_concurrency": c.envConcurrency, "concurrencies": c.concurrencies,
@@ -243,6 +244,7 @@ func measure(ctx context.Context, c config) int {
 	if us, err := pageTouchMicros(); err == nil {
 		res.Host["page_first_touch_us_end"] = us
 	}
+	machineWake(res.Host, "end")
 	res.Finished = time.Now()
 	res.summarizePhases()
 	res.buildRows(c.figures)

@@ -283,6 +283,12 @@ func (r *results) printDetails(w io.Writer) {
 		b, _ := r.Host["page_first_touch_us_end"].(float64)
 		fmt.Fprintf(w, "\nmachine: a fresh page's first touch costs %.2f µs at the start, %.2f at the end (bare metal: about 0.1–0.5; every process start pays it per page)\n", a, b)
 	}
+	if a, ok := r.Host["idle_cpu_wake_us_start"].(float64); ok {
+		b, _ := r.Host["idle_cpu_wake_us_end"].(float64)
+		sa, _ := r.Host["same_cpu_wake_us_start"].(float64)
+		sb, _ := r.Host["same_cpu_wake_us_end"].(float64)
+		fmt.Fprintf(w, "machine: handing work to a thread asleep on another CPU, idle 2 ms, costs %.1f µs at the start, %.1f at the end; on the thread's own CPU %.1f and %.1f (half a pipe round trip; a cold start through nubo hands work between threads several times as often as a bare process against the least Runtime API does)\n", a, b, sa, sb)
+	}
 	fmt.Fprintln(w, "\nlatency distributions (ms)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "series\tn\tmin\tp50\tp90\tp99\tmax\tnote")
@@ -426,7 +432,7 @@ func methods(c config) []string {
 		"Floors: fork+exec of the echo bootstrap outside Lambda (it exits at once, having started its runtime), `unshare --pid --fork --mount --net --uts --ipc /bin/true`, and the bare interpreter start for Python and Node.",
 		"Least cold start (floor): the echo bootstrap started outside any sandbox against the least Runtime API (a server in the benchmark whose first /next hands it the event), timed from before the fork to its response's last byte: the function's start, init and first invocation and nothing else. Pinned, it is started as nubo starts a runtime: on one CPU (the last allowed), under SCHED_BATCH, with nubo's 500 µs timer slack. No system that starts the function's process per environment answers a first invoke sooner than the faster of the two.",
 		"Environments: N functions sharing one deployment package get their first invoke " + fmt.Sprint(c.envConcurrency) + " at a time; rate = N / wall time from the first request to the last response. Its peer is a bound no system that starts the function's process for each environment can pass on this machine (a design that restores snapshots or forks warm runtimes could): the cores divided by the median CPU time (rusage) of 31 fork+execs of the echo bootstrap outside any sandbox, the function's own start.",
-		"Machine: a fresh anonymous page's first write, timed over 16 MiB (huge pages refused) at the start and the end of the run; on a guest with shadow page tables it is tens of times dearer than on bare metal, and it prices every process start.",
+		"Machine: a fresh anonymous page's first write, timed over 16 MiB (huge pages refused) at the start and the end of the run; on a guest with shadow page tables it is tens of times dearer than on bare metal, and it prices every process start. Also the hand-off to a thread asleep on another CPU after 2 ms idle: half the median round trip of a byte through two pipes between threads pinned to two CPUs (50 rounds), and the same with both on one CPU; in a guest whose idle vCPUs halt into the hypervisor the first is many times the second.",
 		"Idle memory: MemAvailable (median of 7 readings) before the burst minus after it, 2 s after the last response, divided by the live environments (nubo's agent children with a runtime below them; shells nubo holds ready in a pool are not environments: the pool grows after a burst, so each shell added since before the burst is counted as one environment's overhead without a function), minus the mean PSS of each environment's function processes (PSS, not RSS, because the environments share one unpacked binary; the RSS variant is reported too). Includes kernel objects, the agent and nubo's own growth; neighbours on a shared machine add noise.",
 	}
 }
