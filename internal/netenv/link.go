@@ -301,10 +301,14 @@ func (m *Manager) delNeigh(a netip.Addr) {
 // netlink interface, which a kernel may lack; round-robin allocation is the
 // main defence (see ipam).
 func (m *Manager) forgetConntrack(a netip.Addr) {
-	m.forgetConntrackPrefix(netip.PrefixFrom(a, 32))
+	if _, _, err := deleteConntrackFrom(a); err != nil {
+		m.log.Debug("netenv: flush conntrack", "from", a, "err", err)
+	}
 }
 
-// forgetConntrackPrefix drops the entries of connections opened from p.
+// forgetConntrackPrefix drops the entries of connections opened from p,
+// reading the whole table (for a subnet, at start and at Close; an
+// environment's address has deleteConntrackFrom).
 func (m *Manager) forgetConntrackPrefix(p netip.Prefix) {
 	f := &netlink.ConntrackFilter{}
 	n := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
