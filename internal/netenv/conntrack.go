@@ -25,14 +25,15 @@ const (
 // original source is a. It returns how many it deleted and how many the
 // kernel sent (all of the table's, if it ignored the filter).
 //
-// It asks the kernel for those entries alone, so the cost follows them,
-// not the table: the whole table holds every connection the host tracks
-// (every client of nubo serve's API among them, each kept two minutes
-// in TIME_WAIT), and reading all of it for each environment that goes
-// cost one parse per entry in nubo serve. A kernel that does not know
-// the filter ignores it and sends the whole table; each entry's source
-// is checked here, so that kernel is only slower.
+// It asks the kernel for those entries alone. The table holds every
+// connection the host tracks (every client of nubo serve's API among
+// them, each kept two minutes in TIME_WAIT); the kernel still walks all
+// of it, but the other entries are no longer copied to nubo serve and
+// parsed there, one by one, for each environment that goes. A kernel that
+// does not know the filter ignores it and sends the whole table; each
+// entry's source is checked here, so that kernel is only slower.
 func deleteConntrackFrom(a netip.Addr) (deleted, read int, err error) {
+	a = a.Unmap()
 	if !a.Is4() {
 		return 0, 0, fmt.Errorf("conntrack: %s is not IPv4", a)
 	}
@@ -59,18 +60,21 @@ func deleteConntrackFrom(a netip.Addr) (deleted, read int, err error) {
 		if src, ok := origSource(attrs); !ok || src != a {
 			continue
 		}
+		// The entry's own attributes name it, CTA_ID included: an entry
+		// that went meanwhile (ENOENT) is not someone else's.
 		del := conntrackRequest(nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
 		del.AddRawData(attrs)
-		if _, err := del.Execute(unix.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, syscall.ENOENT) {
+		switch _, err := del.Execute(unix.NETLINK_NETFILTER, 0); {
+		case err == nil:
+			deleted++
+		case !errors.Is(err, syscall.ENOENT):
 			errs = append(errs, err)
-			continue
 		}
-		deleted++
 	}
 	if len(errs) > 0 {
-		return deleted, len(msgs), fmt.Errorf("conntrack: %d of %d entries from %s not deleted: %w", len(errs), len(errs)+deleted, a, errs[0])
+		err = fmt.Errorf("conntrack: %d entries from %s not deleted: %w", len(errs), a, errs[0])
 	}
-	return deleted, len(msgs), dumpErr
+	return deleted, len(msgs), errors.Join(err, dumpErr)
 }
 
 // conntrackRequest starts a request of type op on the IPv4 conntrack

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/nubo-dev/nubo/internal/testutil"
@@ -56,6 +57,7 @@ func flowsFrom(t testing.TB, a netip.Addr) int {
 }
 
 func forgetTestNet2(t testing.TB) {
+	t.Helper()
 	f := &netlink.ConntrackFilter{}
 	n := &net.IPNet{IP: net.IP(testNet2.Addr().AsSlice()), Mask: net.CIDRMask(testNet2.Bits(), 32)}
 	if err := f.AddIPNet(netlink.ConntrackOrigSrcIP, n); err != nil {
@@ -63,6 +65,48 @@ func forgetTestNet2(t testing.TB) {
 	}
 	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
 		t.Logf("remove the made-up entries: %v", err)
+	}
+}
+
+// TestOrigSource reads an entry's original source, and not its reply
+// tuple's, from attributes laid out as the kernel sends them.
+func TestOrigSource(t *testing.T) {
+	entry := func(orig, reply string) []byte {
+		var b []byte
+		for _, tu := range []struct {
+			typ int
+			src string
+		}{{nl.CTA_TUPLE_ORIG, orig}, {nl.CTA_TUPLE_REPLY, reply}} {
+			if tu.src == "" {
+				continue
+			}
+			outer := nl.NewRtAttr(unix.NLA_F_NESTED|tu.typ, nil)
+			ip := outer.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
+			ip.AddRtAttr(nl.CTA_IP_V4_DST, netip.MustParseAddr("198.51.100.1").AsSlice())
+			ip.AddRtAttr(nl.CTA_IP_V4_SRC, netip.MustParseAddr(tu.src).AsSlice())
+			b = append(b, outer.Serialize()...)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		attrs []byte
+		want  string // "" for none
+	}{
+		{entry("198.51.100.7", "198.51.100.70"), "198.51.100.7"},
+		{entry("198.51.100.70", "198.51.100.7"), "198.51.100.70"},
+		{entry("", "198.51.100.7"), ""},
+		{[]byte{1, 2, 3}, ""},
+	} {
+		got, ok := origSource(c.attrs)
+		if c.want == "" {
+			if ok {
+				t.Errorf("found %s where there is no original source", got)
+			}
+			continue
+		}
+		if !ok || got != netip.MustParseAddr(c.want) {
+			t.Errorf("origSource = %v, %v; want %s", got, ok, c.want)
+		}
 	}
 }
 
