@@ -22,7 +22,8 @@ bench:
 	bash scripts/build.sh bin/nubo
 	GOBIN=$(CURDIR)/bench/.bin go install $(RIE_MODULE)
 	go build -trimpath -ldflags='-s -w' -o bench/.bin/echo-bootstrap ./bench/echo
+	go build -trimpath -ldflags='-s -w' -o bench/.bin/timing-bootstrap ./bench/timing
 	go build -o bench/.bin/nubo-bench ./bench/cmd/nubo-bench
 	go build -o bench/.bin/hopfloor ./bench/cmd/hopfloor
 	./bench/.bin/nubo-bench --nubo bin/nubo --rie bench/.bin/aws-lambda-rie \
-		--echo bench/.bin/echo-bootstrap --functions bench/functions --out bench/results $(BENCH_FLAGS)
+		--echo bench/.bin/echo-bootstrap --timing bench/.bin/timing-bootstrap --functions bench/functions --out bench/results $(BENCH_FLAGS)

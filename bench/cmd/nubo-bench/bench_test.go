@@ -349,3 +349,33 @@ func TestIdleWakeMicros(t *testing.T) {
 	}
 	t.Logf("hand-off to an idle CPU %.1f µs, on one CPU %.1f µs", cross, same)
 }
+
+// TestColdParts splits a cold start by the timing bootstrap's answer, and
+// refuses answers whose times cannot be.
+func TestColdParts(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
+	answer := func(main, handler time.Duration) []byte {
+		b, _ := json.Marshal(timingAnswer{MainNs: t0.Add(main).UnixNano(), HandlerNs: t0.Add(handler).UnixNano()})
+		return b
+	}
+	// main at 13 ms, handler at 15, last byte at 16.5
+	p, err := coldParts(t0, t0.Add(ms(16.5)), answer(ms(13), ms(15)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [len(partNames)]time.Duration{ms(13), ms(2), ms(1.5)}; p != want {
+		t.Errorf("parts %v, want %v", p, want)
+	}
+	for name, b := range map[string][]byte{
+		"not JSON":              []byte("{"),
+		"no times":              []byte(`{}`),
+		"main before the start": answer(-ms(1), ms(5)),
+		"handler before main":   answer(ms(5), ms(4)),
+		"handler after the end": answer(ms(3), ms(20)),
+	} {
+		if _, err := coldParts(t0, t0.Add(ms(16.5)), b); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}

@@ -133,6 +133,13 @@ func (l *leastCold) answer(failed bool) http.HandlerFunc {
 // sample starts a new runtime process, waits for its first response and
 // kills it. The response must be the event, echoed.
 func (l *leastCold) sample(ctx context.Context) (time.Duration, []byte, error) {
+	_, d, body, err := l.sampleAt(ctx)
+	return d, body, err
+}
+
+// sampleAt is sample that also says when the sample began: just before
+// the fork, d before the response's last byte was read.
+func (l *leastCold) sampleAt(ctx context.Context) (time.Time, time.Duration, []byte, error) {
 	l.mu.Lock()
 	l.seq++
 	s := &coldSample{id: fmt.Sprintf("least-cold-%d", l.seq), resp: make(chan []byte, 1)}
@@ -154,7 +161,7 @@ func (l *leastCold) sample(ctx context.Context) (time.Duration, []byte, error) {
 	t0, p, release, err := l.start(attr)
 	defer release()
 	if err != nil {
-		return 0, nil, err
+		return time.Time{}, 0, nil, err
 	}
 	defer func() {
 		_ = p.Kill()
@@ -164,11 +171,11 @@ func (l *leastCold) sample(ctx context.Context) (time.Duration, []byte, error) {
 	defer timer.Stop()
 	select {
 	case body := <-s.resp:
-		return time.Since(t0), body, nil
+		return t0, time.Since(t0), body, nil
 	case <-timer.C:
-		return 0, nil, errors.New("least cold start: no response within 10s")
+		return t0, 0, nil, errors.New("least cold start: no response within 10s")
 	case <-ctx.Done():
-		return 0, nil, ctx.Err()
+		return t0, 0, nil, ctx.Err()
 	}
 }
 

@@ -25,8 +25,11 @@ type bench struct {
 	res  *results
 	seq  int
 	echo functionSpec // provided.al2023, the aws-lambda-go echo bootstrap
-	py   functionSpec
-	node functionSpec
+	// timing is bench/timing's bootstrap (provided.al2023), for figure 3's
+	// parts; no Zip when --timing names no file.
+	timing functionSpec
+	py     functionSpec
+	node   functionSpec
 	// pyPkg imports a generated package (pypkg.go) and echoes.
 	pyPkg functionSpec
 
@@ -243,6 +246,11 @@ func (b *bench) startFloor(ctx context.Context, relayed bool) (*floorServer, err
 // emulator takes as its task root.
 func (b *bench) rieBootstrap() string {
 	return filepath.Join(b.tmp, "rie-task", "bootstrap")
+}
+
+// timingBootstrap is the run's copy of bench/timing's bootstrap.
+func (b *bench) timingBootstrap() string {
+	return filepath.Join(b.tmp, "timing-bootstrap")
 }
 
 // figThroughput: figure 2. Each round runs the emulator sequentially for a
@@ -558,6 +566,9 @@ func (b *bench) figCold(ctx context.Context) error {
 			}
 			jobs = append(jobs, j)
 		}
+		pj, stop := b.partsJobs(n, max(10, b.cfg.cold/4))
+		defer stop()
+		jobs = append(jobs, pj...)
 		jobs = append(jobs,
 			execJob(b.res.series("floor-exec-echo", "fork+exec echo bootstrap (floor)", "cold"), b.cfg.cold, false, b.rieBootstrap()),
 			execJob(b.res.series("floor-unshare", "unshare pid+mnt+net+uts+ipc /bin/true", "cold"), b.cfg.cold, true,

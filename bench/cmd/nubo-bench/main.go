@@ -40,6 +40,7 @@ import (
 
 type config struct {
 	nuboBin, rieBin, echoBin, crunBin string
+	timingBin                         string
 	hopfloorBin                       string
 	functionsDir, outDir              string
 	figures                           map[int]bool
@@ -93,6 +94,7 @@ func run(args []string) int {
 	fs.StringVar(&c.rieBin, "rie", "bench/.bin/aws-lambda-rie", "the aws-lambda-rie binary")
 	fs.StringVar(&c.hopfloorBin, "hopfloor", "bench/.bin/hopfloor", "the hopfloor command (go build ./bench/cmd/hopfloor), whose least servers are figure 1's floors")
 	fs.StringVar(&c.echoBin, "echo", "bench/.bin/echo-bootstrap", "the aws-lambda-go echo bootstrap (go build ./bench/echo)")
+	fs.StringVar(&c.timingBin, "timing", "bench/.bin/timing-bootstrap", "the bootstrap that answers with its own times, for figure 3's cold start parts (go build ./bench/timing)")
 	fs.StringVar(&c.crunBin, "crun", "", "the crun binary (default: crun on the PATH)")
 	fs.StringVar(&c.functionsDir, "functions", "bench/functions", "directory with the python/ and node/ echo handlers")
 	fs.StringVar(&c.outDir, "out", "bench/results", "directory for <timestamp>.json and <timestamp>.svg")
@@ -247,6 +249,7 @@ func measure(ctx context.Context, c config) int {
 	machineWake(res.Host, "end")
 	res.Finished = time.Now()
 	res.summarizePhases()
+	res.summarizeParts()
 	res.buildRows(c.figures)
 
 	fmt.Println()
@@ -303,6 +306,18 @@ func (b *bench) prepare() error {
 		return err
 	}
 	b.echo = functionSpec{Runtime: "provided.al2023", Handler: "bootstrap", Zip: z}
+	if timing, err := os.ReadFile(b.cfg.timingBin); err == nil {
+		if b.timing.Zip, err = zipOf(map[string][]byte{"bootstrap": timing}, map[string]bool{"bootstrap": true}); err != nil {
+			return err
+		}
+		b.timing.Runtime, b.timing.Handler = "provided.al2023", "bootstrap"
+		// The pinned floor runs a copy in the run's directory, as the
+		// echo floors run the emulator's (the least cold start runs its
+		// bootstrap from "/", so the path is absolute).
+		if err := os.WriteFile(b.timingBootstrap(), timing, 0o755); err != nil {
+			return err
+		}
+	}
 	if err := copyFile(b.cfg.echoBin, b.rieBootstrap()); err != nil {
 		return err
 	}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+)
+
+// A cold start's parts, split where the runtime's process reaches main
+// and where its handler runs (bench/timing answers with both, wall clock).
+// The same split of nubo's cold start and of the pinned least cold start
+// shows on which side of the runtime's own start nubo's extra time is: the
+// first part holds everything up to the runtime's main (for nubo the API,
+// the sandbox, the keeper and the fork; for the floor the fork alone) and
+// the Go runtime's own start, the same in both.
+var partNames = [...]string{"first byte to the runtime's main", "main to the handler", "handler to the last byte"}
+
+// timingAnswer is bench/timing's answer.
+type timingAnswer struct {
+	MainNs    int64 `json:"main_ns"`
+	HandlerNs int64 `json:"handler_ns"`
+}
+
+// coldParts splits a cold start timed from t0 to t1 (wall clock, as the
+// runtime's own times are) by the runtime's answer.
+func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, error) {
+	var p [len(partNames)]time.Duration
+	var a timingAnswer
+	if err := json.Unmarshal(answer, &a); err != nil {
+		return p, fmt.Errorf("timing answer %q: %w", trim(answer), err)
+	}
+	if a.MainNs == 0 || a.HandlerNs == 0 {
+		return p, fmt.Errorf("timing answer %q: no times", trim(answer))
+	}
+	main, handler := time.Unix(0, a.MainNs), time.Unix(0, a.HandlerNs)
+	p = [...]time.Duration{main.Sub(t0), handler.Sub(main), t1.Sub(handler)}
+	for i, d := range p {
+		if d < 0 {
+			return p, fmt.Errorf("timing answer %q: %s is negative (%v)", trim(answer), partNames[i], d)
+		}
+	}
+	return p, nil
+}
+
+// partsJobs are figure 3's parts: nubo's cold start and the pinned least
+// cold start of the timing bootstrap, want samples each, their parts kept
+// under "nubo" and "pinned floor". stop ends the floor's server.
+func (b *bench) partsJobs(n *nuboServer, want int) (jobs []*job, stop func()) {
+	ns := b.res.series("nubo-cold-parts", "nubo cold (timing bootstrap, for the parts)", "cold")
+	fs := b.res.series("floor-least-cold-pinned-parts", "least cold start, pinned (timing bootstrap, for the parts)", "cold")
+	if b.timing.Zip == nil {
+		ns.Err, fs.Err = "no timing bootstrap (go build ./bench/timing; --timing)", "no timing bootstrap"
+		return []*job{{series: ns, failed: true}, {series: fs, failed: true}}, func() {}
+	}
+	nj := b.coldJob(n, ns, "cold-parts", b.timing, want)
+	nj.sample = func(ctx context.Context, i int) (time.Duration, error) {
+		name := fmt.Sprintf("cold-parts-%d", i)
+		t0 := time.Now()
+		d, out, err := n.invoke(ctx, name, b.payload)
+		if err != nil {
+			return 0, err
+		}
+		return d, b.res.addParts("nubo", t0, t0.Add(d), out)
+	}
+	fj := &job{series: fs, want: want}
+	l, err := startLeastCold(b.timingBootstrap(), b.payload, true)
+	if err != nil {
+		fj.failed, fs.Err = true, err.Error()
+		return []*job{nj, fj}, func() {}
+	}
+	fj.sample = func(ctx context.Context, _ int) (time.Duration, error) {
+		t0, d, out, err := l.sampleAt(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return d, b.res.addParts("pinned floor", t0, t0.Add(d), out)
+	}
+	return []*job{nj, fj}, l.stop
+}
+
+// addParts keeps the parts of one sample of who.
+func (r *results) addParts(who string, t0, t1 time.Time, answer []byte) error {
+	p, err := coldParts(t0, t1, answer)
+	if err != nil {
+		return err
+	}
+	if r.parts == nil {
+		r.parts = map[string][][len(partNames)]time.Duration{}
+	}
+	r.parts[who] = append(r.parts[who], p)
+	return nil
+}
+
+// summarizeParts turns the kept parts into Parts: per who, per part.
+func (r *results) summarizeParts() {
+	for who, samples := range r.parts {
+		if r.Parts == nil {
+			r.Parts = map[string]map[string]Summary{}
+		}
+		r.Parts[who] = map[string]Summary{}
+		for i, name := range partNames {
+			ds := make([]time.Duration, len(samples))
+			for j, p := range samples {
+				ds[j] = p[i]
+			}
+			r.Parts[who][name], _ = (&Series{Samples: ds}).Summarize()
+		}
+	}
+}
+
+// printParts prints Parts as a table of medians (and p90), nubo beside the
+// pinned floor.
+func (r *results) printParts(w io.Writer) {
+	nubo, floor := r.Parts["nubo"], r.Parts["pinned floor"]
+	if len(nubo) == 0 && len(floor) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ncold start parts (ms, p50 / p90 of each sample's part, split by the runtime's own clock readings at main and at its handler)")
+	fmt.Fprintf(w, "  %-34s %-15s %s\n", "part", "nubo", "pinned floor")
+	for _, name := range partNames {
+		n, f := nubo[name], floor[name]
+		fmt.Fprintf(w, "  %-34s %6.2f / %-6.2f %6.2f / %.2f\n", name, n.P50, n.P90, f.P50, f.P90)
+	}
+}
