@@ -1,7 +1,8 @@
 // Command timing is the bootstrap of nubo-bench's cold start parts: an
 // aws-lambda-go handler that answers with when its process reached main
-// and when its handler ran (wall clock, Unix ns), so the benchmark can
-// split a cold start at the runtime's main and at its handler. It is not a
+// (its main package's initialisation, after every other package's) and
+// when its handler ran (wall clock, Unix ns), so the benchmark can split a
+// cold start at the runtime's main and at its handler. It is not a
 // figure's function (those answer with the event, see bench/echo).
 //
 // There is no fork time: the main thread's schedstat (its time on a CPU
@@ -22,10 +23,9 @@ import (
 
 var atMain = time.Now().UnixNano()
 
-// handle answers {"main_ns":…,"handler_ns":…} (wall clock, Unix ns), put
-// together by hand: encoding a struct would add encoding/json's first-use
-// reflection to the handler, a millisecond or more that the echo function
-// of the figures does not pay (it returns its event as it came).
+// handle answers {"main_ns":…,"handler_ns":…}, put together by hand, so
+// that between its two readings of the clock the handler does no more than
+// the echo function of the figures.
 func handle(context.Context, json.RawMessage) (json.RawMessage, error) {
 	now := time.Now().UnixNano()
 	b := append([]byte(`{"main_ns":`), strconv.FormatInt(atMain, 10)...)

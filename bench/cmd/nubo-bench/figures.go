@@ -26,10 +26,11 @@ type bench struct {
 	seq  int
 	echo functionSpec // provided.al2023, the aws-lambda-go echo bootstrap
 	// timing is bench/timing's bootstrap (provided.al2023), for figure 3's
-	// parts; no Zip when --timing names no file.
-	timing functionSpec
-	py     functionSpec
-	node   functionSpec
+	// parts; timingErr says why there is none.
+	timing    functionSpec
+	timingErr error
+	py        functionSpec
+	node      functionSpec
 	// pyPkg imports a generated package (pypkg.go) and echoes.
 	pyPkg functionSpec
 

@@ -9,12 +9,14 @@ import (
 )
 
 // A cold start's parts, split where the runtime's process reaches main
-// and where its handler runs (bench/timing answers with both, wall clock).
-// The same split of nubo's cold start and of the pinned least cold start
-// shows on which side of the runtime's own start nubo's extra time is: the
-// first part holds everything up to the runtime's main (for nubo the API,
-// the sandbox, the keeper and the fork; for the floor the fork alone) and
-// the Go runtime's own start, the same in both.
+// (its main package's initialisation, after every other package's) and
+// where its handler runs; bench/timing answers with both, wall clock. The
+// same split of nubo's cold start and of the pinned least cold start shows
+// on which side of the runtime's own start nubo's extra time is. The first
+// part holds everything up to the runtime's main: for nubo the client's
+// signing, the API, the sandbox, the keeper and the fork; for the floor
+// the fork alone; for both the Go runtime's own start. The last ends, for
+// nubo, at the client's last byte, for the floor at its Runtime API's.
 var partNames = [...]string{"first byte to the runtime's main", "main to the handler", "handler to the last byte"}
 
 // timingAnswer is bench/timing's answer.
@@ -34,8 +36,8 @@ func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, 
 	if a.MainNs == 0 || a.HandlerNs == 0 {
 		return p, fmt.Errorf("timing answer %q: no times", trim(answer))
 	}
-	main, handler := time.Unix(0, a.MainNs), time.Unix(0, a.HandlerNs)
-	p = [...]time.Duration{main.Sub(t0), handler.Sub(main), t1.Sub(handler)}
+	atMain, handler := time.Unix(0, a.MainNs), time.Unix(0, a.HandlerNs)
+	p = [...]time.Duration{atMain.Sub(t0), handler.Sub(atMain), t1.Sub(handler)}
 	for i, d := range p {
 		if d < 0 {
 			return p, fmt.Errorf("timing answer %q: %s is negative (%v)", trim(answer), partNames[i], d)
@@ -46,17 +48,23 @@ func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, 
 
 // partsJobs are figure 3's parts: nubo's cold start and the pinned least
 // cold start of the timing bootstrap, want samples each, their parts kept
-// under "nubo" and "pinned floor". stop ends the floor's server.
+// under "nubo" and "pinned floor". The floor's job comes first, so that
+// its blocks follow another floor's, not nubo's (whose pool refills after
+// a block). nubo's phases are not collected for these functions. stop
+// ends the floor's server.
 func (b *bench) partsJobs(n *nuboServer, want int) (jobs []*job, stop func()) {
-	ns := b.res.series("nubo-cold-parts", "nubo cold (timing bootstrap, for the parts)", "cold")
-	fs := b.res.series("floor-least-cold-pinned-parts", "least cold start, pinned (timing bootstrap, for the parts)", "cold")
-	if b.timing.Zip == nil {
-		ns.Err, fs.Err = "no timing bootstrap (go build ./bench/timing; --timing)", "no timing bootstrap"
-		return []*job{{series: ns, failed: true}, {series: fs, failed: true}}, func() {}
+	// Their own panel: the chart's cold panel keeps to the figures' series.
+	ns := b.res.series("nubo-cold-parts", "nubo cold (timing bootstrap, for the parts)", "cold-parts")
+	fs := b.res.series("floor-least-cold-pinned-parts", "least cold start, pinned (timing bootstrap, for the parts)", "cold-parts")
+	if b.timingErr != nil {
+		ns.Err = "timing bootstrap: " + b.timingErr.Error()
+		fs.Err = ns.Err
+		return []*job{{series: fs, failed: true}, {series: ns, failed: true}}, func() {}
 	}
-	nj := b.coldJob(n, ns, "cold-parts", b.timing, want)
+	const prefix = "cold-parts"
+	nj := b.coldJob(n, ns, prefix, b.timing, want)
 	nj.sample = func(ctx context.Context, i int) (time.Duration, error) {
-		name := fmt.Sprintf("cold-parts-%d", i)
+		name := fmt.Sprintf("%s-%d", prefix, i)
 		t0 := time.Now()
 		d, out, err := n.invoke(ctx, name, b.payload)
 		if err != nil {
@@ -68,7 +76,7 @@ func (b *bench) partsJobs(n *nuboServer, want int) (jobs []*job, stop func()) {
 	l, err := startLeastCold(b.timingBootstrap(), b.payload, true)
 	if err != nil {
 		fj.failed, fs.Err = true, err.Error()
-		return []*job{nj, fj}, func() {}
+		return []*job{fj, nj}, func() {}
 	}
 	fj.sample = func(ctx context.Context, _ int) (time.Duration, error) {
 		t0, d, out, err := l.sampleAt(ctx)
@@ -77,7 +85,7 @@ func (b *bench) partsJobs(n *nuboServer, want int) (jobs []*job, stop func()) {
 		}
 		return d, b.res.addParts("pinned floor", t0, t0.Add(d), out)
 	}
-	return []*job{nj, fj}, l.stop
+	return []*job{fj, nj}, l.stop
 }
 
 // addParts keeps the parts of one sample of who.
@@ -119,8 +127,13 @@ func (r *results) printParts(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\ncold start parts (ms, p50 / p90 of each sample's part, split by the runtime's own clock readings at main and at its handler)")
 	fmt.Fprintf(w, "  %-34s %-15s %s\n", "part", "nubo", "pinned floor")
+	cell := func(s Summary) string {
+		if s.N == 0 {
+			return "–" // no sample: the series failed
+		}
+		return fmt.Sprintf("%.2f / %.2f", s.P50, s.P90)
+	}
 	for _, name := range partNames {
-		n, f := nubo[name], floor[name]
-		fmt.Fprintf(w, "  %-34s %6.2f / %-6.2f %6.2f / %.2f\n", name, n.P50, n.P90, f.P50, f.P90)
+		fmt.Fprintf(w, "  %-34s %-15s %s\n", name, cell(nubo[name]), cell(floor[name]))
 	}
 }
