@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -632,5 +633,44 @@ func TestHashes(t *testing.T) {
 	}
 	if got := SHA256Base64([]byte("abc")); got != "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=" {
 		t.Errorf("SHA256Base64 = %s", got)
+	}
+}
+
+// smallReads reads at most 32 KiB at a time, as a decompressor does.
+type smallReads struct{ r io.Reader }
+
+func (s smallReads) Read(p []byte) (int, error) {
+	return s.r.Read(p[:min(len(p), 32<<10)])
+}
+
+// writeSizes records the size of each write.
+type writeSizes []int
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	*w = append(*w, len(p))
+	return len(p), nil
+}
+
+// TestCopyWritesLargeChunks: a file's bytes reach it in writes of
+// writeChunk, however small the reads they come in (a decompressor's are
+// 32 KiB at most), so that the page cache keeps them in large folios.
+func TestCopyWritesLargeChunks(t *testing.T) {
+	const size = 2*writeChunk + 12345
+	var got writeSizes
+	c := &counter{max: size}
+	if err := c.copy(&got, smallReads{bytes.NewReader(make([]byte, size))}); err != nil {
+		t.Fatal(err)
+	}
+	if want := (writeSizes{writeChunk, writeChunk, 12345}); !slices.Equal(got, want) {
+		t.Errorf("writes of %v bytes, want %v", got, want)
+	}
+	if c.total != size {
+		t.Errorf("counted %d bytes, want %d", c.total, size)
+	}
+	// One byte more than allowed is refused before it is written.
+	got = nil
+	c = &counter{max: size - 1}
+	if err := c.copy(&got, bytes.NewReader(make([]byte, size))); err == nil {
+		t.Error("a package over its limit was copied")
 	}
 }

@@ -356,7 +356,7 @@ func TestColdParts(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	ms := func(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
 	answer := func(main, handler time.Duration) []byte {
-		b, _ := json.Marshal(timingAnswer{MainNs: t0.Add(main).UnixNano(), HandlerNs: t0.Add(handler).UnixNano()})
+		b, _ := json.Marshal(timingAnswer{MainNs: t0.Add(main).UnixNano(), CPUNs: int64(ms(9)), HandlerNs: t0.Add(handler).UnixNano()})
 		return b
 	}
 	// main at 13 ms, handler at 15, last byte at 16.5
@@ -364,7 +364,7 @@ func TestColdParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := [len(partNames)]time.Duration{ms(13), ms(2), ms(1.5)}; p != want {
+	if want := [len(partNames)]time.Duration{ms(13), ms(2), ms(1.5), ms(9)}; p != want {
 		t.Errorf("parts %v, want %v", p, want)
 	}
 	for name, b := range map[string][]byte{

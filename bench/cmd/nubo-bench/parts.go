@@ -17,16 +17,21 @@ import (
 // signing, the API, the sandbox, the keeper and the fork; for the floor
 // the fork alone; for both the Go runtime's own start. The last ends, for
 // nubo, at the client's last byte, for the floor at its Runtime API's.
-var partNames = [...]string{"first byte to the runtime's main", "main to the handler", "handler to the last byte"}
+var partNames = [...]string{"first byte to the runtime's main", "main to the handler", "handler to the last byte",
+	"the runtime's CPU to main (rusage)"}
 
 // timingAnswer is bench/timing's answer.
 type timingAnswer struct {
 	MainNs    int64 `json:"main_ns"`
+	CPUNs     int64 `json:"cpu_ns"` // the process's CPU time by main
+	Minflt    int64 `json:"minflt"` // its minor page faults by main
 	HandlerNs int64 `json:"handler_ns"`
 }
 
 // coldParts splits a cold start timed from t0 to t1 (wall clock, as the
-// runtime's own times are) by the runtime's answer.
+// runtime's own times are) by the runtime's answer; the last "part" is the
+// CPU time the runtime's process had used by main, which is not a part of
+// the wall time but tells work from waiting in the first.
 func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, error) {
 	var p [len(partNames)]time.Duration
 	var a timingAnswer
@@ -37,7 +42,7 @@ func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, 
 		return p, fmt.Errorf("timing answer %q: no times", trim(answer))
 	}
 	atMain, handler := time.Unix(0, a.MainNs), time.Unix(0, a.HandlerNs)
-	p = [...]time.Duration{atMain.Sub(t0), handler.Sub(atMain), t1.Sub(handler)}
+	p = [...]time.Duration{atMain.Sub(t0), handler.Sub(atMain), t1.Sub(handler), time.Duration(a.CPUNs)}
 	for i, d := range p {
 		if d < 0 {
 			return p, fmt.Errorf("timing answer %q: %s is negative (%v)", trim(answer), partNames[i], d)
@@ -88,11 +93,20 @@ func (b *bench) partsJobs(n *nuboServer, want int) (jobs []*job, stop func()) {
 	return []*job{fj, nj}, l.stop
 }
 
-// addParts keeps the parts of one sample of who.
+// addParts keeps the parts of one sample of who, and the runtime's page
+// faults by main.
 func (r *results) addParts(who string, t0, t1 time.Time, answer []byte) error {
 	p, err := coldParts(t0, t1, answer)
 	if err != nil {
 		return err
+	}
+	var a timingAnswer
+	if json.Unmarshal(answer, &a) == nil {
+		if r.partFaults == nil {
+			r.partFaults = map[string][]time.Duration{}
+		}
+		// A count kept as a Duration to share the summaries: 1 ns a fault.
+		r.partFaults[who] = append(r.partFaults[who], time.Duration(a.Minflt))
 	}
 	if r.parts == nil {
 		r.parts = map[string][][len(partNames)]time.Duration{}
@@ -136,4 +150,12 @@ func (r *results) printParts(w io.Writer) {
 	for _, name := range partNames {
 		fmt.Fprintf(w, "  %-34s %-15s %s\n", name, cell(nubo[name]), cell(floor[name]))
 	}
+	faults := func(who string) string {
+		s, ok := (&Series{Samples: r.partFaults[who]}).Summarize()
+		if !ok {
+			return "–"
+		}
+		return fmt.Sprintf("%.0f / %.0f", s.P50*1e6, s.P90*1e6)
+	}
+	fmt.Fprintf(w, "  %-34s %-15s %s\n", "the runtime's page faults by main", faults("nubo"), faults("pinned floor"))
 }

@@ -31,11 +31,12 @@ type results struct {
 	Parts  map[string]map[string]Summary `json:"cold_start_parts,omitempty"`
 	Errors []string                      `json:"errors,omitempty"`
 
-	order     []*Series
-	byName    map[string]*Series
-	coldNames map[string][]string
-	phases    map[string][]phases
-	parts     map[string][][len(partNames)]time.Duration
+	order      []*Series
+	byName     map[string]*Series
+	coldNames  map[string][]string
+	phases     map[string][]phases
+	parts      map[string][][len(partNames)]time.Duration
+	partFaults map[string][]time.Duration // minor faults by main, 1 ns each
 }
 
 type seriesOut struct {
@@ -435,7 +436,7 @@ func methods(c config) []string {
 		"crun: `crun run` of a bundle from `crun spec` running /bin/true from a rootfs holding only it and its libraries; timed inside a long-lived helper in a private mount namespace where /sys/fs/cgroup/unified is unmounted (crun 1.8 refuses this host's hybrid cgroup mode otherwise); only crun's own run is timed.",
 		"Floors: fork+exec of the echo bootstrap outside Lambda (it exits at once, having started its runtime), `unshare --pid --fork --mount --net --uts --ipc /bin/true`, and the bare interpreter start for Python and Node.",
 		"Least cold start (floor): the echo bootstrap started outside any sandbox against the least Runtime API (a server in the benchmark whose first /next hands it the event), timed from before the fork to its response's last byte: the function's start, init and first invocation and nothing else. Pinned, it is started as nubo starts a runtime: on one CPU (the last allowed), under SCHED_BATCH, with nubo's 500 µs timer slack. No system that starts the function's process per environment answers a first invoke sooner than the faster of the two.",
-		"Cold start parts: a quarter of the cold samples (at least 10) again, nubo's and the pinned least cold start's, with bench/timing's bootstrap, which answers with the wall-clock time its process reached main (its main package's initialisation) and its handler ran. Each sample is split into first byte to the runtime's main, main to handler, handler to last byte; for nubo the first part begins before the request is signed and the last ends at the client's last byte, for the floor they begin before the fork and end at its Runtime API's last byte. The table gives each part's p50 and p90. With fewer samples than the other series, these finish in the run's first rounds. (No fork time: the runtime's schedstat would give one, but this machine's scheduler clock put a bare start's fork before the benchmark called fork.)",
+		"Cold start parts: a quarter of the cold samples (at least 10) again, nubo's and the pinned least cold start's, with bench/timing's bootstrap, which answers with the wall-clock time its process reached main (its main package's initialisation) and its handler ran, and its CPU time (user and system together) and minor page faults by main (getrusage). Each sample is split into first byte to the runtime's main, main to handler, handler to last byte; for nubo the first part begins before the request is signed and the last ends at the client's last byte, for the floor they begin before the fork and end at its Runtime API's last byte. The table gives each part's p50 and p90. With fewer samples than the other series, these finish in the run's first rounds. (No fork time: the runtime's schedstat would give one, but this machine's scheduler clock put a bare start's fork before the benchmark called fork.)",
 		"Environments: N functions sharing one deployment package get their first invoke " + fmt.Sprint(c.envConcurrency) + " at a time; rate = N / wall time from the first request to the last response. Its peer is a bound no system that starts the function's process for each environment can pass on this machine (a design that restores snapshots or forks warm runtimes could): the cores divided by the median CPU time (rusage) of 31 fork+execs of the echo bootstrap outside any sandbox, the function's own start.",
 		"Machine: a fresh anonymous page's first write, timed over 16 MiB (huge pages refused) at the start and the end of the run; on a guest with shadow page tables it is tens of times dearer than on bare metal, and it prices every process start. Also a hand-off between threads: the median time from a thread's write of a byte to a pipe, after 2 ms asleep, until a thread pinned to another CPU returns from its read (50 rounds), and the same with both on one CPU; in a guest whose idle vCPUs halt into the hypervisor the first is many times the second.",
 		"Idle memory: MemAvailable (median of 7 readings) before the burst minus after it, 2 s after the last response, divided by the live environments (nubo's agent children with a runtime below them; shells nubo holds ready in a pool are not environments: the pool grows after a burst, so each shell added since before the burst is counted as one environment's overhead without a function), minus the mean PSS of each environment's function processes (PSS, not RSS, because the environments share one unpacked binary; the RSS variant is reported too). Includes kernel objects, the agent and nubo's own growth; neighbours on a shared machine add noise.",
