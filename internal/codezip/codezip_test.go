@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/nubo-dev/nubo/internal/codezip/ziptest"
@@ -643,34 +644,68 @@ func (s smallReads) Read(p []byte) (int, error) {
 	return s.r.Read(p[:min(len(p), 32<<10)])
 }
 
-// writeSizes records the size of each write.
-type writeSizes []int
+// writes records each write.
+type writes [][]byte
 
-func (w *writeSizes) Write(p []byte) (int, error) {
-	*w = append(*w, len(p))
+func (w *writes) Write(p []byte) (int, error) {
+	*w = append(*w, bytes.Clone(p))
 	return len(p), nil
 }
 
-// TestCopyWritesLargeChunks: a file's bytes reach it in writes of
+func (w writes) sizes() []int {
+	var s []int
+	for _, b := range w {
+		s = append(s, len(b))
+	}
+	return s
+}
+
+// TestCopyWritesLargeChunks: a file's bytes reach it whole and in writes of
 // writeChunk, however small the reads they come in (a decompressor's are
 // 32 KiB at most), so that the page cache keeps them in large folios.
 func TestCopyWritesLargeChunks(t *testing.T) {
 	const size = 2*writeChunk + 12345
-	var got writeSizes
-	c := &counter{max: size}
-	if err := c.copy(&got, smallReads{bytes.NewReader(make([]byte, size))}); err != nil {
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (writeSizes{writeChunk, writeChunk, 12345}); !slices.Equal(got, want) {
-		t.Errorf("writes of %v bytes, want %v", got, want)
+	defer f.Close()
+	var got writes
+	c := &counter{max: size}
+	// The data comes with io.EOF on its last read.
+	if err := c.copy(&recordingFile{File: f, w: &got}, smallReads{iotest.DataErrReader(bytes.NewReader(data))}); err != nil {
+		t.Fatal(err)
 	}
-	if c.total != size {
-		t.Errorf("counted %d bytes, want %d", c.total, size)
+	if want := []int{writeChunk, writeChunk, 12345}; !slices.Equal(got.sizes(), want) {
+		t.Errorf("writes of %v bytes, want %v", got.sizes(), want)
 	}
-	// One byte more than allowed is refused before it is written.
+	if back, err := os.ReadFile(f.Name()); err != nil || !bytes.Equal(back, data) {
+		t.Errorf("the file holds %d bytes (%v), not the %d copied", len(back), err, size)
+	}
+	// One byte more than allowed is refused, and only whole chunks before
+	// the limit was passed were written.
 	got = nil
 	c = &counter{max: size - 1}
-	if err := c.copy(&got, bytes.NewReader(make([]byte, size))); err == nil {
-		t.Error("a package over its limit was copied")
+	err = c.copy(&recordingFile{File: f, w: &got}, smallReads{bytes.NewReader(data)})
+	if !errdefs.Is(err, errdefs.KindInvalidParameter) {
+		t.Errorf("a package over its limit: err = %v", err)
 	}
+	if want := []int{writeChunk, writeChunk}; !slices.Equal(got.sizes(), want) {
+		t.Errorf("before the refusal, writes of %v bytes, want %v", got.sizes(), want)
+	}
+}
+
+// recordingFile passes writes on to a file and records them.
+type recordingFile struct {
+	*os.File
+	w *writes
+}
+
+func (r *recordingFile) Write(p []byte) (int, error) {
+	r.w.Write(p)
+	return r.File.Write(p)
 }

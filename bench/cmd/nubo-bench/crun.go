@@ -113,28 +113,24 @@ func copyInto(root, abs string) error {
 	return nil
 }
 
+// copyFile copies src to dst in one write. The page cache keeps a file in
+// folios as large as the writes that brought it, and a program exec'd from
+// small folios takes more page faults and CPU to start (docs/performance.md,
+// session 24): the peers' and floors' programs are written as nubo's code
+// cache writes a function's, so neither side starts with that handicap.
 func copyFile(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	in, err := os.Open(src)
+	st, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	st, err := in.Stat()
+	b, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, st.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return os.WriteFile(dst, b, st.Mode().Perm())
 }
 
 // crunHelper is the parent's handle on the helper process.

@@ -38,8 +38,8 @@ func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, 
 	if err := json.Unmarshal(answer, &a); err != nil {
 		return p, fmt.Errorf("timing answer %q: %w", trim(answer), err)
 	}
-	if a.MainNs == 0 || a.HandlerNs == 0 {
-		return p, fmt.Errorf("timing answer %q: no times", trim(answer))
+	if a.MainNs == 0 || a.HandlerNs == 0 || a.CPUNs == 0 {
+		return p, fmt.Errorf("timing answer %q: no times (a timing bootstrap older than this benchmark?)", trim(answer))
 	}
 	atMain, handler := time.Unix(0, a.MainNs), time.Unix(0, a.HandlerNs)
 	p = [...]time.Duration{atMain.Sub(t0), handler.Sub(atMain), t1.Sub(handler), time.Duration(a.CPUNs)}

@@ -13,7 +13,7 @@ import (
 type Series struct {
 	Name    string // stable key in the JSON ("nubo-warm-go")
 	Label   string // legend text in the chart
-	Panel   string // "warm" or "cold": which chart panel draws it
+	Panel   string // "warm" or "cold": which chart panel draws it ("cold-parts": none)
 	Samples []time.Duration
 	Err     string // why the series stopped early, if it did
 	// Discarded counts attempts thrown away and taken again because the
