@@ -169,7 +169,7 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	if cfg.PlaceCPUs {
-		b.placer = newPlacer(allowedCPUs())
+		b.placer = newPlacer(AllowedCPUs())
 	}
 	// Pools last: their refills make sandboxes from everything above.
 	if n := orDefault(cfg.PoolVolumes, 8); n > 0 {

@@ -113,9 +113,9 @@ func (p *placer) end(i int) {
 	p.busy[i]--
 }
 
-// allowedCPUs lists the CPUs nubo may run on (its own affinity, which a
-// cpuset or taskset may narrow).
-func allowedCPUs() []int {
+// AllowedCPUs lists the CPUs the calling thread may run on (nubo's own
+// affinity, which a cpuset or taskset may narrow); nil if it cannot tell.
+func AllowedCPUs() []int {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return nil

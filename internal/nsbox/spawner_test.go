@@ -45,7 +45,7 @@ func TestSpawner(t *testing.T) {
 	defer sp.close()
 	const base = 3_900_000
 	// The sandbox's home: the last CPU the test may use.
-	cpus := allowedCPUs()
+	cpus := AllowedCPUs()
 	if len(cpus) == 0 {
 		t.Fatal("no CPUs allowed")
 	}

@@ -213,10 +213,7 @@ func (l *leastCold) start(attr *os.ProcAttr) (t0 time.Time, p *os.Process, relea
 // (by sched_setscheduler, which keeps the nice value) and nubo's timer
 // slack.
 func pinAsRuntime() error {
-	cpus, err := allowedCPUs()
-	if err != nil {
-		return err
-	}
+	cpus := nsbox.AllowedCPUs()
 	if len(cpus) == 0 {
 		return errors.New("no CPU allowed")
 	}

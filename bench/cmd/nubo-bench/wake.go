@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/nsbox"
 )
 
 // idleWakeMicros is what handing work to a thread asleep on another CPU,
@@ -22,10 +24,7 @@ import (
 // µs; in a guest whose idle vCPUs halt into the hypervisor, each hand-off
 // to one costs the difference between cross and same.
 func idleWakeMicros(gap time.Duration, rounds int) (cross, same float64, err error) {
-	cpus, err := allowedCPUs()
-	if err != nil {
-		return 0, 0, err
-	}
+	cpus := nsbox.AllowedCPUs()
 	if len(cpus) < 2 {
 		return 0, 0, errors.New("one CPU: nothing to wake across")
 	}
@@ -142,18 +141,4 @@ func pin(cpu int) error {
 	var s unix.CPUSet
 	s.Set(cpu)
 	return unix.SchedSetaffinity(0, &s)
-}
-
-func allowedCPUs() ([]int, error) {
-	var s unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &s); err != nil {
-		return nil, err
-	}
-	var out []int
-	for c := 0; c < len(s)*64 && len(out) < s.Count(); c++ {
-		if s.IsSet(c) {
-			out = append(out, c)
-		}
-	}
-	return out, nil
 }
