@@ -1,7 +1,6 @@
 package netenv
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/nubo-dev/nubo/internal/kernel"
 	"github.com/nubo-dev/nubo/internal/testutil"
 )
 
@@ -130,7 +130,7 @@ func TestDeleteConntrackFrom(t *testing.T) {
 		t.Errorf("deleted %d entries, want the 2 from %s", n, a)
 	}
 	// Linux 5.8 and later filter the dump (CTA_FILTER); CI's kernel does.
-	if kernelAtLeast(t, 5, 8) && read != n {
+	if kernel.AtLeast(5, 8) && read != n {
 		t.Errorf("the kernel sent %d entries for %d from %s: the dump was not filtered", read, n, a)
 	}
 	for addr, want := range map[netip.Addr]int{a: 0, b: 1, c: 1} {
@@ -181,18 +181,4 @@ func BenchmarkForgetConntrack(b *testing.B) {
 			}
 		})
 	}
-}
-
-// kernelAtLeast reports whether the running kernel is major.minor or later.
-func kernelAtLeast(t testing.TB, major, minor int) bool {
-	t.Helper()
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	var ma, mi int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
-		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
-	}
-	return ma > major || ma == major && mi >= minor
 }

@@ -4,14 +4,14 @@ import (
 	"errors"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nubo-dev/nubo/internal/kernel"
 )
 
 // Quiet is one end of a local stream socket (a socketpair's) read and
@@ -96,28 +96,7 @@ func NewQuiet(fd int, name string) (*Quiet, error) {
 
 // nestedEpollSound reports whether the kernel is 5.10 or later (see
 // Quiet). A test sets it to false to try the other way.
-var nestedEpollSound = sync.OnceValue(func() bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 10)
-})
-
-// kernelAtLeast reports whether release ("6.1.0-18-amd64") is major.minor
-// or later.
-func kernelAtLeast(release string, major, minor int) bool {
-	f := strings.FieldsFunc(release, func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(f[0])
-	mi, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
-}
+var nestedEpollSound = sync.OnceValue(func() bool { return kernel.AtLeast(5, 10) })
 
 // watcher returns a new epoll instance in the poller, watching fd for
 // events (level-triggered) unless they are none.

@@ -430,24 +430,3 @@ func TestNewQuietRefusesOtherDescriptors(t *testing.T) {
 		t.Fatal("NewQuiet took a datagram socket")
 	}
 }
-
-func TestKernelAtLeast(t *testing.T) {
-	for _, c := range []struct {
-		release string
-		want    bool
-	}{
-		{"6.1.0-18-amd64", true},
-		{"5.10.0", true},
-		{"5.15.153.1-microsoft-standard-WSL2", true},
-		{"5.9.16", false},
-		{"5.4.0-150-generic", false},
-		{"4.19.0", false},
-		{"10.0", true},
-		{"6", false},
-		{"", false},
-	} {
-		if got := kernelAtLeast(c.release, 5, 10); got != c.want {
-			t.Errorf("kernelAtLeast(%q, 5, 10) = %v, want %v", c.release, got, c.want)
-		}
-	}
-}
