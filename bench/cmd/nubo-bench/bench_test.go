@@ -356,7 +356,7 @@ func TestColdParts(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	ms := func(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
 	answer := func(main, handler time.Duration) []byte {
-		b, _ := json.Marshal(timingAnswer{MainNs: t0.Add(main).UnixNano(), CPUNs: int64(ms(9)), HandlerNs: t0.Add(handler).UnixNano()})
+		b, _ := json.Marshal(timingAnswer{MainNs: t0.Add(main).UnixNano(), CPUNs: int64(ms(9)), Minflt: 242, HandlerNs: t0.Add(handler).UnixNano()})
 		return b
 	}
 	// main at 13 ms, handler at 15, last byte at 16.5
@@ -364,12 +364,13 @@ func TestColdParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := [len(partNames)]time.Duration{ms(13), ms(2), ms(1.5), ms(9)}; p != want {
+	if want := (partSample{parts: [len(partNames)]time.Duration{ms(13), ms(2), ms(1.5), ms(9)}, faults: 242}); p != want {
 		t.Errorf("parts %v, want %v", p, want)
 	}
 	for name, b := range map[string][]byte{
 		"not JSON":              []byte("{"),
 		"no times":              []byte(`{}`),
+		"no CPU time":           []byte(`{"main_ns":1000000000000,"handler_ns":1000002000000}`),
 		"main before the start": answer(-ms(1), ms(5)),
 		"handler before main":   answer(ms(5), ms(4)),
 		"handler after the end": answer(ms(3), ms(20)),
@@ -377,5 +378,19 @@ func TestColdParts(t *testing.T) {
 		if _, err := coldParts(t0, t0.Add(ms(16.5)), b); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+	// Kept samples summarise per part, and their faults as counts.
+	r := newResults()
+	for _, main := range []float64{11, 13, 12} {
+		if err := r.addParts("nubo", t0, t0.Add(ms(16.5)), answer(ms(main), ms(15))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.summarizeParts()
+	if got := r.Parts["nubo"][partNames[0]]; got.N != 3 || got.P50 != 12 {
+		t.Errorf("%s: %+v, want 3 samples, p50 12 ms", partNames[0], got)
+	}
+	if got := r.PartFaults["nubo"]; got != [2]int64{242, 242} {
+		t.Errorf("faults %v, want p50 and p90 242", got)
 	}
 }

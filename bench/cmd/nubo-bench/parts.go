@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -28,27 +29,33 @@ type timingAnswer struct {
 	HandlerNs int64 `json:"handler_ns"`
 }
 
+// partSample is one cold start's parts and the runtime's page faults by
+// main.
+type partSample struct {
+	parts  [len(partNames)]time.Duration
+	faults int64
+}
+
 // coldParts splits a cold start timed from t0 to t1 (wall clock, as the
 // runtime's own times are) by the runtime's answer; the last "part" is the
 // CPU time the runtime's process had used by main, which is not a part of
 // the wall time but tells work from waiting in the first.
-func coldParts(t0, t1 time.Time, answer []byte) ([len(partNames)]time.Duration, error) {
-	var p [len(partNames)]time.Duration
+func coldParts(t0, t1 time.Time, answer []byte) (partSample, error) {
 	var a timingAnswer
 	if err := json.Unmarshal(answer, &a); err != nil {
-		return p, fmt.Errorf("timing answer %q: %w", trim(answer), err)
+		return partSample{}, fmt.Errorf("timing answer %q: %w", trim(answer), err)
 	}
 	if a.MainNs == 0 || a.HandlerNs == 0 || a.CPUNs == 0 {
-		return p, fmt.Errorf("timing answer %q: no times (a timing bootstrap older than this benchmark?)", trim(answer))
+		return partSample{}, fmt.Errorf("timing answer %q: no times (a timing bootstrap older than this benchmark?)", trim(answer))
 	}
 	atMain, handler := time.Unix(0, a.MainNs), time.Unix(0, a.HandlerNs)
-	p = [...]time.Duration{atMain.Sub(t0), handler.Sub(atMain), t1.Sub(handler), time.Duration(a.CPUNs)}
-	for i, d := range p {
+	s := partSample{parts: [...]time.Duration{atMain.Sub(t0), handler.Sub(atMain), t1.Sub(handler), time.Duration(a.CPUNs)}, faults: a.Minflt}
+	for i, d := range s.parts {
 		if d < 0 {
-			return p, fmt.Errorf("timing answer %q: %s is negative (%v)", trim(answer), partNames[i], d)
+			return partSample{}, fmt.Errorf("timing answer %q: %s is negative (%v)", trim(answer), partNames[i], d)
 		}
 	}
-	return p, nil
+	return s, nil
 }
 
 // partsJobs are figure 3's parts: nubo's cold start and the pinned least
@@ -93,42 +100,40 @@ func (b *bench) partsJobs(n *nuboServer, want int) (jobs []*job, stop func()) {
 	return []*job{fj, nj}, l.stop
 }
 
-// addParts keeps the parts of one sample of who, and the runtime's page
-// faults by main.
+// addParts keeps the parts of one sample of who.
 func (r *results) addParts(who string, t0, t1 time.Time, answer []byte) error {
-	p, err := coldParts(t0, t1, answer)
+	s, err := coldParts(t0, t1, answer)
 	if err != nil {
 		return err
 	}
-	var a timingAnswer
-	if json.Unmarshal(answer, &a) == nil {
-		if r.partFaults == nil {
-			r.partFaults = map[string][]time.Duration{}
-		}
-		// A count kept as a Duration to share the summaries: 1 ns a fault.
-		r.partFaults[who] = append(r.partFaults[who], time.Duration(a.Minflt))
-	}
 	if r.parts == nil {
-		r.parts = map[string][][len(partNames)]time.Duration{}
+		r.parts = map[string][]partSample{}
 	}
-	r.parts[who] = append(r.parts[who], p)
+	r.parts[who] = append(r.parts[who], s)
 	return nil
 }
 
-// summarizeParts turns the kept parts into Parts: per who, per part.
+// summarizeParts turns the kept parts into Parts (per who, per part) and
+// PartFaults (per who, p50 and p90).
 func (r *results) summarizeParts() {
 	for who, samples := range r.parts {
 		if r.Parts == nil {
-			r.Parts = map[string]map[string]Summary{}
+			r.Parts, r.PartFaults = map[string]map[string]Summary{}, map[string][2]int64{}
 		}
 		r.Parts[who] = map[string]Summary{}
 		for i, name := range partNames {
 			ds := make([]time.Duration, len(samples))
-			for j, p := range samples {
-				ds[j] = p[i]
+			for j, s := range samples {
+				ds[j] = s.parts[i]
 			}
 			r.Parts[who][name], _ = (&Series{Samples: ds}).Summarize()
 		}
+		faults := make([]int64, len(samples))
+		for j, s := range samples {
+			faults[j] = s.faults
+		}
+		slices.Sort(faults)
+		r.PartFaults[who] = [2]int64{quantile(faults, 0.50), quantile(faults, 0.90)}
 	}
 }
 
@@ -151,11 +156,11 @@ func (r *results) printParts(w io.Writer) {
 		fmt.Fprintf(w, "  %-34s %-15s %s\n", name, cell(nubo[name]), cell(floor[name]))
 	}
 	faults := func(who string) string {
-		s, ok := (&Series{Samples: r.partFaults[who]}).Summarize()
+		f, ok := r.PartFaults[who]
 		if !ok {
 			return "–"
 		}
-		return fmt.Sprintf("%.0f / %.0f", s.P50*1e6, s.P90*1e6)
+		return fmt.Sprintf("%d / %d", f[0], f[1])
 	}
 	fmt.Fprintf(w, "  %-34s %-15s %s\n", "the runtime's page faults by main", faults("nubo"), faults("pinned floor"))
 }

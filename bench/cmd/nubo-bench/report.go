@@ -28,15 +28,17 @@ type results struct {
 	Envs       *envResult                               `json:"environments,omitempty"`
 	Phases     map[string]map[string]map[string]Summary `json:"cold_start_phases,omitempty"`
 	// Parts are figure 3's cold start parts (parts.go): per who, per part.
-	Parts  map[string]map[string]Summary `json:"cold_start_parts,omitempty"`
-	Errors []string                      `json:"errors,omitempty"`
+	Parts map[string]map[string]Summary `json:"cold_start_parts,omitempty"`
+	// PartFaults are the runtime's page faults by main in those cold
+	// starts: per who, p50 and p90.
+	PartFaults map[string][2]int64 `json:"cold_start_part_faults,omitempty"`
+	Errors     []string            `json:"errors,omitempty"`
 
-	order      []*Series
-	byName     map[string]*Series
-	coldNames  map[string][]string
-	phases     map[string][]phases
-	parts      map[string][][len(partNames)]time.Duration
-	partFaults map[string][]time.Duration // minor faults by main, 1 ns each
+	order     []*Series
+	byName    map[string]*Series
+	coldNames map[string][]string
+	phases    map[string][]phases
+	parts     map[string][]partSample
 }
 
 type seriesOut struct {

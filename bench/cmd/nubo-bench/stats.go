@@ -39,9 +39,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // sample with at least q of all samples at or below it. Nearest rank never
 // invents a value between two samples, so a p99 of 100 samples is the 99th
 // slowest one actually observed.
-func quantile(sorted []time.Duration, q float64) time.Duration {
+func quantile[T any](sorted []T, q float64) T {
 	if len(sorted) == 0 {
-		return 0
+		var zero T
+		return zero
 	}
 	i := int(math.Ceil(q*float64(len(sorted)))) - 1
 	if i < 0 {
