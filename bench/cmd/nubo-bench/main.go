@@ -295,38 +295,37 @@ func measure(ctx context.Context, c config) int {
 	return code
 }
 
+// goBootstrap makes a provided.al2023 function of the bootstrap at bin, and
+// writes a copy of it at copyTo (in one write, see copyFile) for what runs
+// it outside nubo: the emulator and the least cold starts, which start it
+// from "/", so copyTo is absolute.
+func goBootstrap(bin, copyTo string) (functionSpec, error) {
+	exe, err := os.ReadFile(bin)
+	if err != nil {
+		return functionSpec{}, err
+	}
+	z, err := zipOf(map[string][]byte{"bootstrap": exe}, map[string]bool{"bootstrap": true})
+	if err != nil {
+		return functionSpec{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(copyTo), 0o755); err != nil {
+		return functionSpec{}, err
+	}
+	if err := os.WriteFile(copyTo, exe, 0o755); err != nil {
+		return functionSpec{}, err
+	}
+	return functionSpec{Runtime: "provided.al2023", Handler: "bootstrap", Zip: z}, nil
+}
+
 // prepare builds the deployment packages and the emulator's task root.
 func (b *bench) prepare() error {
-	echo, err := os.ReadFile(b.cfg.echoBin)
-	if err != nil {
+	var err error
+	if b.echo, err = goBootstrap(b.cfg.echoBin, b.rieBootstrap()); err != nil {
 		return err
 	}
-	z, err := zipOf(map[string][]byte{"bootstrap": echo}, map[string]bool{"bootstrap": true})
-	if err != nil {
-		return err
-	}
-	b.echo = functionSpec{Runtime: "provided.al2023", Handler: "bootstrap", Zip: z}
-	timing, err := os.ReadFile(b.cfg.timingBin)
-	if err != nil {
-		b.timingErr = err // figure 3's parts fail with it; the figures do not need it
-	} else {
-		if b.timing.Zip, err = zipOf(map[string][]byte{"bootstrap": timing}, map[string]bool{"bootstrap": true}); err != nil {
-			return err
-		}
-		b.timing.Runtime, b.timing.Handler = "provided.al2023", "bootstrap"
-		// The pinned floor runs a copy in the run's directory, as the
-		// echo floors run the emulator's (the least cold start runs its
-		// bootstrap from "/", so the path is absolute).
-		if err := os.WriteFile(b.timingBootstrap(), timing, 0o755); err != nil {
-			return err
-		}
-	}
-	if err := copyFile(b.cfg.echoBin, b.rieBootstrap()); err != nil {
-		return err
-	}
-	if err := os.Chmod(b.rieBootstrap(), 0o755); err != nil {
-		return err
-	}
+	// The pinned floor of figure 3's parts runs a copy, as the echo floors
+	// run the emulator's; without one the parts fail, not the figures.
+	b.timing, b.timingErr = goBootstrap(b.cfg.timingBin, b.timingBootstrap())
 	py, err := os.ReadFile(filepath.Join(b.cfg.functionsDir, "python", "lambda_function.py"))
 	if err != nil {
 		return err
