@@ -158,12 +158,15 @@ type counter struct {
 // before it is written anywhere. Read errors mean a broken package; write
 // errors are returned wrapped in writeError so the caller can tell them apart.
 //
-// What goes to a file goes in writes of writeChunk (the last may be
-// shorter); other destinations (a symlink's target) get 32 KiB at a time.
-func (c *counter) copy(dst io.Writer, src io.Reader) error {
+// What goes to a file goes in writes of up to writeChunk, as large as its
+// declared size (the zip's, which only sizes the buffer: a smaller file
+// does not make every package take writeChunk of fresh memory, dear to
+// touch on a guest); other destinations (a symlink's target) get 32 KiB
+// at a time.
+func (c *counter) copy(dst io.Writer, src io.Reader, declared uint64) error {
 	size := 32 << 10
 	if _, ok := dst.(interface{ Fd() uintptr }); ok { // a file
-		size = writeChunk
+		size = int(min(max(declared, uint64(size)), writeChunk))
 	}
 	if len(c.buf) < size {
 		c.buf = make([]byte, size)
@@ -218,7 +221,7 @@ func (p *pkg) readEntry(e *entry, dst io.Writer) error {
 		return errInvalid(fmt.Errorf("%s: %w", e.f.Name, err))
 	}
 	defer rc.Close()
-	return p.count.copy(dst, rc)
+	return p.count.copy(dst, rc, e.f.UncompressedSize64)
 }
 
 // readLink reads a symlink entry's target, counting it like any content.
@@ -229,7 +232,7 @@ func (p *pkg) readLink(e *entry) (string, error) {
 	}
 	defer rc.Close()
 	var b bytes.Buffer
-	if err := p.count.copy(&b, io.LimitReader(rc, maxLinkTarget+1)); err != nil {
+	if err := p.count.copy(&b, io.LimitReader(rc, maxLinkTarget+1), 0); err != nil {
 		return "", err
 	}
 	if b.Len() > maxLinkTarget {

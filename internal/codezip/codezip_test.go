@@ -579,7 +579,7 @@ func TestCounterStopsAtLimit(t *testing.T) {
 	// ends, it stops once the limit is crossed and writes nothing beyond it.
 	src, dst := &endless{}, &sink{}
 	c := counter{max: 100000}
-	err := c.copy(dst, src)
+	err := c.copy(dst, src, 0)
 	if !errdefs.Is(err, errdefs.KindInvalidParameter) || err.Error() != "Unzipped size must be smaller than 100000 bytes" {
 		t.Fatalf("err = %v", err)
 	}
@@ -591,15 +591,15 @@ func TestCounterStopsAtLimit(t *testing.T) {
 	}
 	// The total runs across entries.
 	c = counter{max: 10}
-	if err := c.copy(nil, strings.NewReader("123456")); err != nil {
+	if err := c.copy(nil, strings.NewReader("123456"), 6); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.copy(nil, strings.NewReader("12345")); !errdefs.Is(err, errdefs.KindInvalidParameter) {
+	if err := c.copy(nil, strings.NewReader("12345"), 5); !errdefs.Is(err, errdefs.KindInvalidParameter) {
 		t.Errorf("second entry: %v", err)
 	}
 	// A failing destination is not the package's fault.
 	c = counter{max: 10}
-	err = c.copy(failWriter{}, strings.NewReader("abc"))
+	err = c.copy(failWriter{}, strings.NewReader("abc"), 3)
 	var we writeError
 	if !errors.As(err, &we) || errdefs.KindOf(err) != errdefs.KindUnknown {
 		t.Errorf("write failure: %v", err)
@@ -677,7 +677,7 @@ func TestCopyWritesLargeChunks(t *testing.T) {
 	var got writes
 	c := &counter{max: size}
 	// The data comes with io.EOF on its last read.
-	if err := c.copy(&recordingFile{File: f, w: &got}, smallReads{iotest.DataErrReader(bytes.NewReader(data))}); err != nil {
+	if err := c.copy(&recordingFile{File: f, w: &got}, smallReads{iotest.DataErrReader(bytes.NewReader(data))}, size); err != nil {
 		t.Fatal(err)
 	}
 	if want := []int{writeChunk, writeChunk, 12345}; !slices.Equal(got.sizes(), want) {
@@ -690,12 +690,22 @@ func TestCopyWritesLargeChunks(t *testing.T) {
 	// the limit was passed were written.
 	got = nil
 	c = &counter{max: size - 1}
-	err = c.copy(&recordingFile{File: f, w: &got}, smallReads{bytes.NewReader(data)})
+	err = c.copy(&recordingFile{File: f, w: &got}, smallReads{bytes.NewReader(data)}, size)
 	if !errdefs.Is(err, errdefs.KindInvalidParameter) {
 		t.Errorf("a package over its limit: err = %v", err)
 	}
 	if want := []int{writeChunk, writeChunk}; !slices.Equal(got.sizes(), want) {
 		t.Errorf("before the refusal, writes of %v bytes, want %v", got.sizes(), want)
+	}
+	// A smaller file goes in one write, from a buffer its own size.
+	got = nil
+	c = &counter{max: size}
+	const small = 100 << 10
+	if err := c.copy(&recordingFile{File: f, w: &got}, smallReads{bytes.NewReader(data[:small])}, small); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.sizes(), []int{small}) || len(c.buf) != small {
+		t.Errorf("a %d-byte file: writes of %v bytes from a %d-byte buffer", small, got.sizes(), len(c.buf))
 	}
 }
 
