@@ -403,6 +403,12 @@ func checkWiring(t *testing.T, w *world) {
 	if pi, err := netlink.LinkGetProtinfo(host); err != nil || !pi.Isolated {
 		t.Errorf("port not isolated: %+v, %v", pi, err)
 	}
+	// Both ends were made with one queue each way, not cut down to one
+	// after registration (which waits for an RCU grace period under the
+	// routing lock; see wire).
+	if a := host.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
+		t.Errorf("port %s: %d tx and %d rx queues, want 1 and 1", w.la.HostIface(), a.NumTxQueues, a.NumRxQueues)
+	}
 	// The port is up and makes no IPv6 address (no link-local, no DAD).
 	if v6, err := netlink.AddrList(host, netlink.FAMILY_V6); err != nil || len(v6) != 0 {
 		t.Errorf("IPv6 addresses on the port %s: %v, %v", w.la.HostIface(), v6, err)
@@ -422,6 +428,9 @@ func checkWiring(t *testing.T, w *world) {
 		eth, err := h.LinkByName(EnvIface)
 		if err != nil {
 			return err
+		}
+		if a := eth.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
+			t.Errorf("eth0: %d tx and %d rx queues, want 1 and 1", a.NumTxQueues, a.NumRxQueues)
 		}
 		if eth.Attrs().MTU != w.m.MTU() || br.Attrs().MTU != w.m.MTU() {
 			t.Errorf("MTU env %d bridge %d, want %d", eth.Attrs().MTU, br.Attrs().MTU, w.m.MTU())

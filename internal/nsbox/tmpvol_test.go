@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -289,6 +290,13 @@ func TestVolumeLeavesNoImage(t *testing.T) {
 	loops := loopsBacking(t, image)
 	if len(loops) != 1 {
 		t.Fatalf("%d loop devices back %s; want 1", len(loops), image)
+	}
+	// loops[0] is /sys/block/loopN/loop/backing_file.
+	dev := filepath.Base(filepath.Dir(filepath.Dir(loops[0])))
+	if opts, err := os.ReadFile("/proc/fs/ext4/" + dev + "/options"); err != nil {
+		t.Errorf("options of the volume's file system: %v", err)
+	} else if !slices.Contains(strings.Fields(strings.ReplaceAll(string(opts), ",", " ")), "nobarrier") {
+		t.Errorf("volume mounted with cache flushes (options %q); want nobarrier", opts)
 	}
 	if err := v.destroy(); err != nil {
 		t.Fatal(err)
