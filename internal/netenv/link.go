@@ -142,10 +142,10 @@ func (m *Manager) wire(nsFD int, l *Link) error {
 	la.MTU = m.mtu
 	// One queue each way, on both ends, asked for at creation. Left to the
 	// kernel, a veth gets a queue per possible CPU and is then cut down to
-	// one real queue, and each cut waits for an expedited RCU grace period
-	// while holding the routing lock, which every other environment's
-	// netlink request and new network namespace waits for (figure 4's
-	// burst, docs/performance.md, session 25).
+	// one real queue; cutting an end's transmit queues waits for an
+	// expedited RCU grace period while holding the routing lock, which
+	// every other environment's netlink request and new network namespace
+	// waits for (figure 4's burst, docs/performance.md, session 25).
 	la.NumTxQueues = 1
 	la.NumRxQueues = 1
 	// Creating the peer inside the namespace (IFLA_NET_NS_FD) under its

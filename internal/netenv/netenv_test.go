@@ -853,6 +853,9 @@ func TestSmallMTU(t *testing.T) {
 		if link.Attrs().MTU != 1200 {
 			t.Errorf("%s: MTU %d, want 1200", dev, link.Attrs().MTU)
 		}
+		if a := link.Attrs(); dev == l.HostIface() && (a.NumTxQueues != 1 || a.NumRxQueues != 1) {
+			t.Errorf("%s: %d tx and %d rx queues, want 1 and 1", dev, a.NumTxQueues, a.NumRxQueues)
+		}
 		if v, err := readSysctl("net/ipv6/conf/" + dev + "/disable_ipv6"); err == nil {
 			t.Errorf("%s has IPv6 at MTU 1200 (disable_ipv6 %q)", dev, v)
 		}
