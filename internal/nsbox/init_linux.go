@@ -67,7 +67,7 @@ func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, err
 	}
 	loopbackUp(p)
 	p.call("hostname", unix.SYS_SETHOSTNAME, cfg.Hostname, len(cfg.Hostname))
-	batchScheduling(p)
+	normalScheduling(p)
 	timerSlack(p, cfg.TimerSlackNs)
 	cpuAffinity(p, cfg.CPUs)
 	dropPrivileges(p, cfg.UID, cfg.GID)
@@ -122,26 +122,30 @@ var capLastCap = sync.OnceValue(func() int {
 	return 40
 })
 
-// batchScheduling appends putting the sandbox under SCHED_BATCH, which
-// the agent and everything it starts inherit. A batch task's wake-up
-// preempts no task on its CPU (but a SCHED_IDLE one). An invocation
-// passes through client, nubo serve, agent and runtime, each of which
-// wakes the next and then blocks within microseconds. Under SCHED_OTHER a
-// wake-up the scheduler finds due preempts the waker, which must be
-// switched back in only to block, and under a cgroup per environment more
-// often still. On a 2-core host a warm invocation's runtime made 19
-// context switches at concurrency 4 and 14 sequentially; under
-// SCHED_BATCH 16 and 9 (docs/performance.md, session 13, also for what a
-// busy host's wake-ups pay for it). The CPU each environment gets is
-// unchanged: its cgroup's quota and weight still decide that. A function
-// may switch itself back to SCHED_OTHER; no privilege is needed.
+// normalScheduling appends putting the sandbox under SCHED_OTHER, which
+// the agent and everything it starts inherit, whatever policy nubo itself
+// runs under.
+//
+// Sessions 13 to 24 put sandboxes under SCHED_BATCH, whose wake-ups
+// preempt no running task: on the machine of session 13 that cut a warm
+// runtime's context switches per request from 13.9 to 8.9 and raised
+// throughput at concurrency 1 from 1.08x to 1.27x the emulator's. Since
+// then the agent has left the invocation's path (session 22), and on the
+// machine of session 25 the batch policy cost a warm invocation about
+// 0.03x the emulator's p50 and gained nothing elsewhere (cold starts,
+// concurrency 4, environments per second: docs/performance.md, session
+// 25). SCHED_BATCH also weakens one tenant's protection from another:
+// since Linux 6.12 a task may ask for a slice of up to 100 ms
+// (sched_setattr, no privilege, and functions may call it), and a
+// SCHED_OTHER wakee preempts such a neighbour on its CPU where a
+// SCHED_BATCH wakee waits out the slice.
 //
 // A nubo run under SCHED_IDLE cannot leave it without CAP_SYS_NICE
-// (EPERM), and some kernels (gVisor) refuse every policy but SCHED_OTHER
-// (EINVAL): the sandbox then keeps the policy it has.
-func batchScheduling(p *initProg) {
-	var param int32 // struct sched_param: priority 0, as batch requires
-	p.call("batch scheduling", unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_BATCH, unsafe.Pointer(&param))
+// (EPERM), and some kernels (gVisor) may refuse the call (EINVAL): the
+// sandbox then keeps the policy it has.
+func normalScheduling(p *initProg) {
+	var param int32 // struct sched_param: priority 0, as SCHED_OTHER (SCHED_NORMAL) requires
+	p.call("normal scheduling", unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_NORMAL, unsafe.Pointer(&param))
 	p.allow(unix.EPERM, unix.EINVAL)
 }
 

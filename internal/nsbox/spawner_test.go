@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,13 @@ func TestSpawner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sp.close()
+	// The spawner's thread, which clones every sandbox, goes under
+	// SCHED_BATCH: a sandbox under SCHED_OTHER then shows that its init
+	// chose the policy (normalScheduling) rather than inherited it.
+	var param int32
+	if _, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, uintptr(sp.proc.Pid), unix.SCHED_BATCH, uintptr(unsafe.Pointer(&param))); e != 0 {
+		t.Fatalf("SCHED_BATCH for the spawner: %v", e)
+	}
 	const base = 3_900_000
 	// The sandbox's home: the last CPU the test may use.
 	cpus := AllowedCPUs()
@@ -111,12 +119,12 @@ func TestSpawner(t *testing.T) {
 	if status["NoNewPrivs"] != "1" {
 		t.Errorf("NoNewPrivs = %q", status["NoNewPrivs"])
 	}
-	// SCHED_BATCH (3), which a test run under it would pass on by itself.
-	if mine := schedPolicy(t, os.Getpid()); mine == "3" {
-		t.Errorf("the test runs under SCHED_BATCH itself: it cannot tell whether the init set it")
+	// SCHED_OTHER (0), though the spawner runs under SCHED_BATCH (3).
+	if pol := schedPolicy(t, spawnerPid(t, os.Getpid())); pol != "3" {
+		t.Errorf("the spawner runs under policy %s, not SCHED_BATCH: the test cannot tell whether the init set the child's", pol)
 	}
-	if got := schedPolicy(t, pid); got != "3" {
-		t.Errorf("scheduling policy of the child: %q, want 3 (SCHED_BATCH)", got)
+	if got := schedPolicy(t, pid); got != "0" {
+		t.Errorf("scheduling policy of the child: %q, want 0 (SCHED_OTHER)", got)
 	}
 	if got, want := status["Cpus_allowed_list"], strconv.Itoa(homeCPU); got != want {
 		t.Errorf("CPUs of the child: %q, want %q", got, want)

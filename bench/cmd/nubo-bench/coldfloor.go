@@ -29,9 +29,10 @@ import (
 // isolation, no logs).
 //
 // Pinned, the process is started as nubo starts a runtime: on one CPU,
-// under SCHED_BATCH, with nubo's timer slack (see nsbox's batchScheduling,
-// cpuAffinity and timerSlack), which on a small guest makes a Go runtime
-// start sooner and steadier (fewer threads woken and moved between CPUs).
+// under SCHED_OTHER, with nubo's timer slack (see nsbox's
+// normalScheduling, cpuAffinity and timerSlack), which on a small guest
+// makes a Go runtime start sooner and steadier (fewer threads woken and
+// moved between CPUs).
 // No system that starts the function's process for each environment
 // answers a first invoke sooner than the faster of the two.
 type leastCold struct {
@@ -209,7 +210,7 @@ func (l *leastCold) start(attr *os.ProcAttr) (t0 time.Time, p *os.Process, relea
 }
 
 // pinAsRuntime sets the calling thread as nubo sets a sandbox: its last
-// allowed CPU (any one would do, as the placer's homes do), SCHED_BATCH
+// allowed CPU (any one would do, as the placer's homes do), SCHED_OTHER
 // (by sched_setscheduler, which keeps the nice value) and nubo's timer
 // slack.
 func pinAsRuntime() error {
@@ -220,9 +221,9 @@ func pinAsRuntime() error {
 	if err := pin(cpus[len(cpus)-1]); err != nil {
 		return err
 	}
-	var param int32 // struct sched_param: priority 0, as batch requires
-	if _, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_BATCH, uintptr(unsafe.Pointer(&param))); e != 0 {
-		return fmt.Errorf("SCHED_BATCH: %w", e)
+	var param int32 // struct sched_param: priority 0, as SCHED_OTHER requires
+	if _, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_NORMAL, uintptr(unsafe.Pointer(&param))); e != 0 {
+		return fmt.Errorf("SCHED_OTHER: %w", e)
 	}
 	return unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(nsbox.DefaultTimerSlack.Nanoseconds()), 0, 0, 0)
 }

@@ -549,7 +549,7 @@ func (b *bench) figCold(ctx context.Context) error {
 		for _, pinned := range []bool{false, true} {
 			name, label := "floor-least-cold", "least cold start: echo bootstrap to first response (floor)"
 			if pinned {
-				name, label = "floor-least-cold-pinned", "least cold start, one CPU, SCHED_BATCH (floor)"
+				name, label = "floor-least-cold-pinned", "least cold start, one CPU, nubo's timer slack (floor)"
 			}
 			js := b.res.series(name, label, "cold")
 			j := &job{series: js, want: b.cfg.cold}
