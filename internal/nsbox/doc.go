@@ -24,23 +24,23 @@
 //     netenv).
 //  4. Released, the init enters a new cgroup namespace rooted at its cgroup,
 //     builds the root file system on a tmpfs (the host userland bound
-//     read-only, a generated /etc, /var/runtime read-only, the /tmp volume, a
-//     masked /proc, a minimal /dev; /var/task and /opt left empty), pivots
-//     into it, brings up lo, sets the hostname, switches to SCHED_OTHER
-//     whatever nubo runs under (see normalScheduling), widens its timer slack
-//     (Go runtimes then wake far less often; see timerSlack), settles on its
-//     home CPU when the backend places sandboxes (see placer), drops to
-//     uid/gid 993 with no capabilities (bounding set cleared), sets
-//     no_new_privs, loads the seccomp filter the host compiled, and execs the
-//     agent (package agent): the small agent executable nubo embeds
-//     (cmd/nubo-agent, run from a sealed memfd; agentexe.go), or nubo's own
-//     binary when it has none. The agent is PID 1 of the pid namespace. By
-//     default it is only the agent's keeper (package agent's Keep): it listens
-//     on the Runtime API's address in the sandbox, makes the pipes the
-//     runtime's output goes to, and hands the listener and the pipes' read
-//     ends to the host over its connection (SCM_RIGHTS), to start, signal and
-//     reap processes on the host's word from then on (supervise.go). This is a
-//     shell, made ahead of demand (pool.go).
+//     read-only, a generated /etc, /var/runtime read-only, the /tmp volume,
+//     a masked /proc, a minimal /dev; /var/task and /opt left empty), pivots
+//     into it, brings up lo, sets the hostname, switches to SCHED_OTHER (see
+//     normalScheduling), widens its timer slack (Go runtimes then wake far
+//     less often; see timerSlack), settles on its home CPU when the backend
+//     places sandboxes (see placer), drops to uid/gid 993 with no
+//     capabilities (bounding set cleared), sets no_new_privs, loads the
+//     seccomp filter the host compiled, and execs the agent (package agent):
+//     the small agent executable nubo embeds (cmd/nubo-agent, run from a
+//     sealed memfd; agentexe.go), or nubo's own binary when it has none. The
+//     agent is PID 1 of the pid namespace. By default it is only the agent's
+//     keeper (package agent's Keep): it listens on the Runtime API's address
+//     in the sandbox, makes the pipes the runtime's output goes to, and
+//     hands the listener and the pipes' read ends to the host over its
+//     connection (SCM_RIGHTS), to start, signal and reap processes on the
+//     host's word from then on (supervise.go). This is a shell, made ahead
+//     of demand (pool.go).
 //  5. When a function gets the shell, the host moves detached, read-only
 //     mount trees of its code and layers onto /var/task and /opt from a
 //     thread of its own that joins the sandbox's mount namespace, sets the

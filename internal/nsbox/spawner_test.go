@@ -120,7 +120,7 @@ func TestSpawner(t *testing.T) {
 		t.Errorf("NoNewPrivs = %q", status["NoNewPrivs"])
 	}
 	// SCHED_OTHER (0), though the spawner runs under SCHED_BATCH (3).
-	if pol := schedPolicy(t, spawnerPid(t, os.Getpid())); pol != "3" {
+	if pol := schedPolicy(t, sp.proc.Pid); pol != "3" {
 		t.Errorf("the spawner runs under policy %s, not SCHED_BATCH: the test cannot tell whether the init set the child's", pol)
 	}
 	if got := schedPolicy(t, pid); got != "0" {
