@@ -403,12 +403,8 @@ func checkWiring(t *testing.T, w *world) {
 	if pi, err := netlink.LinkGetProtinfo(host); err != nil || !pi.Isolated {
 		t.Errorf("port not isolated: %+v, %v", pi, err)
 	}
-	// Both ends were made with one queue each way, not cut down to one
-	// after registration (which waits for an RCU grace period under the
-	// routing lock; see wire).
-	if a := host.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
-		t.Errorf("port %s: %d tx and %d rx queues, want 1 and 1", w.la.HostIface(), a.NumTxQueues, a.NumRxQueues)
-	}
+	// Both ends were made with one queue each way (the other below).
+	checkOneQueue(t, host)
 	// The port is up and makes no IPv6 address (no link-local, no DAD).
 	if v6, err := netlink.AddrList(host, netlink.FAMILY_V6); err != nil || len(v6) != 0 {
 		t.Errorf("IPv6 addresses on the port %s: %v, %v", w.la.HostIface(), v6, err)
@@ -429,9 +425,7 @@ func checkWiring(t *testing.T, w *world) {
 		if err != nil {
 			return err
 		}
-		if a := eth.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
-			t.Errorf("eth0: %d tx and %d rx queues, want 1 and 1", a.NumTxQueues, a.NumRxQueues)
-		}
+		checkOneQueue(t, eth)
 		if eth.Attrs().MTU != w.m.MTU() || br.Attrs().MTU != w.m.MTU() {
 			t.Errorf("MTU env %d bridge %d, want %d", eth.Attrs().MTU, br.Attrs().MTU, w.m.MTU())
 		}
@@ -471,6 +465,16 @@ func checkWiring(t *testing.T, w *world) {
 	})
 	if v, err := readSysctl("net/ipv6/conf/" + w.cfg.Bridge + "/disable_ipv6"); ipv6Present() && (err != nil || v != "1") {
 		t.Errorf("IPv6 on the bridge: disable_ipv6 %q, %v", v, err)
+	}
+}
+
+// checkOneQueue checks that a veth end was made with one queue each way,
+// not cut down to one after registration (which waits for an RCU grace
+// period under the routing lock; see wire).
+func checkOneQueue(t *testing.T, l netlink.Link) {
+	t.Helper()
+	if a := l.Attrs(); a.NumTxQueues != 1 || a.NumRxQueues != 1 {
+		t.Errorf("%s: %d tx and %d rx queues, want 1 and 1", a.Name, a.NumTxQueues, a.NumRxQueues)
 	}
 }
 
@@ -853,8 +857,8 @@ func TestSmallMTU(t *testing.T) {
 		if link.Attrs().MTU != 1200 {
 			t.Errorf("%s: MTU %d, want 1200", dev, link.Attrs().MTU)
 		}
-		if a := link.Attrs(); dev == l.HostIface() && (a.NumTxQueues != 1 || a.NumRxQueues != 1) {
-			t.Errorf("%s: %d tx and %d rx queues, want 1 and 1", dev, a.NumTxQueues, a.NumRxQueues)
+		if dev == l.HostIface() {
+			checkOneQueue(t, link)
 		}
 		if v, err := readSysctl("net/ipv6/conf/" + dev + "/disable_ipv6"); err == nil {
 			t.Errorf("%s has IPv6 at MTU 1200 (disable_ipv6 %q)", dev, v)

@@ -126,19 +126,19 @@ var capLastCap = sync.OnceValue(func() int {
 // the agent and everything it starts inherit, from the policy the spawner
 // runs under (a real-time one, or SCHED_BATCH; SCHED_IDLE, below, stays).
 //
-// Sessions 13 to 24 put sandboxes under SCHED_BATCH, whose wake-ups
-// preempt no running task: on the machine of session 13 that cut a warm
-// runtime's context switches per request from 13.9 to 8.9 and raised
-// throughput at concurrency 1 from 1.08x to 1.27x the emulator's. Since
-// then the agent has left the invocation's path (session 22), and on the
-// machine of session 25 the batch policy cost a warm invocation about
-// 0.03x the emulator's p50, and cold starts, concurrency 4 and
-// environments per second did not move beyond their spread
-// (docs/performance.md, session 25). SCHED_BATCH also weakens one tenant's protection from another:
-// since Linux 6.12 a task may ask for a slice of up to 100 ms
-// (sched_setattr, no privilege, and functions may call it), and a
-// SCHED_OTHER wakee preempts such a neighbour on its CPU where a
-// SCHED_BATCH wakee waits out the slice.
+// Sessions 13 to 24 put sandboxes under SCHED_BATCH, whose wake-ups preempt
+// no running task: on the machine of session 13 that cut a warm runtime's
+// context switches per request from 13.9 to 8.9 and raised throughput at
+// concurrency 1 from 1.08x to 1.27x the emulator's. Since then the agent
+// has left the invocation's path (session 22), and on the machine of
+// session 25 the batch policy cost a warm invocation about 0.03x the
+// emulator's p50, and cold starts, concurrency 4 and environments per
+// second did not move beyond their spread (docs/performance.md, session
+// 25). SCHED_BATCH also weakens one tenant's protection from another: since
+// Linux 6.12 a task may ask for a slice of up to 100 ms (sched_setattr, no
+// privilege, and functions may call it), and a SCHED_OTHER wakee preempts
+// such a neighbour on its CPU where a SCHED_BATCH wakee waits out the
+// slice.
 //
 // Leaving SCHED_IDLE takes CAP_SYS_NICE in the initial user namespace
 // (or an RLIMIT_NICE of 20), which the init, in a user namespace of its
