@@ -47,7 +47,7 @@ func Keep(fd int, log *slog.Logger) error {
 	// The first Spawn comes with a cold start: its frames' code and
 	// encoding/json's caches for them are warmed here, ahead, as the whole
 	// agent warms its own (warmUp).
-	if err := warmFrames(); err != nil {
+	if err := warmFrames(keeperFrames); err != nil {
 		log.Debug("warm-up of frames", "err", err)
 	}
 	if err := k.reap.warm(); err != nil {

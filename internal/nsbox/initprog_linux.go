@@ -52,6 +52,8 @@ type initProg struct {
 	clone          cloneArgs
 	pidfd          int32
 	sigAll, sigOld uint64
+	// errno is errnoText(), for the child's failure message.
+	errno [][]byte
 }
 
 // sysCall is one system call of an initProg.
@@ -164,6 +166,7 @@ func forkInit(p *initProg, flags uint64, cgroupFD int) (pid, pidfd int, err erro
 		return 0, -1, fmt.Errorf("nsbox: empty init program")
 	}
 	p.res = make([]uintptr, len(p.calls))
+	p.errno = errnoText()
 	// Handlers back to the default in the child: none of the spawner's
 	// runtime may run there (the child also starts with every signal
 	// blocked, and unblocks them just before its exec).
@@ -295,9 +298,9 @@ func replayChild(p *initProg) {
 		}
 		r, _, errno := syscall.RawSyscall6(c.nr, a[0], a[1], a[2], a[3], a[4], a[5])
 		if errno != 0 && errno != c.ok[0] && errno != c.ok[1] {
-			why = errnoText[0]
-			if int(errno) < len(errnoText) {
-				why = errnoText[errno]
+			why = p.errno[0]
+			if int(errno) < len(p.errno) {
+				why = p.errno[errno]
 			}
 			break
 		}
@@ -324,11 +327,14 @@ func replayChild(p *initProg) {
 	}
 }
 
-// What a failed call's message ends with: errnoText[e] for errno e
+// What a failed call's message ends with: errnoText()[e] for errno e
 // ("ENOENT (errno 2)"; [0] for one past the table), or one of the texts
-// for a call that returned what it must not.
+// for a call that returned what it must not. The table is made on the
+// spawner's first clone, not at package initialisation: every keeper runs
+// the same executable, and formatting 256 texts cost each of them about 0.07
+// ms of CPU (docs/performance.md, session 26).
 var (
-	errnoText      = errnoTexts()
+	errnoText      = sync.OnceValue(errnoTexts)
 	textEOF        = []byte("end of file\n")
 	textUnexpected = []byte("unexpected result\n")
 )
