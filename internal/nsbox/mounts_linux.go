@@ -26,8 +26,8 @@ var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 // mountRoot appends to p the building of the sandbox's root on a tmpfs and
 // the pivot into it. trees maps the configuration's mount indices (Etc,
 // Certs, Runtime, Tmp) to the spawner's descriptors of those detached
-// trees.
-func mountRoot(p *initProg, cfg *initConfig, trees map[int]int) error {
+// trees; proc is the sandbox's /proc, made detached (earlyProc).
+func mountRoot(p *initProg, cfg *initConfig, trees map[int]int, proc result) error {
 	// Nothing we mount may propagate back to the host (or from it).
 	p.call("make / private", unix.SYS_MOUNT, "", "/", nil, unix.MS_REC|unix.MS_PRIVATE, nil)
 	root := cfg.Root
@@ -65,7 +65,7 @@ func mountRoot(p *initProg, cfg *initConfig, trees map[int]int) error {
 		}
 		p.call("move_mount /"+m.dst, unix.SYS_MOVE_MOUNT, fd, "", unix.AT_FDCWD, at(m.dst), unix.MOVE_MOUNT_F_EMPTY_PATH)
 	}
-	mountProc(p, at("proc"))
+	mountProc(p, at("proc"), proc)
 	mountDev(p, at("dev"))
 	p.call("chdir to the new root", unix.SYS_CHDIR, root)
 	// pivot_root(".", ".") stacks the old root under the new one at "/";
@@ -121,11 +121,12 @@ func bindRO(p *initProg, src, dst string) error {
 	return nil
 }
 
-// mountProc appends the pid namespace's /proc with the host-revealing
-// parts masked. The masks are mounted before pivot_root, while the host's
-// /dev/null is still reachable.
-func mountProc(p *initProg, dst string) {
-	p.call("mount proc", unix.SYS_MOUNT, "proc", dst, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, nil)
+// mountProc appends attaching proc, the pid namespace's /proc, on dst,
+// with the host-revealing parts masked. The masks are mounted before
+// pivot_root, while the host's /dev/null is still reachable.
+func mountProc(p *initProg, dst string, proc result) {
+	p.call("mount proc", unix.SYS_MOVE_MOUNT, proc, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	p.call("close proc", unix.SYS_CLOSE, proc)
 	// Entries this kernel lacks (ENOENT), or has as the other kind of file
 	// (ENOTDIR), are skipped, as the new /proc tells.
 	skip := func() { p.allow(unix.ENOENT, unix.ENOTDIR) }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -29,9 +30,19 @@ import (
 // Network wires a sandbox's network namespace to the host (package netenv).
 type Network interface {
 	// Attach connects the network namespace nsFD refers to (an open
-	// /proc/<pid>/ns/net; the caller keeps it).
+	// /proc/<pid>/ns/net; the caller keeps it). Where the host has IPv6,
+	// the sandbox's init has turned it off in the namespace's defaults
+	// (net.ipv6.conf.default.disable_ipv6) already, so devices made there
+	// are born without it (see earlyProc).
 	Attach(nsFD int, id string) (detach func() error, err error)
 }
+
+// hostHasIPv6 reports whether the kernel has IPv6 (not ipv6.disable=1),
+// which a sandbox with a network must then turn off (see Network).
+var hostHasIPv6 = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return !errors.Is(err, fs.ErrNotExist)
+})
 
 // Config configures the backend.
 type Config struct {
@@ -617,6 +628,8 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	if os.Getenv(sandbox.AgentDebugEnv) != "" {
 		env = append(env, sandbox.AgentDebugEnv+"=1")
 	}
+	wired := s.b.cfg.Network != nil && !noNetwork
+	cfg.NoIPv6 = wired && hostHasIPv6()
 	req := spawnRequest{Init: cfg, Args: []string{"nubo-agent"}, Env: env, IDBase: base, IDSize: idRange}
 	files := []*os.File{child, relR}
 	// Host directories go as detached mounts (see initConfig).
@@ -667,6 +680,9 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	}
 	tStart := time.Now()
 	s.pid, s.pidfd = pid, pidfd
+	// The init has its end now: ours would hide its death from the wait
+	// for its byte below.
+	child.Close()
 	go func() {
 		pidfdWait(pidfd)
 		close(s.done)
@@ -701,7 +717,12 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		}
 	}
 	tCg := time.Now()
-	if s.b.cfg.Network != nil && !noNetwork {
+	// The init's first byte says its namespace is ready to be wired (see
+	// earlyProc); read off before the agent's frames, which follow it.
+	if err := s.readNetReady(); err != nil {
+		return err
+	}
+	if wired {
 		if s.detach, err = s.b.cfg.Network.Attach(int(netns.Fd()), s.id); err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
@@ -710,6 +731,18 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 		return fmt.Errorf("release sandbox init: %w", err)
 	}
 	s.b.log.Debug("sandbox started", "env", s.id, "clone_exec", tStart.Sub(t0), "cgroup", tCg.Sub(tStart), "network", time.Since(tCg))
+	return nil
+}
+
+// readNetReady reads the init's netReadyByte off the agent's connection.
+func (s *box) readNetReady() error {
+	if err := s.waitAgent(agentStartTimeout); err != nil {
+		return err
+	}
+	var b [1]byte
+	if n, err := s.conn.Read(b[:]); err != nil || n != 1 || b[0] != netReadyByte {
+		return fmt.Errorf("sandbox %s: the init's first byte: %q, %v", s.id, b[:n], err)
+	}
 	return nil
 }
 

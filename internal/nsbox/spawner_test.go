@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -68,13 +69,14 @@ func TestSpawner(t *testing.T) {
 		t.Helper()
 		logR, logW, _ := os.Pipe()
 		defer logW.Close()
-		conn, _ := os.Open(os.DevNull)
+		// The init writes its network-ready byte there.
+		conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 		defer conn.Close()
 		relR, relW, _ := os.Pipe()
 		defer relR.Close()
 		defer relW.Close()
 		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID,
-			TimerSlackNs: testSlack, CPUs: []int{homeCPU}}
+			TimerSlackNs: testSlack, CPUs: []int{homeCPU}, NoIPv6: hostHasIPv6()}
 		pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
 			IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
 		if err != nil {
@@ -141,6 +143,11 @@ func TestSpawner(t *testing.T) {
 		its, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + ns)
 		if err != nil || its == mine {
 			t.Errorf("%s namespace of the child: %q (%v), the test's is %q", ns, its, err, mine)
+		}
+	}
+	if hostHasIPv6() {
+		if v := ipv6DefaultIn(t, pid); v != "1" {
+			t.Errorf("net.ipv6.conf.default.disable_ipv6 in the child's namespace: %q, want 1", v)
 		}
 	}
 	if !pidfdUnreaped(pidfd) {
@@ -341,4 +348,32 @@ func schedPolicy(t *testing.T, pid int) string {
 		t.Fatalf("/proc/%d/stat has %d fields after the command", pid, len(f))
 	}
 	return f[38]
+}
+
+// ipv6DefaultIn reads net.ipv6.conf.default.disable_ipv6 in the network
+// namespace of pid: /proc/sys/net answers for the reading thread's.
+func ipv6DefaultIn(t *testing.T, pid int) string {
+	t.Helper()
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	out := make(chan string, 1)
+	go func() {
+		// The thread ends with the goroutine, still locked: it never
+		// goes back to the host's namespace.
+		runtime.LockOSThread()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			out <- err.Error()
+			return
+		}
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/disable_ipv6")
+		if err != nil {
+			out <- err.Error()
+			return
+		}
+		out <- strings.TrimSpace(string(b))
+	}()
+	return <-out
 }

@@ -1024,6 +1024,7 @@ func hostService(t *testing.T, ip string) string {
 type netReport struct {
 	Addrs   []string
 	Gateway string
+	IPv6Off map[string]string
 	Token   string
 	Port    int
 }
@@ -1046,6 +1047,19 @@ func (su *suite) testNetworkToHost(t *testing.T) {
 	f := su.create(t, fnSpec{name: "net-host"})
 	var n netReport
 	f.call(t, op{"op": "net"}, &n)
+	// The environment's interface has no IPv6, which would reach the
+	// bridge around the IPv4 rules: turned off before it came up, so no
+	// link-local address either.
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err == nil {
+		if v := n.IPv6Off["eth0"]; v != "1" {
+			t.Errorf("eth0's disable_ipv6 is %q, want 1 (report %+v)", v, n)
+		}
+	}
+	for _, a := range n.Addrs {
+		if strings.HasPrefix(a, "eth0 ") && strings.Contains(a, ":") {
+			t.Errorf("eth0 has an IPv6 address: %s", a)
+		}
+	}
 	svc := hostService(t, "127.0.0.1")
 	_, svcPort, _ := net.SplitHostPort(svc)
 	targets := []string{"127.0.0.1:" + su.apiPort, svc}
@@ -1076,7 +1090,7 @@ func (su *suite) testNetworkToHost(t *testing.T) {
 			t.Errorf("%s answered with a reset: environment→host traffic reaches the host (%s)", tg, res)
 		}
 	}
-	t.Logf("environment addresses %v, gateway %q; attempts: %v", n.Addrs, n.Gateway, r.Connect)
+	t.Logf("environment addresses %v, gateway %q, disable_ipv6 %v; attempts: %v", n.Addrs, n.Gateway, n.IPv6Off, r.Connect)
 }
 
 func (su *suite) testNetworkBetweenEnvs(t *testing.T) {

@@ -550,7 +550,14 @@ func netinfo() map[string]any {
 			}
 		}
 	}
-	return map[string]any{"addrs": addrs, "gateway": gw, "token": token}
+	// IPv6 on each interface: disable_ipv6 as the sandbox sees it ("" for
+	// none, as on a kernel without IPv6).
+	v6 := map[string]string{}
+	for _, i := range ifs {
+		b, _ := os.ReadFile("/proc/sys/net/ipv6/conf/" + i.Name + "/disable_ipv6")
+		v6[i.Name] = strings.TrimSpace(string(b))
+	}
+	return map[string]any{"addrs": addrs, "gateway": gw, "ipv6Off": v6, "token": token}
 }
 
 // connect tries every target at once, each for at most 1.5 s.
