@@ -36,7 +36,14 @@ const handoverByte = 'H'
 // with one byte on fd, a listener on the address RuntimeAPIEnv names and
 // the read ends of the pipes every child writes its stdout and stderr
 // to, and then says Ready.
-func Keep(fd int, log *slog.Logger) error {
+//
+// A keeper made ahead of demand warms up first (warm): the first Spawn
+// comes with a cold start, and its frames' code, encoding/json's caches
+// for them and a process start are then paid for while the keeper waits,
+// as the whole agent warms its own (warmUp). A keeper an invocation waits
+// for does not: its warm-up would come before its Ready, on that cold
+// start's path, and cost more than it saves the first Spawn.
+func Keep(fd int, warm bool, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -44,14 +51,13 @@ func Keep(fd int, log *slog.Logger) error {
 		return err
 	}
 	k := &keeper{reap: newReaper(), procs: map[int]*proc{}}
-	// The first Spawn comes with a cold start: its frames' code and
-	// encoding/json's caches for them are warmed here, ahead, as the whole
-	// agent warms its own (warmUp).
-	if err := warmFrames(keeperFrames); err != nil {
-		log.Debug("warm-up of frames", "err", err)
-	}
-	if err := k.reap.warm(); err != nil {
-		log.Debug("warm-up of process starts", "err", err)
+	if warm {
+		if err := warmFrames(keeperFrames); err != nil {
+			log.Debug("warm-up of frames", "err", err)
+		}
+		if err := k.reap.warm(); err != nil {
+			log.Debug("warm-up of process starts", "err", err)
+		}
 	}
 	addr := os.Getenv(RuntimeAPIEnv)
 	os.Unsetenv(RuntimeAPIEnv)

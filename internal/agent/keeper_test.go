@@ -26,9 +26,10 @@ const testRoleEnv = "NUBO_AGENT_TEST_ROLE"
 
 func TestMain(m *testing.M) {
 	switch os.Getenv(testRoleEnv) {
-	case "keeper":
+	case "keeper", "keeper-now":
+		warm := os.Getenv(testRoleEnv) == "keeper"
 		os.Unsetenv(testRoleEnv)
-		if err := Keep(3, nil); err != nil {
+		if err := Keep(3, warm, nil); err != nil {
 			fmt.Fprintln(os.Stderr, "keeper:", err)
 			os.Exit(1)
 		}
@@ -72,7 +73,9 @@ type keeperUnderTest struct {
 	addr string
 }
 
-func startKeeper(t *testing.T) *keeperUnderTest {
+// startKeeper starts a keeper made ahead of demand (warm: it warms up)
+// or for an invocation that waits (it does not).
+func startKeeper(t *testing.T, warm bool) *keeperUnderTest {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -87,7 +90,11 @@ func startKeeper(t *testing.T) *keeperUnderTest {
 	l.Close()
 	child := os.NewFile(uintptr(fds[1]), "keeper-end")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), testRoleEnv+"=keeper", RuntimeAPIEnv+"="+addr)
+	role := "keeper-now"
+	if warm {
+		role = "keeper"
+	}
+	cmd.Env = append(os.Environ(), testRoleEnv+"="+role, RuntimeAPIEnv+"="+addr)
 	cmd.ExtraFiles = []*os.File{child}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -164,8 +171,14 @@ func (h *hostConn) invoke(id, payload string, timeout time.Duration) (agentproto
 // starts a new one, and once the host closes the connection everything
 // ends: the supervisor's goroutines, the keeper and its children.
 func TestSupervisedKeeper(t *testing.T) {
+	for _, warm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("warm=%v", warm), func(t *testing.T) { testSupervisedKeeper(t, warm) })
+	}
+}
+
+func testSupervisedKeeper(t *testing.T, warm bool) {
 	goroutines := runtime.NumGoroutine()
-	ku := startKeeper(t)
+	ku := startKeeper(t, warm)
 	host, sup := agentproto.Pipe()
 	supervised := make(chan error, 1)
 	go func() {
@@ -248,7 +261,7 @@ func TestSupervisedKeeper(t *testing.T) {
 // TestSupervisedSpawnFails: a runtime the keeper cannot start is init's
 // Runtime.InvalidEntrypoint, with the keeper's reason.
 func TestSupervisedSpawnFails(t *testing.T) {
-	ku := startKeeper(t)
+	ku := startKeeper(t, false)
 	host, sup := agentproto.Pipe()
 	defer host.Close()
 	go func() {

@@ -376,7 +376,7 @@ func (b *Backend) newShell(tmpMB int, noNetwork, urgent bool) (_ *box, err error
 		cfg.CPUs = []int{b.placer.cpus[s.home]}
 	}
 	tCg := time.Now()
-	if err := s.start(&cfg, base, noNetwork); err != nil {
+	if err := s.start(&cfg, base, noNetwork, urgent); err != nil {
 		return nil, err
 	}
 	tStart := time.Now()
@@ -588,8 +588,10 @@ func (s *box) waitAgent(timeout time.Duration) error {
 	return nil
 }
 
-// start launches the sandbox's init in new namespaces, places it, and releases it.
-func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
+// start launches the sandbox's init in new namespaces, places it, and
+// releases it. An urgent sandbox (one an invocation waits for) gets a
+// keeper that skips its warm-up (see agent.Keep).
+func (s *box) start(cfg *initConfig, base int, noNetwork, urgent bool) error {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -623,7 +625,11 @@ func (s *box) start(cfg *initConfig, base int, noNetwork bool) error {
 	env := []string{sandbox.AgentEnv + "=" + how, "GOMAXPROCS=1", "PATH=/usr/local/bin:/usr/bin:/bin",
 		agent.RuntimeAPIEnv + "=" + runtimeAPIAddr}
 	if !s.b.cfg.WholeAgent {
-		env = append(env, sandbox.AgentRoleEnv+"="+sandbox.AgentKeeper)
+		role := sandbox.AgentKeeper
+		if urgent {
+			role = sandbox.AgentKeeperNow
+		}
+		env = append(env, sandbox.AgentRoleEnv+"="+role)
 	}
 	if os.Getenv(sandbox.AgentDebugEnv) != "" {
 		env = append(env, sandbox.AgentDebugEnv+"=1")

@@ -28,9 +28,11 @@ const (
 
 	// AgentRoleEnv set to AgentKeeper makes the agent a keeper only
 	// (agent.Keep): nubo serve supervises it and serves the Runtime API
-	// itself (package nsbox does this).
-	AgentRoleEnv = "NUBO_AGENT_ROLE"
-	AgentKeeper  = "keeper"
+	// itself (package nsbox does this). AgentKeeperNow is a keeper an
+	// invocation waits for, which skips the warm-up.
+	AgentRoleEnv   = "NUBO_AGENT_ROLE"
+	AgentKeeper    = "keeper"
+	AgentKeeperNow = "keeper-now"
 )
 
 // init turns this process into an agent when it was started as one. Any
@@ -75,9 +77,9 @@ func runAgent() {
 	} else {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if os.Getenv(AgentRoleEnv) == AgentKeeper {
+	if role := os.Getenv(AgentRoleEnv); role == AgentKeeper || role == AgentKeeperNow {
 		os.Unsetenv(AgentRoleEnv)
-		if err := agent.Keep(3, log); err != nil {
+		if err := agent.Keep(3, role == AgentKeeper, log); err != nil {
 			fmt.Fprintln(os.Stderr, "nubo keeper:", err)
 			os.Exit(1)
 		}
