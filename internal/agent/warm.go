@@ -98,7 +98,7 @@ var agentFrames = []warmFrame{
 // Exited. Encoding the whole agent's types too cost each keeper about 0.05
 // ms of CPU for code it never runs (docs/performance.md, session 26).
 var keeperFrames = []warmFrame{
-	{agentproto.TSpawn, json.RawMessage(`{"id":1,"name":"runtime","argv":["/var/runtime/bootstrap"],"env":["A=b"],"dir":"/var/task"}`), &agentproto.Spawn{}},
+	{agentproto.TSpawn, json.RawMessage(`{"id":1,"name":"runtime","argv":["/var/runtime/bootstrap"],"env":["A=b"],"dir":"/var/task","uid":993,"gid":990}`), &agentproto.Spawn{}},
 	{agentproto.TSignal, json.RawMessage(`{"id":1,"signal":9}`), &agentproto.Signal{}},
 	{agentproto.TSpawned, &agentproto.Spawned{ID: 1, Pid: 2}, nil},
 	{agentproto.TExited, &agentproto.Exited{ID: 1, Reason: "exit status 0"}, nil},

@@ -35,8 +35,10 @@ type initConfig struct {
 	// TimerSlackNs is the sandbox's timer slack (see timerSlack); 0
 	// leaves the one it inherits.
 	TimerSlackNs int64 `json:"timerSlackNs,omitempty"`
-	// NoIPv6 turns IPv6 off in the network namespace before the host wires
-	// it (see earlyProc): the host has IPv6, and the sandbox a network.
+	// NoIPv6 turns IPv6 off in the network namespace's defaults before the
+	// host wires it (see earlyProc), so devices made there from then on
+	// have none (lo, made with the namespace, keeps ::1): set when the host
+	// has IPv6 and the sandbox a network.
 	NoIPv6 bool `json:"noIPv6,omitempty"`
 }
 

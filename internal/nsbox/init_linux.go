@@ -22,7 +22,9 @@ func init() {
 // initFDs are the spawner's descriptors a sandbox's init uses.
 type initFDs struct {
 	stderr int // the sandbox's stderr: the host logs it
-	conn   int // the agent's connection to the host: fd 3 of the agent
+	// conn is the agent's connection to the host (fd 3 of the agent); the
+	// init writes netReadyByte on it first.
+	conn int
 	// release is the host's go signal: one byte once it has placed the
 	// child in its cgroup and wired its network; end of file means stop.
 	release int
@@ -37,7 +39,9 @@ type initFDs struct {
 
 // buildInit computes the init of one sandbox (see initProg): the child,
 // just cloned into its namespaces, waits for its id maps and becomes the
-// user namespace's root, waits for the host's release, builds its root
+// user namespace's root, makes its /proc and turns IPv6 off through it
+// (earlyProc), tells the host its network may be wired (netReadyByte),
+// waits for the host's release, builds its root
 // (mountRoot), brings up lo, sets the hostname, drops every privilege,
 // loads the seccomp filter and execs the agent (argv, env) as PID 1 of its
 // pid namespace, with the connection to the host on fd 3.

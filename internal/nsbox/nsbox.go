@@ -573,9 +573,10 @@ func mountIn(req mountReq) error {
 // Ready (a Go program's start, on a loaded host).
 const agentStartTimeout = 30 * time.Second
 
-// waitAgent waits until the agent has written to its connection: its
-// Ready frame, which it sends first. The frame is only peeked at, and left
-// for the environment to read. The wait parks a goroutine in the runtime's
+// waitAgent waits until the sandbox has written to its connection: the
+// init's netReadyByte (readNetReady), or, after it, the agent's Ready
+// frame, which the agent sends first. The input is only peeked at, and
+// left for its reader. The wait parks a goroutine in the runtime's
 // network poller, holding no thread.
 func (s *box) waitAgent(timeout time.Duration) error {
 	data, err := s.conn.WaitInput(time.Now().Add(timeout))
@@ -728,6 +729,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork, urgent bool) error {
 	if err := s.readNetReady(); err != nil {
 		return err
 	}
+	tReady := time.Now()
 	if wired {
 		if s.detach, err = s.b.cfg.Network.Attach(int(netns.Fd()), s.id); err != nil {
 			return fmt.Errorf("network: %w", err)
@@ -736,7 +738,7 @@ func (s *box) start(cfg *initConfig, base int, noNetwork, urgent bool) error {
 	if _, err := relW.Write([]byte{1}); err != nil {
 		return fmt.Errorf("release sandbox init: %w", err)
 	}
-	s.b.log.Debug("sandbox started", "env", s.id, "clone_exec", tStart.Sub(t0), "cgroup", tCg.Sub(tStart), "network", time.Since(tCg))
+	s.b.log.Debug("sandbox started", "env", s.id, "clone_exec", tStart.Sub(t0), "cgroup", tCg.Sub(tStart), "init_ready", tReady.Sub(tCg), "network", time.Since(tReady))
 	return nil
 }
 

@@ -391,7 +391,8 @@ func ext4BlockSize(f *os.File) uint32 {
 		return 0
 	}
 	logSize := binary.LittleEndian.Uint32(sb[24:])
-	if binary.LittleEndian.Uint16(sb[56:]) != 0xEF53 || logSize > 6 {
+	// A loop device takes block sizes from 512 bytes to a page.
+	if binary.LittleEndian.Uint16(sb[56:]) != 0xEF53 || logSize > 6 || 1024<<logSize > os.Getpagesize() {
 		return 0
 	}
 	return 1024 << logSize
