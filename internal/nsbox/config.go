@@ -3,9 +3,11 @@ package nsbox
 // initConfig is the sandbox a spawn request asks for: what the child's init
 // builds before it execs the agent (see buildInit).
 type initConfig struct {
-	// Root is where the init mounts the sandbox's root tmpfs before
-	// pivoting into it: any directory its user can reach in its (private)
-	// mount namespace; "/tmp" by default.
+	// Root is where the spawner builds its template root (see
+	// buildTemplate) before pivoting into it: any directory of the host,
+	// covered only in the spawner's own mount namespace; "/tmp" by
+	// default. Every request to one spawner must give the same Root and
+	// Userland.
 	Root string `json:"root"`
 	// Userland lists the top-level entries of the root taken from the host:
 	// a symlink (Link) or a directory bound read-only (Bind).

@@ -41,7 +41,8 @@ type initFDs struct {
 // just cloned into its namespaces, waits for its id maps and becomes the
 // user namespace's root, makes its /proc and turns IPv6 off through it
 // (earlyProc), tells the host its network may be wired (netReadyByte),
-// waits for the host's release, builds its root
+// waits for the host's release, adds its own mounts to the spawner's
+// template root it was cloned with (mountSandbox)
 // (mountRoot), brings up lo, sets the hostname, drops every privilege,
 // loads the seccomp filter and execs the agent (argv, env) as PID 1 of its
 // pid namespace, with the connection to the host on fd 3.
@@ -71,7 +72,7 @@ func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, err
 	// The host has placed us in our cgroup: root the cgroup namespace
 	// there, so /proc/self/cgroup shows "/" and no host path.
 	p.call("unshare cgroup", unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP)
-	if err := mountRoot(p, cfg, fds.trees, proc); err != nil {
+	if err := mountSandbox(p, cfg, fds.trees, proc); err != nil {
 		return nil, err
 	}
 	loopbackUp(p)

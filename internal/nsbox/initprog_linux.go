@@ -351,3 +351,34 @@ func errnoTexts() [][]byte {
 	}
 	return t
 }
+
+// runHere runs p in the calling process, as the child would (see
+// replayChild), and stops at its first failure with the call's message:
+// for work the spawner does once for itself, such as its template root
+// (see buildTemplate). p must not end in an exec.
+func (p *initProg) runHere() error {
+	if p.err != nil {
+		return p.err
+	}
+	p.res = make([]uintptr, len(p.calls))
+	for i := range p.calls {
+		c := &p.calls[i]
+		a := c.args
+		for j := 0; j < 6; j++ {
+			if c.refs&(1<<j) != 0 {
+				a[j] = p.res[a[j]]
+			}
+		}
+		r, _, errno := unix.Syscall6(c.nr, a[0], a[1], a[2], a[3], a[4], a[5])
+		msg := strings.TrimSuffix(strings.TrimPrefix(string(p.msgs[i]), "nubo sandbox init: "), ": ")
+		if errno != 0 && errno != c.ok[0] && errno != c.ok[1] {
+			return fmt.Errorf("%s: %w", msg, errno)
+		}
+		if c.want >= 0 && errno == 0 && r != uintptr(c.want) {
+			return fmt.Errorf("%s: returned %d, want %d", msg, r, c.want)
+		}
+		p.res[i] = r
+	}
+	runtime.KeepAlive(p)
+	return nil
+}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,12 +22,15 @@ var readonlyProc = []string{"sys", "bus", "fs", "irq"}
 // devices are bound from the host's /dev: a user namespace cannot mknod.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-// mountRoot appends to p the building of the sandbox's root on a tmpfs and
-// the pivot into it. trees maps the configuration's mount indices (Etc,
-// Certs, Runtime, Tmp) to the spawner's descriptors of those detached
-// trees; proc is the sandbox's /proc, made detached (earlyProc).
-func mountRoot(p *initProg, cfg *initConfig, trees map[int]int, proc result) error {
-	// Nothing we mount may propagate back to the host (or from it).
+// templateRoot appends the building of the template root at cfg.Root, in
+// the spawner's own mount namespace (see buildTemplate): a tmpfs holding
+// the host's userland, bound read-only, the mount points of what each
+// sandbox brings (/etc, /var/task, /var/runtime, /opt, /tmp, /proc) and a
+// minimal /dev. Every sandbox's mount namespace starts as a copy of it,
+// its mounts locked there (a copy into a less privileged user namespace):
+// the sandbox can neither unmount nor remount any of them.
+func templateRoot(p *initProg, cfg *initConfig) error {
+	// Nothing mounted here may propagate back to the host (or from it).
 	p.call("make / private", unix.SYS_MOUNT, "", "/", nil, unix.MS_REC|unix.MS_PRIVATE, nil)
 	root := cfg.Root
 	p.call("root tmpfs", unix.SYS_MOUNT, "tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=755")
@@ -42,38 +44,55 @@ func mountRoot(p *initProg, cfg *initConfig, trees map[int]int, proc result) err
 			return err
 		}
 	}
-	for _, d := range []string{"var", "var/task", "var/runtime", "opt", "tmp", "proc", "dev"} {
+	for _, d := range []string{"etc", "var", "var/task", "var/runtime", "opt", "tmp", "proc", "dev"} {
 		mkdir(p, at(d), 0o755)
 	}
+	mountDev(p, at("dev"))
+	return nil
+}
+
+// pivotToTemplate appends making the template at root the spawner's root:
+// the host's is detached, so no sandbox cloned from here has it in its
+// mount namespace, and none has to pivot (pivot_root visits every thread
+// on the host: 0.2 ms of CPU per sandbox with 400 environments alive,
+// docs/performance.md, session 26).
+func pivotToTemplate(p *initProg, root string) {
+	p.call("chdir to the template", unix.SYS_CHDIR, root)
+	// pivot_root(".", ".") stacks the old root under the new one at "/";
+	// detaching it leaves only the new root (no old-root directory needed).
+	p.call("pivot_root", unix.SYS_PIVOT_ROOT, ".", ".")
+	p.call("detach the host's root", unix.SYS_UMOUNT2, ".", unix.MNT_DETACH)
+	p.call("chdir /", unix.SYS_CHDIR, "/")
+	p.call("remount / read-only", unix.SYS_MOUNT, "", "/", nil, unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, nil)
+}
+
+// mountSandbox appends the sandbox's own mounts on the template it was
+// cloned with: the trees the host sent, which trees maps from the
+// configuration's mount indices (Etc, Certs, Runtime, Tmp) to the
+// spawner's descriptors of them; proc, its /proc, made detached
+// (earlyProc); and a private devpts and /dev/shm.
+func mountSandbox(p *initProg, cfg *initConfig, trees map[int]int, proc result) error {
+	// Nothing we mount may propagate back to the spawner (or from it).
+	p.call("make / private", unix.SYS_MOUNT, "", "/", nil, unix.MS_REC|unix.MS_PRIVATE, nil)
 	for _, m := range []struct {
 		tree int
 		dst  string
-	}{{cfg.Etc, "etc"}, {cfg.Certs, "etc/ssl/certs"}, {cfg.Runtime, "var/runtime"}, {cfg.Tmp, "tmp"}} {
+	}{{cfg.Etc, "/etc"}, {cfg.Certs, "/etc/ssl/certs"}, {cfg.Runtime, "/var/runtime"}, {cfg.Tmp, "/tmp"}} {
 		if m.tree == 0 {
 			continue
 		}
 		fd, ok := trees[m.tree]
 		if !ok {
-			return fmt.Errorf("mount tree %d for /%s: no such file", m.tree, m.dst)
+			return fmt.Errorf("mount tree %d for %s: no such file", m.tree, m.dst)
 		}
-		// The directories the tree lands on: under a tree moved earlier
-		// (etc/ssl/certs in etc) they exist already, read-only.
-		dir := ""
-		for _, c := range strings.Split(m.dst, "/") {
-			dir = filepath.Join(dir, c)
-			mkdir(p, at(dir), 0o755)
-		}
-		p.call("move_mount /"+m.dst, unix.SYS_MOVE_MOUNT, fd, "", unix.AT_FDCWD, at(m.dst), unix.MOVE_MOUNT_F_EMPTY_PATH)
+		// Its mount point exists: in the template, or (/etc/ssl/certs) in
+		// a tree moved before it.
+		p.call("move_mount "+m.dst, unix.SYS_MOVE_MOUNT, fd, "", unix.AT_FDCWD, m.dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
 	}
-	mountProc(p, at("proc"), proc)
-	mountDev(p, at("dev"))
-	p.call("chdir to the new root", unix.SYS_CHDIR, root)
-	// pivot_root(".", ".") stacks the old root under the new one at "/";
-	// detaching it leaves only the new root (no old-root directory needed).
-	p.call("pivot_root", unix.SYS_PIVOT_ROOT, ".", ".")
-	p.call("detach old root", unix.SYS_UMOUNT2, ".", unix.MNT_DETACH)
+	mountProc(p, "/proc", proc)
+	p.call("mount devpts", unix.SYS_MOUNT, "devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+	p.call("mount /dev/shm", unix.SYS_MOUNT, "shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k")
 	p.call("chdir /", unix.SYS_CHDIR, "/")
-	p.call("remount / read-only", unix.SYS_MOUNT, "", "/", nil, unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, nil)
 	return nil
 }
 
@@ -90,9 +109,10 @@ func touch(p *initProg, file string, mode uint32) {
 }
 
 // bindRO appends the binding of the host's src on dst, read-only.
-// Remounting a bind read-only inside a user namespace must repeat the flags
-// the kernel locked on the source mount (nosuid, nodev, noexec, atime), or
-// it fails with EPERM: they are read from src here.
+// Remounting a bind read-only must repeat the flags of the source mount
+// (nosuid, nodev, noexec, atime) that are to stay: inside a user
+// namespace, where the kernel locks them, it fails with EPERM otherwise.
+// They are read from src here.
 func bindRO(p *initProg, src, dst string) error {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -122,8 +142,8 @@ func bindRO(p *initProg, src, dst string) error {
 }
 
 // mountProc appends attaching proc, the pid namespace's /proc, on dst,
-// with the host-revealing parts masked. The masks are mounted before
-// pivot_root, while the host's /dev/null is still reachable.
+// with the host-revealing parts masked (by the template's /dev/null, a
+// bind of the host's).
 func mountProc(p *initProg, dst string, proc result) {
 	p.call("mount proc", unix.SYS_MOVE_MOUNT, proc, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
 	p.call("close proc", unix.SYS_CLOSE, proc)
@@ -149,9 +169,9 @@ func mountProc(p *initProg, dst string, proc result) {
 	}
 }
 
-// mountDev appends a minimal /dev: the harmless character devices, a
-// private devpts, /dev/shm, and the usual symlinks. No block device exists
-// there.
+// mountDev appends the template's minimal /dev: the harmless character
+// devices, the mount points of each sandbox's private devpts and /dev/shm
+// (mountSandbox), and the usual symlinks. No block device exists there.
 func mountDev(p *initProg, dst string) {
 	p.call("mount /dev", unix.SYS_MOUNT, "tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755")
 	for _, d := range devices {
@@ -159,12 +179,8 @@ func mountDev(p *initProg, dst string) {
 		touch(p, q, 0o666)
 		p.call("bind /dev/"+d, unix.SYS_MOUNT, "/dev/"+d, q, nil, unix.MS_BIND, nil)
 	}
-	pts := filepath.Join(dst, "pts")
-	mkdir(p, pts, 0o755)
-	p.call("mount devpts", unix.SYS_MOUNT, "devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-	shm := filepath.Join(dst, "shm")
-	mkdir(p, shm, 0o1777)
-	p.call("mount /dev/shm", unix.SYS_MOUNT, "shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k")
+	mkdir(p, filepath.Join(dst, "pts"), 0o755)
+	mkdir(p, filepath.Join(dst, "shm"), 0o1777)
 	for _, l := range [][2]string{
 		{"ptmx", "pts/ptmx"}, {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
 		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},

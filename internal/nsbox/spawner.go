@@ -123,7 +123,12 @@ func (sp *spawner) startLocked() error {
 	// A session of its own: a terminal's ^C or ^\ goes to nubo, which
 	// stops the sandboxes in order, not to the spawner, whose end would
 	// kill them all at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true}
+	//
+	// A mount namespace of its own (private: Go's unshare makes it so),
+	// where it builds the sandboxes' template root and pivots into it
+	// (buildTemplate): none of that is seen on the host, and it all goes
+	// with the spawner and its sandboxes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
 	done := make(chan struct{})
 	started := make(chan error, 1)
 	go func() {

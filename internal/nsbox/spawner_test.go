@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,7 +66,7 @@ func TestSpawner(t *testing.T) {
 	}
 	// spawn starts this test binary as a sandbox's agent: the init builds
 	// the root, drops to the sandbox user and execs it.
-	spawn := func(root string) (int, *os.File, *os.File) {
+	spawn := func(hostname string) (int, *os.File, *os.File) {
 		t.Helper()
 		logR, logW, _ := os.Pipe()
 		defer logW.Close()
@@ -75,7 +76,7 @@ func TestSpawner(t *testing.T) {
 		relR, relW, _ := os.Pipe()
 		defer relR.Close()
 		defer relW.Close()
-		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID,
+		init := &initConfig{Root: "/tmp", Userland: land, Hostname: hostname, UID: SandboxUID, GID: SandboxGID,
 			TimerSlackNs: testSlack, CPUs: []int{homeCPU}, NoIPv6: hostHasIPv6()}
 		pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
 			IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
@@ -86,11 +87,12 @@ func TestSpawner(t *testing.T) {
 		relW.Write([]byte{1})
 		return pid, pidfd, logR
 	}
-	// An init that fails says which step, and exits.
-	pid, pidfd, logR := spawn("/nonexistent-nubo-root")
+	// An init that fails says which step, and exits: a host name longer
+	// than the kernel's 64 bytes.
+	pid, pidfd, logR := spawn(strings.Repeat("x", 65))
 	msg, _ := io.ReadAll(logR)
 	logR.Close()
-	if want := "nubo sandbox init: root tmpfs: ENOENT (errno 2)\n"; string(msg) != want {
+	if want := "nubo sandbox init: hostname: EINVAL (errno 22)\n"; string(msg) != want {
 		t.Errorf("a failed init wrote %q, want %q", msg, want)
 	}
 	if err := pidfdWait(pidfd); err != nil {
@@ -99,7 +101,7 @@ func TestSpawner(t *testing.T) {
 	pidfd.Close()
 	_ = pid
 
-	pid, pidfd, logR = spawn("/tmp")
+	pid, pidfd, logR = spawn("spawned")
 	defer logR.Close()
 	defer pidfd.Close()
 	// Exec'd: its name is the agent's argv[0] no more, but its executable's.
@@ -145,6 +147,7 @@ func TestSpawner(t *testing.T) {
 			t.Errorf("%s namespace of the child: %q (%v), the test's is %q", ns, its, err, mine)
 		}
 	}
+	checkTemplateRoot(t, pid, sp.proc.Pid)
 	if hostHasIPv6() {
 		if v := ipv6DefaultIn(t, pid); v != "1" {
 			t.Errorf("net.ipv6.conf.default.disable_ipv6 in the child's namespace: %q, want 1", v)
@@ -376,4 +379,58 @@ func ipv6DefaultIn(t *testing.T, pid int) string {
 		out <- strings.TrimSpace(string(b))
 	}()
 	return <-out
+}
+
+// checkTemplateRoot: the root of pid is the spawner's (spawner), its
+// template: a read-only tmpfs, the same file system for every sandbox; and
+// the host's root file system is in its mount namespace only in parts (the
+// userland's binds), never whole: the spawner detached it before cloning
+// any sandbox.
+func checkTemplateRoot(t *testing.T, pid, spawner int) {
+	t.Helper()
+	mounts := func(pid string) [][]string {
+		b, err := os.ReadFile("/proc/" + pid + "/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(l)
+			// The fields after the separator: type, source, options.
+			if i := slices.Index(f, "-"); i >= 6 && len(f) > i+1 {
+				out = append(out, append(f[:6:6], f[i+1:]...))
+			}
+		}
+		return out
+	}
+	var hostRoot string
+	for _, m := range mounts("self") {
+		if m[4] == "/" {
+			hostRoot = m[2]
+		}
+	}
+	var template string
+	for _, m := range mounts(strconv.Itoa(spawner)) {
+		if m[4] == "/" {
+			template = m[2]
+		}
+	}
+	sawRoot := false
+	for _, m := range mounts(strconv.Itoa(pid)) {
+		if m[4] == "/" {
+			sawRoot = true
+			if m[2] != template {
+				t.Errorf("the child's root is file system %s, the spawner's %s; want the spawner's template", m[2], template)
+			}
+			if m[6] != "tmpfs" || !slices.Contains(strings.Split(m[5], ","), "ro") {
+				t.Errorf("the child's root is %s mounted %s; want the template, a read-only tmpfs", m[6], m[5])
+			}
+		}
+		if m[2] == hostRoot && m[3] == "/" {
+			t.Errorf("the host's root file system is mounted whole in the child's namespace, at %s", m[4])
+		}
+	}
+	if !sawRoot {
+		t.Error("no root in the child's mountinfo")
+	}
 }

@@ -115,6 +115,9 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 	}
 	defer unix.Close(sync[0])
 	defer unix.Close(sync[1])
+	if err := ensureTemplate(req.Init); err != nil {
+		return 0, -1, err
+	}
 	in := initFDs{stderr: fds[0], conn: fds[1], release: fds[2], trees: map[int]int{},
 		exe: spawnerExe, devNull: spawnerDevNull, syncR: sync[0], syncW: sync[1]}
 	for i := 2; i < req.Files; i++ {
@@ -133,10 +136,10 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 	if err != nil {
 		return 0, -1, err
 	}
-	ids := fmt.Sprintf("0 %d %d\n", req.IDBase, req.IDSize)
+	ids := []byte(fmt.Sprintf("0 %d %d\n", req.IDBase, req.IDSize))
 	for _, f := range []string{"uid_map", "gid_map"} {
 		if err == nil {
-			err = os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, f), []byte(ids), 0)
+			err = writeAt(hostProc(), fmt.Sprintf("%d/%s", pid, f), ids)
 		}
 	}
 	if err == nil {
@@ -154,3 +157,17 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 // The spawner's executable (the agent's, exec'd by every sandbox's init)
 // and /dev/null (the agent's stdin and stdout), opened once.
 var spawnerExe, spawnerDevNull = -1, -1
+
+// writeAt writes b to the existing file name relative to the directory
+// dir.
+func writeAt(dir int, name string, b []byte) error {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	if n, err := unix.Write(fd, b); err != nil || n != len(b) {
+		return &os.PathError{Op: "write", Path: name, Err: fmt.Errorf("%d of %d bytes: %v", n, len(b), err)}
+	}
+	return nil
+}
