@@ -9,24 +9,32 @@
 //     is not charged to the function's memory; copied from an empty file
 //     system made once per size, and mounted detached, in no mount table;
 //     tmpvol_linux.go), and the environment's cgroup (package cgroup).
-//  2. The host's spawner (spawner.go), a small helper process started once,
-//     clones a child in new user, mount, pid, net, uts and ipc namespaces.
-//     Cloning from the small helper instead of nubo serve spares nubo a
-//     fork of its large heap. Every sandbox dies with the spawner
-//     (parent-death signal), as the spawner dies with nubo. The user
-//     namespace maps the sandbox's ids 0–999 onto a host range owned by no
-//     one and unique to the environment (see slots).
+//  2. The host's spawner (spawner.go), a small helper process started once
+//     in a mount namespace of its own, builds there the template root every
+//     sandbox starts from (template_linux.go): a read-only tmpfs with the
+//     host userland bound read-only, a minimal /dev, the mount points of
+//     what each sandbox brings, and a proc of an empty pid namespace; it
+//     pivots into it, and the host's root is gone from its namespace. It
+//     clones each sandbox's first process in new user, mount, pid, net,
+//     uts and ipc namespaces: its mount namespace is a copy of the
+//     template, whose mounts it cannot unmount or remount. Cloning from the
+//     small helper instead of nubo serve spares nubo a fork of its large
+//     heap. Every sandbox dies with the spawner (parent-death signal), as
+//     the spawner dies with nubo. The user namespace maps the sandbox's ids
+//     0–999 onto a host range owned by no one and unique to the environment
+//     (see slots).
 //  3. The child runs the sandbox's init, a list of system calls the
 //     spawner computed before the clone (initprog_linux.go: Go code cannot
-//     run between fork and exec). It waits for its id maps, then for the
+//     run between fork and exec). It waits for its id maps, makes its own
+//     /proc and turns IPv6 off through it (earlyProc), then waits for the
 //     host's release: the host meanwhile places it in its cgroup (v1; on
 //     v2 it was cloned straight into it) and wires its network (package
 //     netenv).
 //  4. Released, the init enters a new cgroup namespace rooted at its cgroup,
-//     builds the root file system on a tmpfs (the host userland bound
-//     read-only, a generated /etc, /var/runtime read-only, the /tmp volume,
-//     a masked /proc, a minimal /dev; /var/task and /opt left empty), pivots
-//     into it, brings up lo, sets the hostname, switches to SCHED_OTHER (see
+//     adds its own mounts to the template (a generated /etc, /var/runtime
+//     read-only, the /tmp volume, its /proc masked, a private devpts and
+//     /dev/shm; /var/task and /opt left empty; mountSandbox), brings up lo,
+//     sets the hostname, switches to SCHED_OTHER (see
 //     normalScheduling), widens its timer slack (Go runtimes then wake far
 //     less often; see timerSlack), settles on its home CPU when the backend
 //     places sandboxes (see placer), drops to uid/gid 993 with no
