@@ -127,8 +127,8 @@ const netReadyByte = 'N'
 // session 26); here it meets one.
 //
 // A new proc instance may be made in a user namespace only where a proc
-// is fully visible already: the host's, in the mount namespace the init
-// inherits until it pivots.
+// is fully visible already: the template's, of an empty pid namespace
+// (see buildTemplate), which this one then covers.
 func earlyProc(p *initProg, noIPv6 bool) result {
 	fs := p.call("proc: fsopen", unix.SYS_FSOPEN, "proc", unix.FSOPEN_CLOEXEC)
 	p.call("proc: create", unix.SYS_FSCONFIG, fs, unix.FSCONFIG_CMD_CREATE, nil, nil, 0)
