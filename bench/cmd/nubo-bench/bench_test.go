@@ -394,3 +394,22 @@ func TestColdParts(t *testing.T) {
 		t.Errorf("faults %v, want p50 and p90 242", got)
 	}
 }
+
+// TestMedianIndex: figure 4's rate is its median burst's, whatever their
+// order; of an even count, the lower middle one.
+func TestMedianIndex(t *testing.T) {
+	for _, tc := range []struct {
+		v    []float64
+		want int
+	}{
+		{[]float64{190}, 0},
+		{[]float64{220, 190, 205}, 2},
+		{[]float64{190, 220, 205}, 2},
+		{[]float64{205, 190, 220}, 0},
+		{[]float64{210, 190, 220, 200}, 3},
+	} {
+		if got := medianIndex(tc.v); got != tc.want {
+			t.Errorf("medianIndex(%v) = %d, want %d", tc.v, got, tc.want)
+		}
+	}
+}

@@ -47,7 +47,7 @@ type config struct {
 	quick                             bool
 	warm, cold, envs                  int
 	block, coldBlock                  int
-	envConcurrency                    int
+	envConcurrency, envBursts         int
 	concurrencies                     []int
 	tputRounds                        int
 	tputDuration                      time.Duration
@@ -106,6 +106,7 @@ func run(args []string) int {
 	fs.IntVar(&c.block, "block", 50, "warm samples per interleaved block")
 	fs.IntVar(&c.coldBlock, "cold-block", 10, "cold samples per interleaved block")
 	fs.IntVar(&c.envConcurrency, "env-concurrency", 8, "first invokes in flight at once in figure 4")
+	fs.IntVar(&c.envBursts, "env-bursts", 0, "bursts of figure 4, each of --envs new functions; the rate is their median (default 3, --quick 1)")
 	conc := fs.String("concurrency", "1,4,16,64", "nubo concurrencies for figure 2")
 	fs.IntVar(&c.tputRounds, "tput-rounds", 0, "throughput rounds (default 3, --quick 1)")
 	fs.DurationVar(&c.tputDuration, "tput-duration", 0, "time per throughput target per round (default 2s, --quick 500ms)")
@@ -147,6 +148,7 @@ func run(args []string) int {
 	def(&c.warm, 3000, 200)
 	def(&c.cold, 200, 20)
 	def(&c.envs, 200, 50)
+	def(&c.envBursts, 3, 1)
 	def(&c.tputRounds, 3, 1)
 	if c.tputDuration <= 0 {
 		c.tputDuration = 2 * time.Second
@@ -209,7 +211,7 @@ func measure(ctx context.Context, c config) int {
 	machineWake(res.Host, "start")
 	res.Config = map[string]any{
 		"figures": c.figures, "quick": c.quick, "warm_samples": c.warm, "cold_samples": c.cold, "environments": c.envs,
-		"block": c.block, "cold_block": c.coldBlock, "env_concurrency": c.envConcurrency, "concurrencies": c.concurrencies,
+		"block": c.block, "cold_block": c.coldBlock, "env_concurrency": c.envConcurrency, "env_bursts": c.envBursts, "concurrencies": c.concurrencies,
 		"nubo_args": c.nuboArgs, "tput_rounds": c.tputRounds, "tput_duration": c.tputDuration.String(), "payload_bytes": len(b.payload),
 	}
 	res.Versions = versions(c)
