@@ -174,7 +174,7 @@ func TestSpawner(t *testing.T) {
 	spPid := spawnerPid(t, os.Getpid())
 	syscall.Kill(spPid, syscall.SIGKILL)
 	time.Sleep(100 * time.Millisecond)
-	pid2, pidfd2, logR2 := spawn("/tmp")
+	pid2, pidfd2, logR2 := spawn("spawned")
 	defer pidfd2.Close()
 	defer logR2.Close()
 	if got := spawnerPid(t, os.Getpid()); got == spPid {
@@ -403,10 +403,13 @@ func checkTemplateRoot(t *testing.T, pid, spawner int) {
 		}
 		return out
 	}
-	var hostRoot string
-	for _, m := range mounts("self") {
+	// The host's root: its device and the path of its file system that
+	// is mounted (not always "/": a btrfs subvolume, say).
+	var hostRoot [2]string
+	self := mounts("self")
+	for _, m := range self {
 		if m[4] == "/" {
-			hostRoot = m[2]
+			hostRoot = [2]string{m[2], m[3]}
 		}
 	}
 	var template string
@@ -426,11 +429,83 @@ func checkTemplateRoot(t *testing.T, pid, spawner int) {
 				t.Errorf("the child's root is %s mounted %s; want the template, a read-only tmpfs", m[6], m[5])
 			}
 		}
-		if m[2] == hostRoot && m[3] == "/" {
+		if m[2] == hostRoot[0] && m[3] == hostRoot[1] {
 			t.Errorf("the host's root file system is mounted whole in the child's namespace, at %s", m[4])
 		}
 	}
 	if !sawRoot {
 		t.Error("no root in the child's mountinfo")
 	}
+	// The template is the spawner's alone: the host (this test) does not
+	// see it, and the spawner does not see a sandbox's own mounts.
+	for _, m := range self {
+		if m[2] == template {
+			t.Errorf("the spawner's template (%s) is mounted in the host's namespace, at %s", template, m[4])
+		}
+	}
+	procs := 0
+	for _, m := range mounts(strconv.Itoa(spawner)) {
+		switch m[6] {
+		case "proc":
+			procs++
+		case "devpts", "ext4":
+			if m[4] != "/usr" && !strings.HasPrefix(m[4], "/usr/") && !strings.HasPrefix(m[4], "/lib") && !strings.HasPrefix(m[4], "/bin") && !strings.HasPrefix(m[4], "/sbin") {
+				t.Errorf("a sandbox's %s on %s shows in the spawner's namespace", m[6], m[4])
+			}
+		}
+	}
+	if procs != 1 {
+		t.Errorf("%d procs in the spawner's namespace; want the template's alone", procs)
+	}
+}
+
+// TestSpawnerTemplateFails: a spawner that cannot build its template root
+// answers so and exits, rather than clone from a namespace half built; the
+// next request starts a new spawner, whose template is built anew.
+func TestSpawnerTemplateFails(t *testing.T) {
+	testutil.RequiresRoot(t)
+	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	land, err := hostUserland()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spawn := func(root string) (int, *os.File, error) {
+		t.Helper()
+		logR, logW, _ := os.Pipe()
+		defer logW.Close()
+		defer logR.Close()
+		conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		defer conn.Close()
+		relR, relW, _ := os.Pipe()
+		defer relR.Close()
+		defer relW.Close()
+		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
+		return sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
+			IDBase: 3_910_000, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
+	}
+	if _, _, err := spawn("/nonexistent-nubo-root"); err == nil || !strings.Contains(err.Error(), "template") {
+		t.Fatalf("a template on a missing root: %v; want the template's error", err)
+	}
+	first := sp.proc.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for unix.Kill(first, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the spawner lives on after its template failed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, pidfd, err := spawn("/tmp")
+	if err != nil {
+		t.Fatalf("the next request: %v", err)
+	}
+	defer pidfd.Close()
+	if sp.proc.Pid == first {
+		t.Error("the next request went to the spawner whose template failed")
+	}
+	pidfdKill(pidfd)
+	pidfdWait(pidfd)
 }

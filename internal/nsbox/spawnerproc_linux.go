@@ -17,6 +17,11 @@ import (
 // fd 3 until nubo closes it. It runs during package initialisation, on the
 // main thread, so every child is forked from the thread that lives as
 // long as the process (a parent-death signal follows the thread).
+//
+// After its first request the spawner's root is its template
+// (buildTemplate): a path of the host ("/proc/self/...", "/dev/...") no
+// longer reaches the host. What it needs of the host is opened before
+// (its executable, /dev/null, the host's /proc).
 func runSpawner() {
 	nameThread("nubo-spawner")
 	// fd 3 (the socket), fd 4 (the executable, when started from one) and
@@ -87,6 +92,12 @@ func runSpawner() {
 		}
 		if werr != nil {
 			os.Exit(0)
+		}
+		if template.err != nil {
+			// Nothing may be cloned from a template half built: the
+			// next request starts a new spawner, in a new namespace.
+			fmt.Fprintln(os.Stderr, "nubo spawner:", template.err)
+			os.Exit(1)
 		}
 	}
 }
