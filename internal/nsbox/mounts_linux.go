@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,11 +109,11 @@ func touch(p *initProg, file string, mode uint32) {
 	p.call("close "+file, unix.SYS_CLOSE, fd)
 }
 
-// bindRO appends the binding of the host's src on dst, read-only.
-// Remounting a bind read-only must repeat the flags of the source mount
-// (nosuid, nodev, noexec, atime) that are to stay: inside a user
-// namespace, where the kernel locks them, it fails with EPERM otherwise.
-// They are read from src here.
+// bindRO appends the binding of the host's src on dst, read-only, nosuid
+// and nodev, with every mount below it (a /usr/local of its own, say): the
+// template is built by the host's root, so one mount_setattr sets the
+// flags on the whole tree and leaves its others (noexec, atime) as they
+// are.
 func bindRO(p *initProg, src, dst string) error {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -123,21 +124,9 @@ func bindRO(p *initProg, src, dst string) error {
 	} else {
 		touch(p, dst, 0o644)
 	}
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(src, &sfs); err != nil {
-		return fmt.Errorf("bind %s: %w", src, err)
-	}
-	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
-	for _, m := range []struct{ st, ms uintptr }{
-		{unix.ST_NOEXEC, unix.MS_NOEXEC}, {unix.ST_NOATIME, unix.MS_NOATIME},
-		{unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
-	} {
-		if uintptr(sfs.Flags)&m.st != 0 {
-			flags |= m.ms
-		}
-	}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
 	p.call("bind "+src+" on "+dst, unix.SYS_MOUNT, src, dst, nil, unix.MS_BIND|unix.MS_REC, nil)
-	p.call("remount "+dst+" read-only", unix.SYS_MOUNT, "", dst, nil, flags, nil)
+	p.call("read-only "+dst, unix.SYS_MOUNT_SETATTR, unix.AT_FDCWD, dst, unix.AT_RECURSIVE, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -508,4 +509,67 @@ func TestSpawnerTemplateFails(t *testing.T) {
 	}
 	pidfdKill(pidfd)
 	pidfdWait(pidfd)
+}
+
+// TestTemplateBindsReadOnly: a userland directory is bound read-only with
+// the mounts below it, not only its own: a separate file system mounted
+// inside it (a /usr/local of its own) is read-only in a sandbox too.
+func TestTemplateBindsReadOnly(t *testing.T) {
+	testutil.RequiresRoot(t)
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// In the host's mount namespace until the test ends: the spawner's,
+	// a copy made when it starts, has it too.
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(sub, unix.MNT_DETACH) })
+	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	land, err := hostUserland()
+	if err != nil {
+		t.Fatal(err)
+	}
+	land = append(land, userlandEntry{Name: "nested", Bind: dir})
+	logR, logW, _ := os.Pipe()
+	defer logR.Close()
+	conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer conn.Close()
+	relR, relW, _ := os.Pipe()
+	defer relR.Close()
+	defer relW.Close()
+	// Not on /tmp, where the template would hide the directory.
+	init := &initConfig{Root: t.TempDir(), Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
+	pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
+		IDBase: 3_920_000, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
+	logW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pidfd.Close()
+	defer pidfdKill(pidfd)
+	relW.Write([]byte{1})
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 5 && (f[4] == "/nested" || f[4] == "/nested/sub") {
+			found = found || f[4] == "/nested/sub"
+			if !slices.Contains(strings.Split(f[5], ","), "ro") {
+				t.Errorf("%s is mounted %s in the sandbox; want read-only", f[4], f[5])
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no /nested/sub in the sandbox's mounts:\n%s", b)
+	}
 }
