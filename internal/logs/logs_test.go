@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nubo-dev/nubo/internal/testutil/natstest"
 )
@@ -78,5 +79,45 @@ func TestSinkBatchesSteadyLines(t *testing.T) {
 	// busy test machine may add some, one per 50 ms would be 30.
 	if batches > 10 || batches < 2 {
 		t.Errorf("%d lines in %d batches; want about one a second (at least one before the final Flush)", lines, batches)
+	}
+}
+
+// TestStreamPersistsAsync: the log stream is written to disk in the
+// background (no sync per message); one made before, in the default mode,
+// keeps it, since a persist mode cannot change, and still opens.
+func TestStreamPersistsAsync(t *testing.T) {
+	ctx := context.Background()
+	nc, js := natstest.Start(t, nil)
+	if _, err := Open(ctx, nc, js, time.Hour, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	mode := func() jetstream.PersistModeType {
+		t.Helper()
+		st, err := js.Stream(ctx, StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.PersistMode
+	}
+	if m := mode(); m != jetstream.AsyncPersistMode {
+		t.Errorf("persist mode %v, want async", m)
+	}
+	if _, err := Open(ctx, nc, js, 2*time.Hour, 1, nil); err != nil {
+		t.Fatalf("opening again: %v", err)
+	}
+
+	nc2, js2 := natstest.Start(t, nil)
+	if _, err := js2.CreateStream(ctx, jetstream.StreamConfig{Name: StreamName, Subjects: []string{"logs.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, nc2, js2, time.Hour, 1, nil); err != nil {
+		t.Fatalf("opening a stream made in the default mode: %v", err)
+	}
+	st, err := js2.Stream(ctx, StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.PersistMode != jetstream.DefaultPersistMode || c.MaxAge != time.Hour {
+		t.Errorf("the older stream: persist mode %v, max age %v; want default, and the retention updated to 1h", c.PersistMode, c.MaxAge)
 	}
 }
