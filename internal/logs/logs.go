@@ -61,22 +61,37 @@ func Open(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, retention 
 		Storage:     jetstream.FileStorage,
 		MaxAge:      retention,
 		Replicas:    max(replicas, 1),
-		// Written to disk in the background, not synced message by
-		// message as the embedded server syncs every other write (its
-		// SyncAlways, which a stream's persist mode overrides): logs are
-		// published without waiting for the store (see flushLocked), so
-		// no caller was ever told a line was on disk, and each sync cost
-		// 0.14 ms of nubo serve's CPU per new environment
-		// (docs/performance.md, session 26). A host that loses power may
-		// lose the last lines written before it.
-		PersistMode: jetstream.AsyncPersistMode,
 	}
-	// A stream's persist mode cannot change: one made by an earlier nubo
-	// keeps its own.
-	if st, err := js.Stream(ctx, StreamName); err == nil {
+	// A new stream is written to disk in the background, not synced
+	// message by message as the embedded server syncs every other write
+	// (its SyncAlways, which a stream's persist mode overrides): logs are
+	// published without waiting for the store (see flushLocked), so no
+	// caller was ever told a line was on disk, and each sync cost 0.14 ms
+	// of nubo serve's CPU per new environment (docs/performance.md,
+	// session 26). The store gathers writes for a few milliseconds first,
+	// in nubo's memory: a crash of nubo, or of the host, may lose the last
+	// lines. A stream's persist mode cannot change, so one made by an
+	// earlier nubo keeps its own; a replicated stream cannot be async; and
+	// an external server too old to know the mode may refuse it, and
+	// gets the default.
+	st, err := js.Stream(ctx, StreamName)
+	switch {
+	case err == nil:
 		cfg.PersistMode = st.CachedInfo().Config.PersistMode
+		_, err = js.UpdateStream(ctx, cfg)
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if cfg.Replicas == 1 {
+			cfg.PersistMode = jetstream.AsyncPersistMode
+			if _, err = js.CreateStream(ctx, cfg); err == nil {
+				break
+			}
+			if log != nil {
+				log.Warn("log stream: asynchronous persistence refused; syncing every batch", "err", err)
+			}
+			cfg.PersistMode = jetstream.DefaultPersistMode
+		}
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
 	}
-	_, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("log stream: %w", err)
 	}

@@ -42,9 +42,10 @@ type initFDs struct {
 // user namespace's root, makes its /proc and turns IPv6 off through it
 // (earlyProc), tells the host its network may be wired (netReadyByte),
 // waits for the host's release, adds its own mounts to the spawner's
-// template root it was cloned with (mountSandbox), brings up lo, sets the hostname, drops every privilege,
-// loads the seccomp filter and execs the agent (argv, env) as PID 1 of its
-// pid namespace, with the connection to the host on fd 3.
+// template root it was cloned with (mountSandbox), brings up lo, sets the
+// hostname, drops every privilege, loads the seccomp filter and execs the
+// agent (argv, env) as PID 1 of its pid namespace, with the connection to
+// the host on fd 3.
 func buildInit(cfg *initConfig, fds initFDs, argv, env []string) (*initProg, error) {
 	p := &initProg{errFD: uintptr(fds.stderr)}
 	one := make([]byte, 1)

@@ -69,23 +69,12 @@ func TestSpawner(t *testing.T) {
 	// the root, drops to the sandbox user and execs it.
 	spawn := func(hostname string) (int, *os.File, *os.File) {
 		t.Helper()
-		logR, logW, _ := os.Pipe()
-		defer logW.Close()
-		// The init writes its network-ready byte there.
-		conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-		defer conn.Close()
-		relR, relW, _ := os.Pipe()
-		defer relR.Close()
-		defer relW.Close()
 		init := &initConfig{Root: "/tmp", Userland: land, Hostname: hostname, UID: SandboxUID, GID: SandboxGID,
 			TimerSlackNs: testSlack, CPUs: []int{homeCPU}, NoIPv6: hostHasIPv6()}
-		pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
-			IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
+		pid, pidfd, logR, err := spawnReleased(sp, init, base)
 		if err != nil {
-			logR.Close()
 			t.Fatal(err)
 		}
-		relW.Write([]byte{1})
 		return pid, pidfd, logR
 	}
 	// An init that fails says which step, and exits: a host name longer
@@ -476,17 +465,12 @@ func TestSpawnerTemplateFails(t *testing.T) {
 	}
 	spawn := func(root string) (int, *os.File, error) {
 		t.Helper()
-		logR, logW, _ := os.Pipe()
-		defer logW.Close()
-		defer logR.Close()
-		conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-		defer conn.Close()
-		relR, relW, _ := os.Pipe()
-		defer relR.Close()
-		defer relW.Close()
 		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
-		return sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
-			IDBase: 3_910_000, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
+		pid, pidfd, logR, err := spawnReleased(sp, init, 3_910_000)
+		if logR != nil {
+			logR.Close()
+		}
+		return pid, pidfd, err
 	}
 	if _, _, err := spawn("/nonexistent-nubo-root"); err == nil || !strings.Contains(err.Error(), "template") {
 		t.Fatalf("a template on a missing root: %v; want the template's error", err)
@@ -537,24 +521,15 @@ func TestTemplateBindsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	land = append(land, userlandEntry{Name: "nested", Bind: dir})
-	logR, logW, _ := os.Pipe()
-	defer logR.Close()
-	conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	defer conn.Close()
-	relR, relW, _ := os.Pipe()
-	defer relR.Close()
-	defer relW.Close()
 	// Not on /tmp, where the template would hide the directory.
 	init := &initConfig{Root: t.TempDir(), Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
-	pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
-		IDBase: 3_920_000, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
-	logW.Close()
+	pid, pidfd, logR, err := spawnReleased(sp, init, 3_920_000)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer logR.Close()
 	defer pidfd.Close()
 	defer pidfdKill(pidfd)
-	relW.Write([]byte{1})
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -564,12 +539,36 @@ func TestTemplateBindsReadOnly(t *testing.T) {
 		f := strings.Fields(l)
 		if len(f) > 5 && (f[4] == "/nested" || f[4] == "/nested/sub") {
 			found = found || f[4] == "/nested/sub"
-			if !slices.Contains(strings.Split(f[5], ","), "ro") {
-				t.Errorf("%s is mounted %s in the sandbox; want read-only", f[4], f[5])
+			for _, o := range []string{"ro", "nosuid", "nodev"} {
+				if !slices.Contains(strings.Split(f[5], ","), o) {
+					t.Errorf("%s is mounted %s in the sandbox; want %s", f[4], f[5], o)
+				}
 			}
 		}
 	}
 	if !found {
 		t.Errorf("no /nested/sub in the sandbox's mounts:\n%s", b)
 	}
+}
+
+// spawnReleased asks sp for a sandbox that runs this test binary as its
+// agent ("spawned": it sleeps), with ids from base, and releases it at
+// once; it returns the init's pid, pidfd and stderr (nil on an error).
+func spawnReleased(sp *spawner, init *initConfig, base int) (int, *os.File, *os.File, error) {
+	logR, logW, _ := os.Pipe()
+	defer logW.Close()
+	// The init writes its network-ready byte there.
+	conn, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer conn.Close()
+	relR, relW, _ := os.Pipe()
+	defer relR.Close()
+	defer relW.Close()
+	pid, pidfd, err := sp.spawn(spawnRequest{Init: init, Args: []string{"spawned"}, Env: []string{spawnedEnv + "=1"},
+		IDBase: base, IDSize: idRange}, logW, []*os.File{conn, relR}, nil)
+	if err != nil {
+		logR.Close()
+		return 0, nil, nil, err
+	}
+	relW.Write([]byte{1})
+	return pid, pidfd, logR, nil
 }

@@ -641,8 +641,8 @@ func (b *bench) crunHelper() (*crunHelper, error) {
 
 // envResult is figure 4.
 type envResult struct {
-	Environments      int     `json:"environments"`
-	Concurrency       int     `json:"concurrency"`
+	Environments int `json:"environments"`
+	Concurrency  int `json:"concurrency"`
 	// Each burst's wall time and rate, in order; PerSecond is the median
 	// rate, Seconds that burst's time. Latency, memory and CPU are the
 	// first burst's.
@@ -650,17 +650,17 @@ type envResult struct {
 	BurstSeconds      []float64 `json:"bursts_seconds"`
 	Seconds           float64   `json:"seconds"`
 	PerSecond         float64   `json:"per_second"`
-	Latency           Summary `json:"first_invoke_latency"`
-	LiveAgents        int     `json:"live_environments_seen"`
-	MemAvailDeltaKiB  int64   `json:"mem_available_delta_kib"`
-	PerEnvHostKiB     float64 `json:"per_env_host_kib"`
-	FunctionPSSKiB    float64 `json:"function_pss_kib"`
-	FunctionRSSKiB    float64 `json:"function_rss_kib"`
-	AgentPSSKiB       float64 `json:"agent_pss_kib"`
-	ServerPSSDeltaKiB float64 `json:"server_pss_delta_per_env_kib"`
-	OverheadPSSKiB    float64 `json:"overhead_beyond_function_pss_kib"`
-	OverheadRSSKiB    float64 `json:"overhead_beyond_function_rss_kib"`
-	UserlandKiB       float64 `json:"userland_overhead_kib"`
+	Latency           Summary   `json:"first_invoke_latency"`
+	LiveAgents        int       `json:"live_environments_seen"`
+	MemAvailDeltaKiB  int64     `json:"mem_available_delta_kib"`
+	PerEnvHostKiB     float64   `json:"per_env_host_kib"`
+	FunctionPSSKiB    float64   `json:"function_pss_kib"`
+	FunctionRSSKiB    float64   `json:"function_rss_kib"`
+	AgentPSSKiB       float64   `json:"agent_pss_kib"`
+	ServerPSSDeltaKiB float64   `json:"server_pss_delta_per_env_kib"`
+	OverheadPSSKiB    float64   `json:"overhead_beyond_function_pss_kib"`
+	OverheadRSSKiB    float64   `json:"overhead_beyond_function_rss_kib"`
+	UserlandKiB       float64   `json:"userland_overhead_kib"`
 	// Shells nubo held ready in its pool before the burst and when memory
 	// was read: the pool grows after a burst (it is sized from bursts),
 	// and the shells added hold memory that is no environment's.
@@ -792,7 +792,7 @@ func (b *bench) figEnvs(ctx context.Context) error {
 	// their environments waited out and the host left to settle (their
 	// teardown, and the pool's refill, run in the background), so each
 	// starts as the first did.
-	for k := 1; k < b.cfg.envBursts && ctx.Err() == nil; k++ {
+	for burstNo := 1; burstNo < b.cfg.envBursts && ctx.Err() == nil; burstNo++ {
 		if err := n.deleteMany(ctx, names); err != nil {
 			r.Err = err.Error()
 			return err
@@ -801,14 +801,14 @@ func (b *bench) figEnvs(ctx context.Context) error {
 			r.Err = err.Error()
 			return err
 		}
-		names = envNames(k, b.cfg.envs)
-		logf("environments: burst %d of %d: creating %d functions", k+1, b.cfg.envBursts, len(names))
+		names = envNames(burstNo, b.cfg.envs)
+		logf("environments: burst %d of %d: creating %d functions", burstNo+1, b.cfg.envBursts, len(names))
 		if err := n.createMany(ctx, names, b.echo); err != nil {
 			r.Err = err.Error()
 			return err
 		}
 		time.Sleep(envSettle)
-		logf("environments: burst %d: %d first invokes, %d at a time", k+1, len(names), b.cfg.envConcurrency)
+		logf("environments: burst %d: %d first invokes, %d at a time", burstNo+1, len(names), b.cfg.envConcurrency)
 		cnt, el, _, err := burst(ctx, b.cfg.envConcurrency, 0, len(names), b.envCall(n, names, nil, nil))
 		if err != nil {
 			r.Err = err.Error()
