@@ -454,15 +454,7 @@ func checkTemplateRoot(t *testing.T, pid, spawner int) {
 // next request starts a new spawner, whose template is built anew.
 func TestSpawnerTemplateFails(t *testing.T) {
 	testutil.RequiresRoot(t)
-	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.close()
-	land, err := hostUserland()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp, land := newTestSpawner(t)
 	spawn := func(root string) (int, *os.File, error) {
 		t.Helper()
 		init := &initConfig{Root: root, Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
@@ -511,15 +503,7 @@ func TestTemplateBindsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(sub, unix.MNT_DETACH) })
-	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.close()
-	land, err := hostUserland()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp, land := newTestSpawner(t)
 	land = append(land, userlandEntry{Name: "nested", Bind: dir})
 	// Not on /tmp, where the template would hide the directory.
 	init := &initConfig{Root: t.TempDir(), Userland: land, Hostname: "spawned", UID: SandboxUID, GID: SandboxGID}
@@ -571,4 +555,20 @@ func spawnReleased(sp *spawner, init *initConfig, base int) (int, *os.File, *os.
 	}
 	relW.Write([]byte{1})
 	return pid, pidfd, logR, nil
+}
+
+// newTestSpawner starts a spawner, closed when the test ends, and lists
+// the host's userland for its sandboxes.
+func newTestSpawner(t *testing.T) (*spawner, []userlandEntry) {
+	t.Helper()
+	sp, err := newSpawner(nil, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sp.close)
+	land, err := hostUserland()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp, land
 }
