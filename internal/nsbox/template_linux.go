@@ -1,10 +1,10 @@
 package nsbox
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +17,10 @@ import (
 // (about 40 mount calls) and pivoted into it, and pivot_root visits every
 // thread on the host (docs/performance.md, session 26).
 var template struct {
-	key  string // the configuration it was built from (Root, Userland)
+	built bool
+	// The configuration it was built from.
+	root string
+	land []userlandEntry
 	err  error
 	proc int // the host's /proc, opened before the pivot
 }
@@ -29,15 +32,13 @@ func hostProc() int { return template.proc }
 // ensureTemplate builds the template from cfg on the first call; later
 // calls must ask for the same one.
 func ensureTemplate(cfg *initConfig) error {
-	land, _ := json.Marshal(cfg.Userland)
-	key := cfg.Root + "\x00" + string(land)
-	if template.key != "" {
-		if key != template.key {
+	if template.built {
+		if cfg.Root != template.root || !slices.Equal(cfg.Userland, template.land) {
 			return errors.New("template: a sandbox asks for another root or userland than the spawner's")
 		}
 		return template.err
 	}
-	template.key = key
+	template.built, template.root, template.land = true, cfg.Root, slices.Clone(cfg.Userland)
 	template.err = buildTemplate(cfg)
 	return template.err
 }
