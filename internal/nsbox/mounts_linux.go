@@ -31,7 +31,8 @@ var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 // its mounts locked there (a copy into a less privileged user namespace):
 // the sandbox can neither unmount nor remount any of them.
 func templateRoot(p *initProg, cfg *initConfig) error {
-	// Nothing mounted here may propagate back to the host (or from it).
+	// Nothing mounted here may propagate back to the host (or from it);
+	// the mounts made below are private too, as is every sandbox's copy.
 	p.call("make / private", unix.SYS_MOUNT, "", "/", nil, unix.MS_REC|unix.MS_PRIVATE, nil)
 	root := cfg.Root
 	p.call("root tmpfs", unix.SYS_MOUNT, "tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=755")
@@ -72,9 +73,10 @@ func pivotToTemplate(p *initProg, root string) {
 // configuration's mount indices (Etc, Certs, Runtime, Tmp) to the
 // spawner's descriptors of them; proc, its /proc, made detached
 // (earlyProc); and a private devpts and /dev/shm.
+//
+// Nothing mounted here propagates to the spawner, or from it: every mount
+// of the template is private (templateRoot), and so is each copy of it.
 func mountSandbox(p *initProg, cfg *initConfig, trees map[int]int, proc result) error {
-	// Nothing we mount may propagate back to the spawner (or from it).
-	p.call("make / private", unix.SYS_MOUNT, "", "/", nil, unix.MS_REC|unix.MS_PRIVATE, nil)
 	for _, m := range []struct {
 		tree int
 		dst  string

@@ -433,6 +433,17 @@ func checkTemplateRoot(t *testing.T, pid, spawner int) {
 			t.Errorf("the spawner's template (%s) is mounted in the host's namespace, at %s", template, m[4])
 		}
 	}
+	// Every mount of the child is private: none propagates to or from the
+	// spawner or another sandbox.
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid)); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if opt, _, _ := strings.Cut(l, " - "); strings.Contains(opt, " shared:") || strings.Contains(opt, " master:") {
+				t.Errorf("a mount of the child propagates: %s", l)
+			}
+		}
+	}
 	procs := 0
 	for _, m := range mounts(strconv.Itoa(spawner)) {
 		switch m[6] {
