@@ -150,7 +150,7 @@ func spawnOne(msg []byte, fds []int) (int, int, error) {
 	ids := []byte(fmt.Sprintf("0 %d %d\n", req.IDBase, req.IDSize))
 	for _, f := range []string{"uid_map", "gid_map"} {
 		if err == nil {
-			err = writeAt(hostProc(), fmt.Sprintf("%d/%s", pid, f), ids)
+			err = writeAt(template.proc, fmt.Sprintf("%d/%s", pid, f), ids)
 		}
 	}
 	if err == nil {

@@ -22,12 +22,10 @@ var template struct {
 	root string
 	land []userlandEntry
 	err  error
-	proc int // the host's /proc, opened before the pivot
+	// proc is the host's /proc, opened before the pivot, for the
+	// sandboxes' id maps: the spawner's own /proc is the template's then.
+	proc int
 }
-
-// hostProc is the host's /proc, for the sandboxes' id maps: the spawner's
-// own /proc is the template's once it has pivoted.
-func hostProc() int { return template.proc }
 
 // ensureTemplate builds the template from cfg on the first call; later
 // calls must ask for the same one.
